@@ -1,0 +1,134 @@
+"""TrainConfig: every hyperparameter of teacher training and distillation, saved with each checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("none", "ds", "kd", "dkd", "mfd", "dmd")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it and says what is allowed."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings for one run. Defaults follow DESIGN.md §2 and our validation runs (docs/architecture.md)."""
+
+    # what to train
+    method: str = "dmd"  # none | ds | kd | dkd | mfd | dmd ("none" also trains teachers)
+    model: str = "student"  # preset name (teacher | student | student-tiny) or comma-separated channels
+    norm: str = "instance"
+    spatial_dims: int | None = None  # None: from the data
+    num_classes: int | None = None  # None: from the labels / teacher
+    class_names: list[str] | None = None
+    # data
+    patch_size: list[int] | None = None  # None: chosen from the median case shape
+    batch_size: int = 2
+    normalization: str = "zscore"
+    fg_fraction: float = 0.33
+    augment: bool = True
+    val_fraction: float = 0.2
+    max_val_cases: int = 16
+    # optimisation
+    iterations: int = 1000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    lr_warmup: float = 0.02  # fraction of iterations with a linear LR ramp
+    grad_clip: float = 12.0
+    # distillation (DESIGN.md §2)
+    temperature: float = 4.0
+    alpha: float = 1.0  # DKD target weight
+    beta: float = 2.0  # DKD non-target weight (8 is the classification default, too strong here)
+    kd_weight: float = 1.0
+    lambda_logit: float = 1.0  # DMD: TCKD on the final logits
+    lambda_feat: float | None = None  # DMD/MFD: per-scale weight; None -> 2 / number of scales
+    ds_weight: float = 1.0  # control: heads + deep supervision
+    feature_scales: list[int] | None = None  # decoder stages (0 = deepest); None -> all but the last
+    scale_weights: list[float] | None = None
+    distill_warmup: float = 0.1  # fraction of iterations over which distillation weight ramps 0 -> 1
+    confidence_weighting: bool = False  # weight pseudo-labelled pixels by the teacher's confidence
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # mixed precision on CUDA
+    seed: int = 0
+    val_interval: int = 200
+    checkpoint_interval: int = 200
+    log_interval: int = 10
+    tensorboard: bool = False
+    num_threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError on absurd settings; return self."""
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} is unknown; choose one of {', '.join(METHODS)}")
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.fg_fraction <= 1:
+            raise ConfigError(f"fg_fraction must be in [0, 1], got {self.fg_fraction}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.spatial_dims not in (None, 2, 3):
+            raise ConfigError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.patch_size is not None:
+            if any(int(p) < 4 for p in self.patch_size):
+                raise ConfigError(f"patch_size entries must be >= 4, got {list(self.patch_size)}")
+            if self.spatial_dims is not None and len(self.patch_size) != self.spatial_dims:
+                raise ConfigError(f"patch_size {list(self.patch_size)} has {len(self.patch_size)} entries "
+                                  f"for {self.spatial_dims}D data")
+        for name in ("val_interval", "checkpoint_interval", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("alpha", "beta", "kd_weight", "lambda_logit", "ds_weight", "distill_warmup",
+                     "lr_warmup", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lambda_feat is not None and self.lambda_feat < 0:
+            raise ConfigError(f"lambda_feat must be >= 0, got {self.lambda_feat}")
+        return self
+
+    def model_channels(self) -> str | tuple[int, ...]:
+        """The preset name, or the explicit channel tuple if `model` lists numbers."""
+        if any(ch.isdigit() for ch in self.model):
+            try:
+                return tuple(int(c) for c in self.model.replace(" ", "").split(","))
+            except ValueError as e:
+                raise ConfigError(f"model {self.model!r}: give a preset name or channels like 8,16,32") from e
+        return self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load_yaml(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must hold a mapping of settings")
+        return cls.from_dict(data)

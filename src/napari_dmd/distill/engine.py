@@ -1,0 +1,473 @@
+"""The training engine: one loop for teacher training and every distillation method.
+
+``Distiller(config, cases, teacher=...).run()`` is a generator of :class:`Event` objects; the CLI prints
+them, the napari widget forwards them from a worker thread. A stop request is honoured between steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..config import ConfigError, TrainConfig
+from ..data.cases import Case, validate_cases
+from ..data.sampling import PatchSampler, split_cases
+from ..data.transforms import normalize
+from ..inference import sliding_window_predict
+from ..metrics import dice_per_class
+from ..models.heads import ScaleHeads
+from ..models.presets import build_model, count_parameters
+from ..models.unet import UNet
+from ..teachers.base import Teacher
+from .losses import distill_loss
+
+HEAD_METHODS = ("ds", "mfd", "dmd")
+IGNORE = 255
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+@dataclass
+class Event:
+    """A progress report from :meth:`Distiller.run`."""
+
+    kind: str  # start | step | validation | checkpoint | done | stopped
+    iteration: int
+    total: int
+    parts: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0
+    samples_per_s: float = 0.0
+    eta_s: float = float("nan")
+    dice: list[float] | None = None
+    mean_dice: float | None = None
+    path: str | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if v is not None and v != {} and v != ""}
+        d["time"] = time.time()
+        return d
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """CUDA, then MPS, then CPU for "auto"; otherwise the named device (checked to exist)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available; use --device cpu")
+    return dev
+
+
+def auto_patch_size(shapes: Sequence[Sequence[int]], spatial_dims: int, multiple: int) -> list[int]:
+    """Median case shape (last ``spatial_dims`` axes) rounded to a multiple of the network stride, capped."""
+    med = np.median(np.array([s[-spatial_dims:] for s in shapes]), axis=0)
+    cap = 64 if spatial_dims == 3 else 256
+    return [int(min(cap, max(multiple, multiple * round(m / multiple)))) for m in med]
+
+
+def lr_factor(iteration: int, total: int, warmup: float) -> float:
+    """Linear warm-up then cosine decay to 1 % of the base learning rate."""
+    w = int(round(warmup * total))
+    if iteration < w:
+        return (iteration + 1) / w
+    progress = (iteration - w) / max(1, total - w)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def default_output_dir(method: str) -> Path:
+    return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class Distiller:
+    """Train ``config.model`` on ``cases`` with ``config.method``, optionally taught by ``teacher``.
+
+    With ``teacher=None`` only method "none" or "ds" is possible (teacher training, or a student alone).
+    Cases without labels take the teacher's prediction as their target class.
+    """
+
+    def __init__(self, config: TrainConfig, cases: Sequence[Case], *, val_cases: Sequence[Case] | None = None,
+                 teacher: Teacher | None = None, output_dir: str | Path | None = None,
+                 resume: str | Path | None = None, role: str = "student") -> None:
+        self.config = config.validate()
+        cfg = self.config
+        if teacher is None and cfg.method not in ("none", "ds"):
+            raise ConfigError(f"method {cfg.method!r} needs a teacher; give one, or use method 'none'")
+        if not cases:
+            raise ConfigError("no training cases were given")
+        self.teacher = teacher
+        self.role = role
+        self.device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.output_dir = Path(output_dir) if output_dir else default_output_dir(cfg.method)
+        self._stop = False
+
+        # data: classes, dims, split
+        cases = list(cases)
+        if teacher is not None:
+            num_classes = cfg.num_classes or teacher.num_classes
+            if num_classes != teacher.num_classes:
+                raise ConfigError(f"teacher {teacher.source} predicts {teacher.num_classes} classes "
+                                  f"but num_classes is {num_classes}")
+        else:
+            num_classes = cfg.num_classes
+        labelled = [c for c in cases if c.has_label]
+        if teacher is None and not labelled:
+            raise ConfigError("training without a teacher needs labelled cases; none of the cases has a label")
+        n_found = validate_cases(cases, num_classes) if labelled else num_classes
+        self.num_classes = int(num_classes or n_found)
+        data_dims = cases[0].ndim
+        spatial_dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else data_dims)
+        if spatial_dims > data_dims:
+            raise ConfigError(f"a {spatial_dims}D model cannot train on {data_dims}D images")
+        if teacher is not None and teacher.spatial_dims != spatial_dims:
+            raise ConfigError(f"teacher {teacher.source} is {teacher.spatial_dims}D but the student is "
+                              f"{spatial_dims}D; set spatial_dims to {teacher.spatial_dims}")
+        self.spatial_dims = spatial_dims
+        if val_cases is None:
+            if teacher is None:
+                pool = labelled
+                unl = []
+            else:
+                pool, unl = labelled, [c for c in cases if not c.has_label]
+            if not pool:  # teacher + only unlabelled scans: validate against the teacher on a split
+                pool, unl = cases, []
+            tr, va = split_cases(len(pool), cfg.val_fraction, cfg.seed)
+            val_cases = [pool[i] for i in va][: cfg.max_val_cases]
+            train_cases = [pool[i] for i in tr] + unl
+            if not train_cases:
+                train_cases, val_cases = pool, []
+        else:
+            train_cases = cases
+            val_cases = list(val_cases)[: cfg.max_val_cases]
+        if teacher is None:
+            train_cases = [c for c in train_cases if c.has_label]
+        self.train_cases, self.val_cases = train_cases, list(val_cases)
+        self.normalization = teacher.normalization if teacher is not None else cfg.normalization
+
+        # models
+        torch.manual_seed(cfg.seed)
+        self.model: UNet = build_model(cfg.model_channels(), spatial_dims, self.num_classes, norm=cfg.norm)
+        scales = cfg.feature_scales
+        if scales is None:
+            scales = list(range(len(self.model.feature_strides) - 1)) or [0]
+        if any(not 0 <= s < len(self.model.feature_strides) for s in scales):
+            raise ConfigError(f"feature_scales {scales} out of range: the model has "
+                              f"{len(self.model.feature_strides)} decoder stages (0 = deepest)")
+        self.feature_scales = list(scales)
+        self.heads: ScaleHeads | None = None
+        if cfg.method in HEAD_METHODS:
+            chans = [self.model.feature_channels[s] for s in self.feature_scales]
+            self.heads = ScaleHeads(spatial_dims, chans, self.num_classes)
+        self.lambda_feat = cfg.lambda_feat if cfg.lambda_feat is not None else 2.0 / len(self.feature_scales)
+        shapes = [c.image.shape for c in train_cases]
+        self.patch_size = list(cfg.patch_size) if cfg.patch_size else auto_patch_size(
+            shapes, spatial_dims, self.model.total_stride)
+        if len(self.patch_size) != spatial_dims:
+            raise ConfigError(f"patch_size {self.patch_size} does not match a {spatial_dims}D model")
+        self.model.to(self.device)
+        if self.heads is not None:
+            self.heads.to(self.device)
+        if teacher is not None:
+            teacher.to(self.device)
+        params = list(self.model.parameters()) + (list(self.heads.parameters()) if self.heads else [])
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_dice = -1.0
+        self.val_references: dict[str, np.ndarray] = {}
+
+        self.sampler = PatchSampler(
+            [normalize(c.image, self.normalization) for c in train_cases],
+            [c.label for c in train_cases], tuple(self.patch_size), batch_size=cfg.batch_size,
+            spatial_dims=spatial_dims, fg_fraction=cfg.fg_fraction, num_classes=self.num_classes,
+            augment=cfg.augment, ignore_index=IGNORE, seed=cfg.seed)
+        self._val_images = [normalize(c.image, self.normalization) for c in self.val_cases]
+        amp_ok = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if amp_ok and torch.cuda.is_bf16_supported() else torch.float16) \
+            if amp_ok else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if resume is not None:
+            self._load_state(resume)
+        self._log_file = None
+        self._tb = None
+
+    # ------------------------------------------------------------------ public
+    @property
+    def total(self) -> int:
+        return self.config.iterations
+
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / "best.pt"
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop before its next step (a checkpoint is then written)."""
+        self._stop = True
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"model": count_parameters(self.model)}
+        if self.teacher is not None and hasattr(self.teacher, "parameters"):
+            counts["teacher"] = sum(p.numel() for p in self.teacher.parameters())
+        return counts
+
+    def run(self) -> Generator[Event, None, dict[str, Any]]:
+        """Train until ``config.iterations`` or a stop request; yields an Event per step and more."""
+        cfg = self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(self.output_dir / "config.yaml")
+        self._log_file = open(self.output_dir / "events.jsonl", "a")  # noqa: SIM115 - closed in finally
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
+            except ImportError:
+                self._tb = None
+        start_iter = self.iteration
+        t0 = time.perf_counter()
+        rate = 0.0
+        try:
+            yield self._emit(Event("start", self.iteration, self.total,
+                                   message=f"{cfg.method} on {self.device.type}, "
+                                           f"{count_parameters(self.model):,} parameters, "
+                                           f"patch {self.patch_size} x {cfg.batch_size}, "
+                                           f"{len(self.train_cases)} train / {len(self.val_cases)} val cases"))
+            while self.iteration < self.total and not self._stop:
+                ts = time.perf_counter()
+                parts = self._step()
+                self.iteration += 1
+                dt = time.perf_counter() - ts
+                inst = cfg.batch_size / max(dt, 1e-9)
+                rate = inst if rate == 0 else 0.9 * rate + 0.1 * inst
+                done = self.iteration - start_iter
+                its = done / max(time.perf_counter() - t0, 1e-9)
+                ev = Event("step", self.iteration, self.total, parts=parts, lr=self._lr(),
+                           samples_per_s=rate, eta_s=(self.total - self.iteration) / max(its, 1e-9))
+                yield self._emit(ev, log=self.iteration % cfg.log_interval == 0)
+                if self.val_cases and (self.iteration % cfg.val_interval == 0 or self.iteration == self.total):
+                    yield self._emit(self._validate())
+                if self.iteration % cfg.checkpoint_interval == 0 and self.iteration < self.total:
+                    yield self._emit(self._save_last())
+            yield self._emit(self._save_last())
+            kind = "done" if self.iteration >= self.total else "stopped"
+            yield self._emit(Event(kind, self.iteration, self.total, path=str(self.last_path),
+                                   mean_dice=self.best_dice if self.best_dice >= 0 else None,
+                                   message=f"{kind} at iteration {self.iteration}"))
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+            if self._tb is not None:
+                self._tb.close()
+        return {"iteration": self.iteration, "best_dice": self.best_dice, "last": str(self.last_path),
+                "best": str(self.best_path) if self.best_path.exists() else None,
+                "wall_s": time.perf_counter() - t0, "history": self.history}
+
+    def run_to_end(self) -> dict[str, Any]:
+        """Drive :meth:`run` to completion and return its summary (for scripts and tests)."""
+        gen = self.run()
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    # ------------------------------------------------------------------ steps
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _set_lr(self) -> None:
+        f = lr_factor(self.iteration, self.total, self.config.lr_warmup)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.config.lr * f
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _step(self) -> dict[str, float]:
+        cfg = self.config
+        self.model.train()
+        if self.heads is not None:
+            self.heads.train()
+        self._set_lr()
+        images, labels, has_label = self.sampler.sample()
+        x = torch.from_numpy(images).to(self.device, non_blocking=True)
+        y = torch.from_numpy(labels).to(self.device, non_blocking=True)
+        teacher_logits = None
+        pixel_weight = None
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                teacher_logits = self.teacher(x).float()
+            pseudo = teacher_logits.argmax(1)
+            missing = y == IGNORE
+            if bool(missing.any()):
+                y = torch.where(missing, pseudo, y)
+                if cfg.confidence_weighting:
+                    conf = torch.softmax(teacher_logits, 1).amax(1)
+                    pixel_weight = torch.where(missing, conf, torch.ones_like(conf))
+        with self._autocast():
+            if self.heads is not None:
+                logits, feats = self.model(x, return_features=True)
+                scales = self.heads([feats[s] for s in self.feature_scales])
+            else:
+                logits, scales = self.model(x), []
+        warm = cfg.distill_warmup * self.total
+        distill_scale = 1.0 if warm <= 0 else min(1.0, (self.iteration + 1) / warm)
+        loss, parts = distill_loss(
+            cfg.method, logits, scales, teacher_logits, y, T=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
+            lambda_logit=cfg.lambda_logit, lambda_feat=self.lambda_feat, kd_weight=cfg.kd_weight,
+            ds_weight=cfg.ds_weight, weights=cfg.scale_weights, ignore_index=IGNORE,
+            pixel_weight=pixel_weight, distill_scale=distill_scale)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss.item()} at iteration {self.iteration + 1}; training stopped and the "
+                f"last good checkpoint is kept ({self.last_path if self.last_path.exists() else 'none yet'}). "
+                f"Lower the learning rate (lr, now {cfg.lr:g}) or the distillation weights.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: float(v) for k, v in parts.items()}
+
+    def predict(self, image: np.ndarray, *, model: torch.nn.Module | None = None,
+                progress=None) -> np.ndarray:
+        """Class probabilities (C, *shape) of a normalized image with the student (or ``model``)."""
+        net = model if model is not None else self.model
+        net.eval()
+        return sliding_window_predict(net, image, self.patch_size, num_classes=self.num_classes,
+                                      overlap=0.5, batch_size=max(1, self.config.batch_size),
+                                      device=str(self.device), progress=progress,
+                                      amp=self.amp_dtype is not None)
+
+    def _reference(self, i: int) -> np.ndarray:
+        case = self.val_cases[i]
+        if case.label is not None:
+            return case.label
+        if case.name not in self.val_references:  # no label: agreement with the teacher
+            teacher = self.teacher
+            probs = sliding_window_predict(teacher, self._val_images[i], self.patch_size,
+                                           num_classes=self.num_classes, device=str(self.device))
+            self.val_references[case.name] = probs.argmax(0).astype(np.uint8)
+        return self.val_references[case.name]
+
+    def _validate(self) -> Event:
+        dices = []
+        for i, img in enumerate(self._val_images):
+            pred = self.predict(img).argmax(0)
+            dices.append(dice_per_class(pred, self._reference(i), self.num_classes))
+        per_class = np.nanmean(np.stack(dices), axis=0) if dices else np.array([])
+        mean = float(np.nanmean(per_class)) if per_class.size else float("nan")
+        per_class_list = [float(v) for v in per_class]
+        self.history.append({"iteration": self.iteration, "dice": per_class_list, "mean_dice": mean})
+        path = None
+        if mean > self.best_dice:
+            self.best_dice = mean
+            path = str(save_checkpoint(self.best_path, self._payload(with_state=False)))
+        return Event("validation", self.iteration, self.total, dice=per_class_list, mean_dice=mean, path=path,
+                     message=f"validation mean Dice {mean:.4f}" + (" (best)" if path else ""))
+
+    # ------------------------------------------------------------------ state
+    def _payload(self, with_state: bool) -> dict[str, Any]:
+        cfg = self.config
+        spacing = np.median(np.array([c.spacing[-self.spatial_dims:] for c in self.train_cases]), axis=0)
+        payload: dict[str, Any] = {
+            "kind": self.role,
+            "model": self.model.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "heads": None if self.heads is None else {
+                "in_channels": self.heads.in_channels, "feature_scales": self.feature_scales,
+                "state_dict": {k: v.detach().cpu() for k, v in self.heads.state_dict().items()}},
+            "config": cfg.to_dict(),
+            "class_names": cfg.class_names,
+            "normalization": self.normalization,
+            "spacing": [float(s) for s in spacing],
+            "patch_size": list(self.patch_size),
+            "iteration": self.iteration,
+            "best_dice": self.best_dice,
+            "history": self.history,
+            "val_cases": [c.name for c in self.val_cases],
+            "teacher_source": None if self.teacher is None else str(self.teacher.source),
+        }
+        if with_state:
+            payload["train_state"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "sampler": json.dumps(self.sampler.state_dict()),
+                "torch_rng": torch.get_rng_state(),
+                "scaler": self.scaler.state_dict(),
+                "val_references": {k: torch.from_numpy(v.astype(np.int64))
+                                   for k, v in self.val_references.items()},
+            }
+        return payload
+
+    def _save_last(self) -> Event:
+        path = save_checkpoint(self.last_path, self._payload(with_state=True))
+        return Event("checkpoint", self.iteration, self.total, path=str(path),
+                     message=f"checkpoint written: {path}")
+
+    def _load_state(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt["model"].get("channels") != list(self.model.channels) or \
+                ckpt["model"].get("num_classes") != self.num_classes or \
+                ckpt["model"].get("spatial_dims") != self.spatial_dims:
+            raise CheckpointError(f"{path}: the checkpoint's model {ckpt['model']} does not match this run's "
+                                  f"({self.model.config()})")
+        state = ckpt.get("train_state")
+        if state is None:
+            raise CheckpointError(f"{path}: holds no training state to resume from (use last.pt, not best.pt)")
+        self.model.load_state_dict(ckpt["state_dict"])
+        if self.heads is not None and ckpt.get("heads"):
+            self.heads.load_state_dict(ckpt["heads"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(json.loads(state["sampler"]))
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.val_references = {k: v.numpy().astype(np.uint8) for k, v in state.get("val_references", {}).items()}
+        self.iteration = int(ckpt.get("iteration", 0))
+        self.best_dice = float(ckpt.get("best_dice", -1.0))
+        self.history = list(ckpt.get("history", []))
+        if self.iteration > self.total:
+            raise ConfigError(f"{path}: the run is already at iteration {self.iteration}, beyond iterations="
+                              f"{self.total}; raise iterations to continue")
+
+    def _emit(self, event: Event, log: bool = True) -> Event:
+        if log and self._log_file is not None:
+            self._log_file.write(json.dumps(event.to_json()) + "\n")
+            self._log_file.flush()
+        if self._tb is not None and event.kind == "step" and log:
+            for k, v in event.parts.items():
+                self._tb.add_scalar(f"loss/{k}", v, event.iteration)
+            self._tb.add_scalar("lr", event.lr, event.iteration)
+        if self._tb is not None and event.kind == "validation" and event.mean_dice is not None:
+            self._tb.add_scalar("val/mean_dice", event.mean_dice, event.iteration)
+        return event

@@ -1,0 +1,85 @@
+"""Segmenter: a trained model (or teacher) plus the normalization and tiling it needs, image -> labels.
+
+Shared by the CLI (predict, evaluate), the napari widgets (Segment, Compare) and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data.io import DataError
+from .data.transforms import normalize
+from .inference import sliding_window_predict
+from .models.presets import count_parameters
+
+
+@dataclass
+class Segmenter:
+    """Predicts labels for raw images (spatial axes only) with the model's own normalization."""
+
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor]
+    num_classes: int
+    spatial_dims: int
+    patch_size: list[int]
+    normalization: str = "zscore"
+    class_names: list[str] | None = None
+    device: str = "cpu"
+    name: str = "model"
+    overlap: float = 0.5
+    batch_size: int = 4
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Segmenter:
+        """Load a napari-dmd checkpoint (weights only) as a segmenter."""
+        from .distill.engine import resolve_device
+
+        ckpt = load_checkpoint(path)
+        model = model_from_checkpoint(ckpt, path)
+        dev = str(resolve_device(device))
+        patch = ckpt.get("patch_size") or [64] * model.spatial_dims
+        return cls(model.to(dev), model.num_classes, model.spatial_dims, list(patch),
+                   ckpt.get("normalization", "zscore"), ckpt.get("class_names"), dev, name=Path(path).name)
+
+    @property
+    def parameters(self) -> int:
+        return count_parameters(self.model) if isinstance(self.model, nn.Module) else 0
+
+    def check_image(self, image: np.ndarray, source: str = "image") -> None:
+        """Raise DataError if this model cannot segment ``image``."""
+        if image.ndim not in (2, 3):
+            raise DataError(f"{source}: {image.ndim}D data with shape {image.shape}; expected a 2D image or "
+                            "3D volume with one channel")
+        if image.ndim < self.spatial_dims:
+            raise DataError(f"{source}: a {self.spatial_dims}D model cannot segment a {image.ndim}D image")
+        if not np.isfinite(image).all():
+            raise DataError(f"{source}: the image holds NaN or infinite values")
+
+    def probabilities(self, image: np.ndarray, *, progress: Callable[[int, int], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None, source: str = "image") -> np.ndarray:
+        """Softmax probabilities (C, *image.shape)."""
+        self.check_image(image, source)
+        if isinstance(self.model, nn.Module):
+            self.model.eval()
+        x = normalize(np.asarray(image, dtype=np.float32), self.normalization)
+        return sliding_window_predict(self.model, x, self.patch_size, num_classes=self.num_classes,
+                                      overlap=self.overlap, batch_size=self.batch_size, device=self.device,
+                                      progress=progress, should_stop=should_stop,
+                                      amp=self.device.startswith("cuda"))
+
+    def __call__(self, image: np.ndarray, **kw) -> np.ndarray:
+        """Label map (uint8) of the same shape as ``image``."""
+        return self.probabilities(image, **kw).argmax(0).astype(np.uint8)
+
+    def timed(self, image: np.ndarray, **kw) -> tuple[np.ndarray, float]:
+        """Labels and the wall time of the prediction in seconds."""
+        t0 = time.perf_counter()
+        labels = self(image, **kw)
+        return labels, time.perf_counter() - t0
