@@ -151,6 +151,8 @@ def _drive(distiller, quiet: bool = False) -> dict[str, Any]:
     """Run the engine with a progress bar; Ctrl-C stops cleanly after writing a checkpoint."""
     gen = distiller.run()
     last_len = 0
+    tty = sys.stderr.isatty()
+    every = max(1, distiller.total // 20)
     while True:
         try:
             ev = next(gen)
@@ -169,8 +171,11 @@ def _drive(distiller, quiet: bool = False) -> dict[str, Any]:
             line = _progress_line(ev.iteration, ev.total,
                                   f"loss {ev.parts.get('total', 0):.3f} ({parts}) lr {ev.lr:.1e} "
                                   f"{ev.samples_per_s:.1f} samples/s ETA {_fmt_eta(ev.eta_s)}")
-            print(line.ljust(last_len), end="", file=sys.stderr, flush=True)
-            last_len = len(line)
+            if tty:
+                print(line.ljust(last_len), end="", file=sys.stderr, flush=True)
+                last_len = len(line)
+            elif ev.iteration % every == 0 or ev.iteration == ev.total:
+                print(line.lstrip("\r"), file=sys.stderr, flush=True)
         else:
             print(f"\n{ev.message}" if ev.kind != "start" else ev.message, file=sys.stderr, flush=True)
             last_len = 0

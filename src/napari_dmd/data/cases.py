@@ -1,0 +1,474 @@
+"""Cases (image + optional label map) from files and folders, and their validation.
+
+A :class:`Case` holds arrays in ``(z, y, x)`` / ``(y, x)`` order (see ``docs/architecture.md``). Loaders check
+what can be checked per pair (label shape, integral labels); :func:`validate_cases` checks a whole set before
+training. Every problem raises :class:`~napari_dmd.data.io.DataError` naming the file (or case).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_dmd.data.io import (
+    NIFTI_SUFFIXES,
+    DataError,
+    affine_from_spacing,
+    file_suffix,
+    is_supported_file,
+    read_image,
+    strip_suffix,
+)
+
+__all__ = [
+    "DEFAULT_IGNORE_INDEX",
+    "Case",
+    "infer_num_classes",
+    "load_case",
+    "load_folder_pairs",
+    "load_msd_folder",
+    "load_pair_lists",
+    "read_class_names",
+    "validate_case",
+    "validate_cases",
+]
+
+DEFAULT_IGNORE_INDEX = 255
+_NNUNET_CHANNEL = "_0000"
+
+
+@dataclass
+class Case:
+    """One image with its optional label map, spacing (array order), affine (NIfTI x, y, z) and name."""
+
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, ...]
+    affine: np.ndarray
+    name: str
+    image_path: str | None = None
+    label_path: str | None = None
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions (2 or 3)."""
+        return self.image.ndim
+
+    @property
+    def has_label(self) -> bool:
+        """True when the case carries a label map."""
+        return self.label is not None
+
+    @property
+    def source(self) -> str:
+        """What to name in messages: the image file, else the case name."""
+        return self.image_path or self.name
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+def _to_label_dtype(label: np.ndarray, where: str) -> np.ndarray:
+    """Cast an integral label map to uint8 (0..255) or int16 (else int32); fractional values -> DataError."""
+    label = np.asarray(label)
+    if label.dtype.kind == "b":
+        return label.astype(np.uint8)
+    if label.dtype.kind == "f":
+        finite = np.isfinite(label)
+        if not finite.all():
+            raise DataError(f"{where}: label map holds {int((~finite).sum())} NaN/Inf values")
+        frac = label != np.round(label)
+        if frac.any():
+            example = float(label[frac].flat[0])
+            raise DataError(
+                f"{where}: label map holds non-integer values (e.g. {example:g}); "
+                "labels must be class indices 0, 1, 2, ..."
+            )
+    elif label.dtype.kind not in "iu":
+        raise DataError(f"{where}: label map has unsupported type {label.dtype}")
+    if label.size == 0:
+        return label.astype(np.uint8)
+    lo, hi = float(label.min()), float(label.max())
+    if lo >= 0 and hi < 256:
+        return label.astype(np.uint8)
+    if lo >= -32768 and hi < 32768:
+        return label.astype(np.int16)
+    if lo >= -(2**31) and hi < 2**31:
+        return label.astype(np.int32)
+    raise DataError(f"{where}: label values {lo:g}..{hi:g} are far out of any class range")
+
+
+def _case_name(path: str | os.PathLike) -> str:
+    """Case name from a file name: suffix and an nnU-Net ``_0000`` channel suffix removed."""
+    stem = strip_suffix(path)
+    return stem[: -len(_NNUNET_CHANNEL)] if stem.endswith(_NNUNET_CHANNEL) else stem
+
+
+def load_case(
+    image_path: str | os.PathLike,
+    label_path: str | os.PathLike | None = None,
+    *,
+    name: str | None = None,
+    spacing: Sequence[float] | None = None,
+) -> Case:
+    """Read one image and its optional label map into a :class:`Case`.
+
+    Labels are cast to uint8/int16 when their values are integral (fractional -> DataError naming the label
+    file); the label shape must equal the image shape. ``spacing`` (array order) overrides the file's; for
+    files without a world affine (TIFF, PNG, NumPy) the affine is rebuilt from it.
+    """
+    img = read_image(image_path)
+    case_spacing = img.spacing
+    affine = img.affine
+    if spacing is not None:
+        case_spacing = tuple(float(s) for s in spacing)
+        if len(case_spacing) != img.ndim or not all(np.isfinite(s) and s > 0 for s in case_spacing):
+            raise DataError(
+                f"{img.path}: spacing {case_spacing} does not fit a {img.ndim}D image (need {img.ndim} "
+                "positive values)"
+            )
+        if file_suffix(image_path) not in NIFTI_SUFFIXES:
+            affine = affine_from_spacing(case_spacing)
+    label = None
+    lab_path = None
+    if label_path is not None:
+        lab = read_image(label_path)
+        lab_path = lab.path
+        if lab.array.shape != img.array.shape:
+            raise DataError(
+                f"{lab_path}: label shape {lab.array.shape} does not match image {img.path} "
+                f"shape {img.array.shape}"
+            )
+        label = _to_label_dtype(lab.array, lab_path)
+    return Case(
+        image=img.array,
+        label=label,
+        spacing=case_spacing,
+        affine=affine,
+        name=name if name is not None else _case_name(image_path),
+        image_path=img.path,
+        label_path=lab_path,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Visible files with a supported image suffix, sorted by name (hidden and ``._*`` files skipped)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_supported_file(p))
+
+
+def _label_index(folder: Path | None) -> dict[str, Path]:
+    """Label files of a folder keyed by file name and by name without suffix."""
+    index: dict[str, Path] = {}
+    if folder is None or not folder.is_dir():
+        return index
+    for p in _list_images(folder):
+        index.setdefault(p.name, p)
+        index.setdefault(strip_suffix(p), p)
+    return index
+
+
+def _find_label(image: Path, index: dict[str, Path]) -> Path | None:
+    """Label for an image: same file name, same stem, or the stem without nnU-Net's ``_0000``."""
+    if image.name in index:
+        return index[image.name]
+    stem = strip_suffix(image)
+    if stem in index:
+        return index[stem]
+    if stem.endswith(_NNUNET_CHANNEL):
+        return index.get(stem[: -len(_NNUNET_CHANNEL)])
+    return None
+
+
+def _refuse_multichannel(images: list[Path], folder: Path) -> None:
+    """nnU-Net multi-channel cases (``_0001`` files next to ``_0000``) are not supported."""
+    stems = {strip_suffix(p) for p in images}
+    for stem in sorted(stems):
+        if stem.endswith("_0001") and f"{stem[:-5]}{_NNUNET_CHANNEL}" in stems:
+            raise DataError(
+                f"{folder / stem}: multi-channel cases (nnU-Net _0000/_0001 files) are not supported; "
+                "keep one channel per case"
+            )
+
+
+def read_class_names(dataset_json: str | os.PathLike) -> list[str] | None:
+    """Class names from a ``dataset.json`` (MSD ``{"0": "background"}`` or nnU-Net v2 ``{"background": 0}``).
+
+    Returns None when the file or its "labels" entry is missing; gaps in the class indices get
+    ``"class <k>"``. A file that cannot be parsed raises DataError.
+    """
+    p = Path(dataset_json)
+    if not p.is_file():
+        return None
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{p}: cannot read dataset.json ({exc})") from exc
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        return None
+    names: dict[int, str] = {}
+    try:
+        for key, value in labels.items():
+            if isinstance(value, str):  # MSD: {"0": "background"}
+                names[int(key)] = value
+            elif isinstance(value, int) and not isinstance(value, bool):  # nnU-Net v2: {"background": 0}
+                names[value] = str(key)
+            else:  # nnU-Net region-based labels ([1, 2]) have no single class index
+                raise ValueError(f"label {key!r} -> {value!r} is not a single class index")
+    except ValueError as exc:
+        raise DataError(f'{p}: unsupported "labels" entry ({exc})') from exc
+    if min(names) < 0:
+        raise DataError(f'{p}: negative class index in "labels"')
+    return [names.get(k, f"class {k}") for k in range(max(names) + 1)]
+
+
+def load_msd_folder(
+    root: str | os.PathLike, *, require_labels: bool = False
+) -> tuple[list[Case], list[str] | None]:
+    """Load a Medical Segmentation Decathlon / nnU-Net raw folder.
+
+    Reads ``imagesTr/`` paired with ``labelsTr/`` by file name (``case_0000.nii.gz`` pairs with
+    ``case.nii.gz``), then ``imagesTs/`` (paired with ``labelsTs/`` if present). Cases without a label are
+    kept unless ``require_labels``, which makes a missing ``imagesTr`` label an error and skips unlabelled
+    ``imagesTs`` cases. Returns the cases sorted by name and the class names from ``dataset.json`` (or None).
+    """
+    root_p = Path(root)
+    if not root_p.is_dir():
+        raise DataError(f"{root_p}: not a folder" if root_p.exists() else f"{root_p}: folder not found")
+    tr, ts = root_p / "imagesTr", root_p / "imagesTs"
+    if not tr.is_dir() and not ts.is_dir():
+        raise DataError(f"{root_p}: no imagesTr/ or imagesTs/ folder (Medical Segmentation Decathlon layout)")
+    cases: list[Case] = []
+    for images_dir, labels_dir, is_train in (
+        (tr, root_p / "labelsTr", True),
+        (ts, root_p / "labelsTs", False),
+    ):
+        if not images_dir.is_dir():
+            continue
+        images = _list_images(images_dir)
+        _refuse_multichannel(images, images_dir)
+        index = _label_index(labels_dir)
+        for image in images:
+            label = _find_label(image, index)
+            if label is None and require_labels:
+                if is_train:
+                    raise DataError(f"{image}: no label file for this image in {labels_dir}")
+                continue
+            cases.append(load_case(image, label))
+    if not cases:
+        raise DataError(f"{root_p}: no images found in imagesTr/ or imagesTs/")
+    return cases, read_class_names(root_p / "dataset.json")
+
+
+def _read_spacing_csv(csv_path: Path) -> dict[str, float]:
+    """Map file name -> isotropic pixel size from a CSV with ``filename`` and ``pixel size...`` columns."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot read spacing CSV ({exc})") from exc
+    if not rows:
+        raise DataError(f"{csv_path}: spacing CSV is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    try:
+        name_col = header.index("filename")
+    except ValueError:
+        raise DataError(f"{csv_path}: spacing CSV has no 'filename' column (columns: {rows[0]})") from None
+    size_cols = [i for i, h in enumerate(header) if h.startswith("pixel size")]
+    if not size_cols:
+        raise DataError(f"{csv_path}: spacing CSV has no 'pixel size' column (columns: {rows[0]})")
+    size_col = size_cols[0]
+    table: dict[str, float] = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        try:
+            value = float(row[size_col])
+        except (IndexError, ValueError):
+            raise DataError(f"{csv_path}: line {line_no}: pixel size is not a number") from None
+        if not (np.isfinite(value) and value > 0):
+            raise DataError(f"{csv_path}: line {line_no}: pixel size {value} must be positive")
+        table[row[name_col].strip()] = value
+    return table
+
+
+def load_folder_pairs(
+    images_dir: str | os.PathLike,
+    labels_dir: str | os.PathLike | None = None,
+    *,
+    spacing_csv: str | os.PathLike | None = None,
+) -> list[Case]:
+    """Load every image of ``images_dir`` with the label of the same file name in ``labels_dir`` (if any).
+
+    ``spacing_csv`` (e.g. HC18's ``pixel_size_and_HC.csv``) gives an isotropic pixel size in mm per image from
+    its ``filename`` and ``pixel size...`` columns; an image missing from it is an error. Images without a
+    label are loaded unlabelled.
+    """
+    img_dir = Path(images_dir)
+    if not img_dir.is_dir():
+        raise DataError(f"{img_dir}: images folder not found")
+    lab_dir = Path(labels_dir) if labels_dir is not None else None
+    if lab_dir is not None and not lab_dir.is_dir():
+        raise DataError(f"{lab_dir}: labels folder not found")
+    table = _read_spacing_csv(Path(spacing_csv)) if spacing_csv is not None else None
+    images = _list_images(img_dir)
+    if not images:
+        raise DataError(f"{img_dir}: no image files found")
+    index = _label_index(lab_dir)
+    cases = []
+    for image in images:
+        spacing = None
+        if table is not None:
+            if image.name not in table:
+                raise DataError(f"{image}: not listed in spacing CSV {spacing_csv}")
+            spacing = table[image.name]
+        label = _find_label(image, index)
+        case = load_case(image, label)
+        if spacing is not None:
+            case.spacing = (spacing,) * case.ndim
+            if file_suffix(image) not in NIFTI_SUFFIXES:
+                case.affine = affine_from_spacing(case.spacing)
+        cases.append(case)
+    return cases
+
+
+def load_pair_lists(
+    image_paths: Sequence[str | os.PathLike],
+    label_paths: Sequence[str | os.PathLike | None] | None = None,
+) -> list[Case]:
+    """Load cases from explicit lists; ``label_paths`` (same length, entries may be None) is optional."""
+    images = list(image_paths)
+    if label_paths is None:
+        labels: list = [None] * len(images)
+    else:
+        labels = list(label_paths)
+        if len(labels) != len(images):
+            raise DataError(f"got {len(images)} images but {len(labels)} label files; the lists must pair up")
+    return [load_case(img, lab) for img, lab in zip(images, labels)]
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _label_values(label: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """Label values that are classes (``ignore_index`` voxels excluded)."""
+    values = np.unique(label)
+    return values[values != ignore_index] if ignore_index is not None else values
+
+
+def validate_case(
+    case: Case, num_classes: int | None = None, *, ignore_index: int | None = DEFAULT_IGNORE_INDEX
+) -> None:
+    """Check one case; raise DataError naming its file (or name) on the first problem found.
+
+    Image: 2 or 3 spatial dims, every dim >= 2 voxels, finite, not constant. Label (if any): same shape,
+    integral, >= 0 and < ``num_classes`` when given (``ignore_index`` voxels are allowed).
+    """
+    where = case.source
+    image = np.asarray(case.image)
+    if image.ndim not in (2, 3):
+        raise DataError(f"{where}: image has {image.ndim} spatial dims (shape {image.shape}); need 2D or 3D")
+    if min(image.shape) < 2:
+        raise DataError(f"{where}: image too small (shape {image.shape}); every dimension needs >= 2 voxels")
+    if image.dtype.kind not in "biuf":
+        raise DataError(f"{where}: image has unsupported type {image.dtype}")
+    if image.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise DataError(f"{where}: image contains {bad} NaN/Inf voxels")
+    lo, hi = image.min(), image.max()
+    if lo == hi:
+        raise DataError(f"{where}: constant image (every voxel is {float(lo):g}); nothing to segment")
+    if case.label is None:
+        return
+    lwhere = case.label_path or where
+    label = np.asarray(case.label)
+    if label.shape != image.shape:
+        raise DataError(
+            f"{lwhere}: label shape {label.shape} does not match image {where} shape {image.shape}"
+        )
+    if label.dtype.kind == "f":
+        finite = np.isfinite(label)
+        if not finite.all() or np.any(label[finite] != np.round(label[finite])):
+            raise DataError(f"{lwhere}: label map holds non-integer values; labels must be class indices")
+    elif label.dtype.kind not in "biu":
+        raise DataError(f"{lwhere}: label map has unsupported type {label.dtype}")
+    values = _label_values(label, ignore_index)
+    if values.size and values.min() < 0:
+        raise DataError(f"{lwhere}: negative label value {values.min():g}; labels must be 0, 1, 2, ...")
+    if num_classes is not None and values.size and values.max() >= num_classes:
+        bad = [int(v) for v in values if v >= num_classes]
+        raise DataError(
+            f"{lwhere}: labels out of range: values {bad[:5]} but only {num_classes} classes "
+            f"(0..{num_classes - 1}) expected"
+        )
+
+
+def infer_num_classes(cases: Sequence[Case], *, ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> int:
+    """Largest label value + 1 over the labelled cases (``ignore_index`` excluded); DataError if none."""
+    top = -1
+    labelled = False
+    for case in cases:
+        if case.label is None:
+            continue
+        labelled = True
+        values = _label_values(np.asarray(case.label), ignore_index)
+        if values.size:
+            top = max(top, int(values.max()))
+    if not labelled:
+        raise DataError("no labelled case: cannot infer the number of classes; give it explicitly")
+    return max(top + 1, 1)
+
+
+def validate_cases(
+    cases: Sequence[Case], num_classes: int | None = None, *, ignore_index: int | None = DEFAULT_IGNORE_INDEX
+) -> int:
+    """Validate every case and the set as a whole; return the number of classes.
+
+    The set must be non-empty, share one spatial dimensionality and, if any case is labelled, hold some
+    foreground. Without labels, ``num_classes`` must be given.
+    """
+    cases = list(cases)
+    if not cases:
+        raise DataError("no cases to use: load at least one image")
+    if num_classes is not None and num_classes < 2:
+        raise DataError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
+    first = cases[0]
+    for case in cases:
+        if case.ndim != first.ndim:
+            raise DataError(
+                f"{case.source}: {case.ndim}D image mixed with {first.ndim}D image {first.source}; "
+                "all cases must have the same number of spatial dims"
+            )
+    for case in cases:
+        validate_case(case, num_classes, ignore_index=ignore_index)
+    labelled = [c for c in cases if c.label is not None]
+    if not labelled:
+        if num_classes is None:
+            raise DataError("no case has a label map: give the number of classes (e.g. from the teacher)")
+        return num_classes
+    foreground = any(np.any(_label_values(np.asarray(c.label), ignore_index) > 0) for c in labelled)
+    if not foreground:
+        hint = ""
+        if ignore_index is not None and any(np.any(np.asarray(c.label) == ignore_index) for c in labelled):
+            hint = (
+                f"; value {ignore_index} marks ignored voxels, so a 0/{ignore_index} mask must be "
+                "converted to 0/1"
+            )
+        names = ", ".join(c.label_path or c.name for c in labelled[:3])
+        more = f" and {len(labelled) - 3} more" if len(labelled) > 3 else ""
+        raise DataError(f"all labels are background (no foreground voxel in {names}{more}){hint}")
+    return (
+        num_classes
+        if num_classes is not None
+        else max(infer_num_classes(cases, ignore_index=ignore_index), 2)
+    )

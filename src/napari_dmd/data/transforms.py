@@ -1,0 +1,105 @@
+"""Intensity normalization and patch augmentation (NumPy only).
+
+Arrays hold spatial axes only: ``(z, y, x)`` or ``(y, x)`` (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NORMALIZATION_SCHEMES = ("zscore", "zscore-fg", "ct", "none")
+
+_EPS = 1e-8
+
+
+def _zscore(image: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Z-score ``image`` with the mean/std of ``values``; a constant input gives zeros."""
+    mean = float(np.mean(values, dtype=np.float64)) if values.size else 0.0
+    std = float(np.std(values, dtype=np.float64)) if values.size else 0.0
+    out = image - np.float32(mean)
+    if std > _EPS:
+        out *= np.float32(1.0 / std)
+    else:
+        out[...] = 0.0
+    return out
+
+
+def normalize(
+    image: np.ndarray, scheme: str = "zscore", *, clip: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
+    """Normalize one case's intensities; returns a new float32 array of the same shape.
+
+    Schemes:
+      * ``"zscore"``: mean/std over all voxels.
+      * ``"zscore-fg"``: mean/std of voxels above the 10th percentile (MRI foreground), applied to all voxels.
+      * ``"ct"``: clip to the ``clip`` percentiles (low, high), then z-score.
+      * ``"none"``: cast to float32 only.
+    A constant image gives zeros (never a division by zero).
+    """
+    if scheme not in NORMALIZATION_SCHEMES:
+        raise ValueError(f"unknown normalization scheme {scheme!r}; expected one of {NORMALIZATION_SCHEMES}")
+    img = np.array(image, dtype=np.float32, copy=True)
+    if scheme == "none":
+        return img
+    if scheme == "zscore":
+        return _zscore(img, img)
+    if scheme == "zscore-fg":
+        threshold = np.percentile(img, 10.0)
+        fg = img[img > threshold]
+        if fg.size == 0:  # (near-)constant image: fall back to all voxels
+            fg = img
+        return _zscore(img, fg)
+    lo_q, hi_q = clip
+    if not 0.0 <= lo_q <= hi_q <= 100.0:
+        raise ValueError(f"clip percentiles must satisfy 0 <= low <= high <= 100, got {clip}")
+    lo, hi = np.percentile(img, [lo_q, hi_q])
+    np.clip(img, lo, hi, out=img)
+    return _zscore(img, img)
+
+
+def augment(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    flip: bool = True,
+    rot90: bool = True,
+    intensity: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Randomly augment a spatial float32 patch and its label (same spatial shape, or ``None``).
+
+    Flips along every spatial axis (p=0.5 each); rot90 (k in 0..3) in the last two axes when those
+    sizes are equal; intensity scale U(0.9, 1.1) and shift U(-0.1, 0.1), Gaussian noise with
+    sigma U(0, 0.05) with p=0.15. The label gets the same spatial transform (no interpolation).
+    All randomness comes from ``rng``; the number of draws depends only on the flags and shape.
+    """
+    if label is not None and label.shape != image.shape:
+        raise ValueError(f"label shape {label.shape} differs from image shape {image.shape}")
+    img = image
+    lab = label
+    if flip:
+        for axis in range(img.ndim):
+            if rng.random() < 0.5:
+                img = np.flip(img, axis=axis)
+                if lab is not None:
+                    lab = np.flip(lab, axis=axis)
+    if rot90 and img.ndim >= 2 and img.shape[-1] == img.shape[-2]:
+        k = int(rng.integers(4))
+        if k:
+            img = np.rot90(img, k=k, axes=(-2, -1))
+            if lab is not None:
+                lab = np.rot90(lab, k=k, axes=(-2, -1))
+    img = np.ascontiguousarray(img, dtype=np.float32)
+    if img is image:
+        img = img.copy()
+    if intensity:
+        scale = rng.uniform(0.9, 1.1)
+        shift = rng.uniform(-0.1, 0.1)
+        img *= np.float32(scale)
+        img += np.float32(shift)
+        if rng.random() < 0.15:
+            sigma = rng.uniform(0.0, 0.05)
+            img += rng.normal(0.0, sigma, size=img.shape).astype(np.float32)
+    if lab is not None:
+        lab = np.ascontiguousarray(lab)
+    return img, lab

@@ -1,0 +1,284 @@
+"""Sliding-window prediction for 2D images, 3D volumes, and 2D models run slice-wise on 3D volumes.
+
+Tiling and Gaussian blending are MONAI's (`monai.inferers.sliding_window_inference`, ``mode="gaussian"``):
+the predictor's *logits* are blended with a Gaussian importance map per window (as nnU-Net v2 does), and
+the softmax is taken once, on the blended logits. Images smaller than the patch are zero-padded (centred)
+and the result is cropped back.
+
+Array conventions (docs/architecture.md): images are NumPy arrays with spatial axes only, ``(y, x)`` or
+``(z, y, x)``; a 2D model on a 3D volume runs over axis 0. Outputs are ``(C, *image.shape)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.utils import dense_patch_slices
+from monai.inferers import sliding_window_inference
+
+__all__ = [
+    "InferenceCancelled",
+    "count_windows",
+    "predict_labels",
+    "sliding_window_predict",
+]
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+ProgressFn = Callable[[int, int], Any]
+StopFn = Callable[[], bool]
+
+#: Standard deviation of the Gaussian importance map, as a fraction of the patch size (MONAI / nnU-Net: 1/8).
+SIGMA_SCALE = 0.125
+
+
+class InferenceCancelled(Exception):
+    """Raised by :func:`sliding_window_predict` when ``should_stop()`` returns True."""
+
+
+def _scan_interval(image_size: Sequence[int], patch_size: Sequence[int], overlap: float) -> tuple[int, ...]:
+    """Step between window starts per axis, exactly as MONAI's sliding window computes it."""
+    out = []
+    for size, patch in zip(image_size, patch_size):
+        if size == patch:
+            out.append(int(patch))
+        else:
+            out.append(max(int(patch * (1 - overlap)), 1))
+    return tuple(out)
+
+
+def count_windows(image_shape: Sequence[int], patch_size: Sequence[int], overlap: float = 0.5) -> int:
+    """Number of windows the sliding window runs on one image of spatial shape ``image_shape``.
+
+    ``patch_size`` has one entry per axis of ``image_shape``; an image smaller than the patch is padded first.
+    """
+    if len(image_shape) != len(patch_size):
+        raise ValueError(f"image shape {tuple(image_shape)} and patch size {tuple(patch_size)} differ in length")
+    padded = tuple(max(int(s), int(p)) for s, p in zip(image_shape, patch_size))
+    interval = _scan_interval(padded, patch_size, overlap)
+    return len(dense_patch_slices(padded, tuple(int(p) for p in patch_size), interval))
+
+
+def _check_inputs(image: np.ndarray, patch_size: Sequence[int], overlap: float, batch_size: int) -> np.ndarray:
+    """Validate arguments; return the image as contiguous float32 ``(y, x)`` or ``(z, y, x)``."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim not in (2, 3):
+        raise ValueError(
+            f"image must be 2D (y, x) or 3D (z, y, x) with spatial axes only, got shape {image.shape}"
+        )
+    if image.size == 0:
+        raise ValueError(f"image is empty (shape {image.shape})")
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values; normalize or clean it before inference")
+    patch = tuple(patch_size)
+    if len(patch) not in (2, 3) or any(int(p) != p or p < 1 for p in patch):
+        raise ValueError(f"patch_size must be 2 or 3 positive integers, got {patch}")
+    if not (len(patch) == image.ndim or (len(patch) == 2 and image.ndim == 3)):
+        raise ValueError(
+            f"a {len(patch)}D patch {patch} cannot run on a {image.ndim}D image of shape {image.shape}"
+        )
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return image
+
+
+class _WindowRunner:
+    """Wraps the predictor: checks the stop request, counts windows, reports progress, checks outputs."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        patch_size: tuple[int, ...],
+        total: int,
+        num_classes: int | None,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+        autocast: bool,
+        device: torch.device,
+    ) -> None:
+        self.predictor = predictor
+        self.patch_size = patch_size
+        self.total = total
+        self.num_classes = num_classes
+        self.progress = progress
+        self.should_stop = should_stop
+        self.autocast = autocast
+        self.device = device
+        self.done = 0
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise InferenceCancelled(f"inference cancelled after {self.done} of {self.total} windows")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, *patch) float32 -> (B, C, *patch) float32 logits."""
+        self.check_stop()
+        ctx = torch.autocast(device_type="cuda") if self.autocast else contextlib.nullcontext()
+        with ctx:
+            out = self.predictor(x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the predictor must return a logits tensor (B, C, *patch), got {type(out).__name__}")
+        expected = (x.shape[0], *self.patch_size)
+        if out.ndim != x.ndim or (out.shape[0], *out.shape[2:]) != expected:
+            raise ValueError(
+                f"the predictor mapped a window of shape {tuple(x.shape)} to {tuple(out.shape)}; "
+                f"expected ({x.shape[0]}, C, {', '.join(map(str, self.patch_size))})"
+            )
+        if self.num_classes is not None and out.shape[1] != self.num_classes:
+            raise ValueError(f"the predictor returned {out.shape[1]} classes, expected num_classes={self.num_classes}")
+        self.done += int(x.shape[0])
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+        return out.float()
+
+
+def _stitch_device(device: torch.device, out_numel: int) -> torch.device:
+    """Blend on the compute device, unless the output would crowd a CUDA device's free memory."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    # output + weight map + softmax temporary, with room left for the network's activations
+    return device if 3 * 4 * out_numel < 0.5 * free else torch.device("cpu")
+
+
+def _sliding_window_logits(
+    predictor: Predictor,
+    image: np.ndarray,
+    patch_size: Sequence[int],
+    *,
+    num_classes: int | None,
+    overlap: float,
+    batch_size: int,
+    device: str | torch.device,
+    progress: ProgressFn | None,
+    should_stop: StopFn | None,
+    amp: bool,
+) -> torch.Tensor:
+    """Blended logits (C, *image.shape) float32, on the stitching device."""
+    image = _check_inputs(image, patch_size, overlap, batch_size)
+    patch = tuple(int(p) for p in patch_size)
+    dev = torch.device(device)
+    slicewise = len(patch) == 2 and image.ndim == 3
+    spatial = image.shape[1:] if slicewise else image.shape
+    n_images = image.shape[0] if slicewise else 1
+    total = n_images * count_windows(spatial, patch, overlap)
+    runner = _WindowRunner(
+        predictor, patch, total, num_classes, progress, should_stop, amp and dev.type == "cuda", dev
+    )
+    runner.check_stop()
+
+    # (N, 1, *spatial): the slices of a volume are MONAI's batch axis, so windows batch across slices
+    inputs = torch.from_numpy(image).to(dev)
+    inputs = inputs[:, None] if slicewise else inputs[None, None]
+    est_classes = num_classes if num_classes is not None else 16  # C is unknown until the first window
+    stitch = _stitch_device(dev, math.prod(image.shape) * (est_classes + 1))
+
+    module = predictor if isinstance(predictor, torch.nn.Module) else None
+    was_training = module is not None and module.training
+    try:
+        if was_training:
+            module.eval()  # type: ignore[union-attr]
+        with torch.inference_mode():
+            logits = sliding_window_inference(
+                inputs,
+                roi_size=patch,
+                sw_batch_size=batch_size,
+                predictor=runner,
+                overlap=overlap,
+                mode="gaussian",
+                sigma_scale=SIGMA_SCALE,
+                padding_mode="constant",
+                cval=0.0,
+                sw_device=dev,
+                device=stitch,
+            )
+    finally:
+        if was_training:
+            module.train()  # type: ignore[union-attr]
+    if progress is not None and runner.done != total:  # defensive: always end on done == total
+        progress(total, total)
+    logits = torch.as_tensor(logits)
+    # (N, C, *spatial) -> (C, *image.shape)
+    return logits.transpose(0, 1) if slicewise else logits[0]
+
+
+def sliding_window_predict(
+    predictor: Predictor,
+    image: np.ndarray,
+    patch_size: Sequence[int],
+    *,
+    num_classes: int | None = None,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    amp: bool = False,
+) -> np.ndarray:
+    """Softmax probabilities of ``predictor`` over ``image`` by Gaussian-blended sliding windows.
+
+    Args:
+        predictor: maps a float tensor (B, 1, *patch) to logits (B, C, *patch); a torch module (put in eval
+            mode for the call if it is training, then restored) or any function. It must live on ``device``.
+        image: normalized float32 array, (y, x) or (z, y, x).
+        patch_size: window size. Same length as ``image.ndim`` for direct 2D/3D tiling; length 2 on a 3D
+            image runs a 2D model slice by slice along axis 0 (slices batched together, each tiled).
+        num_classes: expected C; checked against the predictor's output when given.
+        overlap: fraction of overlap between neighbouring windows, in [0, 1).
+        batch_size: windows per predictor call (does not change the result beyond float tolerance).
+        device: where the predictor runs; blending happens there too unless memory is short on CUDA.
+        progress: ``progress(done, total)`` after each predictor call, counting windows (over all slices);
+            ``total`` is fixed up front and the last call has ``done == total``.
+        should_stop: polled before each predictor call; returning True raises :class:`InferenceCancelled`.
+        amp: mixed precision (``torch.autocast``) for the predictor on CUDA; ignored elsewhere.
+
+    Returns:
+        (C, *image.shape) float32 probabilities (summing to 1 over axis 0).
+    """
+    logits = _sliding_window_logits(
+        predictor,
+        image,
+        patch_size,
+        num_classes=num_classes,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        amp=amp,
+    )
+    probs = torch.softmax(logits, dim=0)
+    return probs.cpu().numpy().astype(np.float32, copy=False)
+
+
+def predict_labels(
+    predictor: Predictor, image: np.ndarray, patch_size: Sequence[int], **kw: Any
+) -> np.ndarray:
+    """Label map (*image.shape) of :func:`sliding_window_predict`: the argmax over classes.
+
+    uint8, or int16 with more than 255 classes. Keyword arguments are those of :func:`sliding_window_predict`.
+    """
+    logits = _sliding_window_logits(
+        predictor,
+        image,
+        patch_size,
+        num_classes=kw.pop("num_classes", None),
+        overlap=kw.pop("overlap", 0.5),
+        batch_size=kw.pop("batch_size", 4),
+        device=kw.pop("device", "cpu"),
+        progress=kw.pop("progress", None),
+        should_stop=kw.pop("should_stop", None),
+        amp=kw.pop("amp", False),
+    )
+    if kw:
+        raise TypeError(f"predict_labels() got unexpected keyword arguments: {', '.join(sorted(kw))}")
+    n_classes = logits.shape[0]
+    dtype = np.uint8 if n_classes <= 255 else np.int16
+    # argmax of the blended logits == argmax of their softmax; done on the stitching device
+    return logits.argmax(dim=0).cpu().numpy().astype(dtype)
