@@ -23,8 +23,12 @@ from napari_dmd.inference import SIGMA_SCALE, count_windows, sliding_window_pred
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.LeakyReLU(0.01, inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout), nn.LeakyReLU(0.01, inplace=True),
+        nn.Conv3d(cin, cout, 3, padding=1),
+        nn.InstanceNorm3d(cout),
+        nn.LeakyReLU(0.01, inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1),
+        nn.InstanceNorm3d(cout),
+        nn.LeakyReLU(0.01, inplace=True),
     )
 
 
@@ -108,9 +112,11 @@ def main() -> None:
         times["monai raw"].append(timed(monai_raw))
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
-        print(f"{k:>14}: {v * 1000:9.1f} ms  (median of {args.repeats}; runs {[round(t * 1000, 1) for t in times[k]]})")
-    print(f"ratio ours/MONAI time (same output, probabilities as NumPy): {med['ours'] / med['monai+softmax']:.3f}")
-    print(f"ratio ours/MONAI time (bare MONAI call, logits tensor):       {med['ours'] / med['monai raw']:.3f}")
+        runs = [round(t * 1000, 1) for t in times[k]]
+        print(f"{k:>14}: {v * 1000:9.1f} ms  (median of {args.repeats}; runs {runs})")
+    same, bare = med["ours"] / med["monai+softmax"], med["ours"] / med["monai raw"]
+    print(f"ratio ours/MONAI time (same output, probabilities as NumPy): {same:.3f}")
+    print(f"ratio ours/MONAI time (bare MONAI call, logits tensor):       {bare:.3f}")
 
 
 if __name__ == "__main__":

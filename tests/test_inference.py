@@ -27,7 +27,9 @@ def _contextual(ndim: int, n_classes: int = 3) -> torch.nn.Module:
     """Seeded 3x3(x3) conv net: output depends on neighbours, so tiling and batching matter."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d if ndim == 2 else torch.nn.Conv3d
-    return torch.nn.Sequential(conv(1, 4, 3, padding=1), torch.nn.ReLU(), conv(4, n_classes, 3, padding=1)).eval()
+    return torch.nn.Sequential(
+        conv(1, 4, 3, padding=1), torch.nn.ReLU(), conv(4, n_classes, 3, padding=1)
+    ).eval()
 
 
 def _full_image_probs(net: torch.nn.Module, image: np.ndarray) -> np.ndarray:
@@ -86,7 +88,9 @@ def test_2d_model_on_3d_equals_each_slice_alone() -> None:
         np.testing.assert_allclose(probs[:, z], alone, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("shape", "patch"), [((19, 23), (8, 8)), ((10, 13, 9), (6, 8, 8)), ((4, 19, 23), (8, 8))])
+@pytest.mark.parametrize(
+    ("shape", "patch"), [((19, 23), (8, 8)), ((10, 13, 9), (6, 8, 8)), ((4, 19, 23), (8, 8))]
+)
 def test_batch_size_does_not_change_output(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
     rng = np.random.default_rng(3)
     image = rng.normal(size=shape).astype(np.float32)
@@ -110,10 +114,14 @@ def test_batch_size_does_not_change_output(shape: tuple[int, ...], patch: tuple[
         ((3, 3), (4, 4), 4, [1]),
     ],
 )
-def test_progress_counts(shape: tuple[int, ...], patch: tuple[int, ...], batch: int, expected: list[int]) -> None:
+def test_progress_counts(
+    shape: tuple[int, ...], patch: tuple[int, ...], batch: int, expected: list[int]
+) -> None:
     calls: list[tuple[int, int]] = []
     image = np.zeros(shape, dtype=np.float32)
-    sliding_window_predict(_pointwise(2), image, patch, batch_size=batch, progress=lambda d, t: calls.append((d, t)))
+    sliding_window_predict(
+        _pointwise(2), image, patch, batch_size=batch, progress=lambda d, t: calls.append((d, t))
+    )
     assert [d for d, _ in calls] == expected
     assert {t for _, t in calls} == {expected[-1]}
     n_images = shape[0] if len(shape) > len(patch) else 1

@@ -57,13 +57,17 @@ def count_windows(image_shape: Sequence[int], patch_size: Sequence[int], overlap
     ``patch_size`` has one entry per axis of ``image_shape``; an image smaller than the patch is padded first.
     """
     if len(image_shape) != len(patch_size):
-        raise ValueError(f"image shape {tuple(image_shape)} and patch size {tuple(patch_size)} differ in length")
+        raise ValueError(
+            f"image shape {tuple(image_shape)} and patch size {tuple(patch_size)} differ in length"
+        )
     padded = tuple(max(int(s), int(p)) for s, p in zip(image_shape, patch_size))
     interval = _scan_interval(padded, patch_size, overlap)
     return len(dense_patch_slices(padded, tuple(int(p) for p in patch_size), interval))
 
 
-def _check_inputs(image: np.ndarray, patch_size: Sequence[int], overlap: float, batch_size: int) -> np.ndarray:
+def _check_inputs(
+    image: np.ndarray, patch_size: Sequence[int], overlap: float, batch_size: int
+) -> np.ndarray:
     """Validate arguments; return the image as contiguous float32 ``(y, x)`` or ``(z, y, x)``."""
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim not in (2, 3):
@@ -123,7 +127,9 @@ class _WindowRunner:
         with ctx:
             out = self.predictor(x)
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the predictor must return a logits tensor (B, C, *patch), got {type(out).__name__}")
+            raise TypeError(
+                f"the predictor must return a logits tensor (B, C, *patch), got {type(out).__name__}"
+            )
         expected = (x.shape[0], *self.patch_size)
         if out.ndim != x.ndim or (out.shape[0], *out.shape[2:]) != expected:
             raise ValueError(
@@ -131,7 +137,9 @@ class _WindowRunner:
                 f"expected ({x.shape[0]}, C, {', '.join(map(str, self.patch_size))})"
             )
         if self.num_classes is not None and out.shape[1] != self.num_classes:
-            raise ValueError(f"the predictor returned {out.shape[1]} classes, expected num_classes={self.num_classes}")
+            raise ValueError(
+                f"the predictor returned {out.shape[1]} classes, expected num_classes={self.num_classes}"
+            )
         self.done += int(x.shape[0])
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)

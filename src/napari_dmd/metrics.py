@@ -57,7 +57,9 @@ def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, .
         return (1.0,) * ndim
     sp = tuple(float(s) for s in spacing)
     if len(sp) != ndim or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise ValueError(f"spacing must be {ndim} positive numbers (one per array axis), got {tuple(spacing)}")
+        raise ValueError(
+            f"spacing must be {ndim} positive numbers (one per array axis), got {tuple(spacing)}"
+        )
     return sp
 
 
@@ -99,7 +101,7 @@ def iou_per_class(
 
 
 def surface_mask(mask: np.ndarray) -> np.ndarray:
-    """Boundary voxels of a boolean mask (any ndim): in the mask with a face neighbour outside, or on the border."""
+    """Boundary voxels of a boolean mask (any shape): in it, with a face neighbour outside or on the edge."""
     mask = np.asarray(mask, dtype=bool)
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     eroded = ndimage.binary_erosion(mask, structure=structure, border_value=0)
@@ -122,7 +124,7 @@ def surface_distances(
         raise ValueError("surface distances need two non-empty masks")
     sp = _check_spacing(spacing, a.ndim)
     # crop to the joint bounding box grown by one voxel: the surfaces and the Euclidean distances between
-    # them are unchanged (a mask voxel touches the crop edge only where it touches the array border)
+    # them are unchanged (every surface voxel lies in the box), and large volumes cost only the box
     nz = np.nonzero(a | b)
     box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in nz)
     surf_a, surf_b = surface_mask(a[box]), surface_mask(b[box])

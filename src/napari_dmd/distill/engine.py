@@ -277,6 +277,10 @@ class Distiller:
             yield self._emit(Event(kind, self.iteration, self.total, path=str(self.last_path),
                                    mean_dice=self.best_dice if self.best_dice >= 0 else None,
                                    message=f"{kind} at iteration {self.iteration}"))
+        except GeneratorExit:  # the consumer quit (e.g. napari closed the worker): keep the work done
+            if self.iteration > start_iter:
+                self._emit(self._save_last())
+            raise
         finally:
             if self._log_file is not None:
                 self._log_file.close()
