@@ -1,0 +1,261 @@
+"""Small helpers shared by the plugin's widgets: layer geometry, errors, layer and model choosers.
+
+Everything here runs on the Qt main thread. Layer metadata written by napari-dmd lives under
+``layer.metadata["napari_dmd"]`` (keys ``affine``, ``spacing``, ``path``, ``class_names``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QComboBox, QWidget
+
+from ..data.io import affine_from_spacing
+from ..registry import REGISTRY, ModelEntry
+
+if TYPE_CHECKING:
+    import napari
+
+META_KEY = "napari_dmd"
+NONE_TEXT = "(none)"
+
+__all__ = [
+    "META_KEY",
+    "LayerChooser",
+    "ModelChooser",
+    "dmd_metadata",
+    "error_message",
+    "image_layers",
+    "labels_layers",
+    "layer_affine",
+    "layer_spacing",
+    "labels_metadata",
+    "notify_error",
+    "notify_info",
+]
+
+
+# ------------------------------------------------------------------------------------------- messages
+
+
+def error_message(exc: BaseException, context: str | None = None) -> str:
+    """One-line user message for an exception, prefixed by ``context`` (e.g. ``"Segment"``).
+
+    Our own errors (DataError, ConfigError, CheckpointError, TrainingError...) already name the file or
+    setting and are shown as they are; other exceptions get their type name in front.
+    """
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..data.io import DataError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    ours = (DataError, ConfigError, CheckpointError, KeyError) + _training_error()
+    if isinstance(exc, KeyError):
+        text = str(exc.args[0]) if exc.args else text
+    if not isinstance(exc, ours) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{context}: {text}" if context else text
+
+
+def _training_error() -> tuple[type, ...]:
+    try:
+        from ..distill.engine import TrainingError
+    except ImportError:  # pragma: no cover - engine always importable in a full install
+        return ()
+    return (TrainingError,)
+
+
+def notify_error(exc: BaseException | str, context: str | None = None) -> str:
+    """Show ``exc`` as a napari error notification (never a traceback); return the message shown."""
+    message = exc if isinstance(exc, str) else error_message(exc, context)
+    if isinstance(exc, str) and context:
+        message = f"{context}: {exc}"
+    show_error(message)
+    return message
+
+
+def notify_info(message: str) -> None:
+    """Show an information notification."""
+    show_info(message)
+
+
+# --------------------------------------------------------------------------------------------- layers
+
+
+def image_layers(viewer: napari.Viewer) -> list[Image]:
+    """The viewer's image layers (greyscale or not), in layer-list order."""
+    return [layer for layer in viewer.layers if isinstance(layer, Image)]
+
+
+def labels_layers(viewer: napari.Viewer) -> list[Labels]:
+    """The viewer's labels layers, in layer-list order."""
+    return [layer for layer in viewer.layers if isinstance(layer, Labels)]
+
+
+def dmd_metadata(layer: Layer) -> dict[str, Any]:
+    """The napari-dmd part of a layer's metadata (an empty dict if there is none)."""
+    meta = layer.metadata.get(META_KEY) if isinstance(layer.metadata, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def layer_spacing(layer: Layer) -> tuple[float, ...]:
+    """Voxel spacing of a layer in array axis order (mm): the layer's ``scale`` (set from the file's spacing
+    by the reader; the user may have changed it since, so ``scale`` wins over the metadata)."""
+    return tuple(float(s) for s in np.asarray(layer.scale)[-layer.ndim:])
+
+
+def layer_affine(layer: Layer) -> np.ndarray:
+    """4x4 voxel-to-world affine (NIfTI x, y, z index order) of a layer.
+
+    The affine the reader kept in the metadata when it is a 4x4 matrix, else a diagonal affine built from
+    :func:`layer_spacing`.
+    """
+    affine = dmd_metadata(layer).get("affine")
+    if affine is not None:
+        arr = np.asarray(affine, dtype=np.float64)
+        if arr.shape == (4, 4) and np.all(np.isfinite(arr)):
+            return arr
+    return affine_from_spacing(layer_spacing(layer))
+
+
+def labels_metadata(source: Layer, **extra: Any) -> dict[str, Any]:
+    """Metadata for a labels layer derived from ``source``: its napari-dmd part (affine, spacing, path)
+    copied, plus ``extra`` keys, so saving the labels writes the source's affine."""
+    meta = dict(dmd_metadata(source))
+    meta["affine"] = layer_affine(source).tolist()
+    meta["spacing"] = list(layer_spacing(source))
+    meta.update(extra)
+    return {META_KEY: meta}
+
+
+# ------------------------------------------------------------------------------------------- choosers
+
+
+class LayerChooser(QComboBox):
+    """A combo box of the viewer's layers of one type, kept in sync with the layer list.
+
+    ``optional=True`` adds a first "(none)" entry. :meth:`layer` returns the chosen layer or None.
+    """
+
+    def __init__(self, viewer: napari.Viewer, layer_type: type[Layer] | tuple[type[Layer], ...],
+                 *, optional: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._type = layer_type
+        self._optional = optional
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)
+        self.refresh()
+
+    def _layers(self) -> list[Layer]:
+        return [layer for layer in self._viewer.layers if isinstance(layer, self._type)]
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping the current choice when it still exists."""
+        try:
+            current = self.currentText()
+        except RuntimeError:  # the Qt object is gone: stop listening
+            self._disconnect()
+            return
+        names = [layer.name for layer in self._layers()]
+        for layer in self._layers():
+            layer.events.name.connect(self.refresh)
+        self.blockSignals(True)
+        self.clear()
+        if self._optional:
+            self.addItem(NONE_TEXT)
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def _disconnect(self) -> None:
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.disconnect(self.refresh)
+
+    def layer(self) -> Layer | None:
+        """The chosen layer, or None ("(none)" or an empty list)."""
+        name = self.currentText()
+        for layer in self._layers():
+            if layer.name == name:
+                return layer
+        return None
+
+    def set_layer(self, layer: Layer | str) -> None:
+        """Choose ``layer`` (a layer or its name)."""
+        self.setCurrentText(layer if isinstance(layer, str) else layer.name)
+
+
+class ModelChooser(QComboBox):
+    """A combo box of the models in :data:`napari_dmd.registry.REGISTRY`, filtered by role.
+
+    ``role`` is "teacher", "student" or None (all). ``fallback_roles`` lists more roles offered after the
+    main one (e.g. the Segment widget offers students first, then teachers). Refreshed on
+    ``REGISTRY.changed``; a newly added model of the main role becomes the current choice.
+    """
+
+    def __init__(self, role: str | None = None, *, fallback_roles: Sequence[str] = (),
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.role = role
+        self.fallback_roles = tuple(fallback_roles)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(16)
+        self._known: list[str] = []
+        REGISTRY.changed.connect(self.refresh)
+        self.destroyed.connect(lambda *_: _safe_disconnect(self.refresh))
+        self.refresh()
+
+    def _names(self) -> list[str]:
+        if self.role is None:
+            return REGISTRY.names()
+        names = REGISTRY.names(self.role)
+        for role in self.fallback_roles:
+            names += [n for n in REGISTRY.names(role) if n not in names]
+        return names
+
+    def refresh(self) -> None:
+        """Re-list the models, keeping the choice, or picking the newest model of the main role."""
+        try:
+            current = self.currentText()
+        except RuntimeError:  # the Qt object is gone
+            _safe_disconnect(self.refresh)
+            return
+        names = self._names()
+        main = REGISTRY.names(self.role) if self.role else names
+        new_main = [n for n in main if n not in self._known]
+        self._known = list(names)
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if new_main:
+            self.setCurrentText(new_main[-1])
+        elif current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        self.currentIndexChanged.emit(self.currentIndex())
+
+    def entry(self) -> ModelEntry | None:
+        """The chosen registry entry, or None when no model is loaded."""
+        name = self.currentText()
+        try:
+            return REGISTRY.get(name) if name else None
+        except KeyError:
+            return None
+
+
+def _safe_disconnect(slot: Any) -> None:
+    try:
+        REGISTRY.changed.disconnect(slot)
+    except (ValueError, RuntimeError, TypeError):
+        pass

@@ -1,0 +1,190 @@
+"""Demo models for the synthetic phantom: a small 2D teacher + DMD student, trained at first use and cached.
+
+``phantom_models()`` returns the paths of the two checkpoints. The first call trains them with the one
+engine (:class:`napari_dmd.distill.engine.Distiller`: method "none" for the teacher preset, then "dmd" for the
+student preset) on 2D phantoms and 2D slices of 3D phantoms, so the pair segments the 2D sample and, slice by
+slice, the 3D sample. Later calls reuse the cache under ``$NAPARI_DMD_CACHE`` or the user cache directory
+(``platformdirs.user_cache_dir("napari-dmd")``). The cache folder is built in a temporary folder and
+renamed into place, so a crash or a cancel never leaves half a cache. Qt-free: the Teacher widget runs this in
+a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.cases import Case
+from .phantom import PHANTOM_CLASS_NAMES, make_phantom
+
+__all__ = ["DemoRecipe", "DemoCancelled", "RECIPE", "cache_root", "phantom_cases_2d", "phantom_models"]
+
+ProgressFn = Callable[[int, int], object]
+StopFn = Callable[[], bool]
+
+TEACHER_FILE = "teacher.pt"
+STUDENT_FILE = "student.pt"
+
+
+class DemoCancelled(RuntimeError):
+    """The demo training was stopped before it finished; nothing was cached."""
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """How the demo pair is trained. Changing any field trains a new pair in its own cache folder."""
+
+    teacher_iterations: int = 220
+    student_iterations: int = 120
+    patch: int = 96
+    batch_size: int = 4
+    lr: float = 3e-3
+    n_2d: int = 8  # 2D phantoms per size
+    sizes_2d: tuple[int, ...] = (128, 192)
+    n_3d: int = 3  # 3D phantoms, sliced along axis 0
+    shape_3d: tuple[int, int, int] = (48, 96, 96)
+    slice_step: int = 4
+    seed: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Number of training steps (teacher + student), the ``total`` of the progress callback."""
+        return self.teacher_iterations + self.student_iterations
+
+    def key(self) -> str:
+        """Cache folder name: a version tag plus the settings that change the result."""
+        return (f"phantom2d-v1-t{self.teacher_iterations}-s{self.student_iterations}-p{self.patch}"
+                f"-b{self.batch_size}-n{self.n_2d}x{len(self.sizes_2d)}+{self.n_3d}-seed{self.seed}")
+
+
+RECIPE = DemoRecipe()
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$NAPARI_DMD_CACHE``, else the user cache directory of napari-dmd."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("NAPARI_DMD_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-dmd"))
+
+
+def phantom_cases_2d(recipe: DemoRecipe = RECIPE) -> tuple[list[Case], list[Case]]:
+    """Training and validation cases: 2D phantoms of several sizes and axial slices of 3D phantoms.
+
+    Seeds differ from the sample data's (seed 0), so the samples are never training data.
+    """
+    rng = np.random.SeedSequence(recipe.seed)
+    seeds = iter(int(s) for s in rng.generate_state(recipe.n_2d * len(recipe.sizes_2d) + recipe.n_3d + 2))
+    cases: list[Case] = []
+    for size in recipe.sizes_2d:
+        for _ in range(recipe.n_2d):
+            img, lab = make_phantom((size, size), seed=next(seeds))
+            cases.append(Case(img, lab, (1.0, 1.0), np.eye(4), f"phantom2d_{size}_{len(cases):03d}"))
+    for v in range(recipe.n_3d):
+        vol, lab = make_phantom(recipe.shape_3d, seed=next(seeds))
+        for z in range(recipe.slice_step // 2, vol.shape[0], recipe.slice_step):
+            cases.append(Case(vol[z], lab[z], (1.0, 1.0), np.eye(4), f"phantom3d_{v}_z{z:02d}"))
+    val: list[Case] = []
+    img, lab = make_phantom((recipe.sizes_2d[-1],) * 2, seed=next(seeds))
+    val.append(Case(img, lab, (1.0, 1.0), np.eye(4), "val_phantom2d"))
+    vol, lab = make_phantom(recipe.shape_3d, seed=next(seeds))
+    z = recipe.shape_3d[0] // 2
+    val.append(Case(vol[z], lab[z], (1.0, 1.0), np.eye(4), "val_phantom3d_slice"))
+    return cases, val
+
+
+def _valid_cache(folder: Path) -> bool:
+    """True when both checkpoints of ``folder`` load (weights only)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return all(load_checkpoint(folder / f) is not None for f in (TEACHER_FILE, STUDENT_FILE))
+    except CheckpointError:
+        return False
+
+
+def cached_models(recipe: DemoRecipe = RECIPE, cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
+    """The cached (teacher, student) paths, or None when they were not trained yet."""
+    folder = cache_root(cache_dir) / recipe.key()
+    if folder.is_dir() and _valid_cache(folder):
+        return folder / TEACHER_FILE, folder / STUDENT_FILE
+    return None
+
+
+def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathLike | None = None, *,
+                   recipe: DemoRecipe = RECIPE, should_stop: StopFn | None = None,
+                   device: str = "auto") -> tuple[Path, Path]:
+    """Paths of the demo teacher and student checkpoints, training and caching them at first use.
+
+    ``progress(done, total)`` is called after every training step (``total = recipe.total``; a cached pair
+    reports ``(total, total)`` at once). ``should_stop()`` is polled between steps; when it returns True
+    training stops, nothing is cached and :class:`DemoCancelled` is raised.
+    """
+    cached = cached_models(recipe, cache_dir)
+    if cached is not None:
+        if progress is not None:
+            progress(recipe.total, recipe.total)
+        return cached
+
+    from .config import TrainConfig
+    from .distill.engine import Distiller
+    from .teachers import load_teacher
+
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / recipe.key()
+    work = Path(tempfile.mkdtemp(prefix=f".{recipe.key()}.", suffix=".tmp", dir=root))
+    try:
+        cases, val = phantom_cases_2d(recipe)
+        common = dict(spatial_dims=2, num_classes=len(PHANTOM_CLASS_NAMES), class_names=list(PHANTOM_CLASS_NAMES),
+                      patch_size=[recipe.patch] * 2, batch_size=recipe.batch_size, lr=recipe.lr,
+                      augment=False, device=device, seed=recipe.seed, log_interval=50)
+        done = 0
+
+        def drive(run: Distiller) -> Path:
+            nonlocal done
+            for ev in run.run():
+                if ev.kind == "step":
+                    done += 1
+                    if progress is not None:
+                        progress(done, recipe.total)
+                    if should_stop is not None and should_stop():
+                        run.request_stop()
+            if run.iteration < run.total:
+                raise DemoCancelled("demo model training was stopped; nothing was cached")
+            return run.best_path if run.best_path.exists() else run.last_path
+
+        t_cfg = TrainConfig(method="none", model="teacher", iterations=recipe.teacher_iterations,
+                            val_interval=recipe.teacher_iterations, checkpoint_interval=recipe.teacher_iterations,
+                            **common)
+        teacher_path = drive(Distiller(t_cfg, cases, val_cases=val, output_dir=work / "teacher", role="teacher"))
+        s_cfg = TrainConfig(method="dmd", model="student", iterations=recipe.student_iterations,
+                            val_interval=recipe.student_iterations, checkpoint_interval=recipe.student_iterations,
+                            **common)
+        student_path = drive(Distiller(s_cfg, cases, val_cases=val, teacher=load_teacher(teacher_path),
+                                       output_dir=work / "student"))
+        out = work / "pair"
+        out.mkdir()
+        shutil.copy2(teacher_path, out / TEACHER_FILE)
+        shutil.copy2(student_path, out / STUDENT_FILE)
+        if final.exists() and not _valid_cache(final):  # a damaged cache (files removed by hand)
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(out, final)  # atomic: the folder appears complete or not at all
+        except OSError:
+            if not (final.is_dir() and _valid_cache(final)):  # not a concurrent run that finished first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final / TEACHER_FILE, final / STUDENT_FILE

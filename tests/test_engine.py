@@ -1,0 +1,142 @@
+"""The training engine: every method with and without labels, stop/resume equivalence, faults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dmd.checkpoint import load_checkpoint
+from napari_dmd.config import ConfigError, TrainConfig
+from napari_dmd.demo import phantom_cases
+from napari_dmd.distill import engine as engine_mod
+from napari_dmd.distill.engine import Distiller, TrainingError, lr_factor
+from napari_dmd.teachers import ModelTeacher, load_teacher
+
+TINY = dict(model="4,8,16", batch_size=2, patch_size=[32, 32], val_interval=2, checkpoint_interval=3,
+            num_threads=2)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return phantom_cases(6, 2)
+
+
+@pytest.fixture(scope="module")
+def teacher_path(cases, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = TrainConfig(method="none", iterations=4, **TINY)
+    d = Distiller(cfg, cases, output_dir=out, role="teacher")
+    d.run_to_end()
+    return d.last_path
+
+
+@pytest.mark.parametrize("method", ["none", "ds", "kd", "dkd", "mfd", "dmd"])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_every_method_runs_with_and_without_labels(method, labelled, cases, teacher_path, tmp_path):
+    train = cases if labelled else [dataclasses.replace(c, label=None) for c in cases[:4]]
+    val = None if labelled else cases[4:]
+    cfg = TrainConfig(method=method, iterations=3, **TINY)
+    d = Distiller(cfg, train, val_cases=val, teacher=load_teacher(teacher_path), output_dir=tmp_path)
+    events = list(d.run())
+    steps = [e for e in events if e.kind == "step"]
+    assert [e.iteration for e in steps] == [1, 2, 3]
+    assert all(np.isfinite(v) for e in steps for v in e.parts.values())
+    expected = {"none": {"task"}, "ds": {"task", "ds"}, "kd": {"task", "kd"}, "dkd": {"task", "tckd", "nckd"},
+                "mfd": {"task", "mfd"}, "dmd": {"task", "tckd", "nckd"}}[method]
+    assert expected <= set(steps[0].parts)
+    assert events[-1].kind == "done"
+    assert any(e.kind == "validation" and e.mean_dice is not None for e in events)
+    ckpt = load_checkpoint(d.last_path)
+    assert ckpt["config"]["method"] == method and ckpt["iteration"] == 3
+    assert (ckpt["heads"] is not None) == (method in ("ds", "mfd", "dmd"))
+
+
+def test_teacher_free_distillation_needs_labels(cases, tmp_path):
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        Distiller(TrainConfig(method="dmd", **TINY), cases, output_dir=tmp_path)
+    unl = [dataclasses.replace(c, label=None) for c in cases]
+    with pytest.raises(ConfigError, match="labelled"):
+        Distiller(TrainConfig(method="none", **TINY), unl, output_dir=tmp_path)
+
+
+def _lrs_and_params(events, d):
+    return [e.lr for e in events if e.kind == "step"], {k: v.clone() for k, v in d.model.state_dict().items()}
+
+
+def test_stop_and_resume_equals_uninterrupted_run(cases, teacher_path, tmp_path):
+    cfg = TrainConfig(method="dmd", iterations=8, **TINY)
+    full = Distiller(cfg, cases, teacher=load_teacher(teacher_path), output_dir=tmp_path / "full")
+    full_lrs, full_params = _lrs_and_params(list(full.run()), full)
+
+    part = Distiller(cfg, cases, teacher=load_teacher(teacher_path), output_dir=tmp_path / "part")
+    events = []
+    for ev in part.run():
+        events.append(ev)
+        if ev.kind == "step" and ev.iteration == 5:
+            part.request_stop()
+    assert events[-1].kind == "stopped" and events[-1].iteration == 5, "stop takes effect within one step"
+    resumed = Distiller(cfg, cases, teacher=load_teacher(teacher_path), output_dir=tmp_path / "part",
+                        resume=part.last_path)
+    assert resumed.iteration == 5
+    events2 = list(resumed.run())
+    lrs = [e.lr for e in events if e.kind == "step"] + [e.lr for e in events2 if e.kind == "step"]
+    assert resumed.iteration == 8 and events2[-1].kind == "done"
+    assert lrs == pytest.approx(full_lrs, rel=1e-12), "same schedule"
+    for k, v in resumed.model.state_dict().items():
+        assert torch.allclose(v, full_params[k], atol=1e-5), k
+
+
+def test_closing_the_generator_saves_a_checkpoint(cases, tmp_path):
+    d = Distiller(TrainConfig(method="none", iterations=50, **TINY), cases, output_dir=tmp_path)
+    gen = d.run()
+    for ev in gen:
+        if ev.kind == "step" and ev.iteration == 2:
+            break
+    gen.close()
+    assert load_checkpoint(d.last_path)["iteration"] == 2
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(cases, tmp_path, monkeypatch):
+    d = Distiller(TrainConfig(method="none", iterations=10, **TINY), cases, output_dir=tmp_path)
+    gen = d.run()
+    for ev in gen:
+        if ev.kind == "checkpoint":
+            break
+    good = load_checkpoint(d.last_path)["iteration"]
+
+    def nan_loss(*a, **k):
+        t = torch.tensor(float("nan"), requires_grad=True)
+        return t, {"task": t.detach(), "total": t.detach()}
+
+    monkeypatch.setattr(engine_mod, "distill_loss", nan_loss)
+    with pytest.raises(TrainingError, match="nan.*last good checkpoint.*lr"):
+        for _ in gen:
+            pass
+    assert load_checkpoint(d.last_path)["iteration"] == good
+
+
+def test_teacher_mismatch_is_reported(cases, tmp_path):
+    net3d = torch.nn.Conv3d(1, 3, 1)
+    with pytest.raises(ConfigError, match="3D"):
+        Distiller(TrainConfig(method="kd", **TINY), cases, teacher=ModelTeacher(net3d, 6, 3), output_dir=tmp_path)
+    net = torch.nn.Conv2d(1, 3, 1)
+    with pytest.raises(Exception, match="out of range|classes"):
+        Distiller(TrainConfig(method="kd", **TINY), cases, teacher=ModelTeacher(net, 3, 2), output_dir=tmp_path)
+
+
+@pytest.mark.parametrize("bad", [dict(iterations=-1), dict(batch_size=0), dict(temperature=0),
+                                 dict(method="fitnet"), dict(patch_size=[2, 2])])
+def test_absurd_settings_rejected(bad):
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad).validate()
+
+
+def test_lr_schedule_shape():
+    total = 100
+    f = [lr_factor(i, total, 0.1) for i in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert f[-1] < 0.05
