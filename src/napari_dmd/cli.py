@@ -150,6 +150,7 @@ def _split_for_labels(cases, cfg, args):
 def _drive(distiller, quiet: bool = False) -> dict[str, Any]:
     """Run the engine with a progress bar; Ctrl-C stops cleanly after writing a checkpoint."""
     gen = distiller.run()
+    quiet = quiet or not distiller.dist.is_main  # under torchrun only rank 0 reports
     last_len = 0
     tty = sys.stderr.isatty()
     every = max(1, distiller.total // 20)

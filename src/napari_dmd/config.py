@@ -55,7 +55,9 @@ class TrainConfig:
     confidence_weighting: bool = False  # weight pseudo-labelled pixels by the teacher's confidence
     # runtime
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # mixed precision on CUDA
+    amp: bool = True  # mixed precision on CUDA (bfloat16 where supported, else float16 + gradient scaling)
+    channels_last: bool = True  # channels-last memory format on CUDA
+    compile: bool = False  # torch.compile the student (CUDA; first steps are slow while compiling)
     seed: int = 0
     val_interval: int = 200
     checkpoint_interval: int = 200

@@ -6,8 +6,10 @@ them, the napari widget forwards them from a worker thread. A stop request is ho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, TrainConfig
@@ -29,6 +32,7 @@ from ..models.heads import ScaleHeads
 from ..models.presets import build_model, count_parameters
 from ..models.unet import UNet
 from ..teachers.base import Teacher
+from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .losses import distill_loss
 
 HEAD_METHODS = ("ds", "mfd", "dmd")
@@ -93,6 +97,22 @@ def lr_factor(iteration: int, total: int, warmup: float) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class TrainNet(nn.Module):
+    """The trained parts in one module (student + optional scale heads), so DDP syncs both."""
+
+    def __init__(self, model: UNet, heads: ScaleHeads | None, feature_scales: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.heads = heads
+        self.feature_scales = list(feature_scales)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.heads is None:
+            return self.model(x), []
+        logits, feats = self.model(x, return_features=True)
+        return logits, self.heads([feats[s] for s in self.feature_scales])
+
+
 def default_output_dir(method: str) -> Path:
     return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -116,6 +136,9 @@ class Distiller:
         self.teacher = teacher
         self.role = role
         self.device = resolve_device(cfg.device)
+        self.dist = init_distributed(self.device.type == "cuda")
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.output_dir = Path(output_dir) if output_dir else default_output_dir(cfg.method)
@@ -189,8 +212,17 @@ class Distiller:
             self.heads.to(self.device)
         if teacher is not None:
             teacher.to(self.device)
-        params = list(self.model.parameters()) + (list(self.heads.parameters()) if self.heads else [])
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if self.device.type == "cuda" and cfg.channels_last:
+            fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+            self.model.to(memory_format=fmt)
+        self.net = TrainNet(self.model, self.heads, self.feature_scales)
+        self.train_net: nn.Module = self.net
+        if self.dist.enabled:
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.train_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        if cfg.compile:
+            self.train_net = torch.compile(self.train_net)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.best_dice = -1.0
@@ -200,8 +232,10 @@ class Distiller:
             [normalize(c.image, self.normalization) for c in train_cases],
             [c.label for c in train_cases], tuple(self.patch_size), batch_size=cfg.batch_size,
             spatial_dims=spatial_dims, fg_fraction=cfg.fg_fraction, num_classes=self.num_classes,
-            augment=cfg.augment, ignore_index=IGNORE, seed=cfg.seed)
+            augment=cfg.augment, ignore_index=IGNORE, seed=cfg.seed + 1000 * self.dist.rank)
         self._val_images = [normalize(c.image, self.normalization) for c in self.val_cases]
+        self._patch_hashes: list[str] = []
+        self._sampler_states: list[dict] = []
         amp_ok = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if amp_ok and torch.cuda.is_bf16_supported() else torch.float16) \
             if amp_ok else None
@@ -237,10 +271,11 @@ class Distiller:
     def run(self) -> Generator[Event, None, dict[str, Any]]:
         """Train until ``config.iterations`` or a stop request; yields an Event per step and more."""
         cfg = self.config
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save_yaml(self.output_dir / "config.yaml")
-        self._log_file = open(self.output_dir / "events.jsonl", "a")  # noqa: SIM115 - closed in finally
-        if cfg.tensorboard:
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save_yaml(self.output_dir / "config.yaml")
+            self._log_file = open(self.output_dir / "events.jsonl", "a")  # noqa: SIM115 - closed in finally
+        if cfg.tensorboard and self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -256,7 +291,7 @@ class Distiller:
                                            f"{count_parameters(self.model):,} parameters, "
                                            f"patch {self.patch_size} x {cfg.batch_size}, "
                                            f"{len(self.train_cases)} train / {len(self.val_cases)} val cases"))
-            while self.iteration < self.total and not self._stop:
+            while self.iteration < self.total and not self._stop_requested():
                 ts = time.perf_counter()
                 parts = self._step()
                 self.iteration += 1
@@ -274,6 +309,7 @@ class Distiller:
                     yield self._emit(self._save_last())
             yield self._emit(self._save_last())
             kind = "done" if self.iteration >= self.total else "stopped"
+            self._dump_rank_state()
             yield self._emit(Event(kind, self.iteration, self.total, path=str(self.last_path),
                                    mean_dice=self.best_dice if self.best_dice >= 0 else None,
                                    message=f"{kind} at iteration {self.iteration}"))
@@ -301,6 +337,25 @@ class Distiller:
                 return stop.value
 
     # ------------------------------------------------------------------ steps
+    def _stop_requested(self) -> bool:
+        """A stop asked on any rank stops every rank at the same step."""
+        if not self.dist.enabled:
+            return self._stop
+        flag = torch.tensor([float(self._stop)], device=self.device)
+        return bool(all_reduce_sum(flag, self.dist).item() > 0)
+
+    def _dump_rank_state(self) -> None:
+        """Debug hook for the DDP test: weights checksum and sampled-patch hashes of this rank."""
+        folder = os.environ.get("NAPARI_DMD_RANK_DUMP")
+        if not folder:
+            return
+        flat = torch.cat([p.detach().double().flatten().cpu() for p in self.net.parameters()])
+        info = {"rank": self.dist.rank, "world_size": self.dist.world_size, "iteration": self.iteration,
+                "weights_sum": float(flat.sum()), "weights_abs_sum": float(flat.abs().sum()),
+                "patch_hashes": self._patch_hashes}
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank{self.dist.rank}.json").write_text(json.dumps(info))
+
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
@@ -321,8 +376,15 @@ class Distiller:
             self.heads.train()
         self._set_lr()
         images, labels, has_label = self.sampler.sample()
-        x = torch.from_numpy(images).to(self.device, non_blocking=True)
-        y = torch.from_numpy(labels).to(self.device, non_blocking=True)
+        if os.environ.get("NAPARI_DMD_RANK_DUMP"):
+            self._patch_hashes.append(hashlib.sha1(images.tobytes()).hexdigest())
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
         teacher_logits = None
         pixel_weight = None
         if self.teacher is not None:
@@ -336,11 +398,7 @@ class Distiller:
                     conf = torch.softmax(teacher_logits, 1).amax(1)
                     pixel_weight = torch.where(missing, conf, torch.ones_like(conf))
         with self._autocast():
-            if self.heads is not None:
-                logits, feats = self.model(x, return_features=True)
-                scales = self.heads([feats[s] for s in self.feature_scales])
-            else:
-                logits, scales = self.model(x), []
+            logits, scales = self.train_net(x)
         warm = cfg.distill_warmup * self.total
         distill_scale = 1.0 if warm <= 0 else min(1.0, (self.iteration + 1) / warm)
         loss, parts = distill_loss(
@@ -348,7 +406,8 @@ class Distiller:
             lambda_logit=cfg.lambda_logit, lambda_feat=self.lambda_feat, kd_weight=cfg.kd_weight,
             ds_weight=cfg.ds_weight, weights=cfg.scale_weights, ignore_index=IGNORE,
             pixel_weight=pixel_weight, distill_scale=distill_scale)
-        if not torch.isfinite(loss):
+        bad = torch.tensor([float(not torch.isfinite(loss).item())], device=self.device)
+        if all_reduce_sum(bad, self.dist).item() > 0:
             raise TrainingError(
                 f"the loss became {loss.item()} at iteration {self.iteration + 1}; training stopped and the "
                 f"last good checkpoint is kept ({self.last_path if self.last_path.exists() else 'none yet'}). "
@@ -357,8 +416,7 @@ class Distiller:
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {k: float(v) for k, v in parts.items()}
@@ -385,18 +443,24 @@ class Distiller:
         return self.val_references[case.name]
 
     def _validate(self) -> Event:
-        dices = []
+        sums = torch.zeros(2, self.num_classes - 1, dtype=torch.float64)
         for i, img in enumerate(self._val_images):
-            pred = self.predict(img).argmax(0)
-            dices.append(dice_per_class(pred, self._reference(i), self.num_classes))
-        per_class = np.nanmean(np.stack(dices), axis=0) if dices else np.array([])
-        mean = float(np.nanmean(per_class)) if per_class.size else float("nan")
+            if i % self.dist.world_size != self.dist.rank:
+                continue  # under DDP each rank validates its share; the sums are reduced below
+            d = dice_per_class(self.predict(img).argmax(0), self._reference(i), self.num_classes)
+            sums[0] += torch.from_numpy(np.nan_to_num(d, nan=0.0))
+            sums[1] += torch.from_numpy((~np.isnan(d)).astype(np.float64))
+        if self.dist.enabled:
+            sums = all_reduce_sum(sums.to(self.device), self.dist).cpu()
+        per_class = (sums[0] / sums[1]).numpy()
+        mean = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
         per_class_list = [float(v) for v in per_class]
         self.history.append({"iteration": self.iteration, "dice": per_class_list, "mean_dice": mean})
         path = None
         if mean > self.best_dice:
             self.best_dice = mean
-            path = str(save_checkpoint(self.best_path, self._payload(with_state=False)))
+            if self.dist.is_main:
+                path = str(save_checkpoint(self.best_path, self._payload(with_state=False)))
         return Event("validation", self.iteration, self.total, dice=per_class_list, mean_dice=mean, path=path,
                      message=f"validation mean Dice {mean:.4f}" + (" (best)" if path else ""))
 
@@ -423,9 +487,11 @@ class Distiller:
             "teacher_source": None if self.teacher is None else str(self.teacher.source),
         }
         if with_state:
+            samplers = self._sampler_states if self._sampler_states else [self.sampler.state_dict()]
             payload["train_state"] = {
                 "optimizer": self.optimizer.state_dict(),
-                "sampler": json.dumps(self.sampler.state_dict()),
+                "sampler": json.dumps(samplers[0]),
+                "samplers": [json.dumps(s) for s in samplers],
                 "torch_rng": torch.get_rng_state(),
                 "scaler": self.scaler.state_dict(),
                 "val_references": {k: torch.from_numpy(v.astype(np.int64))
@@ -434,7 +500,12 @@ class Distiller:
         return payload
 
     def _save_last(self) -> Event:
+        self._sampler_states = all_gather_objects(self.sampler.state_dict(), self.dist)
+        if not self.dist.is_main:
+            barrier(self.dist)
+            return Event("checkpoint", self.iteration, self.total, message="checkpoint written by rank 0")
         path = save_checkpoint(self.last_path, self._payload(with_state=True))
+        barrier(self.dist)
         return Event("checkpoint", self.iteration, self.total, path=str(path),
                      message=f"checkpoint written: {path}")
 
@@ -452,7 +523,9 @@ class Distiller:
         if self.heads is not None and ckpt.get("heads"):
             self.heads.load_state_dict(ckpt["heads"]["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(json.loads(state["sampler"]))
+        samplers = state.get("samplers") or [state["sampler"]]
+        if self.dist.rank < len(samplers):  # a rank without a saved stream keeps its own seeded one
+            self.sampler.load_state_dict(json.loads(samplers[self.dist.rank]))
         torch.set_rng_state(state["torch_rng"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

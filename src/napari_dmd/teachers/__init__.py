@@ -1,5 +1,22 @@
-"""Teacher adapters: anything that maps an image batch to per-pixel class logits can teach."""
+"""Teacher adapters: anything that maps an image batch to per-pixel class logits can teach.
 
-from .base import ModelTeacher, Teacher, load_teacher
+``load_teacher(path, kind="auto", trust=False, ...)`` reads napari-dmd checkpoints, TorchScript files,
+nnU-Net v2 model folders, MONAI bundles and state dicts, and ONNX files; see ``docs/teachers.md``.
+"""
 
-__all__ = ["ModelTeacher", "Teacher", "load_teacher"]
+from .base import ModelTeacher, Teacher, TeacherError, check_teacher, checkpoint_teacher, probe_teacher
+from .loader import KINDS, add_teacher_flags, detect_kind, load_teacher, teacher_from_args
+
+__all__ = [
+    "KINDS",
+    "ModelTeacher",
+    "Teacher",
+    "TeacherError",
+    "add_teacher_flags",
+    "check_teacher",
+    "checkpoint_teacher",
+    "detect_kind",
+    "load_teacher",
+    "probe_teacher",
+    "teacher_from_args",
+]

@@ -1,0 +1,85 @@
+"""npe2 reader: NIfTI (.nii, .nii.gz) and TIFF (.tif, .tiff) images and label maps, spacing kept.
+
+Image files become image layers with ``scale`` = voxel spacing (mm, array order ``(z, y, x)``) and
+``metadata["napari_dmd"] = {"affine": ..., "spacing": ..., "path": ...}`` (the file's 4x4 voxel-to-world
+affine, so labels saved from the layer get it back). Integer-valued files in a ``labelsTr/``/``labelsTs/``
+folder or named ``*_seg*``, ``*_label*``, ``*_mask*`` become labels layers. A bad file raises
+:class:`~napari_dmd.data.io.DataError` with a one-line message naming it; napari shows it to the user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.io import file_suffix, read_image, strip_suffix
+
+READABLE = (".nii", ".nii.gz", ".tif", ".tiff")
+LABEL_FOLDERS = ("labelstr", "labelsts", "labels")
+_LABEL_NAME = re.compile(r"(^|[_\-.])(seg|segmentation|label|labels|mask)([_\-.0-9]|$)", re.IGNORECASE)
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+__all__ = ["get_reader", "is_label_path", "read_layers"]
+
+
+def _paths(path: PathOrPaths) -> list[str]:
+    if isinstance(path, str | os.PathLike):
+        return [os.fspath(path)]
+    return [os.fspath(p) for p in path]
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF file, else None."""
+    paths = _paths(path)
+    if not paths or any(file_suffix(p) not in READABLE or Path(p).is_dir() for p in paths):
+        return None
+    return read_layers
+
+
+def is_label_path(path: str | os.PathLike) -> bool:
+    """True when the file's folder or name says it holds a label map (``labelsTr/``, ``*_seg*``, ...)."""
+    p = Path(path)
+    return p.parent.name.lower() in LABEL_FOLDERS or bool(_LABEL_NAME.search(strip_suffix(p)))
+
+
+def _as_labels(array: np.ndarray) -> np.ndarray | None:
+    """The array as an integer label map when it holds only non-negative integers, else None."""
+    kind = array.dtype.kind
+    if kind == "b":
+        return array.astype(np.uint8)
+    if kind in "iu":
+        return array if array.size == 0 or array.min() >= 0 else None
+    if kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all() or array.min() < 0 or not np.array_equal(array, np.round(array)):
+            return None
+        top = array.max() if array.size else 0
+        dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32
+        return array.astype(dtype)
+    return None
+
+
+def read_layers(path: PathOrPaths) -> list[LayerData]:
+    """Read each file as an image or labels layer (see the module docstring)."""
+    layers: list[LayerData] = []
+    for p in _paths(path):
+        data = read_image(p)
+        meta = {"napari_dmd": {"affine": np.asarray(data.affine).tolist(),
+                               "spacing": [float(s) for s in data.spacing], "path": data.path}}
+        kwargs: dict[str, Any] = {"name": strip_suffix(p), "scale": tuple(data.spacing), "metadata": meta}
+        labels = _as_labels(data.array) if is_label_path(p) else None
+        if labels is not None:
+            if not _LABEL_NAME.search(kwargs["name"]):  # labelsTr/case.nii.gz: tell it from imagesTr/case
+                kwargs["name"] += " labels"
+            layers.append((labels, kwargs, "labels"))
+        else:
+            kwargs["colormap"] = "gray"
+            layers.append((data.array, kwargs, "image"))
+    return layers

@@ -1,0 +1,457 @@
+"""Features widget: look inside a student — decoder feature maps and per-scale predictions as layers.
+
+A thin view of :func:`napari_dmd.features.compute_features`: it gathers the image, the model and the chosen
+decoder scales on the main thread, computes in a napari thread worker, and adds (or updates in place) these
+layers over the image, placed with the scale and translate the core computes:
+
+* ``<image> features s<stride> PCA`` — RGB of the first three principal components,
+* ``<image> features s<stride> energy`` — mean squared activation,
+* ``<image> features s<stride> channel <k>`` — one channel,
+* ``<image> features head s<stride>`` — the scale head's argmax (labels; students trained with heads).
+
+"live" re-computes every N training steps of the Distill widget's run (on a copy of the student's weights
+taken between steps) and when the slice changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import META_KEY, LayerChooser, dmd_metadata, layer_spacing, notify_error
+from .distill import LIVE, _ensure_thread_pool
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..features import ScaleFeatures, StudentSnapshot
+    from ..models.heads import ScaleHeads
+    from ..models.unet import UNet
+
+LIVE_ITEM = "live"
+KINDS = ("PCA", "energy", "channel", "head")
+
+
+def _is_feature_layer(layer: Any) -> bool:
+    return bool(dmd_metadata(layer).get("features"))
+
+
+class _ImageChooser(LayerChooser):
+    """Greyscale image layers, without the layers this widget adds."""
+
+    def _layers(self) -> list:
+        return [lay for lay in super()._layers() if not lay.rgb and not _is_feature_layer(lay)]
+
+
+@dataclass
+class _Job:
+    """Everything the worker needs, gathered on the main thread."""
+
+    image_name: str
+    data: np.ndarray
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    slice_index: int | None
+    stages: list[int]
+    channel: int
+    kinds: set[str]
+    model_name: str
+    normalization: str = "zscore"
+    model: UNet | None = None
+    heads: ScaleHeads | None = None
+    head_stages: list[int] | None = None
+    snapshot: StudentSnapshot | None = None
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _LiveCache:
+    """The live student's modules, rebuilt from each snapshot (used by one worker at a time)."""
+
+    def __init__(self) -> None:
+        self.modules: tuple[UNet, ScaleHeads | None] | None = None
+
+
+def compute_job(job: _Job, cache: _LiveCache) -> list[ScaleFeatures]:
+    """Worker function: build the live model if needed and compute the features."""
+    from ..features import compute_features
+
+    model, heads, head_stages = job.model, job.heads, job.head_stages
+    if job.snapshot is not None:
+        model, heads = job.snapshot.build("cpu", reuse=cache.modules)
+        cache.modules = (model, heads)
+        head_stages = job.snapshot.feature_scales
+    return compute_features(model, job.data, heads=heads, head_stages=head_stages, feature_scales=job.stages,
+                            normalization=job.normalization, spacing=job.spacing, origin=job.origin,
+                            slice_index=job.slice_index)
+
+
+def layer_name(image: str, kind: str, stride: int, channel: int = 0) -> str:
+    """Name of a features layer (see the module docstring)."""
+    if kind == "head":
+        return f"{image} features head s{stride}"
+    if kind == "channel":
+        return f"{image} features s{stride} channel {channel}"
+    return f"{image} features s{stride} {kind}"
+
+
+class FeaturesWidget(QWidget):
+    """Show a student's multi-scale decoder features and per-scale predictions over an image."""
+
+    layers_updated = Signal(list)  # names of the layers added or updated, after each computation
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        _ensure_thread_pool()
+        self.viewer = napari_viewer
+        self._cache = _LiveCache()
+        self._busy = False
+        self._pending: bool = False
+        self.last_error = ""
+        self.computations = 0
+        self.worker = None
+        self._scale_boxes: list[tuple[int, QCheckBox]] = []
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(16)
+        form.addRow("Model", self.model_combo)
+        self.image_chooser = _ImageChooser(napari_viewer, Image)
+        form.addRow("Image", self.image_chooser)
+        layout.addLayout(form)
+
+        self.scales_box = QGroupBox("Decoder scales")
+        self.scales_layout = QHBoxLayout(self.scales_box)
+        layout.addWidget(self.scales_box)
+
+        show_box = QGroupBox("Layers")
+        show = QHBoxLayout(show_box)
+        self.kind_boxes: dict[str, QCheckBox] = {}
+        for kind, text in zip(KINDS, ("PCA (RGB)", "energy", "channel", "head labels")):
+            box = QCheckBox(text)
+            box.setChecked(True)
+            self.kind_boxes[kind] = box
+            show.addWidget(box)
+        layout.addWidget(show_box)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Channel"))
+        self.channel_spin = QSpinBox()
+        self.channel_spin.setRange(0, 4095)
+        row.addWidget(self.channel_spin)
+        row.addStretch(1)
+        layout.addLayout(row)
+
+        self.show_button = QPushButton("Show features")
+        self.show_button.clicked.connect(self.show_features)
+        layout.addWidget(self.show_button)
+        live = QHBoxLayout()
+        self.live_check = QCheckBox("live, every")
+        self.live_steps = QSpinBox()
+        self.live_steps.setRange(1, 1_000_000)
+        self.live_steps.setValue(50)
+        self.live_steps.setSuffix(" steps")
+        live.addWidget(self.live_check)
+        live.addWidget(self.live_steps)
+        live.addStretch(1)
+        layout.addLayout(live)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        self.live_check.toggled.connect(self._live_toggled)
+        self.live_steps.valueChanged.connect(self._live_toggled)
+        self.model_combo.currentIndexChanged.connect(self._rebuild_scales)
+        from ..registry import REGISTRY
+
+        REGISTRY.changed.connect(self._refresh_models)
+        LIVE.changed.connect(self._refresh_models)
+        LIVE.snapshot.connect(self._on_snapshot)
+        napari_viewer.dims.events.current_step.connect(self._on_slice)
+        key = id(self)
+        self.destroyed.connect(lambda *_: _forget(key, self._refresh_models, self._on_snapshot))
+        self._refresh_models()
+
+    # ------------------------------------------------------------------ models
+    def _refresh_models(self, *_: Any) -> None:
+        from ..registry import REGISTRY
+
+        try:
+            current = self.model_combo.currentData()
+        except RuntimeError:  # Qt object gone
+            return
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        if LIVE.running or LIVE.latest is not None:
+            self.model_combo.addItem(f"{LIVE.name or 'live'} (training)" if LIVE.running else LIVE.name,
+                                     LIVE_ITEM)
+        for role in ("student", "teacher"):
+            for name in REGISTRY.names(role):
+                self.model_combo.addItem(name, name)
+        idx = self.model_combo.findData(current) if current is not None else -1
+        if idx < 0 and self.model_combo.count():
+            students = REGISTRY.names("student")
+            idx = self.model_combo.findData(students[-1]) if students else 0
+        self.model_combo.setCurrentIndex(max(idx, 0))
+        self.model_combo.blockSignals(False)
+        self._rebuild_scales()
+
+    def set_model(self, name: str) -> None:
+        """Choose a registry model by name, or ``"live"`` for the Distill widget's run."""
+        idx = self.model_combo.findData(name)
+        if idx < 0:
+            raise KeyError(f"no model named {name!r} is offered")
+        self.model_combo.setCurrentIndex(idx)
+
+    def _model_layout(self) -> tuple[list[int], list[int], list[int]]:
+        """(strides per decoder stage, stages with a head, channels per stage) of the chosen model."""
+        from ..registry import REGISTRY
+
+        choice = self.model_combo.currentData()
+        if choice is None:
+            return [], [], []
+        if choice == LIVE_ITEM:
+            snap = LIVE.latest
+            if snap is None:
+                return [], [], []
+            channels = list(snap.model_config["channels"])
+            heads = snap.feature_scales or []
+        else:
+            try:
+                entry = REGISTRY.get(choice)
+            except KeyError:
+                return [], [], []
+            if entry.model is None:
+                return [], [], []
+            channels = list(entry.model.channels)
+            heads = list(entry.feature_scales or []) if entry.heads is not None else []
+        n = len(channels) - 1
+        strides = [2 ** i for i in range(n - 1, -1, -1)]
+        return strides, heads, [channels[i] for i in range(n - 1, -1, -1)]
+
+    def _rebuild_scales(self, *_: Any) -> None:
+        previous = {stride: box.isChecked() for stride, box in self._scale_boxes}
+        for _, box in self._scale_boxes:
+            self.scales_layout.removeWidget(box)
+            box.deleteLater()
+        self._scale_boxes = []
+        strides, heads, channels = self._model_layout()
+        for stage, stride in enumerate(strides):
+            text = f"s{stride}" + (" (head)" if stage in heads else "")
+            box = QCheckBox(text)
+            box.setToolTip(f"decoder stage {stage}: 1/{stride} of the input, {channels[stage]} channels")
+            default = stage in heads if heads else stage < len(strides) - 1 or len(strides) == 1
+            box.setChecked(previous.get(stride, default))
+            self.scales_layout.addWidget(box)
+            self._scale_boxes.append((stride, box))
+        if channels:
+            self.channel_spin.setMaximum(max(channels) - 1)
+
+    def set_scales(self, strides: list[int]) -> None:
+        """Tick exactly the decoder scales with these strides."""
+        for stride, box in self._scale_boxes:
+            box.setChecked(stride in strides)
+
+    def scale_strides(self) -> list[int]:
+        """Strides of the decoder scales on offer."""
+        return [stride for stride, _ in self._scale_boxes]
+
+    # ------------------------------------------------------------------ compute
+    def _job(self) -> _Job | None:
+        from ..registry import REGISTRY
+
+        image = self.image_chooser.layer()
+        if image is None:
+            raise ValueError("no image layer chosen: open an image first")
+        stages = [i for i, (_, box) in enumerate(self._scale_boxes) if box.isChecked()]
+        kinds = {k for k, box in self.kind_boxes.items() if box.isChecked()}
+        choice = self.model_combo.currentData()
+        if choice is None:
+            raise ValueError("no model: train one with Distill or load one in the Teacher widget")
+        if not stages:
+            raise ValueError("tick at least one decoder scale")
+        if not kinds:
+            raise ValueError("tick at least one kind of layer (PCA, energy, channel, head labels)")
+        data = np.asarray(image.data)
+        slice_index = None
+        if data.ndim == 3:
+            pos = image.world_to_data(self.viewer.dims.point)
+            slice_index = int(np.clip(round(float(pos[0])), 0, data.shape[0] - 1))
+        origin = tuple(float(t) for t in np.asarray(image.translate)[-image.ndim:])
+        job = _Job(image.name, data, layer_spacing(image), origin, slice_index, stages,
+                   self.channel_spin.value(), kinds, str(choice))
+        if choice == LIVE_ITEM:
+            if LIVE.latest is None:
+                if LIVE.running:
+                    LIVE.request()
+                    self._pending = True
+                    self.status_label.setText("waiting for the next training step…")
+                    return None
+                raise ValueError("no live run: start one in the Distill widget")
+            job.snapshot = LIVE.latest
+            job.normalization = LIVE.latest.normalization
+            job.model_name = LIVE.latest.name
+            job.extra_meta["iteration"] = LIVE.latest.iteration
+        else:
+            entry = REGISTRY.get(choice)
+            if entry.model is None:
+                raise ValueError(f"{entry.name}: has no U-Net decoder to inspect (only napari-dmd models do)")
+            job.model, job.heads = entry.model, entry.heads
+            job.head_stages = list(entry.feature_scales) if entry.feature_scales is not None else None
+            job.normalization = entry.segmenter.normalization
+        return job
+
+    def show_features(self) -> None:
+        """Compute (in a worker) and add or update the feature layers of the chosen image."""
+        try:
+            job = self._job()
+        except Exception as exc:  # noqa: BLE001 - every problem becomes a message
+            self._fail(exc)
+            return
+        if job is None:
+            return
+        if self._busy:
+            self._pending = True
+            return
+        self._start(job)
+
+    def _start(self, job: _Job) -> None:
+        from napari.qt.threading import create_worker
+
+        self._busy = True
+        self._pending = False
+        where = f" (slice {job.slice_index})" if job.slice_index is not None else ""
+        self.status_label.setText(f"computing features of {job.image_name}{where} …")
+        worker = create_worker(compute_job, job, self._cache, _start_thread=False)
+        worker.returned.connect(lambda result: self._apply(job, result))
+        worker.errored.connect(self._fail)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        worker.start()
+
+    def _finished(self) -> None:
+        self._busy = False
+        self.worker = None
+        if self._pending:
+            self._pending = False
+            with contextlib.suppress(RuntimeError):
+                self.show_features()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.last_error = notify_error(exc, "Features")
+        with contextlib.suppress(RuntimeError):
+            self.status_label.setText(self.last_error)
+
+    # ------------------------------------------------------------------ layers (main thread)
+    def _apply(self, job: _Job, results: list[ScaleFeatures]) -> None:
+        if job.image_name not in self.viewer.layers:
+            return
+        names = []
+        for sf in results:
+            meta = {META_KEY: {"features": True, "source": job.image_name, "stride": sf.stride,
+                               "stage": sf.stage, "model": job.model_name, "slice": job.slice_index,
+                               **job.extra_meta}}
+            common = {"scale": sf.scale, "translate": sf.translate, "metadata": meta}
+            if "PCA" in job.kinds:
+                names.append(self._put("image", layer_name(job.image_name, "PCA", sf.stride), sf.pca_rgb,
+                                       dict(rgb=True, opacity=0.8, **common)))
+            if "energy" in job.kinds:
+                names.append(self._put("image", layer_name(job.image_name, "energy", sf.stride), sf.energy,
+                                       dict(colormap="magma", opacity=0.8, **common)))
+            if "channel" in job.kinds and job.channel < sf.num_channels:
+                names.append(self._put("image", layer_name(job.image_name, "channel", sf.stride, job.channel),
+                                       sf.channel(job.channel), dict(colormap="viridis", opacity=0.8, **common)))
+            if "head" in job.kinds and sf.head_labels is not None:
+                names.append(self._put("labels", layer_name(job.image_name, "head", sf.stride), sf.head_labels,
+                                       dict(opacity=0.5, **common)))
+        self.computations += 1
+        it = job.extra_meta.get("iteration")
+        self.status_label.setText(f"{len(names)} layers from {job.model_name}"
+                                  + (f" at iteration {it}" if it is not None else ""))
+        self.layers_updated.emit(names)
+
+    def _put(self, kind: str, name: str, data: np.ndarray, kwargs: dict[str, Any]) -> str:
+        """Update the layer called ``name`` in place, or add it."""
+        layers = self.viewer.layers
+        if name in layers:
+            layer = layers[name]
+            same_type = isinstance(layer, Labels) if kind == "labels" else isinstance(layer, Image)
+            rgb_ok = kind != "image" or bool(layer.rgb) == bool(kwargs.get("rgb", False))
+            if same_type and rgb_ok and layer.ndim == data.ndim - (1 if kwargs.get("rgb") else 0):
+                layer.data = data
+                layer.scale = kwargs["scale"]
+                layer.translate = kwargs["translate"]
+                layer.metadata = kwargs["metadata"]
+                if kind == "image" and not kwargs.get("rgb"):
+                    layer.reset_contrast_limits()
+                return name
+            layers.remove(name)
+        if kind == "labels":
+            self.viewer.add_labels(data, name=name, **kwargs)
+        else:
+            self.viewer.add_image(data, name=name, **kwargs)
+        return name
+
+    # ------------------------------------------------------------------ live
+    def _live_toggled(self, *_: Any) -> None:
+        if self.live_check.isChecked():
+            LIVE.subscribe(id(self), self.live_steps.value())
+            if self.model_combo.findData(LIVE_ITEM) >= 0:
+                self.set_model(LIVE_ITEM)
+        else:
+            LIVE.unsubscribe(id(self))
+
+    def _on_snapshot(self, snap: StudentSnapshot) -> None:
+        try:
+            live = self.live_check.isChecked() or self._pending
+        except RuntimeError:  # Qt object gone
+            return
+        if self.model_combo.findData(LIVE_ITEM) < 0:
+            self._refresh_models()
+        if live and self.model_combo.currentData() == LIVE_ITEM:
+            self.show_features()
+
+    def _on_slice(self, *_: Any) -> None:
+        try:
+            live = self.live_check.isChecked()
+        except RuntimeError:
+            return
+        if live and self.computations:
+            self.show_features()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        LIVE.unsubscribe(id(self))
+        super().closeEvent(event)
+
+
+def _forget(key: int, *slots: Any) -> None:
+    """Drop a destroyed widget's live subscription and signal connections."""
+    from ..registry import REGISTRY
+
+    LIVE.unsubscribe(key)
+    for sig in (REGISTRY.changed, LIVE.changed, LIVE.snapshot):
+        for slot in slots:
+            with contextlib.suppress(Exception):
+                sig.disconnect(slot)
+
+
+__all__ = ["FeaturesWidget", "layer_name", "compute_job"]
+

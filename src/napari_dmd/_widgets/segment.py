@@ -1,0 +1,185 @@
+"""Segment: one click turns an image layer into a labels layer predicted by a loaded model.
+
+The image follows the active layer. Prediction (:class:`napari_dmd.segment.Segmenter`, tiled with Gaussian
+blending; a 2D model runs slice by slice on a 3D volume) runs in a napari thread worker; its window count
+drives a progress bar in napari's activity dock, and Cancel stops it before the next window. The labels layer
+is added on the main thread with the image's scale, translate, rotation, shear and affine, and the image's
+napari-dmd metadata (file affine), so saving it to NIfTI writes the scan's affine.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from ._common import LayerChooser, ModelChooser, labels_metadata, notify_error, notify_info
+
+if TYPE_CHECKING:
+    import napari
+    from napari.qt.threading import FunctionWorker
+
+    from ..registry import ModelEntry
+
+__all__ = ["SegmentWidget", "image_array", "placement_kwargs"]
+
+
+def image_array(layer: Image) -> np.ndarray:
+    """The full-resolution data of an image layer as a NumPy array (reads dask/zarr data into memory)."""
+    if layer.rgb:
+        raise ValueError(f"layer {layer.name!r} is an RGB image; convert it to one channel to segment it")
+    data = layer.data[0] if layer.multiscale else layer.data
+    return np.asarray(data)
+
+
+def placement_kwargs(layer: Image) -> dict[str, Any]:
+    """Layer keyword arguments that place a new layer exactly over ``layer`` (data-to-world transform)."""
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate), "rotate": layer.rotate,
+            "shear": layer.shear, "affine": layer.affine.affine_matrix}
+
+
+class SegmentWidget(QWidget):
+    """Model chooser (students first), image chooser following the active layer, Segment and Cancel."""
+
+    progressed = Signal(int, int)  # (done, total) windows, emitted from the worker thread
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker: FunctionWorker | None = None
+        self._stop = False
+        self._pbar = None
+
+        self.model_box = ModelChooser("student", fallback_roles=("teacher",))
+        self.image_box = LayerChooser(napari_viewer, Image)
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.setToolTip("Predict a labels layer for the chosen image with the chosen model")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("Load a model in the Teacher widget (or Use demo models), then click Segment.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_box)
+        form.addRow("Image", self.image_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.segment_button.clicked.connect(self.segment)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progressed.connect(self._on_progress)
+        napari_viewer.layers.selection.events.active.connect(self._follow_active)
+        self._follow_active()
+
+    # ---------------------------------------------------------------------------------------- actions
+    def _follow_active(self, *_: Any) -> None:
+        """Choose the active layer when it is an image."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            try:
+                self.image_box.set_layer(active)
+            except RuntimeError:  # widget already deleted
+                pass
+
+    def segment(self) -> FunctionWorker | None:
+        """Start segmenting the chosen image with the chosen model; returns the worker (None on error)."""
+        if self.worker is not None:
+            notify_error("a segmentation is already running; cancel it first", "Segment")
+            return None
+        entry = self.model_box.entry()
+        layer = self.image_box.layer()
+        try:
+            if entry is None:
+                raise ValueError("no model is loaded; load or train one in the Teacher or Distill widget, "
+                                 "or click 'Use demo models' in the Teacher widget")
+            if layer is None:
+                raise ValueError("no image layer to segment; open an image first")
+            if layer.rgb:
+                raise ValueError(f"layer {layer.name!r} is an RGB image; segment a single-channel image")
+            if layer.ndim not in (2, 3):
+                raise ValueError(f"layer {layer.name!r} has {layer.ndim} dimensions; segment a 2D image or "
+                                 "3D volume")
+            if layer.ndim < entry.segmenter.spatial_dims:
+                raise ValueError(f"{entry.name} is a {entry.segmenter.spatial_dims}D model and cannot segment "
+                                 f"the {layer.ndim}D layer {layer.name!r}")
+        except ValueError as exc:
+            notify_error(exc, "Segment")
+            return None
+        return self._start(entry, layer)
+
+    def cancel(self) -> None:
+        """Ask the running prediction to stop before its next window."""
+        self._stop = True
+        self.status.setText("cancelling …")
+
+    # ----------------------------------------------------------------------------------------- worker
+    def _start(self, entry: ModelEntry, layer: Image) -> FunctionWorker:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        self._stop = False
+        seg = entry.segmenter
+        source = f"layer {layer.name!r}"
+        data = layer.data[0] if layer.multiscale else layer.data
+
+        def predict() -> tuple[np.ndarray, float]:
+            image = np.asarray(data)
+            t0 = time.perf_counter()
+            labels = seg(image, progress=self.progressed.emit, should_stop=lambda: self._stop, source=source)
+            return labels, time.perf_counter() - t0
+
+        self._pbar = progress(total=0, desc=f"Segment {layer.name} ({entry.name})")
+        worker = create_worker(predict, _start_thread=False)
+        worker.returned.connect(lambda result: self._add_layer(result, entry, layer))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.segment_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …")
+        worker.start()
+        return worker
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if self._pbar is not None:
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
+        self.status.setText(f"segmenting: {done}/{total} windows")
+
+    def _add_layer(self, result: tuple[np.ndarray, float], entry: ModelEntry, layer: Image) -> None:
+        labels, seconds = result
+        names = entry.segmenter.class_names
+        meta = labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
+                               inference_s=seconds)
+        name = f"{layer.name} segmentation ({entry.name})"
+        self.viewer.add_labels(labels, name=name, metadata=meta, **placement_kwargs(layer))
+        found = [int(v) for v in np.unique(labels) if v]
+        self.status.setText(f"{name}: {seconds:.2f} s, classes present {found or 'none'}")
+
+    def _on_error(self, exc: BaseException) -> None:
+        from ..inference import InferenceCancelled
+
+        if isinstance(exc, InferenceCancelled):
+            notify_info(f"Segment: {exc}")
+            self.status.setText(str(exc))
+        else:
+            self.status.setText(notify_error(exc, "Segment"))
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.segment_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)

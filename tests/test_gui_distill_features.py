@@ -1,0 +1,272 @@
+"""Distill and Features widgets in a real napari viewer (pytest-qt, Xvfb).
+
+A tiny 2D teacher is trained in-process on the synthetic phantom and registered; the Distill widget then
+trains, stops within one step of Stop, resumes to the requested total, and keeps the event loop responsive;
+Features adds layers that overlay the image; closing the viewer mid-run writes a checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt, QTimer
+
+from napari_dmd.checkpoint import load_checkpoint
+from napari_dmd.config import TrainConfig
+from napari_dmd.demo import phantom_cases
+from napari_dmd.distill.engine import Distiller
+from napari_dmd.phantom import make_phantom_dataset
+from napari_dmd.registry import REGISTRY, entry_from_checkpoint
+from napari_dmd.teachers import load_teacher
+
+pytestmark = pytest.mark.gui
+
+TINY = "4,8,16"  # decoder strides 2, 1; DMD heads on stage 0 (stride 2)
+TEACHER = "teacher: tiny phantom"
+STUDENT = "student: tiny phantom"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, str]:
+    """A tiny teacher and a DMD student (with a scale head) trained in-process on 2D phantoms."""
+    cases = phantom_cases(3, 2)
+    common = dict(model=TINY, patch_size=[64, 64], batch_size=2, num_threads=1, val_interval=20,
+                  checkpoint_interval=20)
+    out = tmp_path_factory.mktemp("trained")
+    t = Distiller(TrainConfig(method="none", iterations=20, lr=3e-3, **common), cases, output_dir=out / "t",
+                  role="teacher")
+    t.run_to_end()
+    s = Distiller(TrainConfig(method="dmd", iterations=6, **common), cases, teacher=load_teacher(t.last_path),
+                  output_dir=out / "s")
+    s.run_to_end()
+    return {"teacher": str(t.last_path), "student": str(s.last_path)}
+
+
+@pytest.fixture
+def registry(trained):
+    from napari_dmd._widgets.distill import LIVE
+
+    REGISTRY.clear()
+    REGISTRY.add(entry_from_checkpoint(trained["teacher"], role="teacher", device="cpu", name=TEACHER))
+    yield REGISTRY
+    REGISTRY.clear()
+    LIVE.latest, LIVE.running, LIVE.name = None, False, ""
+
+
+def _viewer(make_napari_viewer, extra: int = 2):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dmd", "phantom-2d")  # "phantom 2D" + "phantom 2D labels", 192 x 192
+    for i, (img, lab) in enumerate(make_phantom_dataset(extra, (128, 128), seed=7)):
+        viewer.add_image(img, name=f"extra {i}")
+        viewer.add_labels(lab, name=f"extra {i} labels")
+    return viewer
+
+
+def _distill(viewer, out, iterations: int):
+    from napari_dmd._widgets.distill import DistillWidget
+
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
+    assert isinstance(w, DistillWidget)
+    w.teacher_chooser.setCurrentText(TEACHER)
+    w.set_method("dmd")
+    w.student_combo.setCurrentText(TINY)
+    w.iterations_spin.setValue(iterations)
+    w.patch_edit.setText("64,64")
+    w.batch_spin.setValue(2)
+    w.device_combo.setCurrentText("cpu")
+    w.output_edit.setText(str(out))
+    return w
+
+
+def _steps(w) -> list[int]:
+    return [e.iteration for e in w.events if e.kind == "step"]
+
+
+def test_distill_stop_within_one_step_resume_and_responsive_event_loop(make_napari_viewer, qtbot, registry,
+                                                                        tmp_path):
+    viewer = _viewer(make_napari_viewer)
+    out = tmp_path / "run"
+    w = _distill(viewer, out, iterations=100_000)
+    pairs = [(i.name, lab.name if lab is not None else None) for i, lab in w.pair_table.pairs()]
+    assert pairs == [("phantom 2D", "phantom 2D labels"), ("extra 0", "extra 0 labels"),
+                     ("extra 1", "extra 1 labels")]
+
+    qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+    assert w.running and not w.start_button.isEnabled() and w.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: len(_steps(w)) >= 3, timeout=30_000)
+
+    # event-loop responsiveness while training: gaps between ticks of a 10 ms timer
+    stamps: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.start()
+    qtbot.wait(4000)
+    timer.stop()
+    gaps = np.diff(stamps) * 1000
+    p50, p99, worst = np.percentile(gaps, 50), np.percentile(gaps, 99), gaps.max()
+    trained_steps = len(_steps(w))
+    print(f"\nevent loop during training: {len(gaps)} gaps, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+          f"max {worst:.1f} ms ({trained_steps} steps so far, {w.plot.renders} plot redraws)")
+    assert w.running, "training must still run during the measurement"
+    assert w.plot.renders >= 2, "the live plot must redraw during training"
+    assert p99 <= 50 and worst <= 200
+
+    # Stop: the run ends within one step of the click, writes last.pt, registers the student
+    qtbot.mouseClick(w.stop_button, Qt.MouseButton.LeftButton)
+    at = w.stop_requested_at
+    assert at is not None
+    with qtbot.waitSignal(w.run_finished, timeout=30_000):
+        pass
+    final = w.events[-1]
+    assert final.kind == "stopped"
+    assert at <= final.iteration <= at + 1
+    assert max(_steps(w)) == final.iteration
+    last = out / "last.pt"
+    assert last.is_file() and load_checkpoint(last)["iteration"] == final.iteration
+    assert str(last) in w.checkpoint_label.text()
+    assert any(name.endswith("run/last.pt") for name in REGISTRY.names("student"))
+    assert w.resume_button.isEnabled() and w.start_button.isEnabled() and not w.stop_button.isEnabled()
+    assert w.plot.series["task"] >= 1 and {"tckd", "nckd"} <= set(w.plot.series)
+
+    # Resume continues the same run up to the new total, with validation Dice on the held-out case
+    total = final.iteration + 12
+    w.iterations_spin.setValue(total)
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        qtbot.mouseClick(w.resume_button, Qt.MouseButton.LeftButton)
+    assert w.events[-1].kind == "done", w.last_error
+    steps = _steps(w)
+    assert steps[0] == final.iteration + 1 and steps[-1] == total
+    assert load_checkpoint(last)["iteration"] == total
+    dice = [e.mean_dice for e in w.events if e.kind == "validation"]
+    assert dice and all(0 <= d <= 1 for d in dice)
+    assert w.plot.series["dice"] >= 1
+
+
+def test_distill_bad_settings_show_clear_notifications(make_napari_viewer, qtbot, registry, tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    viewer = _viewer(make_napari_viewer, extra=0)
+    w = _distill(viewer, tmp_path / "bad", iterations=10)
+    w.patch_edit.setText("sixty-four")
+    w.start()
+    assert not w.running and "patch size" in w.last_error
+    assert any("patch size" in str(n.message) for n in notification_manager.records)
+    w.patch_edit.setText("64,64")
+    w.student_combo.setCurrentText("8,x,16")
+    w.start()
+    assert not w.running and "channels like" in w.last_error
+    w.student_combo.setCurrentText(TINY)
+    w.pair_table.set_pair("phantom 2D", None, checked=False)
+    w.start()
+    assert not w.running and "no image layer is checked" in w.last_error
+    w.pair_table.set_pair("phantom 2D", "phantom 2D labels")
+    REGISTRY.remove(TEACHER)
+    w.start()
+    assert not w.running and "needs a teacher" in w.last_error
+    # errors raised inside the worker arrive as notifications too (2D teacher, 3D volume -> engine error)
+    w.data_tabs.setCurrentIndex(1)
+    w.folder_edit.setText(str(tmp_path / "missing"))
+    w.set_method("none")
+    w.start()
+    assert "folder not found" in w.last_error
+
+
+def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, trained):
+    from napari_dmd._widgets.features import FeaturesWidget
+
+    REGISTRY.add(entry_from_checkpoint(trained["student"], role="student", device="cpu", name=STUDENT))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dmd", "phantom-2d")
+    image = viewer.layers["phantom 2D"]
+    image.scale = (0.5, 0.8)
+    image.translate = (3.0, -2.0)
+    _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
+    assert isinstance(fw, FeaturesWidget)
+    fw.set_model(STUDENT)
+    fw.image_chooser.set_layer(image)
+    assert fw.scale_strides() == [2, 1]
+    fw.set_scales([2, 1])
+    fw.channel_spin.setValue(3)
+    with qtbot.waitSignal(fw.layers_updated, timeout=30_000) as blocker:
+        qtbot.mouseClick(fw.show_button, Qt.MouseButton.LeftButton)
+    names = blocker.args[0]
+    assert sorted(names) == sorted([
+        "phantom 2D features s2 PCA", "phantom 2D features s2 energy", "phantom 2D features s2 channel 3",
+        "phantom 2D features head s2", "phantom 2D features s1 PCA", "phantom 2D features s1 energy",
+        "phantom 2D features s1 channel 3"])
+    pca2, head2 = viewer.layers["phantom 2D features s2 PCA"], viewer.layers["phantom 2D features head s2"]
+    assert pca2.rgb and pca2.data.shape == (96, 96, 3) and 0 <= pca2.data.min() and pca2.data.max() <= 1
+    assert head2.data.shape == (96, 96) and head2.data.max() < 6
+    assert viewer.layers["phantom 2D features s1 energy"].data.shape == (192, 192)
+    np.testing.assert_allclose(pca2.scale, (1.0, 1.6))
+    np.testing.assert_allclose(pca2.translate, (3.0 + 0.5 * 0.5, -2.0 + 0.8 * 0.5))
+    np.testing.assert_allclose(viewer.layers["phantom 2D features s1 PCA"].translate, image.translate)
+    # overlay: every features layer covers exactly the image's world extent (voxel edges)
+    def edges(layer):
+        lo = np.asarray(layer.translate) - np.asarray(layer.scale) / 2
+        shape = np.asarray(layer.data.shape[:2])
+        return np.stack([lo, lo + np.asarray(layer.scale) * shape])
+    for name in names:
+        np.testing.assert_allclose(edges(viewer.layers[name]), edges(image), err_msg=name)
+
+    # a second click updates the same layers in place
+    n_layers = len(viewer.layers)
+    with qtbot.waitSignal(fw.layers_updated, timeout=30_000):
+        fw.show_features()
+    assert len(viewer.layers) == n_layers
+
+    # a 2D model on a 3D volume: the current slice, placed on that slice
+    viewer.open_sample("napari-dmd", "phantom-3d")  # 48 x 96 x 96
+    vol = viewer.layers["phantom 3D"]
+    vol.scale = (2.0, 1.0, 1.0)
+    viewer.dims.set_point(0, 20 * 2.0)
+    fw.image_chooser.set_layer(vol)
+    fw.set_scales([2])
+    with qtbot.waitSignal(fw.layers_updated, timeout=30_000):
+        fw.show_features()
+    pca3 = viewer.layers["phantom 3D features s2 PCA"]
+    assert pca3.data.shape == (1, 48, 48, 3)
+    np.testing.assert_allclose(pca3.scale, (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(pca3.translate, (40.0, 0.5, 0.5))
+    assert pca3.metadata["napari_dmd"]["slice"] == 20
+
+
+def test_features_live_mode_follows_training(make_napari_viewer, qtbot, registry, tmp_path):
+    viewer = _viewer(make_napari_viewer, extra=0)
+    w = _distill(viewer, tmp_path / "live", iterations=40)
+    _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
+    fw.live_steps.setValue(10)
+    fw.live_check.setChecked(True)
+    for kind in ("energy", "channel", "head"):
+        fw.kind_boxes[kind].setChecked(False)
+    iterations: list[int] = []
+    fw.layers_updated.connect(
+        lambda names: iterations.append(viewer.layers[names[0]].metadata["napari_dmd"]["iteration"]))
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: fw.model_combo.currentData() == "live", timeout=30_000)
+    qtbot.waitUntil(lambda: not fw._busy, timeout=30_000)
+    assert len(iterations) >= 2 and iterations == sorted(iterations) and iterations[-1] == 40
+    assert len([lay for lay in viewer.layers if lay.name.startswith("phantom 2D features")]) == 1
+    assert w.events[-1].kind == "done"
+
+
+def test_closing_the_viewer_stops_training_and_writes_a_checkpoint(make_napari_viewer, qtbot, registry,
+                                                                   tmp_path):
+    viewer = _viewer(make_napari_viewer, extra=0)
+    out = tmp_path / "closed"
+    w = _distill(viewer, out, iterations=100_000)
+    qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(_steps(w)) >= 3, timeout=30_000)
+    run, worker = w.run, w.worker
+    assert not (out / "last.pt").exists()
+    viewer.close()
+    qtbot.waitUntil(lambda: (out / "last.pt").is_file(), timeout=30_000)
+    with qtbot.waitSignal(worker.finished, timeout=30_000, raising=False):
+        pass
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["iteration"] >= 3
+    assert run.distiller.iteration == ckpt["iteration"]
