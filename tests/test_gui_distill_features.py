@@ -166,12 +166,19 @@ def test_distill_bad_settings_show_clear_notifications(make_napari_viewer, qtbot
     REGISTRY.remove(TEACHER)
     w.start()
     assert not w.running and "needs a teacher" in w.last_error
-    # errors raised inside the worker arrive as notifications too (2D teacher, 3D volume -> engine error)
+    # errors raised inside the worker (here: loading the folder) arrive as notifications too
     w.data_tabs.setCurrentIndex(1)
     w.folder_edit.setText(str(tmp_path / "missing"))
     w.set_method("none")
     w.start()
     assert "folder not found" in w.last_error
+    (tmp_path / "empty").mkdir()
+    w.folder_edit.setText(str(tmp_path / "empty"))
+    with qtbot.waitSignal(w.run_finished, timeout=30_000):
+        w.start()
+    assert "no imagesTr/ or imagesTs/ folder" in w.last_error
+    assert any("imagesTr" in str(n.message) for n in notification_manager.records)
+    assert w.start_button.isEnabled() and not w.running
 
 
 def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, trained):
@@ -204,11 +211,13 @@ def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, 
     np.testing.assert_allclose(pca2.scale, (1.0, 1.6))
     np.testing.assert_allclose(pca2.translate, (3.0 + 0.5 * 0.5, -2.0 + 0.8 * 0.5))
     np.testing.assert_allclose(viewer.layers["phantom 2D features s1 PCA"].translate, image.translate)
+
     # overlay: every features layer covers exactly the image's world extent (voxel edges)
     def edges(layer):
         lo = np.asarray(layer.translate) - np.asarray(layer.scale) / 2
         shape = np.asarray(layer.data.shape[:2])
         return np.stack([lo, lo + np.asarray(layer.scale) * shape])
+
     for name in names:
         np.testing.assert_allclose(edges(viewer.layers[name]), edges(image), err_msg=name)
 

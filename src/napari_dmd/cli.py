@@ -196,7 +196,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         cfg.model = "teacher"
     cases, names = _load_cases(args)
     cfg.class_names = cfg.class_names or names
-    d = Distiller(cfg, cases, output_dir=args.out, role="teacher")
+    d = Distiller(cfg, cases, output_dir=args.out, role="teacher", resume=args.resume)
     _print_params("teacher", d.parameter_counts()["model"])
     result = _drive(d, args.quiet)
     print(f"teacher checkpoint: {d.best_path if d.best_path.exists() else d.last_path}  "
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-teacher", help="train a teacher U-Net on labelled data")
     t.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")
     t.add_argument("--out", default="runs/teacher", help="output folder for checkpoints and logs")
+    t.add_argument("--resume", help="resume from this last.pt")
     t.add_argument("--quiet", action="store_true")
     _add_data_flags(t)
     _add_config_flags(t)

@@ -8,7 +8,7 @@ worker, which closes the engine's generator so that it writes ``last.pt``. When 
 are added to :data:`napari_dmd.registry.REGISTRY` as students, and :data:`LIVE` shares snapshots of the
 student being trained with the Features widget.
 
-The live plot is drawn with Matplotlib's Agg renderer in a worker thread (at most 4 redraws a second) and
+The live plot is drawn with Matplotlib's Agg renderer in a worker thread (at most 2 redraws a second) and
 shown as an image: a Qt-canvas redraw costs 25-60 ms of the GUI thread here, enough to stall the event loop.
 """
 
@@ -82,7 +82,8 @@ STUDENT_PRESETS = ("student", "student-tiny")
 NO_LABELS = "(none: teacher's prediction)"
 PART_NAMES = {"task": "task (CE + Dice)", "tckd": "TCKD", "nckd": "NCKD", "kd": "KD", "mfd": "MFD",
               "ds": "deep supervision", "total": "total"}
-PLOT_HZ = 4.0
+STATUS_HZ = 4.0  # status line and progress bar refresh
+PLOT_MIN_INTERVAL_S = 0.5  # live plot: at most 2 redraws a second
 MIN_POOL_THREADS = 4
 
 
@@ -197,6 +198,7 @@ class RunHandle:
     gen: Generator | None = None
     stop: bool = False
     stop_requested_at: int | None = None
+    aborted: bool = False
     events: list[Event] = field(default_factory=list)
 
     def request_stop(self) -> None:
@@ -209,6 +211,7 @@ class RunHandle:
 
     def close_generator(self) -> None:
         """Close the engine's generator (writes last.pt); called in the worker thread when it is quit."""
+        self.aborted = True
         gen = self.gen
         if gen is not None:
             with contextlib.suppress(Exception):
@@ -289,64 +292,94 @@ def _downsample(x: np.ndarray, y: np.ndarray, n: int = 400) -> tuple[np.ndarray,
     return xs, ys
 
 
-def render_plot(fig, parts: dict[str, tuple[np.ndarray, np.ndarray]], dice: tuple[np.ndarray, np.ndarray],
-                size: tuple[int, int], note: str = "") -> np.ndarray:
-    """Draw loss parts (log scale) and validation Dice into ``fig`` (Agg); return RGBA ``(h, w, 4)`` uint8.
+class PlotRenderer:
+    """Loss parts (log scale) over validation Dice, drawn with Matplotlib's Agg renderer.
 
-    Runs in a worker thread: ``fig`` must be touched by one thread at a time.
+    Keeps its figure, axes and lines between draws (only data, limits and legend change), so a redraw costs
+    little. Used from a worker thread: one thread at a time.
     """
-    w, h = max(size[0], 120), max(size[1], 120)
-    fig.set_size_inches(w / fig.dpi, h / fig.dpi)
-    fig.clear()
-    ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    positive = False
-    for name, (x, y) in parts.items():
-        style = {"color": "0.4", "ls": "--", "lw": 1.0} if name == "total" else {"lw": 1.3}
-        ax1.plot(x, y, label=PART_NAMES.get(name, name), **style)
-        positive = positive or bool(np.any(y > 0))
-    if positive:
-        ax1.set_yscale("log")
-    ax1.set_ylabel("loss", fontsize=8)
-    if parts:
-        ax1.legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
-    ax1.set_title(note or "loss parts and validation Dice", fontsize=8)
-    dx, dy = dice
-    if len(dx):
-        ax2.plot(dx, dy, "o-", color="tab:green", ms=3, lw=1.2)
-        ax2.annotate(f"{dy[-1]:.3f}", (dx[-1], dy[-1]), fontsize=7, xytext=(-4, 4), ha="right",
-                     textcoords="offset points")
-    else:
-        ax2.text(0.5, 0.5, "no validation yet", ha="center", va="center", fontsize=7, color="0.5",
-                 transform=ax2.transAxes)
-    ax2.set_ylim(0, 1)
-    ax2.set_ylabel("val. Dice", fontsize=8)
-    ax2.set_xlabel("iteration", fontsize=8)
-    for ax in (ax1, ax2):
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3, lw=0.5)
-    fig.subplots_adjust(left=0.16, right=0.97, top=0.92, bottom=0.13, hspace=0.12)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        self.fig = Figure(dpi=80)
+        FigureCanvasAgg(self.fig)
+        self.ax_loss, self.ax_dice = self.fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+        self.lines: dict[str, Any] = {}
+        (self.dice_line,) = self.ax_dice.plot([], [], "o-", color="tab:green", ms=3, lw=1.2)
+        self.dice_text = self.ax_dice.text(0.98, 0.08, "no validation yet", ha="right", va="bottom",
+                                           fontsize=7, color="0.3", transform=self.ax_dice.transAxes)
+        self.ax_loss.set_ylabel("loss", fontsize=8)
+        self.ax_dice.set_ylabel("val. Dice", fontsize=8)
+        self.ax_dice.set_xlabel("iteration", fontsize=8)
+        self.ax_dice.set_ylim(0, 1)
+        self.ax_dice.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+        for ax in (self.ax_loss, self.ax_dice):
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3, lw=0.5)
+        self.title = self.ax_loss.set_title("loss parts and validation Dice", fontsize=8)
+        self.size: tuple[int, int] | None = None
+
+    def render(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], dice: tuple[np.ndarray, np.ndarray],
+               size: tuple[int, int], note: str = "") -> np.ndarray:
+        """Draw and return the image as RGBA ``(h, w, 4)`` uint8."""
+        w, h = max(size[0], 120), max(size[1], 120)
+        if self.size != (w, h):
+            self.fig.set_size_inches(w / self.fig.dpi, h / self.fig.dpi)
+            self.fig.subplots_adjust(left=min(0.2, 60 / w), right=0.97, top=1 - min(0.12, 24 / h),
+                                     bottom=min(0.2, 36 / h), hspace=0.12)
+            self.size = (w, h)
+        self.title.set_text(note or "loss parts and validation Dice")
+        if set(parts) != set(self.lines):
+            for line in self.lines.values():
+                line.remove()
+            self.lines = {}
+            for name in parts:
+                style = {"color": "0.4", "ls": "--", "lw": 1.0} if name == "total" else {"lw": 1.3}
+                (self.lines[name],) = self.ax_loss.plot([], [], label=PART_NAMES.get(name, name), **style)
+            if self.ax_loss.get_legend() is not None:
+                self.ax_loss.get_legend().remove()
+            if parts:
+                self.ax_loss.legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
+        positive = []
+        for name, (x, y) in parts.items():
+            self.lines[name].set_data(x, y)
+            positive.append(y[y > 0])
+        values = np.concatenate(positive) if positive else np.array([])
+        if values.size:
+            self.ax_loss.set_yscale("log")
+            lo, hi = float(values.min()), float(values.max())
+            self.ax_loss.set_ylim(lo / 1.5, hi * 3.0)  # head room for the legend
+        xmax = max([float(x[-1]) for x, _ in parts.values() if len(x)] + [float(d) for d in dice[0][-1:]] + [1.0])
+        xmin = min([float(x[0]) for x, _ in parts.values() if len(x)] + [0.0])
+        self.ax_loss.set_xlim(xmin, xmax * 1.02 + 1)
+        dx, dy = dice
+        self.dice_line.set_data(dx, dy)
+        self.dice_text.set_text(f"last {dy[-1]:.3f} · best {dy.max():.3f}" if len(dx) else "no validation yet")
+        self.fig.canvas.draw()
+        return np.asarray(self.fig.canvas.buffer_rgba()).copy()
 
 
 class LivePlot(QLabel):
-    """Loss parts and validation Dice, redrawn at most ``PLOT_HZ`` times a second off the GUI thread."""
+    """Loss parts and validation Dice, redrawn off the GUI thread at most every ``PLOT_MIN_INTERVAL_S``."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        self._fig = Figure(dpi=80)
-        FigureCanvasAgg(self._fig)
+        self._renderer = PlotRenderer()
         self.setMinimumSize(QSize(240, 220))
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.setFixedHeight(300)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.clear()
         self._busy = False
+        self._last_start = 0.0
         self.renders = 0
         self.note = ""
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
 
     def clear(self) -> None:
         self._parts: dict[str, tuple[list[int], list[float]]] = {}
@@ -379,18 +412,19 @@ class LivePlot(QLabel):
 
     def refresh(self) -> None:
         """Start a redraw in a worker thread if something changed and none is running."""
-        if not self._dirty or self._busy:
+        if not self._dirty or self._busy or time.perf_counter() - self._last_start < PLOT_MIN_INTERVAL_S:
             return
         from superqt.utils import create_worker
 
         self._dirty = False
         self._busy = True
+        self._last_start = time.perf_counter()
         parts = {k: _downsample(np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in self._parts.items()}
         dice = (np.asarray(self._dice[0], float), np.asarray(self._dice[1], float))
         dpr = self.devicePixelRatioF()
         size = (int(self.width() * dpr), int(self.height() * dpr))
-        self._fig.set_dpi(80 * dpr)
-        worker = create_worker(render_plot, self._fig, parts, dice, size, self.note,
+        self._renderer.fig.set_dpi(80 * dpr)
+        worker = create_worker(self._renderer.render, parts, dice, size, self.note,
                                _connect={"returned": self._show, "finished": self._done,
                                          "errored": self._failed})
         self._worker = worker
@@ -652,7 +686,7 @@ class DistillWidget(QWidget):
         layout.addStretch(1)
 
         self._timer = QTimer(self)
-        self._timer.setInterval(int(1000 / PLOT_HZ))
+        self._timer.setInterval(int(1000 / STATUS_HZ))
         self._timer.timeout.connect(self._tick)
         self._update_buttons()
 
@@ -919,8 +953,9 @@ class DistillWidget(QWidget):
         if run is not None and run.distiller is not None:
             self._register(run)
         self._update_buttons()
-        self.plot._dirty = True
-        self.plot.refresh()
+        if run is None or not run.aborted:  # aborted: the viewer is closing, start no more threads
+            self.plot.mark_dirty()
+            self.plot.refresh()
         self.run_finished.emit(run)
 
     def _register(self, run: RunHandle) -> None:

@@ -207,6 +207,8 @@ class FeaturesWidget(QWidget):
             for name in REGISTRY.names(role):
                 self.model_combo.addItem(name, name)
         idx = self.model_combo.findData(current) if current is not None else -1
+        if self.live_check.isChecked() and self.model_combo.findData(LIVE_ITEM) >= 0:
+            idx = self.model_combo.findData(LIVE_ITEM)  # live mode follows the run
         if idx < 0 and self.model_combo.count():
             students = REGISTRY.names("student")
             idx = self.model_combo.findData(students[-1]) if students else 0
@@ -422,16 +424,20 @@ class FeaturesWidget(QWidget):
     def _on_snapshot(self, snap: StudentSnapshot) -> None:
         try:
             live = self.live_check.isChecked() or self._pending
+            if self.image_chooser.layer() is None:  # nothing to show (e.g. the viewer was closed)
+                return
         except RuntimeError:  # Qt object gone
             return
         if self.model_combo.findData(LIVE_ITEM) < 0:
             self._refresh_models()
+        elif self.model_combo.currentData() == LIVE_ITEM and self._model_layout()[0] != self.scale_strides():
+            self._rebuild_scales()  # the first snapshot of a run tells its architecture
         if live and self.model_combo.currentData() == LIVE_ITEM:
             self.show_features()
 
     def _on_slice(self, *_: Any) -> None:
         try:
-            live = self.live_check.isChecked()
+            live = self.live_check.isChecked() and self.image_chooser.layer() is not None
         except RuntimeError:
             return
         if live and self.computations:

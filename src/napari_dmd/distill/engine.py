@@ -142,6 +142,9 @@ class Distiller:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.output_dir = Path(output_dir) if output_dir else default_output_dir(cfg.method)
+        if resume is None and (self.output_dir / "last.pt").exists():
+            raise ConfigError(f"{self.output_dir} already holds a run (last.pt); resume it with "
+                              f"resume={self.output_dir / 'last.pt'} or choose another output folder")
         self._stop = False
 
         # data: classes, dims, split
@@ -293,7 +296,13 @@ class Distiller:
                                            f"{len(self.train_cases)} train / {len(self.val_cases)} val cases"))
             while self.iteration < self.total and not self._stop_requested():
                 ts = time.perf_counter()
-                parts = self._step()
+                try:
+                    parts = self._step()
+                except torch.OutOfMemoryError as e:
+                    raise TrainingError(
+                        f"out of memory on {self.device} at iteration {self.iteration + 1}: lower batch_size "
+                        f"(now {cfg.batch_size}) or patch_size (now {self.patch_size}); the last checkpoint "
+                        f"is kept") from e
                 self.iteration += 1
                 dt = time.perf_counter() - ts
                 inst = cfg.batch_size / max(dt, 1e-9)
@@ -460,7 +469,7 @@ class Distiller:
         if mean > self.best_dice:
             self.best_dice = mean
             if self.dist.is_main:
-                path = str(save_checkpoint(self.best_path, self._payload(with_state=False)))
+                path = str(self._write(self.best_path, with_state=False))
         return Event("validation", self.iteration, self.total, dice=per_class_list, mean_dice=mean, path=path,
                      message=f"validation mean Dice {mean:.4f}" + (" (best)" if path else ""))
 
@@ -504,10 +513,19 @@ class Distiller:
         if not self.dist.is_main:
             barrier(self.dist)
             return Event("checkpoint", self.iteration, self.total, message="checkpoint written by rank 0")
-        path = save_checkpoint(self.last_path, self._payload(with_state=True))
+        path = self._write(self.last_path, with_state=True)
         barrier(self.dist)
         return Event("checkpoint", self.iteration, self.total, path=str(path),
                      message=f"checkpoint written: {path}")
+
+    def _write(self, path: Path, with_state: bool) -> Path:
+        """Write a checkpoint atomically; a failed write (full disk, read-only folder) keeps the old file."""
+        try:
+            return save_checkpoint(path, self._payload(with_state=with_state))
+        except OSError as e:
+            kept = f"the previous {path.name} is intact" if path.exists() else "no earlier checkpoint exists"
+            raise TrainingError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}. "
+                                f"Free disk space or choose another output folder.") from e
 
     def _load_state(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path)

@@ -184,12 +184,44 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
+def pickle_globals(data: bytes, limit: int = 8) -> list[str]:
+    """The ``module.name`` globals a pickle stream references, read opcode by opcode (nothing is executed)."""
+    import io
+    import pickletools
+
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    for _ in range(limit):  # legacy torch files are several pickles in a row
+        strings: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                    strings.append(str(arg))
+                elif op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:  # noqa: BLE001 - end of data or not a pickle
+            break
+        if stream.tell() >= len(data):
+            break
+    return [("builtins." + g[len("__builtin__."):]) if g.startswith("__builtin__.") else g for g in found]
+
+
 def _unsafe_globals(path: Path) -> list[str]:
-    """Names of the Python objects a torch file would build beyond weights (zip format only)."""
+    """Names of the Python objects a torch file would build beyond weights (read without unpickling)."""
+    import zipfile
+
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # noqa: BLE001 - legacy (non-zip) or unreadable files: no list
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = b"".join(z.read(n) for n in z.namelist() if n.endswith("data.pkl"))
+        else:
+            data = path.read_bytes()
+    except OSError:
         return []
+    names = [g for g in pickle_globals(data) if not g.startswith(("torch.", "collections.OrderedDict"))]
+    return list(dict.fromkeys(names))
 
 
 def load_torch_file(path: str | Path, *, trust: bool = False, allow_numpy: bool = False,
@@ -219,7 +251,7 @@ def load_torch_file(path: str | Path, *, trust: bool = False, allow_numpy: bool 
                                    f"({_first_line(e2)})") from e2
         unsafe = _unsafe_globals(path)
         if unsafe or "weights only load failed" in str(e).lower() or "unsupported global" in str(e).lower():
-            names = ", ".join(unsafe[:5]) or _global_from_message(str(e)) or "Python objects"
+            names = ", ".join(unsafe[:5]) or _global_from_message(str(e)) or "Python objects or opcodes"
             raise TeacherError(
                 f"{path}: refused to load: this {what} holds more than weights ({names}); unpickling it could "
                 "run code from the file. napari-dmd reads weights only. If you trust the file and its author, "

@@ -118,6 +118,10 @@ def _load_into(net: nn.Module, weights: dict[str, torch.Tensor], source: str, wh
 def build_network(name: str, args: Mapping[str, Any], source: str) -> nn.Module:
     """Instantiate ``monai.networks.nets.<name>(**args)``; bad arguments name the source."""
     cls = network_class(name, source)
+    in_ch = args.get("in_channels")
+    if in_ch is not None and in_ch != 1:
+        raise TeacherError(f"{source}: {name} takes {in_ch} input channels; napari-dmd teachers take "
+                           "single-channel images")
     try:
         return cls(**dict(args))
     except Exception as e:  # noqa: BLE001

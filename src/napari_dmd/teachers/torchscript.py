@@ -80,10 +80,10 @@ def load_torchscript_teacher(path: str | Path, *, trust: bool = False, spatial_d
             t.patch_size = None
         try:
             shape = t.patch_size or ([32, 32] if d == 2 else [16, 16, 16])
-            with torch.inference_mode():
-                out = model(torch.zeros(1, 1, *shape))
-            if out.ndim != d + 2 or tuple(out.shape[2:]) != tuple(shape):
-                raise TeacherError(f"maps {(1, 1, *shape)} to {tuple(out.shape)}")
+            with torch.inference_mode():  # batch 2: an unbatched reading of the input cannot pass
+                out = model(torch.zeros(2, 1, *shape))
+            if out.ndim != d + 2 or out.shape[0] != 2 or tuple(out.shape[2:]) != tuple(shape):
+                raise TeacherError(f"maps {(2, 1, *shape)} to {tuple(out.shape)}")
         except Exception as e:  # noqa: BLE001 - try the other dimensionality
             errors.append(f"{d}D: {str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}")
             continue
