@@ -53,6 +53,8 @@ def _field_kind(f: dataclasses.Field) -> tuple[type, bool]:
 
 
 def _add_config_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    from .config import HELP
+
     g = p.add_argument_group("training settings (override --config)")
     for f in _config_fields():
         if f.name in skip:
@@ -60,13 +62,14 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> N
         flag = "--" + f.name.replace("_", "-")
         scalar, is_list = _field_kind(f)
         default = f.default if f.default is not dataclasses.MISSING else None
+        text = f"{HELP.get(f.name, '')} (default {default})"
         if scalar is bool:
             g.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
-                           help=f"(default {default})")
+                           help=text)
         elif is_list:
-            g.add_argument(flag, dest=f.name, default=None, nargs="+", type=scalar, help=f"(default {default})")
+            g.add_argument(flag, dest=f.name, default=None, nargs="+", type=scalar, help=text)
         else:
-            g.add_argument(flag, dest=f.name, default=None, type=scalar, help=f"(default {default})")
+            g.add_argument(flag, dest=f.name, default=None, type=scalar, help=text)
 
 
 def _build_config(args: argparse.Namespace, **forced: Any):
