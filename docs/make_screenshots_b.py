@@ -1,9 +1,10 @@
 """Screenshots for docs/guide_part_b.md (Distill, Features) from a real viewer on real MRI.
 
 Data: MSD Task04 hippocampus (read-only, beside the clone in ../shared/data or $NAPARI_DMD_DATA); nothing is
-copied into the project, runs go to a temporary folder. A small 3D teacher is trained in-process first (a
-couple of minutes on CPU), then the Distill widget distils a tiny student on a few cases and the Features
-widget shows its decoder features over one case.
+copied into the project, runs go to a temporary folder. A small 3D teacher is trained in-process first (about
+7 minutes on 2 busy CPU cores), then the Distill widget distils a tiny student on a few cases and the Features
+widget shows its decoder features over one case. ``TEACHER=path/to/best.pt`` reuses a teacher trained before;
+``STUDENT=path/to/best.pt`` takes only the Features screenshot, with that student.
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots_b.py
 """
@@ -15,8 +16,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NAPARI_DMD_DATA", REPO.parent / "shared" / "data")) / "msd_hippocampus"
@@ -36,7 +35,7 @@ def train_teacher(work: Path) -> Path:
     from napari_dmd.config import TrainConfig
     from napari_dmd.distill.engine import Distiller
 
-    iterations = int(os.environ.get("TEACHER_ITERS", 300))
+    iterations = int(os.environ.get("TEACHER_ITERS", 1000))
     cfg = TrainConfig(method="none", model="8,16,32,64", iterations=iterations, batch_size=2, lr=3e-3,
                       val_interval=iterations // 2, checkpoint_interval=iterations, max_val_cases=6,
                       class_names=CLASS_NAMES, num_threads=1)  # 1 thread: OpenMP spin-waits on a busy CPU
@@ -57,6 +56,82 @@ def wait(app, predicate, timeout: float) -> None:
             raise TimeoutError("timed out")
 
 
+def close_toasts(app) -> None:
+    """Close notification pop-ups so they do not cover the canvas."""
+    for widget in app.allWidgets():
+        if type(widget).__name__ == "NapariQtNotification":
+            widget.close()
+
+
+def settle(app, seconds: float = 1.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def distill_shot(viewer, app, work: Path, cases) -> bool:
+    """Distil a tiny 3D student with the Distill widget; screenshot three quarters through the run."""
+    dock, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
+    w.teacher_chooser.setCurrentText("teacher: hippocampus 3D")
+    w.set_method("dmd")
+    w.student_combo.setCurrentText("student-tiny")
+    total = int(os.environ.get("STUDENT_ITERS", 400))
+    w.iterations_spin.setValue(total)
+    w.batch_spin.setValue(4)
+    w.device_combo.setCurrentText("cpu")
+    w.output_edit.setText(str(work / "dmd-hippocampus"))
+    w.start()
+    # mid-run: live plot, status with ETA, Stop enabled, checkpoints written
+    wait(app, lambda: w.distiller is not None and w.distiller.iteration >= int(0.75 * total), timeout=1800)
+    wait(app, lambda: w.plot.renders > 0 and not w.plot._busy, timeout=60)
+    settle(app)
+    close_toasts(app)
+    viewer.screenshot(str(OUT / "distill.png"), canvas_only=False)
+    print("wrote", OUT / "distill.png", "-", w.status_label.text())
+    wait(app, lambda: not w.running, timeout=1800)
+    if w.last_error:
+        print("Distill error:", w.last_error, file=sys.stderr)
+        return False
+    print("distill:", w.status_label.text())
+    viewer.window.remove_dock_widget(dock)
+    return True
+
+
+def features_shot(viewer, app, case) -> None:
+    """Features of the distilled student over one case: PCA of the stride-2 features over the MRI, with
+    the manual segmentation's outline on top to show that the feature maps sit on the anatomy."""
+    from napari_dmd.registry import REGISTRY
+
+    _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
+    best = [n for n in REGISTRY.names("student") if n.endswith("best.pt")]
+    fw.set_model((best or REGISTRY.names("student"))[-1])
+    fw.image_chooser.set_layer(case.name)
+    fw.set_scales([4, 2])
+    fw.channel_spin.setValue(5)
+    done: list = []
+    fw.layers_updated.connect(done.append)
+    fw.show_features()
+    wait(app, lambda: bool(done), timeout=300)
+    names = done[-1]
+    image = viewer.layers[case.name]
+    labels = viewer.layers[f"{case.name} labels"]
+    pca = viewer.layers[f"{case.name} features s2 PCA"]
+    for layer in viewer.layers:
+        layer.visible = layer.name in (image.name, pca.name, labels.name)
+    pca.opacity = 0.55
+    labels.contour = 1
+    labels.opacity = 1.0
+    viewer.layers.move(viewer.layers.index(labels), len(viewer.layers))  # outline on top
+    viewer.layers.selection.active = pca
+    viewer.reset_view()
+    settle(app, 2.0)
+    close_toasts(app)
+    settle(app, 0.5)
+    viewer.screenshot(str(OUT / "features.png"), canvas_only=False)
+    print("wrote", OUT / "features.png", "-", fw.status_label.text(), "|", names)
+
+
 def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
@@ -67,11 +142,14 @@ def main() -> int:
         print(f"hippocampus data not found at {DATA}", file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="napari-dmd-shots-"))
-    teacher = train_teacher(work)
-    REGISTRY.add(entry_from_checkpoint(teacher, role="teacher", device="cpu", name="teacher: hippocampus 3D"))
+    work = Path(tempfile.mkdtemp(prefix="napari-dmd-shots-b-"))
+    student = os.environ.get("STUDENT")  # a student checkpoint: only the Features screenshot
+    if not student:
+        teacher = Path(os.environ["TEACHER"]) if os.environ.get("TEACHER") else train_teacher(work)
+        REGISTRY.add(entry_from_checkpoint(teacher, role="teacher", device="cpu",
+                                           name="teacher: hippocampus 3D"))
 
-    viewer = napari.Viewer(title="napari-dmd: Distill")
+    viewer = napari.Viewer(title="napari-dmd")
     app = QApplication.instance()
     viewer.window.resize(1560, 980)
     cases = load_cases(6)
@@ -81,63 +159,14 @@ def main() -> int:
                          visible=i == 0)
         viewer.add_labels(case.label, name=f"{case.name} labels", scale=case.spacing, opacity=0.35,
                           metadata=meta, visible=i == 0)
-    dock, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
-    w.teacher_chooser.setCurrentText("teacher: hippocampus 3D")
-    w.set_method("dmd")
-    w.student_combo.setCurrentText("student-tiny")
-    w.iterations_spin.setValue(int(os.environ.get("STUDENT_ITERS", 300)))
-    w.batch_spin.setValue(4)
-    w.device_combo.setCurrentText("cpu")
-    w.output_edit.setText(str(work / "dmd-hippocampus"))
+    viewer.layers.selection.active = viewer.layers[cases[0].name]
     viewer.dims.set_point(0, cases[0].image.shape[0] // 2)
-    w.start()
-    wait(app, lambda: not w.running, timeout=1800)
-    if w.last_error:
-        print("Distill error:", w.last_error, file=sys.stderr)
+    if student:
+        REGISTRY.add(entry_from_checkpoint(student, role="student", device="cpu",
+                                           name="student: dmd-hippocampus/best.pt"))
+    elif not distill_shot(viewer, app, work, cases):
         return 1
-    for _ in range(40):  # let the last plot render and the activity dock settle
-        app.processEvents()
-        time.sleep(0.05)
-    viewer.screenshot(str(OUT / "distill.png"), canvas_only=False)
-    print("wrote", OUT / "distill.png", "-", w.status_label.text())
-
-    # Features: the distilled student over case 0, current (middle) slice
-    viewer.window.remove_dock_widget(dock)
-    fdock, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
-    best = [n for n in REGISTRY.names("student") if n.endswith("best.pt")]
-    fw.set_model((best or REGISTRY.names("student"))[-1])
-    fw.image_chooser.set_layer(cases[0].name)
-    fw.set_scales([4, 2])
-    fw.channel_spin.setValue(5)
-    done: list = []
-    fw.layers_updated.connect(done.append)
-    fw.show_features()
-    wait(app, lambda: bool(done), timeout=300)
-    names = done[-1]
-    image = viewer.layers[cases[0].name]
-    for layer in viewer.layers:
-        layer.visible = layer is image or layer.name in names
-    viewer.layers[f"{cases[0].name} labels"].visible = False
-    # grid: image | PCA s2 | PCA s4 | energy s2 | channel s2 | head s4 over the image
-    order = [f"{image.name} features s{s} {k}" for s, k in ((2, "PCA"), (4, "PCA"), (2, "energy"),
-                                                            (2, "channel 5"))]
-    order.append(f"{image.name} features head s4")
-    for layer in [viewer.layers[n] for n in names if n not in order]:
-        layer.visible = False
-    viewer.layers.selection.active = image
-    viewer.canvas.grid.enabled = True
-    viewer.canvas.grid.shape = (2, 3)
-    viewer.canvas.grid.stride = 1
-    # napari fills grid cells from the top of the layer list: move the chosen layers to the top, in order
-    for name in reversed(order):
-        idx = viewer.layers.index(name)
-        viewer.layers.move(idx, len(viewer.layers))
-    viewer.reset_view()
-    for _ in range(40):
-        app.processEvents()
-        time.sleep(0.05)
-    viewer.screenshot(str(OUT / "features.png"), canvas_only=False)
-    print("wrote", OUT / "features.png", "-", fw.status_label.text(), "|", np.round(image.scale, 3))
+    features_shot(viewer, app, cases[0])
     viewer.close()
     return 0
 

@@ -242,6 +242,21 @@ def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, 
     np.testing.assert_allclose(pca3.translate, (40.0, 0.5, 0.5))
     assert pca3.metadata["napari_dmd"]["slice"] == 20
 
+    # problems become one clear notification each: on the main thread, and from inside the worker
+    from napari.utils.notifications import notification_manager
+
+    fw.set_scales([])
+    fw.show_features()
+    assert "tick at least one decoder scale" in fw.last_error
+    fw.set_scales([2])
+    bad = viewer.add_image(np.full((32, 32), np.nan, np.float32), name="broken")
+    fw.image_chooser.set_layer(bad)
+    fw.show_features()
+    qtbot.waitUntil(lambda: "NaN" in fw.last_error, timeout=30_000)
+    assert fw.last_error.startswith("Features:")
+    assert sum("NaN" in str(n.message) for n in notification_manager.records) == 1
+    assert not [lay for lay in viewer.layers if lay.name.startswith("broken features")]
+
 
 def test_features_live_mode_follows_training(make_napari_viewer, qtbot, registry, tmp_path):
     viewer = _viewer(make_napari_viewer, extra=0)
@@ -271,11 +286,12 @@ def test_closing_the_viewer_stops_training_and_writes_a_checkpoint(make_napari_v
     qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(_steps(w)) >= 3, timeout=30_000)
     run, worker = w.run, w.worker
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
     assert not (out / "last.pt").exists()
     viewer.close()
-    qtbot.waitUntil(lambda: (out / "last.pt").is_file(), timeout=30_000)
-    with qtbot.waitSignal(worker.finished, timeout=30_000, raising=False):
-        pass
+    qtbot.waitUntil(lambda: bool(finished), timeout=30_000)  # the worker ends: quit by the closing window
+    assert run.aborted and (out / "last.pt").is_file()
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["iteration"] >= 3
     assert run.distiller.iteration == ckpt["iteration"]

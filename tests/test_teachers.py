@@ -7,6 +7,7 @@ hippocampus MRI. Safe loading: a pickle that would run code is refused and runs 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -502,6 +503,11 @@ def test_own_checkpoint_loading_is_unchanged(tmp_path):
         assert torch.equal(teacher(x), model(x))
     with pytest.raises(TeacherError, match="predicts 3 classes, not 4"):
         load_teacher(path, num_classes=4)
+    coarse = Case(image=np.zeros((40, 40), np.float32), label=np.zeros((40, 40), np.uint8), spacing=(1.0, 1.0),
+                  affine=np.eye(4), name="coarse")
+    (warning,) = check_teacher(teacher, [coarse])
+    assert "spacing (0.5, 0.5)" in warning and "(1.0, 1.0)" in warning
+    assert check_teacher(teacher, [dataclasses.replace(coarse, spacing=(0.55, 0.5))]) == []
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_teacher(tmp_path / "missing.pt")
     with pytest.raises(TeacherError, match="not a teacher folder"):

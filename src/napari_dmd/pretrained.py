@@ -11,11 +11,13 @@ a worker thread.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ import numpy as np
 from .data.cases import Case
 from .phantom import PHANTOM_CLASS_NAMES, make_phantom
 
-__all__ = ["DemoRecipe", "DemoCancelled", "RECIPE", "cache_root", "phantom_cases_2d", "phantom_models"]
+__all__ = ["DemoCancelled", "DemoRecipe", "RECIPE", "cache_root", "cached_models", "current_recipe",
+           "phantom_cases_2d", "phantom_models"]
 
 ProgressFn = Callable[[int, int], object]
 StopFn = Callable[[], bool]
@@ -38,20 +41,31 @@ class DemoCancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoRecipe:
-    """How the demo pair is trained. Changing any field trains a new pair in its own cache folder."""
+    """How the demo pair is trained. Changing any field trains a new pair in its own cache folder.
 
+    Choices for a short CPU budget (docs/guide_part_a.md): batch norm and raw intensities
+    (``normalization="none"``: the phantom's intensities mean the same in every image, so a slice of a volume
+    looks like a 2D phantom), no augmentation (flips would hide the organs' left/right layout), foreground-
+    centred patches half of the time.
+    """
+
+    teacher_model: str = "teacher"  # preset name or channels, as TrainConfig.model
+    student_model: str = "student"
     teacher_iterations: int = 220
     student_iterations: int = 120
-    patch: int = 96
-    batch_size: int = 4
-    lr: float = 3e-3
+    patch: int = 64
+    batch_size: int = 8
+    lr: float = 5e-3
+    norm: str = "batch"
+    normalization: str = "none"
+    fg_fraction: float = 0.5
     n_2d: int = 8  # 2D phantoms per size
     sizes_2d: tuple[int, ...] = (128, 192)
     n_3d: int = 3  # 3D phantoms, sliced along axis 0
     shape_3d: tuple[int, int, int] = (48, 96, 96)
     slice_step: int = 4
     seed: int = 1
-    extra: dict = field(default_factory=dict)
+    num_threads: int | None = None  # torch CPU threads while training (None: leave torch's setting)
 
     @property
     def total(self) -> int:
@@ -59,9 +73,10 @@ class DemoRecipe:
         return self.teacher_iterations + self.student_iterations
 
     def key(self) -> str:
-        """Cache folder name: a version tag plus the settings that change the result."""
-        return (f"phantom2d-v1-t{self.teacher_iterations}-s{self.student_iterations}-p{self.patch}"
-                f"-b{self.batch_size}-n{self.n_2d}x{len(self.sizes_2d)}+{self.n_3d}-seed{self.seed}")
+        """Cache folder name: a format tag, the step counts, and a hash of every other setting."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return (f"phantom2d-v2-t{self.teacher_iterations}-s{self.student_iterations}-"
+                f"{hashlib.sha1(blob).hexdigest()[:10]}")
 
 
 RECIPE = DemoRecipe()
@@ -114,8 +129,28 @@ def _valid_cache(folder: Path) -> bool:
         return False
 
 
-def cached_models(recipe: DemoRecipe = RECIPE, cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
+def current_recipe() -> DemoRecipe:
+    """:data:`RECIPE`, with iteration counts from ``$NAPARI_DMD_DEMO_ITERATIONS`` ("teacher,student") if set.
+
+    The override is for tests and quick looks; it trains a separate cache entry (the folder name has the
+    counts), so it never replaces the real demo pair.
+    """
+    env = os.environ.get("NAPARI_DMD_DEMO_ITERATIONS", "").strip()
+    if not env:
+        return RECIPE
+    try:
+        t, s = (int(v) for v in env.split(","))
+        if t < 1 or s < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"NAPARI_DMD_DEMO_ITERATIONS={env!r}: give two positive counts, e.g. '20,10'") from None
+    return replace(RECIPE, teacher_iterations=t, student_iterations=s)
+
+
+def cached_models(recipe: DemoRecipe | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
     """The cached (teacher, student) paths, or None when they were not trained yet."""
+    recipe = recipe or current_recipe()
     folder = cache_root(cache_dir) / recipe.key()
     if folder.is_dir() and _valid_cache(folder):
         return folder / TEACHER_FILE, folder / STUDENT_FILE
@@ -123,24 +158,29 @@ def cached_models(recipe: DemoRecipe = RECIPE, cache_dir: str | os.PathLike | No
 
 
 def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathLike | None = None, *,
-                   recipe: DemoRecipe = RECIPE, should_stop: StopFn | None = None,
+                   recipe: DemoRecipe | None = None, should_stop: StopFn | None = None,
                    device: str = "auto") -> tuple[Path, Path]:
     """Paths of the demo teacher and student checkpoints, training and caching them at first use.
 
     ``progress(done, total)`` is called after every training step (``total = recipe.total``; a cached pair
-    reports ``(total, total)`` at once). ``should_stop()`` is polled between steps; when it returns True
-    training stops, nothing is cached and :class:`DemoCancelled` is raised.
+    reports ``(total, total)`` at once). ``recipe`` defaults to :func:`current_recipe`. ``should_stop()`` is
+    polled between steps; when it returns True training stops, nothing is cached and :class:`DemoCancelled`
+    is raised.
     """
+    recipe = recipe or current_recipe()
     cached = cached_models(recipe, cache_dir)
     if cached is not None:
         if progress is not None:
             progress(recipe.total, recipe.total)
         return cached
 
+    import torch
+
     from .config import TrainConfig
     from .distill.engine import Distiller
     from .teachers import load_teacher
 
+    threads = torch.get_num_threads()  # the engine sets num_threads process-wide: restore it afterwards
     root = cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / recipe.key()
@@ -148,8 +188,9 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
     try:
         cases, val = phantom_cases_2d(recipe)
         common = dict(spatial_dims=2, num_classes=len(PHANTOM_CLASS_NAMES), class_names=list(PHANTOM_CLASS_NAMES),
-                      patch_size=[recipe.patch] * 2, batch_size=recipe.batch_size, lr=recipe.lr,
-                      augment=False, device=device, seed=recipe.seed, log_interval=50)
+                      patch_size=[recipe.patch] * 2, batch_size=recipe.batch_size, lr=recipe.lr, norm=recipe.norm,
+                      normalization=recipe.normalization, fg_fraction=recipe.fg_fraction, augment=False,
+                      device=device, seed=recipe.seed, log_interval=50, num_threads=recipe.num_threads)
         done = 0
 
         def drive(run: Distiller) -> Path:
@@ -165,11 +206,11 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
                 raise DemoCancelled("demo model training was stopped; nothing was cached")
             return run.best_path if run.best_path.exists() else run.last_path
 
-        t_cfg = TrainConfig(method="none", model="teacher", iterations=recipe.teacher_iterations,
+        t_cfg = TrainConfig(method="none", model=recipe.teacher_model, iterations=recipe.teacher_iterations,
                             val_interval=recipe.teacher_iterations, checkpoint_interval=recipe.teacher_iterations,
                             **common)
         teacher_path = drive(Distiller(t_cfg, cases, val_cases=val, output_dir=work / "teacher", role="teacher"))
-        s_cfg = TrainConfig(method="dmd", model="student", iterations=recipe.student_iterations,
+        s_cfg = TrainConfig(method="dmd", model=recipe.student_model, iterations=recipe.student_iterations,
                             val_interval=recipe.student_iterations, checkpoint_interval=recipe.student_iterations,
                             **common)
         student_path = drive(Distiller(s_cfg, cases, val_cases=val, teacher=load_teacher(teacher_path),
@@ -187,4 +228,5 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        torch.set_num_threads(threads)
     return final / TEACHER_FILE, final / STUDENT_FILE

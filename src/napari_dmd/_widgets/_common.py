@@ -6,7 +6,9 @@ Everything here runs on the Qt main thread. Layer metadata written by napari-dmd
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +27,7 @@ NONE_TEXT = "(none)"
 
 __all__ = [
     "META_KEY",
+    "Failure",
     "LayerChooser",
     "ModelChooser",
     "dmd_metadata",
@@ -36,6 +39,7 @@ __all__ = [
     "labels_metadata",
     "notify_error",
     "notify_info",
+    "start_worker",
 ]
 
 
@@ -81,6 +85,65 @@ def notify_error(exc: BaseException | str, context: str | None = None) -> str:
 def notify_info(message: str) -> None:
     """Show an information notification."""
     show_info(message)
+
+
+# -------------------------------------------------------------------------------------------- workers
+
+
+@dataclass
+class Failure:
+    """An exception raised in a worker, handed to the main thread as the worker's *result*.
+
+    A napari worker that raises relays the exception to napari's notification manager (a second, traceback
+    notification next to ours, and a test failure under pytest-qt); returning it as a value avoids both.
+    """
+
+    exc: Exception
+
+
+def _guarded(fn: Callable) -> Callable:
+    """``fn`` (a function or generator function) with its exceptions returned as :class:`Failure`."""
+    if inspect.isgeneratorfunction(fn):
+        def gen(*args: Any, **kwargs: Any):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except Exception as exc:  # noqa: BLE001 - every failure reaches the user as a notification
+                return Failure(exc)
+        return gen
+
+    def call(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            return Failure(exc)
+    return call
+
+
+def start_worker(fn: Callable, *args: Any, on_returned: Callable[[Any], Any],
+                 on_failed: Callable[[Exception], Any], on_yielded: Callable[[Any], Any] | None = None,
+                 on_finished: Callable[[], Any] | None = None, **kwargs: Any):
+    """Run ``fn(*args, **kwargs)`` in a napari thread worker and return the (started) worker.
+
+    A generator function gives a generator worker (``on_yielded`` gets every yielded value; quitting acts
+    at a ``yield``). ``on_returned`` gets the return value, ``on_failed`` the exception; all handlers run
+    on the main thread, the only place layers may be changed. ``on_finished`` runs last in every case.
+    """
+    from napari.qt.threading import create_worker
+
+    def returned(result: Any) -> None:
+        if isinstance(result, Failure):
+            on_failed(result.exc)
+        else:
+            on_returned(result)
+
+    worker = create_worker(_guarded(fn), *args, _start_thread=False, _connect={"errored": on_failed}, **kwargs)
+    worker.returned.connect(returned)
+    if on_yielded is not None:
+        worker.yielded.connect(on_yielded)
+    if on_finished is not None:
+        worker.finished.connect(on_finished)
+    worker.start()
+    return worker
 
 
 # --------------------------------------------------------------------------------------------- layers

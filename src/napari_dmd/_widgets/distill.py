@@ -52,6 +52,7 @@ from ..config import ConfigError, TrainConfig
 from ..data.cases import Case
 from ..data.io import DataError
 from ._common import (
+    Failure,
     ModelChooser,
     dmd_metadata,
     image_layers,
@@ -174,16 +175,6 @@ LIVE = LiveStudent()
 
 
 @dataclass
-class _Failure:
-    """An exception raised in the worker, carried to the main thread as a yielded value.
-
-    (superqt swallows RuntimeErrors raised by a generator worker as "worker deleted", so errors travel here.)
-    """
-
-    error: BaseException
-
-
-@dataclass
 class RunHandle:
     """One training run: its inputs, then the live engine and its generator."""
 
@@ -228,15 +219,18 @@ def _teacher_from_entry(entry: ModelEntry):
     except Exception:  # noqa: BLE001 - not copyable in memory: reload from its file
         if entry.checkpoint is None:
             raise
-        return load_teacher(entry.checkpoint)
+        return load_teacher(entry.checkpoint, kind=entry.info.get("kind", "auto"),
+                            trust=bool(entry.info.get("trusted", False)))
     return ModelTeacher(model, seg.num_classes, seg.spatial_dims, class_names=seg.class_names,
                         normalization=seg.normalization, patch_size=seg.patch_size, source=entry.name)
 
 
-def train_worker(run: RunHandle, live: LiveStudent, pace_s: float = 0.0) -> Generator[Any, None, None]:
+def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None]:
     """Thread-worker generator: build the Distiller, then yield ``(event, snapshot or None)`` per event.
 
-    Exceptions are yielded as :class:`_Failure`. Closing this generator closes the engine's (last.pt).
+    Exceptions are yielded as :class:`~napari_dmd._widgets._common.Failure` (superqt would swallow a
+    RuntimeError raised by a generator worker as "worker deleted"). Closing this generator closes the
+    engine's, which writes last.pt.
     """
     from ..data.cases import load_msd_folder
     from ..distill.engine import Distiller
@@ -269,14 +263,12 @@ def train_worker(run: RunHandle, live: LiveStudent, pace_s: float = 0.0) -> Gene
                                             normalization=d.normalization, iteration=d.iteration,
                                             name=f"live: {run.output_dir.name}")
             yield ev, snap
-            if pace_s > 0:
-                time.sleep(pace_s)
     except GeneratorExit:
         if gen is not None:
             gen.close()
         raise
     except Exception as exc:  # noqa: BLE001 - shown to the user on the main thread
-        yield _Failure(exc)
+        yield Failure(exc)
 
 
 # ------------------------------------------------------------------------------------------ live plot
@@ -374,12 +366,17 @@ class LivePlot(QLabel):
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.clear()
         self._busy = False
+        self._flush = False
         self._last_start = 0.0
         self.renders = 0
         self.note = ""
 
-    def mark_dirty(self) -> None:
+    def flush(self) -> None:
+        """Draw the latest data now (or right after the redraw in progress)."""
         self._dirty = True
+        self._flush = True
+        self._last_start = 0.0
+        self.refresh()
 
     def clear(self) -> None:
         self._parts: dict[str, tuple[list[int], list[float]]] = {}
@@ -439,6 +436,11 @@ class LivePlot(QLabel):
 
     def _done(self) -> None:
         self._busy = False
+        if self._flush:
+            self._flush = self._dirty
+            if self._dirty:
+                self._last_start = 0.0
+                self.refresh()
 
     def _failed(self, exc: BaseException) -> None:
         self._busy = False
@@ -461,7 +463,8 @@ class PairTable(QTableWidget):
         self._checked: dict[str, bool] = {}
         self._labels: dict[str, str] = {}
         self.setHorizontalHeaderLabels(["Image", "Labels"])
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.verticalHeader().setVisible(False)
         self.setMinimumHeight(90)
         self.setMaximumHeight(150)
@@ -502,6 +505,7 @@ class PairTable(QTableWidget):
         self.setRowCount(len(images))
         for row, image in enumerate(images):
             item = QTableWidgetItem(image.name)
+            item.setToolTip(image.name)
             item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
             checked = self._checked.setdefault(image.name, True)
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
@@ -649,7 +653,13 @@ class DistillWidget(QWidget):
         self.batch_spin.setValue(2)
         form.addRow("Batch size", self.batch_spin)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(available_devices())
+        for dev in available_devices():
+            if dev == "auto":
+                from ..distill.engine import resolve_device
+
+                self.device_combo.addItem(f"auto ({resolve_device('auto').type})", "auto")
+            else:
+                self.device_combo.addItem(dev, dev)
         form.addRow("Device", self.device_combo)
         out_row = QHBoxLayout()
         self.output_edit = QLineEdit()
@@ -778,16 +788,18 @@ class DistillWidget(QWidget):
             names = names or dmd_metadata(labels or image).get("class_names")
         return cases_from_layers(pairs), None, names
 
-    def _intervals(self, iterations: int) -> dict[str, int]:
-        every = max(1, iterations // 10)
-        return {"val_interval": every, "checkpoint_interval": max(every, min(iterations, 200))}
+    @staticmethod
+    def _intervals(iterations: int) -> dict[str, int]:
+        """Validate ~10 times a run (at least every 500 steps); write last.pt at least every 200 steps."""
+        every = max(1, min(iterations // 10, 500))
+        return {"val_interval": every, "checkpoint_interval": min(every, 200)}
 
     def _config(self) -> tuple[TrainConfig, int | None]:
         patch, single = self._patch()
         iterations = self.iterations_spin.value()
         cfg = TrainConfig(method=self.method(), model=self.student_combo.currentText().strip() or "student",
                           iterations=iterations, patch_size=patch, batch_size=self.batch_spin.value(),
-                          device=self.device_combo.currentText(),
+                          device=str(self.device_combo.currentData()),
                           num_threads=max(1, (os.cpu_count() or 2) - 1), **self._intervals(iterations))
         cfg.model_channels()  # raises a clear message on a malformed channel list
         return cfg.validate(), single
@@ -833,7 +845,9 @@ class DistillWidget(QWidget):
                 raise ConfigError(f"{last}: the run is already at iteration {done}; set Iterations above "
                                   f"{done} to continue it")
             cfg.iterations = total
-            cfg.device = self.device_combo.currentText()
+            for key, value in self._intervals(total).items():
+                setattr(cfg, key, value)
+            cfg.device = str(self.device_combo.currentData())
             cfg.num_threads = max(1, (os.cpu_count() or 2) - 1)
             self.set_method(cfg.method)
             self.student_combo.setCurrentText(cfg.model)
@@ -887,8 +901,8 @@ class DistillWidget(QWidget):
         run = self.run
         if run is None:
             return
-        if isinstance(item, _Failure):
-            self._fail(item.error)
+        if isinstance(item, Failure):
+            self._fail(item.exc)
             return
         ev, snap = item
         run.events.append(ev)
@@ -953,9 +967,12 @@ class DistillWidget(QWidget):
         if run is not None and run.distiller is not None:
             self._register(run)
         self._update_buttons()
+        if run is not None and run.events and run.events[-1].kind in ("done", "stopped"):
+            ev = run.events[-1]
+            best = f" · best validation Dice {ev.mean_dice:.3f}" if ev.mean_dice is not None else ""
+            self.status_label.setText(f"{ev.message}{best}")
         if run is None or not run.aborted:  # aborted: the viewer is closing, start no more threads
-            self.plot.mark_dirty()
-            self.plot.refresh()
+            self.plot.flush()
         self.run_finished.emit(run)
 
     def _register(self, run: RunHandle) -> None:

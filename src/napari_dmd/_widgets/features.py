@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import META_KEY, LayerChooser, dmd_metadata, layer_spacing, notify_error
+from ._common import META_KEY, LayerChooser, dmd_metadata, layer_spacing, notify_error, start_worker
 from .distill import LIVE, _ensure_thread_pool
 
 if TYPE_CHECKING:
@@ -336,18 +336,12 @@ class FeaturesWidget(QWidget):
         self._start(job)
 
     def _start(self, job: _Job) -> None:
-        from napari.qt.threading import create_worker
-
         self._busy = True
         self._pending = False
         where = f" (slice {job.slice_index})" if job.slice_index is not None else ""
         self.status_label.setText(f"computing features of {job.image_name}{where} …")
-        worker = create_worker(compute_job, job, self._cache, _start_thread=False)
-        worker.returned.connect(lambda result: self._apply(job, result))
-        worker.errored.connect(self._fail)
-        worker.finished.connect(self._finished)
-        self.worker = worker
-        worker.start()
+        self.worker = start_worker(compute_job, job, self._cache, on_returned=lambda res: self._apply(job, res),
+                                   on_failed=self._fail, on_finished=self._finished)
 
     def _finished(self) -> None:
         self._busy = False
@@ -391,9 +385,9 @@ class FeaturesWidget(QWidget):
         self.layers_updated.emit(names)
 
     def _put(self, kind: str, name: str, data: np.ndarray, kwargs: dict[str, Any]) -> str:
-        """Update the layer called ``name`` in place, or add it."""
+        """Update our layer called ``name`` in place, or add it (a user's layer of that name is left alone)."""
         layers = self.viewer.layers
-        if name in layers:
+        if name in layers and _is_feature_layer(layers[name]):
             layer = layers[name]
             same_type = isinstance(layer, Labels) if kind == "labels" else isinstance(layer, Image)
             rgb_ok = kind != "image" or bool(layer.rgb) == bool(kwargs.get("rgb", False))

@@ -17,7 +17,7 @@ from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ._common import LayerChooser, ModelChooser, labels_metadata, notify_error, notify_info
+from ._common import LayerChooser, ModelChooser, labels_metadata, notify_error, notify_info, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -124,7 +124,6 @@ class SegmentWidget(QWidget):
 
     # ----------------------------------------------------------------------------------------- worker
     def _start(self, entry: ModelEntry, layer: Image) -> FunctionWorker:
-        from napari.qt.threading import create_worker
         from napari.utils import progress
 
         self._stop = False
@@ -139,16 +138,12 @@ class SegmentWidget(QWidget):
             return labels, time.perf_counter() - t0
 
         self._pbar = progress(total=0, desc=f"Segment {layer.name} ({entry.name})")
-        worker = create_worker(predict, _start_thread=False)
-        worker.returned.connect(lambda result: self._add_layer(result, entry, layer))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …")
-        worker.start()
-        return worker
+        self.worker = start_worker(predict, on_returned=lambda result: self._add_layer(result, entry, layer),
+                                   on_failed=self._on_error, on_finished=self._on_finished)
+        return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
         if self._pbar is not None:

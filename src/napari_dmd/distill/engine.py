@@ -39,7 +39,7 @@ HEAD_METHODS = ("ds", "mfd", "dmd")
 IGNORE = 255
 
 
-class TrainingError(RuntimeError):
+class TrainingError(Exception):
     """Training cannot go on; the message says why and what to change."""
 
 

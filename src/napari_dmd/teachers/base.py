@@ -346,8 +346,9 @@ def check_teacher(teacher: Any, cases: Sequence[Any], *, num_classes: int | None
         data = np.median(np.array([c.spacing[-dims:] for c in cases], dtype=float), axis=0)
         want = np.array(teacher.spacing[-dims:], dtype=float)
         if np.any(np.abs(data / want - 1) > spacing_tolerance):
-            warnings.append(f"{src}: the teacher was trained at spacing {tuple(want.round(3))} but the data's "
-                            f"median spacing is {tuple(data.round(3))}; resample the images for best results")
+            warnings.append(f"{src}: the teacher was trained at spacing {tuple(float(v) for v in want.round(3))} "
+                            f"but the data's median spacing is {tuple(float(v) for v in data.round(3))}; resample "
+                            "the images for best results")
     return warnings
 
 

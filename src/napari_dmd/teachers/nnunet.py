@@ -196,7 +196,7 @@ def _stride_multiples(cm: Any, dims: int) -> list[int]:
     return out
 
 
-def _normalization(plans: dict[str, Any], cm: Any, model: Any) -> tuple[str, Any, str | None]:
+def _normalization(plans: dict[str, Any], cm: Any, model: Any, plans_path: Path) -> tuple[str, Any, str | None]:
     """(our scheme, model with any exact in-teacher transform, note on approximations)."""
     schemes = list(cm.normalization_schemes or ["ZScoreNormalization"])
     scheme = schemes[0]
@@ -209,7 +209,7 @@ def _normalization(plans: dict[str, Any], cm: Any, model: Any) -> tuple[str, Any
     if scheme == "CTNormalization":
         props = (plans.get("foreground_intensity_properties_per_channel") or {}).get("0")
         if not props:
-            raise TeacherError("plans.json: CTNormalization without foreground_intensity_properties_per_channel")
+            raise TeacherError(f"{plans_path}: CTNormalization without foreground_intensity_properties_per_channel")
         std = float(props["std"])
         return "none", IntensityTransform(model, low=float(props["percentile_00_5"]),
                                           high=float(props["percentile_99_5"]), shift=float(props["mean"]),
@@ -226,9 +226,12 @@ def _build_network(cm: Any, n_in: int, n_out: int) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                      cm.network_arch_init_kwargs_req_import, n_in, n_out,
-                                      allow_init=False, deep_supervision=False)
+        try:
+            return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                          cm.network_arch_init_kwargs_req_import, n_in, n_out,
+                                          allow_init=False, deep_supervision=False)
+        except Exception as e:  # noqa: BLE001 - reported with the plans file by the caller
+            raise TeacherError(f"cannot build {cm.network_arch_class_name} from the plans ({e})") from e
 
 
 def _installed_trainer_network(trainer_name: str, plans_manager: Any, cm: Any, dataset_json: dict, n_in: int,
@@ -321,7 +324,10 @@ def load_nnunet_teacher(path: str | Path, *, configuration: str | None = None,
     members = []
     trainer_name = ckpts[0].get("trainer_name", "nnUNetTrainer")
     for p, ck in zip(ckpt_paths, ckpts):
-        net = _build_network(cm, n_in, len(names))
+        try:
+            net = _build_network(cm, n_in, len(names))
+        except TeacherError as e:
+            raise TeacherError(f"{plans_path}: {e}") from e
         try:
             net.load_state_dict(ck["network_weights"])
         except RuntimeError as e:
@@ -340,7 +346,7 @@ def load_nnunet_teacher(path: str | Path, *, configuration: str | None = None,
         members.append(net.eval())
     model: Any = members[0] if len(members) == 1 else LogitsEnsemble(members)
     model = PadToMultiple(model, _stride_multiples(cm, dims))
-    scheme, model, note = _normalization(plans, cm, model)
+    scheme, model, note = _normalization(plans, cm, model, plans_path)
     info = {"format": "nnU-Net v2", "configuration": configuration, "trainer": trainer_name,
             "checkpoints": [str(p) for p in ckpt_paths],
             "folds": [p.parent.name[len("fold_"):] for p in ckpt_paths], "trusted": bool(trust),

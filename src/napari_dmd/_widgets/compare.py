@@ -1,0 +1,281 @@
+"""Compare: teacher and student on the same image, side by side, with their agreement in numbers.
+
+Both models run in one napari thread worker (timed separately, progress over both in the activity dock,
+Cancel before the next window). On the main thread the widget then adds (or updates) three labels layers
+placed over the image — the teacher's labels, the student's labels and a disagreement map (1 where they
+differ) — switches napari's grid view on (``viewer.canvas.grid``, one shared camera, one layer per cell) and
+fills a per-class Dice table: teacher vs student, and each vs a ground-truth labels layer when one is chosen.
+Dice comes from :func:`napari_dmd.metrics.dice_per_class`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..data.io import DataError
+from ._common import LayerChooser, ModelChooser, labels_metadata, notify_error, notify_info, start_worker
+from .segment import placement_kwargs
+
+if TYPE_CHECKING:
+    import napari
+    from napari.qt.threading import FunctionWorker
+
+    from ..registry import ModelEntry
+
+__all__ = ["CompareResult", "CompareWidget", "compare_models"]
+
+DISAGREE_COLORS = {None: "transparent", 0: "transparent", 1: "magenta"}
+
+
+@dataclass
+class CompareResult:
+    """Both predictions, their times, and per-class Dice (foreground classes 1..C-1)."""
+
+    teacher: np.ndarray
+    student: np.ndarray
+    teacher_s: float
+    student_s: float
+    class_names: list[str]
+    dice_ts: np.ndarray
+    dice_tg: np.ndarray | None = None
+    dice_sg: np.ndarray | None = None
+
+    @property
+    def disagreement(self) -> np.ndarray:
+        """1 where teacher and student predict different classes, else 0 (uint8)."""
+        return (self.teacher != self.student).astype(np.uint8)
+
+
+def compare_models(teacher: ModelEntry, student: ModelEntry, image: np.ndarray, truth: np.ndarray | None = None,
+                   *, progress=None, should_stop=None, source: str = "image") -> CompareResult:
+    """Run both models on ``image`` and compute per-class Dice (pure function, runs in the worker)."""
+    from ..metrics import dice_per_class
+
+    n = teacher.segmenter.num_classes
+    if student.segmenter.num_classes != n:
+        raise DataError(f"{teacher.name} predicts {n} classes but {student.name} predicts "
+                        f"{student.segmenter.num_classes}; compare models trained on the same classes")
+    if truth is not None:
+        truth = np.asarray(truth)
+        if truth.shape != image.shape:
+            raise DataError(f"ground-truth shape {truth.shape} does not match {source} shape {image.shape}")
+        if truth.size and (truth.min() < 0 or truth.max() >= n):
+            raise DataError(f"ground-truth labels hold values {int(truth.min())}..{int(truth.max())} but the "
+                            f"models know only classes 0..{n - 1}")
+    report = None if progress is None else (lambda stage: (lambda d, t: progress(stage * t + d, 2 * t)))
+    t_lab, t_s = teacher.segmenter.timed(image, progress=report and report(0), should_stop=should_stop,
+                                         source=source)
+    s_lab, s_s = student.segmenter.timed(image, progress=report and report(1), should_stop=should_stop,
+                                         source=source)
+    names = teacher.segmenter.class_names or student.segmenter.class_names
+    names = list(names)[1:n] if names and len(names) == n else [f"class {k}" for k in range(1, n)]
+    res = CompareResult(t_lab, s_lab, t_s, s_s, names, dice_per_class(s_lab, t_lab, n))
+    if truth is not None:
+        res.dice_tg = dice_per_class(t_lab, truth, n)
+        res.dice_sg = dice_per_class(s_lab, truth, n)
+    return res
+
+
+def _fmt(value: float) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.0f} k" if n else "?"
+
+
+class CompareWidget(QWidget):
+    """Teacher and student choosers, image and optional ground truth, Compare, a Dice table and timings."""
+
+    progressed = Signal(int, int)  # (done, total) windows over both models, from the worker thread
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker: FunctionWorker | None = None
+        self.result: CompareResult | None = None
+        self.layers: dict[str, Labels] = {}
+        self._stop = False
+        self._pbar = None
+
+        self.teacher_box = ModelChooser("teacher")
+        self.student_box = ModelChooser("student")
+        self.image_box = LayerChooser(napari_viewer, Image)
+        self.truth_box = LayerChooser(napari_viewer, Labels, optional=True)
+        self.grid_check = QCheckBox("grid view (one panel per layer)")
+        self.grid_check.setChecked(True)
+        self.compare_button = QPushButton("Compare")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["teacher vs student", "teacher vs GT", "student vs GT"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setToolTip("Dice per class (– : class absent from both maps, or no ground truth chosen)")
+        self.times = QLabel("")
+        self.times.setWordWrap(True)
+        self.status = QLabel("Choose a teacher, a student and an image, then click Compare.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Teacher", self.teacher_box)
+        form.addRow("Student", self.student_box)
+        form.addRow("Image", self.image_box)
+        form.addRow("Ground truth", self.truth_box)
+        form.addRow("", self.grid_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.compare_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(QLabel("Dice per class"))
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.times)
+        layout.addWidget(self.status)
+
+        self.compare_button.clicked.connect(self.compare)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progressed.connect(self._on_progress)
+
+    # ---------------------------------------------------------------------------------------- actions
+    def compare(self) -> FunctionWorker | None:
+        """Start the comparison; returns the worker (None when the choices are incomplete)."""
+        if self.worker is not None:
+            notify_error("a comparison is already running; cancel it first", "Compare")
+            return None
+        teacher, student = self.teacher_box.entry(), self.student_box.entry()
+        layer, truth = self.image_box.layer(), self.truth_box.layer()
+        try:
+            if teacher is None or student is None:
+                raise ValueError("choose a teacher and a student (load them in the Teacher / Distill widgets, "
+                                 "or click 'Use demo models' in the Teacher widget)")
+            if layer is None:
+                raise ValueError("no image layer to compare on; open an image first")
+            if layer.rgb or layer.ndim not in (2, 3):
+                raise ValueError(f"layer {layer.name!r} is not a single-channel 2D image or 3D volume")
+            for entry in (teacher, student):
+                if layer.ndim < entry.segmenter.spatial_dims:
+                    raise ValueError(f"{entry.name} is {entry.segmenter.spatial_dims}D and cannot segment the "
+                                     f"{layer.ndim}D layer {layer.name!r}")
+        except ValueError as exc:
+            notify_error(exc, "Compare")
+            return None
+        return self._start(teacher, student, layer, truth)
+
+    def cancel(self) -> None:
+        """Stop the running comparison before its next window."""
+        self._stop = True
+        self.status.setText("cancelling …")
+
+    # ----------------------------------------------------------------------------------------- worker
+    def _start(self, teacher: ModelEntry, student: ModelEntry, layer: Image, truth: Labels | None):
+        from napari.utils import progress
+
+        self._stop = False
+        data = layer.data[0] if layer.multiscale else layer.data
+        truth_data = None if truth is None else (truth.data[0] if truth.multiscale else truth.data)
+        source = f"layer {layer.name!r}"
+
+        def run() -> CompareResult:
+            return compare_models(teacher, student, np.asarray(data),
+                                  None if truth_data is None else np.asarray(truth_data),
+                                  progress=self.progressed.emit, should_stop=lambda: self._stop, source=source)
+
+        self._pbar = progress(total=0, desc=f"Compare on {layer.name}")
+        self.compare_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"running {teacher.name} and {student.name} on {layer.name!r} …")
+        self.worker = start_worker(run, on_returned=lambda res: self._show(res, teacher, student, layer),
+                                   on_failed=self._on_error, on_finished=self._on_finished)
+        return self.worker
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if self._pbar is not None:
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
+
+    def _put_layer(self, key: str, data: np.ndarray, name: str, source: Image, **kwargs: Any) -> Labels:
+        """Add a labels layer, or update the one this widget added before under ``key``."""
+        old = self.layers.get(key)
+        meta = labels_metadata(source, **kwargs.pop("extra", {}))
+        if old is not None and old in self.viewer.layers and old.data.shape == data.shape:
+            old.data = data
+            old.name = name
+            old.metadata = meta
+            for attr, value in placement_kwargs(source).items():
+                setattr(old, attr, value)
+            return old
+        layer = self.viewer.add_labels(data, name=name, metadata=meta, **placement_kwargs(source), **kwargs)
+        self.layers[key] = layer
+        return layer
+
+    def _show(self, res: CompareResult, teacher: ModelEntry, student: ModelEntry, layer: Image) -> None:
+        self.result = res
+        self._put_layer("teacher", res.teacher, f"{layer.name} teacher ({teacher.name})", layer,
+                        extra={"model": teacher.name, "inference_s": res.teacher_s})
+        self._put_layer("student", res.student, f"{layer.name} student ({student.name})", layer,
+                        extra={"model": student.name, "inference_s": res.student_s})
+        self._put_layer("disagreement", res.disagreement, f"{layer.name} teacher ≠ student", layer,
+                        colormap=DISAGREE_COLORS, extra={"models": [teacher.name, student.name]})
+        if self.grid_check.isChecked():
+            grid = self.viewer.canvas.grid
+            grid.stride = 1
+            grid.enabled = True
+        self._fill_table(res)
+        speed = res.teacher_s / res.student_s if res.student_s > 0 else float("nan")
+        self.times.setText(
+            f"teacher {res.teacher_s:.2f} s ({_fmt_params(teacher.segmenter.parameters)} parameters)  ·  "
+            f"student {res.student_s:.2f} s ({_fmt_params(student.segmenter.parameters)})  ·  "
+            f"{speed:.1f}× faster on {student.segmenter.device}")
+        agree = 100.0 * (1.0 - res.disagreement.mean()) if res.disagreement.size else 100.0
+        self.status.setText(f"teacher and student agree on {agree:.1f} % of the pixels")
+
+    def _fill_table(self, res: CompareResult) -> None:
+        cols = [res.dice_ts, res.dice_tg, res.dice_sg]
+        self.table.setRowCount(len(res.class_names) + 1)
+        self.table.setVerticalHeaderLabels([*res.class_names, "mean"])
+        for c, values in enumerate(cols):
+            for r in range(len(res.class_names)):
+                text = "–" if values is None else _fmt(values[r])
+                self.table.setItem(r, c, QTableWidgetItem(text))
+            mean = None
+            if values is not None and np.isfinite(values).any():
+                mean = float(np.nanmean(values))
+            self.table.setItem(len(res.class_names), c, QTableWidgetItem(_fmt(mean)))
+
+    def _on_error(self, exc: BaseException) -> None:
+        from ..inference import InferenceCancelled
+
+        if isinstance(exc, InferenceCancelled):
+            notify_info(f"Compare: {exc}")
+            self.status.setText(str(exc))
+        else:
+            self.status.setText(notify_error(exc, "Compare"))
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.compare_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)

@@ -1,0 +1,431 @@
+"""Teacher: load a teacher, train one from image + labels layers, or fetch the demo pair for the phantom.
+
+* **Load**: a napari-dmd checkpoint, or any format :func:`napari_dmd.teachers.load_teacher` reads (TorchScript,
+  nnU-Net v2 folder, MONAI bundle, ONNX; formats that carry code only with "trust"). Loading runs in a worker.
+* **Train**: one or more (image, labels) layer pairs -> :class:`~napari_dmd.distill.engine.Distiller` with
+  method "none", driven by a napari generator worker that yields every engine event; Stop asks the engine to
+  stop before its next step (it then writes ``last.pt``), and the teacher trained so far is registered.
+* **Use demo models**: :func:`napari_dmd.pretrained.phantom_models` (trained at first use, cached) in a worker;
+  registers the demo teacher and student.
+
+The chosen teacher's classes, parameter count, device and source are shown below. Every model lands in
+:data:`napari_dmd.registry.REGISTRY`, where the Distill, Features, Compare and Segment widgets find it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import (
+    LayerChooser,
+    ModelChooser,
+    dmd_metadata,
+    layer_affine,
+    layer_spacing,
+    notify_error,
+    notify_info,
+    start_worker,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..data.cases import Case
+    from ..distill.engine import Distiller, Event
+    from ..registry import ModelEntry
+
+__all__ = ["TeacherWidget", "cases_from_layers", "entry_from_teacher_file", "default_teacher_dir"]
+
+PRESET_NAMES = ("teacher", "student", "student-tiny")
+DIMS = {"auto": None, "2D (slices of 3D volumes)": 2, "3D": 3}
+
+
+def default_teacher_dir() -> Path:
+    """Where a teacher trained in the GUI is written unless the user names a folder."""
+    return Path.home() / "napari-dmd-runs" / f"teacher-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def cases_from_layers(pairs: list[tuple[Image, Labels]]) -> list[Case]:
+    """Training cases from (image layer, labels layer) pairs; spacing and affine from the image layer."""
+    from ..data.cases import Case
+
+    cases = []
+    for image, labels in pairs:
+        if image.rgb:
+            raise ValueError(f"layer {image.name!r} is an RGB image; training needs single-channel images")
+        img = np.asarray(image.data[0] if image.multiscale else image.data)
+        lab = np.asarray(labels.data[0] if labels.multiscale else labels.data)
+        cases.append(Case(image=img, label=lab, spacing=layer_spacing(image), affine=layer_affine(image),
+                          name=image.name, image_path=f"layer {image.name!r}", label_path=f"layer {labels.name!r}"))
+    return cases
+
+
+def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: str = "auto") -> ModelEntry:
+    """A registry entry (role teacher) for any teacher file or folder ``load_teacher`` reads.
+
+    napari-dmd checkpoints keep their U-Net (feature inspection works); other formats are wrapped as a
+    :class:`~napari_dmd.segment.Segmenter` around the adapter's network.
+    """
+    from ..distill.engine import resolve_device
+    from ..registry import ModelEntry, entry_from_checkpoint
+    from ..segment import Segmenter
+    from ..teachers import detect_kind, load_teacher
+
+    p = Path(path).expanduser()
+    kind = detect_kind(p, trust=trust)
+    name = f"teacher: {p.parent.name}/{p.name}" if p.is_file() else f"teacher: {p.name}"
+    if kind == "checkpoint":
+        return entry_from_checkpoint(p, role="teacher", device=device, name=name)
+    teacher = load_teacher(p, kind=kind, trust=trust)
+    dev = str(resolve_device(device))
+    teacher.to(dev)
+    patch = teacher.patch_size or [64 if teacher.spatial_dims == 2 else 32] * teacher.spatial_dims
+    seg = Segmenter(teacher.model, teacher.num_classes, teacher.spatial_dims, list(patch), teacher.normalization,
+                    teacher.class_names, dev, name=p.name)
+    return ModelEntry(name, "teacher", seg, checkpoint=str(p), info={"kind": kind, "trusted": trust})
+
+
+def describe(entry: ModelEntry | None) -> str:
+    """Classes, parameters, device and origin of a registry entry, as rich text for a QLabel."""
+    if entry is None:
+        return "<i>no teacher loaded</i>"
+    seg = entry.segmenter
+    names = seg.class_names or [f"class {k}" for k in range(seg.num_classes)]
+    rows = [
+        ("classes", f"{seg.num_classes}: " + ", ".join(map(str, names))),
+        ("parameters", f"{seg.parameters:,}" if seg.parameters else "unknown"),
+        ("device", seg.device),
+        ("model", f"{seg.spatial_dims}D, patch {' × '.join(map(str, seg.patch_size))}, "
+                  f"normalization {seg.normalization}"),
+    ]
+    best = entry.info.get("best_dice")
+    if best is not None and best >= 0:
+        rows.append(("validation Dice", f"{best:.3f}"))
+    if entry.checkpoint:
+        rows.append(("file", entry.checkpoint))
+    return "<br>".join(f"<b>{k}</b>: {v}" for k, v in rows)
+
+
+class TeacherWidget(QWidget):
+    """Load / train / demo teacher, and what the chosen teacher is."""
+
+    demo_progressed = Signal(int, int)  # (done, total) demo training steps, from the worker thread
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.distiller: Distiller | None = None
+        self.pairs: list[tuple[Image, Labels]] = []
+        self.last_event: Event | None = None
+        self._stop = False
+        self._pbar = None
+
+        # load
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("checkpoint (.pt), TorchScript, ONNX, nnU-Net / MONAI folder")
+        self.browse_button = QPushButton("Browse…")
+        self.trust_check = QCheckBox("trust the file (TorchScript / pickles may run code)")
+        self.load_button = QPushButton("Load teacher")
+        load_box = QGroupBox("Load")
+        lb = QVBoxLayout(load_box)
+        row = QHBoxLayout()
+        row.addWidget(self.path_edit, 1)
+        row.addWidget(self.browse_button)
+        lb.addLayout(row)
+        lb.addWidget(self.trust_check)
+        lb.addWidget(self.load_button)
+
+        # train
+        self.image_box = LayerChooser(napari_viewer, Image)
+        self.labels_box = LayerChooser(napari_viewer, Labels)
+        self.add_pair_button = QPushButton("Add pair")
+        self.remove_pair_button = QPushButton("Remove")
+        self.pairs_list = QListWidget()
+        self.pairs_list.setMaximumHeight(70)
+        self.pairs_list.setToolTip("Image + labels pairs to train on; when empty, the pair chosen above is used")
+        self.preset_box = QComboBox()
+        self.preset_box.addItems(PRESET_NAMES)
+        self.dims_box = QComboBox()
+        self.dims_box.addItems(list(DIMS))
+        self.iterations_spin = QSpinBox()
+        self.iterations_spin.setRange(1, 1_000_000)
+        self.iterations_spin.setValue(1000)
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText(str(Path.home() / "napari-dmd-runs" / "teacher-<time>"))
+        self.train_button = QPushButton("Train teacher")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        train_box = QGroupBox("Train from layers")
+        tf = QFormLayout(train_box)
+        tf.addRow("Image", self.image_box)
+        tf.addRow("Labels", self.labels_box)
+        row = QHBoxLayout()
+        row.addWidget(self.add_pair_button)
+        row.addWidget(self.remove_pair_button)
+        tf.addRow("", row)
+        tf.addRow("Pairs", self.pairs_list)
+        tf.addRow("Model", self.preset_box)
+        tf.addRow("Dims", self.dims_box)
+        tf.addRow("Iterations", self.iterations_spin)
+        tf.addRow("Output", self.output_edit)
+        row = QHBoxLayout()
+        row.addWidget(self.train_button)
+        row.addWidget(self.stop_button)
+        tf.addRow(row)
+
+        # demo + info
+        self.demo_button = QPushButton("Use demo models (phantom)")
+        self.demo_button.setToolTip("A small teacher + DMD student for the synthetic phantom sample data, "
+                                    "trained at first use (under a minute) and cached")
+        self.teacher_box = ModelChooser("teacher")
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        info_box = QGroupBox("Chosen teacher")
+        ib = QVBoxLayout(info_box)
+        ib.addWidget(self.teacher_box)
+        ib.addWidget(self.info)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(load_box)
+        layout.addWidget(train_box)
+        layout.addWidget(self.demo_button)
+        layout.addWidget(info_box)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.browse_button.clicked.connect(self._browse)
+        self.load_button.clicked.connect(self.load)
+        self.path_edit.returnPressed.connect(self.load)
+        self.add_pair_button.clicked.connect(self.add_pair)
+        self.remove_pair_button.clicked.connect(self._remove_pair)
+        self.train_button.clicked.connect(self.train)
+        self.stop_button.clicked.connect(self.stop)
+        self.demo_button.clicked.connect(self.use_demo_models)
+        self.teacher_box.currentIndexChanged.connect(self._show_info)
+        self.demo_progressed.connect(self._on_demo_progress)
+        self._show_info()
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _busy(self, busy: bool, stoppable: bool = False) -> None:
+        for button in (self.load_button, self.train_button, self.demo_button):
+            button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy and stoppable)
+
+    def _show_info(self, *_: Any) -> None:
+        try:
+            self.info.setText(describe(self.teacher_box.entry()))
+        except RuntimeError:  # widget deleted
+            pass
+
+    def _check_idle(self) -> bool:
+        if self.worker is not None:
+            notify_error("the Teacher widget is busy; wait or press Stop", "Teacher")
+            return False
+        return True
+
+    def _finish(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.distiller = None
+        self._busy(False)
+
+    def _register(self, entries: list[ModelEntry], message: str) -> None:
+        from ..registry import REGISTRY
+
+        for entry in entries:
+            REGISTRY.add(entry)
+        teacher = next((e for e in entries if e.role == "teacher"), None)
+        if teacher is not None:
+            self.teacher_box.setCurrentText(teacher.name)
+        self._show_info()
+        self.status.setText(message)
+        notify_info(message)
+
+    def _on_error(self, exc: BaseException, context: str) -> None:
+        from ..pretrained import DemoCancelled
+
+        if isinstance(exc, DemoCancelled):
+            self.status.setText(str(exc))
+            notify_info(str(exc))
+            return
+        self.status.setText(notify_error(exc, context))
+
+    # ------------------------------------------------------------------------------------------- load
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a teacher", str(Path.home()),
+                                              "Teachers (*.pt *.pth *.ts *.onnx *.safetensors);;All files (*)")
+        if path:
+            self.path_edit.setText(path)
+            self.load()
+
+    def load(self, path: str | None = None):
+        """Load the teacher at ``path`` (default: the path field) in a worker; returns the worker."""
+        if not self._check_idle():
+            return None
+        text = (path or self.path_edit.text()).strip()
+        if not text:
+            notify_error("give the path of a teacher checkpoint or folder (Browse…)", "Load teacher")
+            return None
+        trust = self.trust_check.isChecked()
+        self._busy(True)
+        self.status.setText(f"loading {text} …")
+        self.worker = start_worker(entry_from_teacher_file, text, trust=trust,
+                                   on_returned=lambda e: self._register([e], f"loaded {e.name}"),
+                                   on_failed=lambda exc: self._on_error(exc, "Load teacher"),
+                                   on_finished=self._finish)
+        return self.worker
+
+    # ------------------------------------------------------------------------------------------ train
+    def add_pair(self) -> None:
+        """Add the chosen image + labels layers to the training pairs."""
+        image, labels = self.image_box.layer(), self.labels_box.layer()
+        if image is None or labels is None:
+            notify_error("choose an image layer and a labels layer first", "Teacher")
+            return
+        if any(i is image and lab is labels for i, lab in self.pairs):
+            return
+        self.pairs.append((image, labels))
+        self.pairs_list.addItem(f"{image.name}  ↔  {labels.name}")
+
+    def _remove_pair(self) -> None:
+        row = self.pairs_list.currentRow()
+        if 0 <= row < len(self.pairs):
+            self.pairs.pop(row)
+            self.pairs_list.takeItem(row)
+
+    def _training_pairs(self) -> list[tuple[Image, Labels]]:
+        pairs = [(i, lab) for i, lab in self.pairs if i in self.viewer.layers and lab in self.viewer.layers]
+        if pairs:
+            return pairs
+        image, labels = self.image_box.layer(), self.labels_box.layer()
+        if image is None or labels is None:
+            raise ValueError("choose an image layer and its labels layer (or add pairs) to train a teacher")
+        return [(image, labels)]
+
+    def train(self):
+        """Train a teacher on the chosen layer pairs in a worker; returns the worker (None on bad input)."""
+        from napari.utils import progress
+
+        from ..config import TrainConfig
+
+        if not self._check_idle():
+            return None
+        try:
+            pairs = self._training_pairs()
+            cases = cases_from_layers(pairs)
+            names = dmd_metadata(pairs[0][1]).get("class_names") or dmd_metadata(pairs[0][0]).get("class_names")
+            iterations = self.iterations_spin.value()
+            cfg = TrainConfig(method="none", model=self.preset_box.currentText(), iterations=iterations,
+                              spatial_dims=DIMS[self.dims_box.currentText()],
+                              class_names=list(names) if names else None,
+                              val_interval=max(1, min(200, iterations // 5)),
+                              checkpoint_interval=max(1, min(200, iterations // 5)), log_interval=10)
+            cfg.validate()
+        except ValueError as exc:  # DataError and ConfigError are ValueErrors
+            notify_error(exc, "Train teacher")
+            return None
+        text = self.output_edit.text().strip()
+        out = Path(text).expanduser() if text else default_teacher_dir()
+        self._stop = False
+
+        def run():
+            from ..distill.engine import Distiller
+            from ..registry import entry_from_checkpoint
+
+            d = Distiller(cfg, cases, output_dir=out, role="teacher")
+            self.distiller = d
+            for event in d.run():
+                if self._stop:
+                    d.request_stop()
+                yield event
+            path = d.best_path if d.best_path.exists() else d.last_path
+            return entry_from_checkpoint(path, role="teacher", name=f"teacher: {out.name}")
+
+        self._pbar = progress(total=iterations, desc=f"Train teacher ({out.name})")
+        self._busy(True, stoppable=True)
+        self.status.setText(f"training a {cfg.model} teacher on {len(cases)} pair(s) into {out} …")
+        self.worker = start_worker(run, on_yielded=self._on_event, on_returned=self._on_trained,
+                                   on_failed=lambda exc: self._on_error(exc, "Train teacher"),
+                                   on_finished=self._finish)
+        return self.worker
+
+    def _on_event(self, event: Event) -> None:
+        self.last_event = event
+        if self._pbar is not None and event.kind == "step":
+            self._pbar.update(event.iteration - self._pbar.n)
+        if event.kind == "step":
+            loss = event.parts.get("total", float("nan"))
+            self.status.setText(f"iteration {event.iteration}/{event.total}  loss {loss:.4f}  "
+                                f"ETA {event.eta_s:.0f} s")
+        elif event.message:
+            self.status.setText(event.message)
+
+    def _on_trained(self, entry: ModelEntry) -> None:
+        ev = self.last_event
+        how = f"stopped at iteration {ev.iteration}" if ev is not None and ev.kind == "stopped" else "trained"
+        self._register([entry], f"{entry.name} {how}; checkpoint {entry.checkpoint}")
+
+    def stop(self) -> None:
+        """Ask the training or demo run to stop before its next step."""
+        self._stop = True
+        if self.distiller is not None:
+            self.distiller.request_stop()
+        self.status.setText("stopping after this step …")
+
+    # ------------------------------------------------------------------------------------------- demo
+    def use_demo_models(self):
+        """Get the phantom demo teacher + student (training them at first use) in a worker; registers both."""
+        from napari.utils import progress
+
+        if not self._check_idle():
+            return None
+        self._stop = False
+
+        def run() -> list[ModelEntry]:
+            from ..pretrained import phantom_models
+            from ..registry import entry_from_checkpoint
+
+            teacher, student = phantom_models(progress=self.demo_progressed.emit, should_stop=lambda: self._stop)
+            return [entry_from_checkpoint(teacher, role="teacher", name="demo teacher (phantom)"),
+                    entry_from_checkpoint(student, role="student", name="demo student (phantom)")]
+
+        self._pbar = progress(total=0, desc="Demo models (first use: training on the phantom)")
+        self._busy(True, stoppable=True)
+        self.status.setText("preparing the demo models (cached after the first use) …")
+        self.worker = start_worker(run, on_returned=lambda entries: self._register(entries, "demo models loaded"),
+                                   on_failed=lambda exc: self._on_error(exc, "Demo models"),
+                                   on_finished=self._finish)
+        return self.worker
+
+    def _on_demo_progress(self, done: int, total: int) -> None:
+        if self._pbar is not None:
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
+        self.status.setText(f"training the demo models: step {done}/{total}")
