@@ -74,9 +74,10 @@ def main() -> int:
 
     # demo pair: cached after the first use
     fresh = pretrained.cached_models() is None
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     teacher_path, student_path = pretrained.phantom_models()
-    print(f"demo models {'trained' if fresh else 'from cache'} in {time.time() - t0:.1f} s: {teacher_path.parent}")
+    print(f"demo models {'trained' if fresh else 'from cache'} in {time.time() - t0:.1f} s wall, "
+          f"{time.process_time() - c0:.1f} s CPU ({pretrained.usable_cores()} threads): {teacher_path.parent}")
     REGISTRY.add(entry_from_checkpoint(teacher_path, role="teacher", name="demo teacher (phantom)"))
     REGISTRY.add(entry_from_checkpoint(student_path, role="student", name="demo student (phantom)"))
 
