@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as the plugin's widgets do
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NAPARI_DMD_DATA", REPO.parent / "shared" / "data")) / "msd_hippocampus"
 OUT = Path(os.environ.get("NAPARI_DMD_SHOTS", REPO / "docs" / "images"))  # override for trial runs
@@ -91,7 +92,7 @@ def main() -> int:
     viewer.dims.ndisplay = 3
     viewer.reset_view()  # (resets the camera angles too: set them afterwards)
     viewer.camera.angles = (-25.0, 40.0, 120.0)
-    viewer.camera.zoom *= 1.2
+    viewer.camera.zoom *= 0.95
     viewer.layers.selection.active = labels
     shot(viewer, app, "open_save.png")
     saved = labels.save(str(work / "hippocampus_004_labels.nii.gz"), plugin="napari-dmd")
@@ -110,6 +111,8 @@ def main() -> int:
     viewer = new_viewer("Teacher")
     image, labels = open_case(viewer)
     labels.opacity = 0.45
+    # the class names of MSD Task04 (its dataset.json is not in the shared copy): what a user would set
+    labels.metadata["napari_dmd"]["class_names"] = ["background", "anterior", "posterior"]
     viewer.dims.set_point(0, image.data.shape[0] // 2)
     viewer.reset_view()
     _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Teacher")
@@ -157,6 +160,9 @@ def main() -> int:
     print("segment:", w.status.text())
     seg = viewer.layers[-1]
     seg.rendering = "iso_categorical"
+    # body (1) transparent in this picture, so the organs found inside it show in 3D
+    seg.colormap = {None: "transparent", 0: "transparent", 1: "transparent", 2: "royalblue", 3: "gold",
+                    4: "orchid", 5: "red"}
     image = viewer.layers["phantom 3D"]
     image.rendering = "attenuated_mip"
     image.opacity = 0.5

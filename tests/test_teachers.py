@@ -322,6 +322,10 @@ def test_malicious_pickle_runs_nothing_and_is_refused(tmp_path):
         with pytest.raises(TeacherError, match="refused"):
             load_teacher(path, kind="monai", network="UNet", network_args={"spatial_dims": 2})
     assert not marker.exists(), "loading a malicious file ran its code"
+    junk = tmp_path / "junk.pt"  # a corrupt file is reported as unreadable, not as dangerous
+    junk.write_text("not a checkpoint")
+    with pytest.raises(TeacherError, match=r"junk\.pt: not a readable PyTorch teacher file \(unexpected pickle opcode"):
+        load_teacher(junk)
 
 
 def test_malicious_nnunet_checkpoint_needs_trust(nnunet_env, tmp_path):
@@ -330,8 +334,9 @@ def test_malicious_nnunet_checkpoint_needs_trust(nnunet_env, tmp_path):
     ckpt = nnunet_checkpoint(nets[0], nnunet_plans(), nnunet_dataset_json(), "3d_fullres", 0)
     ckpt["logging"]["hook"] = Payload(marker)
     torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
-    with pytest.raises(TeacherError, match=r"checkpoint_final\.pth: refused .*builtins\.exec"):
+    with pytest.raises(TeacherError, match=r"checkpoint_final\.pth: refused .*builtins\.exec") as err:
         load_teacher(folder)
+    assert "numpy" not in str(err.value)  # nnU-Net's NumPy metrics are allowed, only the payload is named
     assert not marker.exists()
     load_teacher(folder, trust=True)  # the explicit 'I trust this file' option unpickles (and runs) it
     assert marker.read_text() == MARKER

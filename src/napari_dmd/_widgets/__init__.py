@@ -2,3 +2,10 @@
 
 Widgets import the core; the core never imports Qt or napari (DESIGN.md §5).
 """
+
+import os as _os
+
+# Idle OpenMP threads sleep instead of spinning (as the CLI does): on a small or shared CPU, torch's spinning
+# threads next to napari's Qt thread slowed training by an order of magnitude. Effective when torch is first
+# imported after this (npe2 imports a widget module before the core modules that import torch).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -14,6 +14,7 @@ The chosen teacher's classes, parameter count, device and source are shown below
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -345,7 +346,8 @@ class TeacherWidget(QWidget):
                               spatial_dims=DIMS[self.dims_box.currentText()],
                               class_names=list(names) if names else None,
                               val_interval=max(1, min(200, iterations // 5)),
-                              checkpoint_interval=max(1, min(200, iterations // 5)), log_interval=10)
+                              checkpoint_interval=max(1, min(200, iterations // 5)), log_interval=10,
+                              num_threads=max(1, (os.cpu_count() or 2) - 1))  # a core left for napari
             cfg.validate()
         except ValueError as exc:  # DataError and ConfigError are ValueErrors
             notify_error(exc, "Train teacher")

@@ -208,7 +208,7 @@ def pickle_globals(data: bytes, limit: int = 8) -> list[str]:
     return [("builtins." + g[len("__builtin__."):]) if g.startswith("__builtin__.") else g for g in found]
 
 
-def _unsafe_globals(path: Path) -> list[str]:
+def _unsafe_globals(path: Path, allow_numpy: bool = False) -> list[str]:
     """Names of the Python objects a torch file would build beyond weights (read without unpickling)."""
     import zipfile
 
@@ -220,7 +220,8 @@ def _unsafe_globals(path: Path) -> list[str]:
             data = path.read_bytes()
     except OSError:
         return []
-    names = [g for g in pickle_globals(data) if not g.startswith(("torch.", "collections.OrderedDict"))]
+    safe = ("torch.", "collections.OrderedDict") + (("numpy.",) if allow_numpy else ())
+    names = [g for g in pickle_globals(data) if not g.startswith(safe)]
     return list(dict.fromkeys(names))
 
 
@@ -249,14 +250,27 @@ def load_torch_file(path: str | Path, *, trust: bool = False, allow_numpy: bool 
             except Exception as e2:  # noqa: BLE001
                 raise TeacherError(f"{path}: cannot read this {what} even as a trusted file "
                                    f"({_first_line(e2)})") from e2
-        unsafe = _unsafe_globals(path)
-        if unsafe or "weights only load failed" in str(e).lower() or "unsupported global" in str(e).lower():
-            names = ", ".join(unsafe[:5]) or _global_from_message(str(e)) or "Python objects or opcodes"
+        unsafe = _unsafe_globals(path, allow_numpy) or [g for g in [_global_from_message(str(e))] if g]
+        if unsafe:
             raise TeacherError(
-                f"{path}: refused to load: this {what} holds more than weights ({names}); unpickling it could "
-                "run code from the file. napari-dmd reads weights only. If you trust the file and its author, "
-                "load it with trust=True (CLI: --trust-teacher).") from e
-        raise TeacherError(f"{path}: not a readable PyTorch {what} ({_first_line(e)})") from e
+                f"{path}: refused to load: this {what} holds more than weights ({', '.join(unsafe[:5])}); "
+                "unpickling it could run code from the file. napari-dmd reads weights only. If you trust the file "
+                "and its author, load it with trust=True (CLI: --trust-teacher).") from e
+        raise TeacherError(f"{path}: not a readable PyTorch {what} ({_load_reason(e)})") from e
+
+
+def _load_reason(e: BaseException) -> str:
+    """The useful part of a torch.load error (torch's weights-only message buries it)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        tail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        if tail and tail[0].strip():
+            reason = tail[0].strip()[:200]
+            code = reason.rsplit(" ", 1)[-1]
+            if code.isdigit():
+                return f"unexpected pickle opcode {code}: not a file written by torch.save"
+            return reason
+    return _first_line(e)
 
 
 def _global_from_message(message: str) -> str:
