@@ -11,6 +11,7 @@ the script prints how long that took). Runs go to a temporary folder.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -173,6 +174,7 @@ def main() -> int:
     viewer.layers.selection.active = seg
     shot(viewer, app, "segment.png")
     viewer.close()
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Command line: napari-dmd train-teacher | distill | predict | evaluate | demo.
+"""Command line: napari-dmd train-teacher | distill | predict | evaluate | export | demo.
 
 Every verb calls the same engine as the napari widgets. Bad input ends with a one-line error and a
 non-zero exit status, never a traceback.
@@ -210,10 +210,10 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .distill.engine import Distiller
-    from .teachers import load_teacher
+    from .teachers import teacher_from_args
 
     cfg = _build_config(args)
-    teacher = load_teacher(args.teacher)
+    teacher = teacher_from_args(args)
     cases, names = _load_cases(args)
     cfg.class_names = cfg.class_names or teacher.class_names or names
     train, val = _split_for_labels(cases, cfg, args)
@@ -335,6 +335,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="napari-dmd", description=__doc__.split("\n")[0])
     from . import __version__
+    from .export import add_export_parser
+    from .teachers import add_teacher_flags
 
     p.add_argument("--version", action="version", version=f"napari-dmd {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -349,11 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train_teacher)
 
     d = sub.add_parser("distill", help="distil a small student from a teacher")
-    d.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
     d.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")
     d.add_argument("--out", default="runs/student", help="output folder for checkpoints and logs")
     d.add_argument("--resume", help="resume from this last.pt")
     d.add_argument("--quiet", action="store_true")
+    add_teacher_flags(d)
     _add_data_flags(d)
     _add_config_flags(d)
     d.set_defaults(func=cmd_distill)
@@ -376,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     _add_data_flags(e)
     e.set_defaults(func=cmd_evaluate)
+
+    add_export_parser(sub)
 
     m = sub.add_parser("demo", help="headless teacher -> DMD student on the built-in synthetic phantom")
     m.add_argument("--out", default="runs/demo")
