@@ -32,11 +32,24 @@ from napari_dmd.models.presets import count_parameters
 from napari_dmd.models.unet import UNet
 from napari_dmd.teachers import load_teacher
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*torch.jit.*deprecated:DeprecationWarning", "ignore:You are using the legacy TorchScript-based ONNX",
+    "ignore:The feature will be removed:DeprecationWarning", "ignore:Detected pickle protocol:UserWarning")
+
 CLASSES = ["background", "anterior", "posterior"]
 N_CASES = 5
 TINY = dict(model="4,8,16", iterations=2, batch_size=1, patch_size=[16, 16, 16], val_interval=2,
             checkpoint_interval=2, num_threads=1, augment=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: tiny networks on a shared 2-core machine run far faster without thread contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ a file that needs more is refused with a message naming it, unless the caller pa
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -239,10 +240,12 @@ def load_torch_file(path: str | Path, *, trust: bool = False, allow_numpy: bool 
     if path.stat().st_size == 0:
         raise TeacherError(f"{path}: the {what} is empty")
     try:
-        if allow_numpy:
-            with torch.serialization.safe_globals(numpy_safe_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the load below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            if allow_numpy:
+                with torch.serialization.safe_globals(numpy_safe_globals()):
+                    return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - refused, never executed
         if trust:
             try:

@@ -12,6 +12,7 @@ test call and the dimensionality from the caller or from which of a 2D or 3D tes
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +64,9 @@ def load_torchscript_teacher(path: str | Path, *, trust: bool = False, spatial_d
             "(CLI: --trust-teacher), or export the model to ONNX, which carries no code")
     meta = read_metadata(path)
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch.jit is deprecated upstream; the format is still what users have
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - reported with the file name
         raise TeacherError(f"{path}: cannot load this TorchScript file ({str(e).strip()[:200]})") from e
     model = FirstTensor(module)
