@@ -322,3 +322,13 @@ def _safe_disconnect(slot: Any) -> None:
         REGISTRY.changed.disconnect(slot)
     except (ValueError, RuntimeError, TypeError):
         pass
+
+
+def report_inference_error(exc: BaseException, where: str) -> str:
+    """Show a failed or cancelled inference run (info for a cancel, error otherwise); return the status text."""
+    from ..inference import InferenceCancelled
+
+    if isinstance(exc, InferenceCancelled):
+        notify_info(f"{where}: {exc}")
+        return str(exc)
+    return notify_error(exc, where)

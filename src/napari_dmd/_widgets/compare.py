@@ -31,7 +31,14 @@ from qtpy.QtWidgets import (
 )
 
 from ..data.io import DataError
-from ._common import LayerChooser, ModelChooser, labels_metadata, notify_error, notify_info, start_worker
+from ._common import (
+    LayerChooser,
+    ModelChooser,
+    labels_metadata,
+    notify_error,
+    report_inference_error,
+    start_worker,
+)
 from .segment import placement_kwargs
 
 if TYPE_CHECKING:
@@ -264,13 +271,7 @@ class CompareWidget(QWidget):
             self.table.setItem(len(res.class_names), c, QTableWidgetItem(_fmt(mean)))
 
     def _on_error(self, exc: BaseException) -> None:
-        from ..inference import InferenceCancelled
-
-        if isinstance(exc, InferenceCancelled):
-            notify_info(f"Compare: {exc}")
-            self.status.setText(str(exc))
-        else:
-            self.status.setText(notify_error(exc, "Compare"))
+        self.status.setText(report_inference_error(exc, "Compare"))
 
     def _on_finished(self) -> None:
         if self._pbar is not None:

@@ -17,7 +17,14 @@ from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ._common import LayerChooser, ModelChooser, labels_metadata, notify_error, notify_info, start_worker
+from ._common import (
+    LayerChooser,
+    ModelChooser,
+    labels_metadata,
+    notify_error,
+    report_inference_error,
+    start_worker,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -163,13 +170,7 @@ class SegmentWidget(QWidget):
         self.status.setText(f"{name}: {seconds:.2f} s, classes present {found or 'none'}")
 
     def _on_error(self, exc: BaseException) -> None:
-        from ..inference import InferenceCancelled
-
-        if isinstance(exc, InferenceCancelled):
-            notify_info(f"Segment: {exc}")
-            self.status.setText(str(exc))
-        else:
-            self.status.setText(notify_error(exc, "Segment"))
+        self.status.setText(report_inference_error(exc, "Segment"))
 
     def _on_finished(self) -> None:
         if self._pbar is not None:
