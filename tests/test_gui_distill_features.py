@@ -2,11 +2,14 @@
 
 A tiny 2D teacher is trained in-process on the synthetic phantom and registered; the Distill widget then
 trains, stops within one step of Stop, resumes to the requested total, and keeps the event loop responsive;
-Features adds layers that overlay the image; closing the viewer mid-run writes a checkpoint.
+Features adds layers that overlay the image; closing the viewer mid-run writes a checkpoint; Export… writes
+TorchScript, ONNX and a model card of the finished student.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import time
 
 import numpy as np
@@ -295,3 +298,74 @@ def test_closing_the_viewer_stops_training_and_writes_a_checkpoint(make_napari_v
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["iteration"] >= 3
     assert run.distiller.iteration == ckpt["iteration"]
+
+
+def test_export_button_disabled_while_a_run_is_active(make_napari_viewer, qtbot, registry, tmp_path):
+    viewer = _viewer(make_napari_viewer, extra=0)
+    w = _distill(viewer, tmp_path / "busy", iterations=100_000)
+    assert not w.export_button.isEnabled() and w.export() is None  # no run yet
+    qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(_steps(w)) >= 2, timeout=30_000)
+    assert w.running and not w.export_button.isEnabled()
+    assert w.export(tmp_path / "never") is None and not (tmp_path / "never").exists()
+    with qtbot.waitSignal(w.run_finished, timeout=30_000):
+        qtbot.mouseClick(w.stop_button, Qt.MouseButton.LeftButton)
+    assert w.events[-1].kind == "stopped"
+    assert w.export_checkpoint() == tmp_path / "busy" / "last.pt"  # one labelled image: no validation, no best.pt
+    assert w.export_button.isEnabled()
+
+
+def test_export_button_writes_torchscript_onnx_and_model_card(make_napari_viewer, qtbot, registry, tmp_path,
+                                                              monkeypatch):
+    import torch
+    from napari.utils.notifications import notification_manager
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_dmd import export as export_module
+    from napari_dmd.export import CARD_JSON, CARD_MD, ONNX_NAME, TORCHSCRIPT_NAME, ExportError
+
+    viewer = _viewer(make_napari_viewer)  # three labelled images: one is held out for validation
+    w = _distill(viewer, tmp_path / "run", iterations=8)
+    with qtbot.waitSignal(w.run_finished, timeout=60_000):
+        qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+    assert w.events[-1].kind == "done", w.last_error
+    best = tmp_path / "run" / "best.pt"
+    assert w.export_checkpoint() == best and w.export_button.isEnabled()
+
+    def export_to(folder):
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(folder)))
+        n = len(notification_manager.records)
+        qtbot.mouseClick(w.export_button, Qt.MouseButton.LeftButton)
+        assert w.export_worker is not None and not w.export_button.isEnabled() and not w.start_button.isEnabled()
+        qtbot.waitUntil(lambda: w.export_worker is None, timeout=120_000)
+        assert w.export_button.isEnabled() and w.start_button.isEnabled()  # usable again, success or not
+        return [str(r.message) for r in notification_manager.records[n:]]
+
+    out = tmp_path / "export"
+    [message] = export_to(out)
+    assert w.last_export is not None, w.last_error
+    for name in (TORCHSCRIPT_NAME, ONNX_NAME, CARD_JSON, CARD_MD):
+        assert (out / name).is_file() and name in message
+    assert str(out) in message
+    card = json.loads((out / CARD_JSON).read_text())
+    assert card["checkpoint"] == str(best) and card["teacher"]["source"] == TEACHER
+    assert card["evaluation"]["cases"] == [c.name for c in w.distiller.val_cases]
+    scripted = torch.jit.load(str(out / TORCHSCRIPT_NAME))
+    assert tuple(scripted(torch.zeros(1, 1, 40, 40)).shape) == (1, card["num_classes"], 40, 40)
+
+    # without the onnx package: TorchScript + card, and the notification says ONNX was skipped
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else find_spec(name, *a))
+    out2 = tmp_path / "no-onnx"
+    [message] = export_to(out2)
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert "ONNX skipped" in message and "onnx package" in message
+    assert (out2 / TORCHSCRIPT_NAME).is_file() and (out2 / CARD_MD).is_file() and not (out2 / ONNX_NAME).exists()
+
+    # a failure is one error notification naming the problem
+    def fail(*_, **__):
+        raise ExportError("disk full")
+
+    monkeypatch.setattr(export_module, "export_student", fail)
+    [message] = export_to(tmp_path / "failed")
+    assert message == w.last_error == "Distill export: disk full"

@@ -5,6 +5,10 @@ Tiny 2-3 iteration models are trained in-process on small phantoms; nothing here
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -93,6 +97,16 @@ def test_demo_cache_location_and_override(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_DMD_DEMO_ITERATIONS", "3")
     with pytest.raises(ValueError, match="NAPARI_DMD_DEMO_ITERATIONS"):
         pretrained.current_recipe()
+
+
+def test_entry_from_teacher_file_is_qt_free_core(tiny_models):
+    """Loading any teacher file as a registry entry lives in napari_dmd.registry, which imports no Qt / napari."""
+    code = ("import sys; from napari_dmd.registry import entry_from_teacher_file; "
+            f"e = entry_from_teacher_file({tiny_models['teacher']!r}, device='cpu'); "
+            "assert e.role == 'teacher' and e.model is not None and e.name.startswith('teacher: '), e.name; "
+            "gui = ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'superqt', 'napari'); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in gui); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 # --------------------------------------------------------------------------------------------- widgets

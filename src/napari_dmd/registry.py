@@ -47,6 +47,47 @@ def entry_from_checkpoint(path: str | Path, role: str | None = None, device: str
                       {"best_dice": ckpt.get("best_dice"), "iteration": ckpt.get("iteration")})
 
 
+def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: str = "auto") -> ModelEntry:
+    """A registry entry (role teacher) for any teacher file or folder ``load_teacher`` reads.
+
+    napari-dmd checkpoints keep their U-Net (feature inspection works); other formats are wrapped as a
+    :class:`~napari_dmd.segment.Segmenter` around the adapter's network.
+    """
+    from .distill.engine import resolve_device
+    from .teachers import detect_kind, load_teacher
+
+    p = Path(path).expanduser()
+    kind = detect_kind(p, trust=trust)
+    name = f"teacher: {p.parent.name}/{p.name}" if p.is_file() else f"teacher: {p.name}"
+    if kind == "checkpoint":
+        return entry_from_checkpoint(p, role="teacher", device=device, name=name)
+    teacher = load_teacher(p, kind=kind, trust=trust)
+    dev = str(resolve_device(device))
+    teacher.to(dev)
+    patch = teacher.patch_size or [64 if teacher.spatial_dims == 2 else 32] * teacher.spatial_dims
+    seg = Segmenter(teacher.model, teacher.num_classes, teacher.spatial_dims, list(patch), teacher.normalization,
+                    teacher.class_names, dev, name=p.name)
+    return ModelEntry(name, "teacher", seg, checkpoint=str(p), info={"kind": kind, "trusted": trust})
+
+
+def teacher_from_entry(entry: ModelEntry) -> Any:
+    """A private copy of a registry model as a Teacher (for distillation; the engine moves it to its device)."""
+    import copy
+
+    from .teachers import ModelTeacher, load_teacher
+
+    seg = entry.segmenter
+    try:
+        model = copy.deepcopy(seg.model)
+    except Exception:  # noqa: BLE001 - not copyable in memory: reload from its file
+        if entry.checkpoint is None:
+            raise
+        return load_teacher(entry.checkpoint, kind=entry.info.get("kind", "auto"),
+                            trust=bool(entry.info.get("trusted", False)))
+    return ModelTeacher(model, seg.num_classes, seg.spatial_dims, class_names=seg.class_names,
+                        normalization=seg.normalization, patch_size=seg.patch_size, source=entry.name)
+
+
 class ModelRegistry:
     """Name -> ModelEntry, with a ``changed`` signal. Adding an existing name replaces it."""
 

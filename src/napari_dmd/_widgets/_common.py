@@ -1,4 +1,4 @@
-"""Small helpers shared by the plugin's widgets: layer geometry, errors, layer and model choosers.
+"""Small helpers shared by the plugin's widgets: layer geometry, errors, layer / model / layer-pair choosers.
 
 Everything here runs on the Qt main thread. Layer metadata written by napari-dmd lives under
 ``layer.metadata["napari_dmd"]`` (keys ``affine``, ``spacing``, ``path``, ``class_names``).
@@ -6,15 +6,18 @@ Everything here runs on the Qt main thread. Layer metadata written by napari-dmd
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QComboBox, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from ..data.io import affine_from_spacing
 from ..registry import REGISTRY, ModelEntry
@@ -22,14 +25,19 @@ from ..registry import REGISTRY, ModelEntry
 if TYPE_CHECKING:
     import napari
 
+    from ..data.cases import Case
+
 META_KEY = "napari_dmd"
 NONE_TEXT = "(none)"
+NO_LABELS = "(none: teacher's prediction)"
 
 __all__ = [
     "META_KEY",
     "Failure",
     "LayerChooser",
     "ModelChooser",
+    "PairTable",
+    "cases_from_layers",
     "dmd_metadata",
     "error_message",
     "image_layers",
@@ -49,15 +57,16 @@ __all__ = [
 def error_message(exc: BaseException, context: str | None = None) -> str:
     """One-line user message for an exception, prefixed by ``context`` (e.g. ``"Segment"``).
 
-    Our own errors (DataError, ConfigError, CheckpointError, TrainingError...) already name the file or
-    setting and are shown as they are; other exceptions get their type name in front.
+    Our own errors (DataError, ConfigError, CheckpointError, ExportError, TrainingError...) already name the
+    file or setting and are shown as they are; other exceptions get their type name in front.
     """
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
     from ..data.io import DataError
+    from ..export import ExportError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    ours = (DataError, ConfigError, CheckpointError, KeyError) + _training_error()
+    ours = (DataError, ConfigError, CheckpointError, ExportError, KeyError) + _training_error()
     if isinstance(exc, KeyError):
         text = str(exc.args[0]) if exc.args else text
     if not isinstance(exc, ours) or not text:
@@ -317,6 +326,7 @@ class ModelChooser(QComboBox):
             return None
 
 
+
 def _safe_disconnect(slot: Any) -> None:
     try:
         REGISTRY.changed.disconnect(slot)
@@ -332,3 +342,138 @@ def report_inference_error(exc: BaseException, where: str) -> str:
         notify_info(f"{where}: {exc}")
         return str(exc)
     return notify_error(exc, where)
+
+
+# ---------------------------------------------------------------------------------------- layer pairs
+
+
+def _is_feature_layer(layer) -> bool:
+    return bool(dmd_metadata(layer).get("features"))
+
+
+class PairTable(QTableWidget):
+    """Image layers (checkable) each paired with an optional labels layer of the same shape."""
+
+    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(0, 2, parent)
+        self._viewer = viewer
+        self._checked: dict[str, bool] = {}
+        self._labels: dict[str, str] = {}
+        self.setHorizontalHeaderLabels(["Image", "Labels"])
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.verticalHeader().setVisible(False)
+        self.setMinimumHeight(90)
+        self.setMaximumHeight(150)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)
+        self.itemChanged.connect(self._remember)
+        self.refresh()
+
+    def _images(self) -> list[Image]:
+        return [lay for lay in image_layers(self._viewer)
+                if not lay.rgb and not lay.multiscale and lay.ndim in (2, 3) and not _is_feature_layer(lay)]
+
+    @staticmethod
+    def _default_labels(image: Image, candidates: list[Labels]) -> str:
+        for lab in candidates:
+            if lab.name == f"{image.name} labels":
+                return lab.name
+        starts = [lab for lab in candidates if lab.name.startswith(image.name)]
+        if len(starts) == 1:
+            return starts[0].name
+        if len(candidates) == 1:
+            return candidates[0].name
+        return NO_LABELS
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping choices by name."""
+        try:
+            self.blockSignals(True)
+        except RuntimeError:  # the widget is gone
+            self._disconnect()
+            return
+        for lay in self._viewer.layers:
+            lay.events.name.disconnect(self.refresh)
+            lay.events.name.connect(self.refresh)
+        images = self._images()
+        labels = labels_layers(self._viewer)
+        self.setRowCount(len(images))
+        for row, image in enumerate(images):
+            item = QTableWidgetItem(image.name)
+            item.setToolTip(image.name)
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            checked = self._checked.setdefault(image.name, True)
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.setItem(row, 0, item)
+            same = [lab for lab in labels if tuple(lab.data.shape) == tuple(image.data.shape)]
+            combo = QComboBox()
+            combo.addItems([NO_LABELS] + [lab.name for lab in same])
+            choice = self._labels.get(image.name)
+            if choice is None or (choice != NO_LABELS and choice not in [lab.name for lab in same]):
+                choice = self._default_labels(image, same)
+            combo.setCurrentText(choice)
+            self._labels[image.name] = choice
+            combo.currentTextChanged.connect(partial(self._set_label, image.name))
+            self.setCellWidget(row, 1, combo)
+        self.blockSignals(False)
+
+    def _disconnect(self) -> None:
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            with contextlib.suppress(Exception):
+                ev.disconnect(self.refresh)
+
+    def _remember(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0:
+            self._checked[item.text()] = item.checkState() == Qt.CheckState.Checked
+
+    def _set_label(self, image_name: str, text: str) -> None:
+        self._labels[image_name] = text
+
+    def set_pair(self, image: str, labels: str | None, checked: bool = True) -> None:
+        """Choose (or un-check) an image and its labels layer by name."""
+        self._checked[image] = checked
+        self._labels[image] = labels or NO_LABELS
+        self.refresh()
+
+    def pairs(self) -> list[tuple[Image, Labels | None]]:
+        """The checked image layers with their chosen labels layers."""
+        layers = {lay.name: lay for lay in self._viewer.layers}
+        out = []
+        for image in self._images():
+            if not self._checked.get(image.name, True):
+                continue
+            lab = self._labels.get(image.name, NO_LABELS)
+            out.append((image, layers.get(lab) if lab != NO_LABELS else None))
+        return out
+
+
+def cases_from_layers(pairs: Sequence[tuple[Image, Labels | None]]) -> list[Case]:
+    """Training cases (copies of the layer data) from (image, labels or None) layer pairs.
+
+    Spacing and affine come from the image layer; a multiscale layer gives its full-resolution level.
+    DataError names the layer at fault.
+    """
+    from ..data.cases import Case
+    from ..data.io import DataError
+
+    cases = []
+    for image, labels in pairs:
+        if image.rgb:
+            raise DataError(f"layer {image.name!r} is an RGB image; training needs single-channel images")
+        data = np.asarray(image.data[0] if image.multiscale else image.data)
+        if data.ndim not in (2, 3):
+            raise DataError(f"layer {image.name!r}: {data.ndim}D data (shape {data.shape}); expected a 2D "
+                            "image or a 3D volume with one channel")
+        lab = None
+        if labels is not None:
+            lab = np.array(labels.data[0] if labels.multiscale else labels.data)
+            if lab.shape != data.shape:
+                raise DataError(f"labels layer {labels.name!r}: shape {lab.shape} does not match image layer "
+                                f"{image.name!r} shape {data.shape}")
+        cases.append(Case(image=np.array(data, dtype=np.float32), label=lab, spacing=layer_spacing(image),
+                          affine=layer_affine(image), name=image.name, image_path=f"layer {image.name!r}",
+                          label_path=f"labels layer {labels.name!r}" if labels is not None else None))
+    return cases

@@ -3,70 +3,62 @@
 A thin view of :class:`napari_dmd.distill.engine.Distiller`: the widget collects settings, builds the run in a
 napari thread worker (cases are loaded and normalized there, never on the Qt thread) and forwards the engine's
 events (one per step) to the main thread, where it updates the progress bar, the status line, the live plot
-and the checkpoint path. Stop asks the engine to stop before its next step; closing the viewer quits the
-worker, which closes the engine's generator so that it writes ``last.pt``. When a run ends its checkpoints
-are added to :data:`napari_dmd.registry.REGISTRY` as students, and :data:`LIVE` shares snapshots of the
-student being trained with the Features widget.
-
-The live plot is drawn with Matplotlib's Agg renderer in a worker thread (at most 2 redraws a second) and
-shown as an image: a Qt-canvas redraw costs 25-60 ms of the GUI thread here, enough to stall the event loop.
+(:mod:`.loss_plot`) and the checkpoint path. Stop asks the engine to stop before its next step; closing the
+viewer quits the worker, which closes the engine's generator so that it writes ``last.pt``. When a run ends its
+checkpoints are added to :data:`napari_dmd.registry.REGISTRY` as students, and :data:`LIVE` shares snapshots of
+the student being trained with the Features widget. Export… writes the finished student with
+:func:`napari_dmd.export.export_student` (TorchScript, ONNX, model card) in a worker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import importlib.util
 import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psygnal import Signal as PSignal
-from qtpy.QtCore import QSize, Qt, QThreadPool, QTimer, Signal
-from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtCore import Qt, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from ..config import ConfigError, TrainConfig
-from ..data.cases import Case
 from ..data.io import DataError
 from ._common import (
     Failure,
     ModelChooser,
+    PairTable,
+    cases_from_layers,
     dmd_metadata,
-    image_layers,
-    labels_layers,
-    layer_affine,
-    layer_spacing,
     notify_error,
     notify_info,
+    start_worker,
 )
+from .loss_plot import LossPlot
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image, Labels
 
+    from ..data.cases import Case
     from ..distill.engine import Distiller, Event
     from ..features import StudentSnapshot
     from ..registry import ModelEntry
@@ -80,11 +72,7 @@ METHOD_TIPS = {
     "none": "none: the student alone (teacher's prediction only as target where there is no label)",
 }
 STUDENT_PRESETS = ("student", "student-tiny")
-NO_LABELS = "(none: teacher's prediction)"
-PART_NAMES = {"task": "task (CE + Dice)", "tckd": "TCKD", "nckd": "NCKD", "kd": "KD", "mfd": "MFD",
-              "ds": "deep supervision", "total": "total"}
 STATUS_HZ = 4.0  # status line and progress bar refresh
-PLOT_MIN_INTERVAL_S = 0.5  # live plot: at most 2 redraws a second
 MIN_POOL_THREADS = 4
 
 
@@ -120,6 +108,15 @@ def _free_folder(path: Path) -> Path:
     while (path.with_name(f"{path.name}-{i}") / "last.pt").exists():
         i += 1
     return path.with_name(f"{path.name}-{i}")
+
+
+def export_formats() -> tuple[tuple[str, ...], str]:
+    """Export formats this installation supports, and a note on what is skipped or unchecked ("" if nothing)."""
+    if importlib.util.find_spec("onnx") is None:
+        return ("torchscript",), "ONNX skipped: the onnx package is not installed (pip install 'napari-dmd[onnx]')"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return ("torchscript", "onnx"), "ONNX not checked against PyTorch: onnxruntime is not installed"
+    return ("torchscript", "onnx"), ""
 
 
 # ------------------------------------------------------------------------------------------ live student
@@ -209,22 +206,6 @@ class RunHandle:
                 gen.close()
 
 
-def _teacher_from_entry(entry: ModelEntry):
-    """A private copy of a registry model as a Teacher (the engine moves it to its device)."""
-    from ..teachers import ModelTeacher, load_teacher
-
-    seg = entry.segmenter
-    try:
-        model = copy.deepcopy(seg.model)
-    except Exception:  # noqa: BLE001 - not copyable in memory: reload from its file
-        if entry.checkpoint is None:
-            raise
-        return load_teacher(entry.checkpoint, kind=entry.info.get("kind", "auto"),
-                            trust=bool(entry.info.get("trusted", False)))
-    return ModelTeacher(model, seg.num_classes, seg.spatial_dims, class_names=seg.class_names,
-                        normalization=seg.normalization, patch_size=seg.patch_size, source=entry.name)
-
-
 def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None]:
     """Thread-worker generator: build the Distiller, then yield ``(event, snapshot or None)`` per event.
 
@@ -235,6 +216,7 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
     from ..data.cases import load_msd_folder
     from ..distill.engine import Distiller
     from ..features import StudentSnapshot
+    from ..registry import teacher_from_entry
 
     gen = None
     try:
@@ -244,7 +226,7 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
             cases, names = load_msd_folder(run.folder or "")
             if cfg.class_names is None and names:
                 cfg.class_names = names
-        teacher = _teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
+        teacher = teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
         if run.patch_single is not None:
             dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else cases[0].ndim)
             cfg.patch_size = [run.patch_single] * dims
@@ -269,309 +251,6 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
         raise
     except Exception as exc:  # noqa: BLE001 - shown to the user on the main thread
         yield Failure(exc)
-
-
-# ------------------------------------------------------------------------------------------ live plot
-
-
-def _downsample(x: np.ndarray, y: np.ndarray, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """Bin-averaged series of at most ``n`` points (also smooths noisy per-step losses)."""
-    if len(x) <= n:
-        return x, y
-    edges = np.linspace(0, len(x), n + 1).astype(int)
-    xs = np.add.reduceat(x, edges[:-1]) / np.diff(edges)
-    ys = np.add.reduceat(y, edges[:-1]) / np.diff(edges)
-    return xs, ys
-
-
-class PlotRenderer:
-    """Loss parts (log scale) over validation Dice, drawn with Matplotlib's Agg renderer.
-
-    Keeps its figure, axes and lines between draws (only data, limits and legend change), so a redraw costs
-    little. Used from a worker thread: one thread at a time.
-    """
-
-    def __init__(self) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-
-        self.fig = Figure(dpi=80)
-        FigureCanvasAgg(self.fig)
-        self.ax_loss, self.ax_dice = self.fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-        self.lines: dict[str, Any] = {}
-        (self.dice_line,) = self.ax_dice.plot([], [], "o-", color="tab:green", ms=3, lw=1.2)
-        self.dice_text = self.ax_dice.text(0.98, 0.08, "no validation yet", ha="right", va="bottom",
-                                           fontsize=7, color="0.3", transform=self.ax_dice.transAxes)
-        self.ax_loss.set_ylabel("loss", fontsize=8)
-        self.ax_dice.set_ylabel("val. Dice", fontsize=8)
-        self.ax_dice.set_xlabel("iteration", fontsize=8)
-        self.ax_dice.set_ylim(0, 1)
-        self.ax_dice.xaxis.set_major_locator(MaxNLocator(5, integer=True))
-        for ax in (self.ax_loss, self.ax_dice):
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3, lw=0.5)
-        self.title = self.ax_loss.set_title("loss parts and validation Dice", fontsize=8)
-        self.size: tuple[int, int] | None = None
-
-    def render(self, parts: dict[str, tuple[np.ndarray, np.ndarray]], dice: tuple[np.ndarray, np.ndarray],
-               size: tuple[int, int], note: str = "") -> np.ndarray:
-        """Draw and return the image as RGBA ``(h, w, 4)`` uint8."""
-        w, h = max(size[0], 120), max(size[1], 120)
-        if self.size != (w, h):
-            self.fig.set_size_inches(w / self.fig.dpi, h / self.fig.dpi)
-            self.fig.subplots_adjust(left=min(0.2, 60 / w), right=0.97, top=1 - min(0.12, 24 / h),
-                                     bottom=min(0.2, 36 / h), hspace=0.12)
-            self.size = (w, h)
-        self.title.set_text(note or "loss parts and validation Dice")
-        if set(parts) != set(self.lines):
-            for line in self.lines.values():
-                line.remove()
-            self.lines = {}
-            for name in parts:
-                style = {"color": "0.4", "ls": "--", "lw": 1.0} if name == "total" else {"lw": 1.3}
-                (self.lines[name],) = self.ax_loss.plot([], [], label=PART_NAMES.get(name, name), **style)
-            if self.ax_loss.get_legend() is not None:
-                self.ax_loss.get_legend().remove()
-            if parts:
-                self.ax_loss.legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
-        positive = []
-        for name, (x, y) in parts.items():
-            self.lines[name].set_data(x, y)
-            positive.append(y[y > 0])
-        values = np.concatenate(positive) if positive else np.array([])
-        if values.size:
-            self.ax_loss.set_yscale("log")
-            lo, hi = float(values.min()), float(values.max())
-            self.ax_loss.set_ylim(lo / 1.5, hi * 3.0)  # head room for the legend
-        xmax = max([float(x[-1]) for x, _ in parts.values() if len(x)] + [float(d) for d in dice[0][-1:]] + [1.0])
-        xmin = min([float(x[0]) for x, _ in parts.values() if len(x)] + [0.0])
-        self.ax_loss.set_xlim(xmin, xmax * 1.02 + 1)
-        dx, dy = dice
-        self.dice_line.set_data(dx, dy)
-        self.dice_text.set_text(f"last {dy[-1]:.3f} · best {dy.max():.3f}" if len(dx) else "no validation yet")
-        self.fig.canvas.draw()
-        return np.asarray(self.fig.canvas.buffer_rgba()).copy()
-
-
-class LivePlot(QLabel):
-    """Loss parts and validation Dice, redrawn off the GUI thread at most every ``PLOT_MIN_INTERVAL_S``."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._renderer = PlotRenderer()
-        self.setMinimumSize(QSize(240, 220))
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.setFixedHeight(300)
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.clear()
-        self._busy = False
-        self._flush = False
-        self._last_start = 0.0
-        self.renders = 0
-        self.note = ""
-
-    def flush(self) -> None:
-        """Draw the latest data now (or right after the redraw in progress)."""
-        self._dirty = True
-        self._flush = True
-        self._last_start = 0.0
-        self.refresh()
-
-    def clear(self) -> None:
-        self._parts: dict[str, tuple[list[int], list[float]]] = {}
-        self._dice: tuple[list[int], list[float]] = ([], [])
-        self._dirty = True
-
-    def add_parts(self, iteration: int, parts: dict[str, float]) -> None:
-        for k, v in parts.items():
-            xs, ys = self._parts.setdefault(k, ([], []))
-            xs.append(iteration)
-            ys.append(float(v))
-        self._dirty = True
-
-    def add_dice(self, iteration: int, dice: float | None) -> None:
-        if dice is not None and np.isfinite(dice):
-            self._dice[0].append(iteration)
-            self._dice[1].append(float(dice))
-            self._dirty = True
-
-    @property
-    def series(self) -> dict[str, int]:
-        """Number of points per plotted series (parts and "dice")."""
-        out = {k: len(v[0]) for k, v in self._parts.items()}
-        out["dice"] = len(self._dice[0])
-        return out
-
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        super().resizeEvent(event)
-        self._dirty = True
-
-    def refresh(self) -> None:
-        """Start a redraw in a worker thread if something changed and none is running."""
-        if not self._dirty or self._busy or time.perf_counter() - self._last_start < PLOT_MIN_INTERVAL_S:
-            return
-        from superqt.utils import create_worker
-
-        self._dirty = False
-        self._busy = True
-        self._last_start = time.perf_counter()
-        parts = {k: _downsample(np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in self._parts.items()}
-        dice = (np.asarray(self._dice[0], float), np.asarray(self._dice[1], float))
-        dpr = self.devicePixelRatioF()
-        size = (int(self.width() * dpr), int(self.height() * dpr))
-        self._renderer.fig.set_dpi(80 * dpr)
-        worker = create_worker(self._renderer.render, parts, dice, size, self.note,
-                               _connect={"returned": self._show, "finished": self._done,
-                                         "errored": self._failed})
-        self._worker = worker
-
-    def _show(self, rgba: np.ndarray) -> None:
-        h, w = rgba.shape[:2]
-        img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-        pix = QPixmap.fromImage(img)
-        pix.setDevicePixelRatio(self.devicePixelRatioF())
-        self.setPixmap(pix)
-        self.renders += 1
-
-    def _done(self) -> None:
-        self._busy = False
-        if self._flush:
-            self._flush = self._dirty
-            if self._dirty:
-                self._last_start = 0.0
-                self.refresh()
-
-    def _failed(self, exc: BaseException) -> None:
-        self._busy = False
-        notify_error(exc, "Distill plot")
-
-
-# ------------------------------------------------------------------------------------------ layer pairs
-
-
-def _is_feature_layer(layer) -> bool:
-    return bool(dmd_metadata(layer).get("features"))
-
-
-class PairTable(QTableWidget):
-    """Image layers (checkable) each paired with an optional labels layer of the same shape."""
-
-    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(0, 2, parent)
-        self._viewer = viewer
-        self._checked: dict[str, bool] = {}
-        self._labels: dict[str, str] = {}
-        self.setHorizontalHeaderLabels(["Image", "Labels"])
-        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.verticalHeader().setVisible(False)
-        self.setMinimumHeight(90)
-        self.setMaximumHeight(150)
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
-            ev.connect(self.refresh)
-        self.itemChanged.connect(self._remember)
-        self.refresh()
-
-    def _images(self) -> list[Image]:
-        return [lay for lay in image_layers(self._viewer)
-                if not lay.rgb and not lay.multiscale and lay.ndim in (2, 3) and not _is_feature_layer(lay)]
-
-    @staticmethod
-    def _default_labels(image: Image, candidates: list[Labels]) -> str:
-        for lab in candidates:
-            if lab.name == f"{image.name} labels":
-                return lab.name
-        starts = [lab for lab in candidates if lab.name.startswith(image.name)]
-        if len(starts) == 1:
-            return starts[0].name
-        if len(candidates) == 1:
-            return candidates[0].name
-        return NO_LABELS
-
-    def refresh(self, *_: Any) -> None:
-        """Re-list the layers, keeping choices by name."""
-        try:
-            self.blockSignals(True)
-        except RuntimeError:  # the widget is gone
-            self._disconnect()
-            return
-        for lay in self._viewer.layers:
-            lay.events.name.disconnect(self.refresh)
-            lay.events.name.connect(self.refresh)
-        images = self._images()
-        labels = labels_layers(self._viewer)
-        self.setRowCount(len(images))
-        for row, image in enumerate(images):
-            item = QTableWidgetItem(image.name)
-            item.setToolTip(image.name)
-            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-            checked = self._checked.setdefault(image.name, True)
-            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            self.setItem(row, 0, item)
-            same = [lab for lab in labels if tuple(lab.data.shape) == tuple(image.data.shape)]
-            combo = QComboBox()
-            combo.addItems([NO_LABELS] + [lab.name for lab in same])
-            choice = self._labels.get(image.name)
-            if choice is None or (choice != NO_LABELS and choice not in [lab.name for lab in same]):
-                choice = self._default_labels(image, same)
-            combo.setCurrentText(choice)
-            self._labels[image.name] = choice
-            combo.currentTextChanged.connect(partial(self._set_label, image.name))
-            self.setCellWidget(row, 1, combo)
-        self.blockSignals(False)
-
-    def _disconnect(self) -> None:
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
-            with contextlib.suppress(Exception):
-                ev.disconnect(self.refresh)
-
-    def _remember(self, item: QTableWidgetItem) -> None:
-        if item.column() == 0:
-            self._checked[item.text()] = item.checkState() == Qt.CheckState.Checked
-
-    def _set_label(self, image_name: str, text: str) -> None:
-        self._labels[image_name] = text
-
-    def set_pair(self, image: str, labels: str | None, checked: bool = True) -> None:
-        """Choose (or un-check) an image and its labels layer by name."""
-        self._checked[image] = checked
-        self._labels[image] = labels or NO_LABELS
-        self.refresh()
-
-    def pairs(self) -> list[tuple[Image, Labels | None]]:
-        """The checked image layers with their chosen labels layers."""
-        layers = {lay.name: lay for lay in self._viewer.layers}
-        out = []
-        for image in self._images():
-            if not self._checked.get(image.name, True):
-                continue
-            lab = self._labels.get(image.name, NO_LABELS)
-            out.append((image, layers.get(lab) if lab != NO_LABELS else None))
-        return out
-
-
-def cases_from_layers(pairs: list[tuple[Image, Labels | None]]) -> list[Case]:
-    """Cases (copies of the layer data) from image/labels layer pairs; DataError names the layer."""
-    cases = []
-    for image, labels in pairs:
-        data = np.asarray(image.data)
-        if data.ndim not in (2, 3):
-            raise DataError(f"layer {image.name!r}: {data.ndim}D data (shape {data.shape}); expected a 2D "
-                            "image or a 3D volume with one channel")
-        lab = None
-        if labels is not None:
-            lab = np.asarray(labels.data)
-            if lab.shape != data.shape:
-                raise DataError(f"labels layer {labels.name!r}: shape {lab.shape} does not match image layer "
-                                f"{image.name!r} shape {data.shape}")
-            lab = lab.copy()
-        cases.append(Case(image=np.array(data, dtype=np.float32), label=lab, spacing=layer_spacing(image),
-                          affine=layer_affine(image), name=image.name, image_path=f"layer {image.name!r}",
-                          label_path=f"labels layer {labels.name!r}" if labels is not None else None))
-    return cases
 
 
 # ------------------------------------------------------------------------------------------ the widget
@@ -601,6 +280,8 @@ class DistillWidget(QWidget):
         self.worker = None
         self.run: RunHandle | None = None
         self.registered: list[str] = []
+        self.export_worker = None
+        self.last_export: dict[str, Any] | None = None  # the model card of the last export
         self.last_error = ""
         self._pbar = None
         self._last_step: Event | None = None
@@ -681,13 +362,17 @@ class DistillWidget(QWidget):
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.resume_button.clicked.connect(self.resume)
-        for b in (self.start_button, self.stop_button, self.resume_button):
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write the run's student (best.pt, else last.pt) as TorchScript and ONNX "
+                                      "with a model card (JSON + Markdown) into a folder")
+        self.export_button.clicked.connect(lambda: self.export())
+        for b in (self.start_button, self.stop_button, self.resume_button, self.export_button):
             buttons.addWidget(b)
         layout.addLayout(buttons)
         self.status_label = QLabel("idle")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
-        self.plot = LivePlot()
+        self.plot = LossPlot()
         layout.addWidget(self.plot)
         self.checkpoint_label = QLabel("checkpoint: –")
         self.checkpoint_label.setWordWrap(True)
@@ -729,12 +414,20 @@ class DistillWidget(QWidget):
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         self.method_combo.setCurrentIndex(idx)
 
+    def export_checkpoint(self) -> Path | None:
+        """The finished or stopped run's student to export: its best.pt if it exists, else last.pt."""
+        run = self.run
+        if run is None or run.distiller is None or not run.events or run.events[-1].kind not in ("done", "stopped"):
+            return None
+        return next((p for p in (run.distiller.best_path, run.distiller.last_path) if p.is_file()), None)
+
     def _update_buttons(self, *_: Any) -> None:
-        running = self.running
-        self.start_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+        idle = not self.running and self.export_worker is None
+        self.start_button.setEnabled(idle)
+        self.stop_button.setEnabled(self.running)
         text = self.output_edit.text().strip()
-        self.resume_button.setEnabled(not running and bool(text) and (Path(text) / "last.pt").is_file())
+        self.resume_button.setEnabled(idle and bool(text) and (Path(text) / "last.pt").is_file())
+        self.export_button.setEnabled(idle and self.export_checkpoint() is not None)
 
     def _browse_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "MSD / nnU-Net raw folder")
@@ -806,7 +499,7 @@ class DistillWidget(QWidget):
 
     def start(self) -> None:
         """Start a new run with the widget's settings."""
-        if self.running:
+        if self.running or self.export_worker is not None:
             return
         try:
             cfg, single = self._config()
@@ -830,7 +523,7 @@ class DistillWidget(QWidget):
 
     def resume(self) -> None:
         """Continue the run in the output folder (its last.pt) up to the Iterations setting."""
-        if self.running:
+        if self.running or self.export_worker is not None:
             return
         from ..checkpoint import load_checkpoint
 
@@ -877,7 +570,7 @@ class DistillWidget(QWidget):
         self._guard.run = run
         self._last_step = None
         self.last_error = ""
-        self.plot.note = f"{run.config.method.upper()} – {run.output_dir.name}"
+        self.plot.set_run(run.config.method, run.output_dir.name)
         self._pbar = progress(total=run.config.iterations, initial=start_iteration,
                               desc=f"Distill {run.config.method} ({run.output_dir.name})")
         self._pbar_n = start_iteration
@@ -994,6 +687,53 @@ class DistillWidget(QWidget):
         self.registered = names
         if names:
             notify_info(f"Distill: student ready for Features / Compare / Segment: {', '.join(names)}")
+
+    # ------------------------------------------------------------------ export
+    def export(self, folder: str | Path | None = None):
+        """Export the finished run's student into ``folder`` (asked for if None) in a worker; returns the worker."""
+        ckpt = self.export_checkpoint()
+        if self.running or self.export_worker is not None or ckpt is None:
+            return None
+        folder = folder or QFileDialog.getExistingDirectory(self, "Export the student into", str(ckpt.parent))
+        if not folder:
+            return None
+        from ..export import CARD_JSON, CARD_MD, ONNX_NAME, TORCHSCRIPT_NAME, export_student
+
+        out = Path(folder).expanduser()
+        formats, note = export_formats()
+        names = [TORCHSCRIPT_NAME] + ([ONNX_NAME] if "onnx" in formats else []) + [CARD_JSON, CARD_MD]
+        existing = [n for n in names if (out / n).exists()]
+        if existing and QMessageBox.question(self, "Export", f"{out} already holds {', '.join(existing)}. "
+                                             "Replace?") != QMessageBox.StandardButton.Yes:
+            return None
+        d = self.run.distiller
+        self.status_label.setText(f"exporting {ckpt} to {out} …")
+        self.export_worker = start_worker(
+            export_student, ckpt, out, formats=formats, cases=d.val_cases, teacher=d.teacher,
+            device=str(self.device_combo.currentData()), overwrite=bool(existing),
+            on_returned=lambda card: self._on_exported(card, ckpt, out, note), on_failed=self._on_export_failed,
+            on_finished=self._on_export_finished)
+        self._update_buttons()
+        return self.export_worker
+
+    def _on_exported(self, card: dict[str, Any], ckpt: Path, out: Path, note: str) -> None:
+        self.last_export = card
+        files = ", ".join(Path(f).name for f in card["files"].values())
+        retention = (card.get("evaluation") or {}).get("dice_retention")
+        text = f"Distill: exported {ckpt.parent.name}/{ckpt.name} to {out}: {files}"
+        text += f" (Dice retention {100 * retention:.1f} %)" if retention is not None else ""
+        text += f". {note}" if note else ""
+        self.status_label.setText(text)
+        notify_info(text)
+
+    def _on_export_failed(self, exc: BaseException) -> None:
+        self.last_error = notify_error(exc, "Distill export")
+        self.status_label.setText(self.last_error)
+
+    def _on_export_finished(self) -> None:
+        self.export_worker = None
+        with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
+            self._update_buttons()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self._guard.stop()

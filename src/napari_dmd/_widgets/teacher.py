@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -41,9 +40,8 @@ from qtpy.QtWidgets import (
 from ._common import (
     LayerChooser,
     ModelChooser,
+    cases_from_layers,
     dmd_metadata,
-    layer_affine,
-    layer_spacing,
     notify_error,
     notify_info,
     start_worker,
@@ -52,11 +50,10 @@ from ._common import (
 if TYPE_CHECKING:
     import napari
 
-    from ..data.cases import Case
     from ..distill.engine import Distiller, Event
     from ..registry import ModelEntry
 
-__all__ = ["TeacherWidget", "cases_from_layers", "entry_from_teacher_file", "default_teacher_dir"]
+__all__ = ["TeacherWidget", "cases_from_layers", "default_teacher_dir"]
 
 PRESET_NAMES = ("teacher", "student", "student-tiny")
 DIMS = {"auto": None, "2D (slices of 3D volumes)": 2, "3D": 3}
@@ -65,46 +62,6 @@ DIMS = {"auto": None, "2D (slices of 3D volumes)": 2, "3D": 3}
 def default_teacher_dir() -> Path:
     """Where a teacher trained in the GUI is written unless the user names a folder."""
     return Path.home() / "napari-dmd-runs" / f"teacher-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def cases_from_layers(pairs: list[tuple[Image, Labels]]) -> list[Case]:
-    """Training cases from (image layer, labels layer) pairs; spacing and affine from the image layer."""
-    from ..data.cases import Case
-
-    cases = []
-    for image, labels in pairs:
-        if image.rgb:
-            raise ValueError(f"layer {image.name!r} is an RGB image; training needs single-channel images")
-        img = np.asarray(image.data[0] if image.multiscale else image.data)
-        lab = np.asarray(labels.data[0] if labels.multiscale else labels.data)
-        cases.append(Case(image=img, label=lab, spacing=layer_spacing(image), affine=layer_affine(image),
-                          name=image.name, image_path=f"layer {image.name!r}", label_path=f"layer {labels.name!r}"))
-    return cases
-
-
-def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: str = "auto") -> ModelEntry:
-    """A registry entry (role teacher) for any teacher file or folder ``load_teacher`` reads.
-
-    napari-dmd checkpoints keep their U-Net (feature inspection works); other formats are wrapped as a
-    :class:`~napari_dmd.segment.Segmenter` around the adapter's network.
-    """
-    from ..distill.engine import resolve_device
-    from ..registry import ModelEntry, entry_from_checkpoint
-    from ..segment import Segmenter
-    from ..teachers import detect_kind, load_teacher
-
-    p = Path(path).expanduser()
-    kind = detect_kind(p, trust=trust)
-    name = f"teacher: {p.parent.name}/{p.name}" if p.is_file() else f"teacher: {p.name}"
-    if kind == "checkpoint":
-        return entry_from_checkpoint(p, role="teacher", device=device, name=name)
-    teacher = load_teacher(p, kind=kind, trust=trust)
-    dev = str(resolve_device(device))
-    teacher.to(dev)
-    patch = teacher.patch_size or [64 if teacher.spatial_dims == 2 else 32] * teacher.spatial_dims
-    seg = Segmenter(teacher.model, teacher.num_classes, teacher.spatial_dims, list(patch), teacher.normalization,
-                    teacher.class_names, dev, name=p.name)
-    return ModelEntry(name, "teacher", seg, checkpoint=str(p), info={"kind": kind, "trusted": trust})
 
 
 def describe(entry: ModelEntry | None) -> str:
@@ -296,6 +253,8 @@ class TeacherWidget(QWidget):
         trust = self.trust_check.isChecked()
         self._busy(True)
         self.status.setText(f"loading {text} …")
+        from ..registry import entry_from_teacher_file
+
         self.worker = start_worker(entry_from_teacher_file, text, trust=trust,
                                    on_returned=lambda e: self._register([e], f"loaded {e.name}"),
                                    on_failed=lambda exc: self._on_error(exc, "Load teacher"),
