@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import threading
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from napari_dmd.checkpoint import load_checkpoint
 from napari_dmd.config import ConfigError, TrainConfig
 from napari_dmd.demo import phantom_cases
 from napari_dmd.distill import engine as engine_mod
-from napari_dmd.distill.engine import Distiller, TrainingError, lr_factor
+from napari_dmd.distill.engine import Distiller, TrainingError, lr_factor, resolve_num_workers
 from napari_dmd.teachers import ModelTeacher, load_teacher
 
 TINY = dict(model="4,8,16", batch_size=2, patch_size=[32, 32], val_interval=2, checkpoint_interval=3,
@@ -128,7 +130,7 @@ def test_teacher_mismatch_is_reported(cases, tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(iterations=-1), dict(batch_size=0), dict(temperature=0),
-                                 dict(method="fitnet"), dict(patch_size=[2, 2])])
+                                 dict(method="fitnet"), dict(patch_size=[2, 2]), dict(num_workers=-2)])
 def test_absurd_settings_rejected(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad).validate()
@@ -140,3 +142,85 @@ def test_lr_schedule_shape():
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert f[-1] < 0.05
+
+
+# ------------------------------------------------------------------ data-loading workers
+
+
+def test_num_workers_setting_is_checked_and_resolved(monkeypatch):
+    for bad in (-2, 1.5, "4"):
+        with pytest.raises(ConfigError, match="num_workers must be -1 .auto."):
+            TrainConfig(num_workers=bad).validate()
+    assert resolve_num_workers(-1, torch.device("cpu")) == 0 and resolve_num_workers(3, torch.device("cpu")) == 3
+    monkeypatch.setattr(engine_mod.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert resolve_num_workers(-1, torch.device("cuda")) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 ranks share the node's 16 cores
+    assert resolve_num_workers(-1, torch.device("cuda")) == 1
+
+
+def test_loader_workers_train_from_a_thread_and_stop_cleanly(cases, tmp_path, monkeypatch):
+    batches = []
+    next_batch = Distiller._next_batch
+    monkeypatch.setattr(Distiller, "_next_batch", lambda self: batches.append(next_batch(self)) or batches[-1])
+    d = Distiller(TrainConfig(method="none", iterations=50, num_workers=2, **TINY), cases, val_cases=[],
+                  output_dir=tmp_path)
+    events, children = [], []
+
+    def train():  # as the napari widget does: the generator is driven from a worker thread
+        for ev in d.run():
+            events.append(ev)
+            if ev.kind == "step" and ev.iteration == 3:
+                children.extend(multiprocessing.active_children())
+                d.request_stop()
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and events[-1].kind == "stopped" and events[-1].iteration == 3
+    assert "2 loader workers" in events[0].message and len(children) == 2
+    assert all(np.isfinite(v) for e in events if e.kind == "step" for v in e.parts.values())
+    assert not torch.equal(batches[0][0], batches[1][0]), "workers 0 and 1 draw different patches"
+    assert multiprocessing.active_children() == [] and not any(c.is_alive() for c in children)
+
+
+def test_loader_workers_shut_down_on_close_and_on_error(cases, tmp_path, monkeypatch):
+    cfg = TrainConfig(method="none", iterations=50, num_workers=2, **TINY)
+    d = Distiller(cfg, cases, val_cases=[], output_dir=tmp_path / "close")
+    gen = d.run()
+    for ev in gen:
+        if ev.kind == "step" and ev.iteration == 2:
+            break
+    assert len(multiprocessing.active_children()) == 2
+    gen.close()
+    assert multiprocessing.active_children() == [] and load_checkpoint(d.last_path)["iteration"] == 2
+
+    d = Distiller(cfg, cases, val_cases=[], output_dir=tmp_path / "error")
+    gen = d.run()
+    for ev in gen:
+        if ev.kind == "step":
+            break
+
+    def nan_loss(*a, **k):
+        t = torch.tensor(float("nan"), requires_grad=True)
+        return t, {"task": t.detach(), "total": t.detach()}
+
+    monkeypatch.setattr(engine_mod, "distill_loss", nan_loss)
+    with pytest.raises(TrainingError, match="nan"):
+        for _ in gen:
+            pass
+    assert multiprocessing.active_children() == []
+
+
+def test_loader_workers_resume_deterministically(cases, tmp_path):
+    cfg = TrainConfig(method="none", iterations=4, num_workers=2, **TINY)
+    part = Distiller(cfg, cases, val_cases=[], output_dir=tmp_path)
+    for ev in part.run():
+        if ev.kind == "step" and ev.iteration == 2:
+            part.request_stop()
+    params = []
+    for _ in range(2):  # the workers are re-seeded from (seed, iteration): the same checkpoint, the same run
+        d = Distiller(cfg, cases, val_cases=[], output_dir=tmp_path, resume=part.last_path)
+        d.run_to_end()
+        params.append(d.model.state_dict())
+    for k, v in params[0].items():
+        assert torch.equal(v, params[1][k]), k

@@ -1,11 +1,14 @@
 """Tests for normalization, augmentation, case split and patch sampling."""
 
 import json
+import multiprocessing
+import sys
 
 import numpy as np
 import pytest
+from torch.utils.data import DataLoader
 
-from napari_dmd.data.sampling import PatchSampler, split_cases
+from napari_dmd.data.sampling import PatchSampler, PatchStream, split_cases, worker_seed
 from napari_dmd.data.transforms import augment, normalize
 
 # ------------------------------------------------------------------ normalize
@@ -280,3 +283,37 @@ def test_sampler_validation():
         PatchSampler([img], [bad], (8, 8, 8), num_classes=3)
     with pytest.raises(ValueError, match="state"):
         PatchSampler([img], [lab], (8, 8, 8)).load_state_dict({"foo": 1})
+
+
+# ------------------------------------------------------------------ worker stream
+
+
+def _stream_batches(stream, n, workers=2):
+    ctx = "fork" if sys.platform.startswith("linux") else "spawn"
+    it = iter(DataLoader(stream, batch_size=None, num_workers=workers, multiprocessing_context=ctx))
+    try:
+        return [next(it)[0].numpy() for _ in range(n)]
+    finally:
+        it._shutdown_workers()
+
+
+def test_patch_stream_seeds_workers_ranks_and_start_apart():
+    img, lab, _ = _volume((40, 40))
+    lab[10:30, 10:30] = 1
+    sampler = PatchSampler([img], [lab], (16, 16), batch_size=2, seed=5)
+    local = next(iter(PatchStream(sampler, seed=5)))  # no worker: worker id 0
+    ref = PatchSampler([img], [lab], (16, 16), batch_size=2, seed=5)
+    ref.reseed(worker_seed(5, 0, 0, 0))
+    np.testing.assert_array_equal(local[0].numpy(), ref.sample()[0])
+    assert sampler.state_dict() == PatchSampler([img], [lab], (16, 16), seed=5).state_dict(), "source untouched"
+
+    a = _stream_batches(PatchStream(sampler, seed=5), 4)
+    np.testing.assert_array_equal(a[0], local[0].numpy())  # batch 0 comes from worker 0
+    assert not np.array_equal(a[0], a[1]), "workers 0 and 1 draw different patches"
+    b = _stream_batches(PatchStream(sampler, seed=5), 4)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # deterministic for a given worker count
+    other_rank = _stream_batches(PatchStream(sampler, seed=5, rank=1), 1)
+    resumed = _stream_batches(PatchStream(sampler, seed=5, start=4), 1)
+    assert not np.array_equal(a[0], other_rank[0]) and not np.array_equal(a[0], resumed[0])
+    assert multiprocessing.active_children() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (bfloat16 where supported, else float16 + gradient scaling)
     channels_last: bool = True  # channels-last memory format on CUDA
     compile: bool = False  # torch.compile the student (CUDA; first steps are slow while compiling)
+    num_workers: int = -1  # data-loading worker processes; -1 = auto (0 on CPU/MPS, up to 4 on CUDA)
     seed: int = 0
     val_interval: int = 200
     checkpoint_interval: int = 200
@@ -99,6 +101,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lambda_feat is not None and self.lambda_feat < 0:
             raise ConfigError(f"lambda_feat must be >= 0, got {self.lambda_feat}")
+        nw = self.num_workers
+        if isinstance(nw, bool) or not isinstance(nw, numbers.Integral) or nw < -1:
+            raise ConfigError(f"num_workers must be -1 (auto), 0 (sample in the training process) or a number "
+                              f"of worker processes, got {self.num_workers!r}")
         return self
 
     def model_channels(self) -> str | tuple[int, ...]:
@@ -169,6 +175,8 @@ HELP: dict[str, str] = {
     "amp": "mixed precision on CUDA (bfloat16, else float16 with gradient scaling)",
     "channels_last": "channels-last memory format on CUDA",
     "compile": "torch.compile the student (CUDA)",
+    "num_workers": "data-loading worker processes; -1 = auto: 0 on CPU/MPS (sample in the training process), "
+                   "min(4, cores - 1) on CUDA; exact resume of the patch stream only with 0",
     "seed": "random seed (split, initialisation, patches)",
     "val_interval": "validate every N steps",
     "checkpoint_interval": "write last.pt every N steps",

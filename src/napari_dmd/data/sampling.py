@@ -9,6 +9,8 @@ import copy
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
 
 from napari_dmd.data.transforms import augment as augment_patch
 
@@ -223,6 +225,10 @@ class PatchSampler:
             yield self.sample()
 
     # ------------------------------------------------------------------ resume
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Restart the random stream from ``seed`` (an int or a sequence of ints, as for ``default_rng``)."""
+        self._rng = np.random.default_rng(seed)
+
     def state_dict(self) -> dict:
         """JSON-serialisable state of the random stream (the bit generator state)."""
         return {"bit_generator": copy.deepcopy(self._rng.bit_generator.state)}
@@ -238,3 +244,30 @@ class PatchSampler:
                 f"sampler state is for bit generator {bg_state['bit_generator']!r}, expected {name!r}"
             )
         self._rng.bit_generator.state = copy.deepcopy(bg_state)
+
+
+def worker_seed(seed: int, rank: int, worker: int, start: int) -> list[int]:
+    """Entropy of one data-loading worker's stream: config seed, DDP rank, worker id, first iteration."""
+    return [int(seed), int(rank), int(worker), int(start), 0x3017]
+
+
+class PatchStream(IterableDataset):
+    """Endless batches of a :class:`PatchSampler` for ``torch.utils.data.DataLoader`` worker processes.
+
+    Each worker draws from its own stream, seeded by :func:`worker_seed` ``(seed, rank, worker id, start)``,
+    so ranks and workers give different patches and a run resumed at iteration ``start`` is deterministic
+    for a given worker count. The sampler (all case images) reaches a worker once, when it starts (shared
+    by fork, pickled by spawn); per batch only the batch itself travels. Use ``batch_size=None``.
+    """
+
+    def __init__(self, sampler: PatchSampler, *, seed: int, rank: int = 0, start: int = 0) -> None:
+        super().__init__()
+        self.sampler, self.seed, self.rank, self.start = sampler, seed, rank, start
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        sampler = copy.copy(self.sampler)  # shares the images; its own random stream
+        sampler.reseed(worker_seed(self.seed, self.rank, info.id if info is not None else 0, self.start))
+        while True:
+            images, labels, has_label = sampler.sample()
+            yield torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(has_label)

@@ -10,8 +10,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, TrainConfig
 from ..data.cases import Case, validate_cases
-from ..data.sampling import PatchSampler, split_cases
+from ..data.sampling import PatchSampler, PatchStream, split_cases
 from ..data.transforms import normalize
 from ..inference import sliding_window_predict
 from ..metrics import dice_per_class
@@ -79,6 +80,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r} requested but MPS is not available; use --device cpu")
     return dev
+
+
+def resolve_num_workers(setting: int, device: torch.device) -> int:
+    """Data-loading workers: ``setting`` if >= 0; auto (-1) is 0 off CUDA, else min(4, cores per local rank - 1)."""
+    if setting >= 0:
+        return int(setting)
+    if device.type != "cuda":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(4, cores - 1))
 
 
 def auto_patch_size(shapes: Sequence[Sequence[int]], spatial_dims: int, multiple: int) -> list[int]:
@@ -236,6 +251,9 @@ class Distiller:
             [c.label for c in train_cases], tuple(self.patch_size), batch_size=cfg.batch_size,
             spatial_dims=spatial_dims, fg_fraction=cfg.fg_fraction, num_classes=self.num_classes,
             augment=cfg.augment, ignore_index=IGNORE, seed=cfg.seed + 1000 * self.dist.rank)
+        self.num_workers = resolve_num_workers(cfg.num_workers, self.device)
+        self._loader: torch.utils.data.DataLoader | None = None
+        self._batches: Iterator | None = None
         self._val_images = [normalize(c.image, self.normalization) for c in self.val_cases]
         self._patch_hashes: list[str] = []
         self._sampler_states: list[dict] = []
@@ -293,7 +311,8 @@ class Distiller:
                                    message=f"{cfg.method} on {self.device.type}, "
                                            f"{count_parameters(self.model):,} parameters, "
                                            f"patch {self.patch_size} x {cfg.batch_size}, "
-                                           f"{len(self.train_cases)} train / {len(self.val_cases)} val cases"))
+                                           f"{len(self.train_cases)} train / {len(self.val_cases)} val cases"
+                                           + (f", {self.num_workers} loader workers" if self.num_workers else "")))
             while self.iteration < self.total and not self._stop_requested():
                 ts = time.perf_counter()
                 try:
@@ -327,6 +346,7 @@ class Distiller:
                 self._emit(self._save_last())
             raise
         finally:
+            self._stop_workers()
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
@@ -373,6 +393,40 @@ class Distiller:
         for g in self.optimizer.param_groups:
             g["lr"] = self.config.lr * f
 
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (images, labels) batch on the CPU: sampled here (num_workers 0) or by the loader workers."""
+        if self.num_workers == 0:
+            images, labels, _ = self.sampler.sample()
+            return torch.from_numpy(images), torch.from_numpy(labels)
+        if self._batches is None:
+            self._batches = self._start_workers()
+        try:
+            images, labels, _ = next(self._batches)
+        except RuntimeError as e:  # e.g. a worker was killed; superqt would swallow a RuntimeError
+            raise TrainingError(f"a data-loading worker failed ({e}); set num_workers to 0 to sample in the "
+                                f"training process") from e
+        return images, labels
+
+    def _start_workers(self) -> Iterator:
+        """DataLoader workers over the sampler, seeded from (seed, rank, worker, iteration); pinned on CUDA."""
+        from torch.utils.data import DataLoader
+
+        stream = PatchStream(self.sampler, seed=self.config.seed, rank=self.dist.rank, start=self.iteration)
+        # fork shares the case images copy-on-write (workers only run NumPy); spawn pickles them once per worker
+        context = "fork" if sys.platform.startswith("linux") else "spawn"
+        self._loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                                  pin_memory=self.device.type == "cuda", persistent_workers=True, prefetch_factor=2,
+                                  multiprocessing_context=context,
+                                  generator=torch.Generator().manual_seed(self.config.seed))  # global RNG untouched
+        return iter(self._loader)
+
+    def _stop_workers(self) -> None:
+        """Shut the loader workers down (joined, terminated if stuck); a later step starts new ones."""
+        batches, self._batches, self._loader = self._batches, None, None
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
     def _autocast(self):
         if self.amp_dtype is None:
             return torch.autocast("cpu", enabled=False)
@@ -384,12 +438,11 @@ class Distiller:
         if self.heads is not None:
             self.heads.train()
         self._set_lr()
-        images, labels, has_label = self.sampler.sample()
+        x, y = self._next_batch()
         if os.environ.get("NAPARI_DMD_RANK_DUMP"):
-            self._patch_hashes.append(hashlib.sha1(images.tobytes()).hexdigest())
-        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+            self._patch_hashes.append(hashlib.sha1(x.numpy().tobytes()).hexdigest())
         if self.device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.pin_memory(), y.pin_memory()  # no-op for batches the loader pinned already
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
         x = x.to(self.device, non_blocking=True)
