@@ -336,7 +336,7 @@ def test_malicious_pickle_runs_nothing_and_is_refused(tmp_path):
     assert not marker.exists(), "loading a malicious file ran its code"
     junk = tmp_path / "junk.pt"  # a corrupt file is reported as unreadable, not as dangerous
     junk.write_text("not a checkpoint")
-    with pytest.raises(TeacherError, match=r"junk\.pt: not a readable PyTorch teacher file \(unexpected pickle opcode"):
+    with pytest.raises(TeacherError, match=r"junk\.pt: not a readable PyTorch teacher file \(not a PyTorch file"):
         load_teacher(junk)
 
 

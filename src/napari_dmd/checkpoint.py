@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,28 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def load_error_reason(path: str | Path, exc: BaseException) -> str:
+    """Why ``torch.load`` failed on ``path``, in a few words (torch's own messages run to paragraphs)."""
+    text = str(exc)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot read the file: {e.strerror or e}"
+    if head.startswith(b"PK"):
+        if "zip archive" in text or "central directory" in text:
+            return "the file is truncated or corrupt: incomplete zip archive"
+    elif not head.startswith(b"\x80"):
+        return "not a PyTorch file: neither a zip archive nor a pickle; it may be another kind of file"
+    if "Unsupported global" in text:
+        name = text.split("Unsupported global:", 1)[1].split("was not an allowed", 1)[0].strip()
+        return f"it holds objects other than weights ({name.removeprefix('GLOBAL ')}) and is refused unread"
+    if "Weights only load failed" in text:
+        return "not a weights-only PyTorch file; it may be corrupt, or pickled by another program"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a napari-dmd checkpoint safely (weights only), checking its format and version."""
     path = Path(path)
@@ -55,17 +78,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle is reported, never executed
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise CheckpointError(f"{path}: not a readable napari-dmd checkpoint ({reason[:200]})") from e
+        raise CheckpointError(f"{path}: not a readable napari-dmd checkpoint ({load_error_reason(path, e)})") from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a napari-dmd checkpoint (no '{FORMAT}' marker)")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        hint = (f"; it was written by napari-dmd {data.get('napari_dmd_version', '?')}: update napari-dmd to read "
+                "it") if newer else ""
         raise CheckpointError(
             f"{path}: checkpoint format version {version} is not supported by this napari-dmd "
-            f"(reads version {FORMAT_VERSION})")
+            f"(reads version {FORMAT_VERSION}){hint}")
     for key in ("model", "state_dict"):
         if key not in data:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
@@ -81,7 +108,9 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
                      dropout=float(cfg.get("dropout", 0.0)))
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:200]
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        useful = [ln for ln in lines if ln.startswith(("Missing key", "Unexpected key", "size mismatch"))]
+        first = (useful or lines)[0][:200]
         raise CheckpointError(f"{path}: weights do not fit the architecture it describes ({first})") from e
     return model.eval()
 

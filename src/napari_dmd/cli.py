@@ -1,4 +1,4 @@
-"""Command line: napari-dmd train-teacher | distill | predict | evaluate | export | demo.
+"""Command line: napari-dmd train-teacher | distill | predict | evaluate | export | bench | demo.
 
 Every verb calls the same engine as the napari widgets. Bad input ends with a one-line error and a
 non-zero exit status, never a traceback.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 import types
 import typing
@@ -19,6 +21,14 @@ from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where to find help, not the whole usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -73,10 +83,80 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> N
             g.add_argument(flag, dest=f.name, default=None, type=scalar, help=text)
 
 
-def _build_config(args: argparse.Namespace, **forced: Any):
-    from .config import TrainConfig
+_TYPE_WORDS = {int: "integer", float: "number", str: "string", bool: "true/false", type(None): "null"}
 
-    cfg = TrainConfig.load_yaml(args.config) if getattr(args, "config", None) else TrainConfig()
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """True when ``value`` (from YAML) fits the type hint of a TrainConfig field."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint in (str, type(None)):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_words(hint: Any) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_words(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_words(typing.get_args(hint)[0])}s"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_config_types(cfg: Any, source: str) -> None:
+    """Refuse settings of the wrong type in a config file (numbers written as text, e.g. ``1e-3``, are read)."""
+    from .config import ConfigError, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        if isinstance(value, str) and _type_ok(1.5, hint) and not _type_ok(value, hint):
+            try:  # YAML reads 1e-3 (no dot) as a string
+                value = float(value)
+                setattr(cfg, f.name, value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hint):
+            raise ConfigError(f"{source}: setting {f.name} must be {_type_words(hint)}, got {value!r}")
+
+
+def _load_config_file(path: str):
+    """TrainConfig from a YAML file; every error names the file."""
+    from .config import ConfigError, TrainConfig
+
+    try:
+        cfg = TrainConfig.load_yaml(path)
+    except ConfigError as e:
+        msg = str(e)
+        mark = getattr(e.__cause__, "problem_mark", None)
+        if mark is not None:  # a YAML syntax error: say where
+            problem = getattr(e.__cause__, "problem", None) or "syntax error"
+            msg = f"{path}: line {mark.line + 1}, column {mark.column + 1}: {problem} (not valid YAML)"
+        if "unknown setting" in msg:
+            msg += " (a config file holds training settings only; give output folders and checkpoints " \
+                   "on the command line: --out, --resume, --teacher)"
+        raise ConfigError(msg if str(path) in msg else f"{path}: {msg}") from e
+    _check_config_types(cfg, str(path))
+    return cfg
+
+
+def _build_config(args: argparse.Namespace, **forced: Any):
+    from .config import ConfigError, TrainConfig
+
+    cfg = _load_config_file(args.config) if getattr(args, "config", None) else TrainConfig()
     for f in _config_fields():
         v = getattr(args, f.name, None)
         if v is not None:
@@ -84,7 +164,12 @@ def _build_config(args: argparse.Namespace, **forced: Any):
     for k, v in forced.items():
         if v is not None:
             setattr(cfg, k, v)
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ConfigError as e:  # a bad value from the config file: name the file
+        src, name = getattr(args, "config", None), str(e).split(" ", 1)[0]
+        from_file = src and name in {f.name for f in dataclasses.fields(cfg)} and getattr(args, name, None) is None
+        raise ConfigError(f"{src}: {e}" if from_file and str(src) not in str(e) else str(e)) from e
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -102,9 +187,14 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _load_cases(args: argparse.Namespace):
+    from .config import ConfigError
     from .data.cases import load_folder_pairs, load_msd_folder, load_pair_lists
     from .data.io import DataError
 
+    if args.max_cases is not None and args.max_cases < 1:
+        raise ConfigError(f"--max-cases must be >= 1, got {args.max_cases}")
+    if getattr(args, "labelled_cases", None) is not None and args.labelled_cases < 0:
+        raise ConfigError(f"--labelled-cases must be >= 0, got {args.labelled_cases}")
     names = None
     if args.data:
         root = Path(args.data)
@@ -127,7 +217,7 @@ def _load_cases(args: argparse.Namespace):
     else:
         raise DataError("no input data: give --data FOLDER or --images FILE...")
     cases = sorted(cases, key=lambda c: c.name)
-    if args.max_cases:
+    if args.max_cases is not None:
         cases = cases[: args.max_cases]
     if not cases:
         raise DataError(f"{args.data or args.images}: no image files found")
@@ -165,6 +255,10 @@ def _drive(distiller, quiet: bool = False) -> dict[str, Any]:
             if not quiet:
                 print(file=sys.stderr)
             return stop.value
+        except Exception:
+            if last_len:  # end the progress line, so that the error message gets a line of its own
+                print(file=sys.stderr)
+            raise
         except KeyboardInterrupt:
             distiller.request_stop()
             print("\ninterrupted: stopping and writing a checkpoint...", file=sys.stderr)
@@ -187,56 +281,128 @@ def _drive(distiller, quiet: bool = False) -> dict[str, Any]:
 
 
 def _print_params(label: str, n: int, ref: int | None = None) -> None:
-    ratio = f"  (1/{ref / n:.1f} of the teacher)" if ref else ""
+    ratio = ""
+    if ref:
+        ratio = f"  (1/{ref / n:.1f} of the teacher)" if n <= ref else f"  ({n / ref:.1f}x the teacher)"
     print(f"{label}: {n:,} parameters{ratio}")
+
+
+def _dice_text(best: float) -> str:
+    return f"best validation mean Dice {best:.4f}" if best >= 0 else "not validated: no validation cases"
+
+
+# ------------------------------------------------------------------------------------------ pre-checks
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "events.jsonl", "tensorboard")
+
+
+def _check_writable(folder: Path, what: str = "output folder") -> None:
+    """Refuse a folder that cannot be created or written, before any work is done (nothing is created)."""
+    from .data.io import DataError
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise DataError(f"{folder}: cannot be used as {what}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise DataError(f"{folder}: {what} is not writable ({e.strerror or e})") from e
+
+
+def _check_run_dir(out: Path) -> None:
+    """The run folder: a writable folder whose run files cannot lead outside it through symbolic links."""
+    from .safe_paths import resolve_inside
+
+    for name in RUN_FILES:
+        resolve_inside(out, name, what="run file")
+    _check_writable(out, "the --out folder")
+
+
+def _check_dims(cases, spatial_dims: int | None, model: str) -> None:
+    """A 3D model needs 3D images (a one-slice volume reads as 2D); the message names the image and model."""
+    from .data.io import DataError
+
+    case = min(cases, key=lambda c: c.ndim)
+    if spatial_dims is not None and spatial_dims > case.ndim:
+        hint = " (a volume with a single slice reads as 2D)" if case.ndim == 2 else ""
+        raise DataError(f"{case.source}: {case.ndim}D image of shape {case.image.shape}{hint}, but {model} is "
+                        f"{spatial_dims}D; give {spatial_dims}D volumes or a {case.ndim}D model")
+
+
+def _check_patch(d, cfg) -> None:
+    """Refuse a patch the model cannot train on: instance norm needs more than one voxel at the deepest level."""
+    from .config import ConfigError
+
+    stride = d.model.total_stride
+    bottom = [-(-int(p) // stride) for p in d.patch_size]
+    if cfg.norm == "instance" and math.prod(bottom) < 2:
+        raise ConfigError(f"patch_size {list(d.patch_size)} is too small for model {cfg.model!r}: it is halved "
+                          f"down to one voxel, which instance normalization cannot train on; use patch_size "
+                          f"{2 * stride} or more along one axis (small images are padded) or a shallower model "
+                          f"such as --model 8,16,32")
 
 
 # ---------------------------------------------------------------------------------------------- verbs
 def cmd_train_teacher(args: argparse.Namespace) -> int:
+    from .data.cases import check_patch_size
     from .distill.engine import Distiller
 
     cfg = _build_config(args, method="none" if args.method is None else None)
     if args.model is None and not getattr(args, "config", None):
         cfg.model = "teacher"
+    _check_run_dir(Path(args.out))
     cases, names = _load_cases(args)
+    _check_dims(cases, cfg.spatial_dims, "the model (spatial_dims)")
+    check_patch_size(cfg.patch_size, cases)
     cfg.class_names = cfg.class_names or names
     d = Distiller(cfg, cases, output_dir=args.out, role="teacher", resume=args.resume)
+    _check_patch(d, cfg)
     _print_params("teacher", d.parameter_counts()["model"])
     result = _drive(d, args.quiet)
     print(f"teacher checkpoint: {d.best_path if d.best_path.exists() else d.last_path}  "
-          f"(best validation mean Dice {result['best_dice']:.4f}, {result['wall_s']:.0f} s)")
+          f"({_dice_text(result['best_dice'])}, {result['wall_s']:.0f} s)")
     return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
+    from .data.cases import check_patch_size
     from .distill.engine import Distiller
     from .teachers import teacher_from_args
 
     cfg = _build_config(args)
+    _check_run_dir(Path(args.out))
     teacher = teacher_from_args(args)
     cases, names = _load_cases(args)
+    _check_dims(cases, cfg.spatial_dims or teacher.spatial_dims,
+                f"the teacher {teacher.source}" if cfg.spatial_dims is None else "the model (spatial_dims)")
+    check_patch_size(cfg.patch_size, cases)
     cfg.class_names = cfg.class_names or teacher.class_names or names
     train, val = _split_for_labels(cases, cfg, args)
     resume = args.resume
     d = Distiller(cfg, train, val_cases=val, teacher=teacher, output_dir=args.out, resume=resume)
+    _check_patch(d, cfg)
     counts = d.parameter_counts()
     _print_params("teacher", counts["teacher"])
     _print_params(f"student ({cfg.model})", counts["model"], counts["teacher"])
     result = _drive(d, args.quiet)
     print(f"student checkpoint: {d.best_path if d.best_path.exists() else d.last_path}  "
-          f"(best validation mean Dice {result['best_dice']:.4f}, {result['wall_s']:.0f} s)")
+          f"({_dice_text(result['best_dice'])}, {result['wall_s']:.0f} s)")
     return 0
 
 
 def _output_path(out: Path, src_name: str, many: bool) -> Path:
+    """Where one prediction goes: ``out`` itself, or a file of the input's name inside the folder ``out``."""
+    from .safe_paths import resolve_inside
+
     if many or out.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        return out / src_name
+        return resolve_inside(out, src_name, what="output file")
     return out
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .data.io import DataError, read_image, write_image
+    from .data.io import WRITABLE_SUFFIXES, DataError, file_suffix, is_supported_file, read_image, write_image
     from .segment import Segmenter
 
     seg = Segmenter.from_checkpoint(args.model, device=args.device)
@@ -244,29 +410,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in args.input:
         p = Path(item)
         if p.is_dir():
-            inputs += sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            inputs += sorted(q for q in p.iterdir() if q.is_file() and is_supported_file(q))
         else:
             inputs.append(p)
     if not inputs:
-        raise DataError(f"{args.input}: no input images")
+        raise DataError(f"{' '.join(args.input)}: no input images")
     out = Path(args.output)
     many = len(inputs) > 1
     targets = [_output_path(out, p.name, many) for p in inputs]
+    for src, dst in zip(inputs, targets):
+        if file_suffix(dst) not in WRITABLE_SUFFIXES:
+            raise DataError(f"{dst}: cannot write labels as '{file_suffix(dst) or dst.name}'; use one of "
+                            f"{', '.join(WRITABLE_SUFFIXES)}")
+        if src.exists() and dst.exists() and src.resolve() == dst.resolve():
+            raise DataError(f"{dst}: the output would replace the input image; choose another output")
     clashes = [t for t in targets if t.exists()]
     if clashes and not args.overwrite:
         raise DataError(f"{clashes[0]}: output file exists; pass --overwrite to replace it")
+    for folder in sorted({t.parent for t in targets}):
+        _check_writable(folder)
     for src, dst in zip(inputs, targets):
         img = read_image(src)
+        if min(img.array.shape) < 2:
+            raise DataError(f"{src}: image too small to segment (shape {img.array.shape}); every dimension needs "
+                            ">= 2 voxels")
         t0 = time.perf_counter()
+        shown = [False]
 
-        def progress(done: int, total: int, name: str = src.name) -> None:
+        def progress(done: int, total: int, name: str = src.name, shown: list[bool] = shown) -> None:
             if not args.quiet:
+                shown[0] = True
                 print(_progress_line(done, total, name), end="", file=sys.stderr, flush=True)
 
-        labels = seg(img.array, progress=progress, source=str(src))
-        write_image(dst, labels, img.spacing, img.affine, overwrite=args.overwrite)
-        if not args.quiet:
-            print(file=sys.stderr)
+        try:
+            labels = seg(img.array, progress=progress, source=str(src))
+            write_image(dst, labels, img.spacing, img.affine, overwrite=args.overwrite)
+        finally:
+            if shown[0]:  # end the progress line, so that an error message gets a line of its own
+                print(file=sys.stderr)
         print(f"{src} -> {dst}  ({time.perf_counter() - t0:.2f} s)")
     return 0
 
@@ -275,9 +456,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import load_checkpoint
+    from .data.io import DataError
     from .metrics import evaluate, summarize
     from .segment import Segmenter
 
+    report_path = Path(args.json) if args.json else None
+    if report_path is not None:
+        if report_path.exists() and not args.overwrite:
+            raise DataError(f"{report_path}: report file exists; pass --overwrite to replace it")
+        if report_path.is_dir():
+            raise DataError(f"{report_path}: is a folder; give a file name for the JSON report")
+        _check_writable(report_path.parent, "report folder")
     cases, _ = _load_cases(args)
     ckpt = load_checkpoint(args.model)
     val_names = ckpt.get("val_cases")
@@ -289,7 +478,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.model}: none of its validation cases is in the given data")
     cases = [c for c in cases if c.has_label]
     if not cases:
-        raise ValueError("evaluate needs labelled cases")
+        raise DataError(f"{args.data or ' '.join(args.images or [])}: evaluate needs labelled cases; none of "
+                        "the given images has a label")
     models = [("model", Segmenter.from_checkpoint(args.model, args.device))]
     if args.teacher:
         models.insert(0, ("teacher", Segmenter.from_checkpoint(args.teacher, args.device)))
@@ -319,8 +509,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ratio = t["parameters"] / max(s["parameters"], 1)
         print(f"compression: {ratio:.1f}x fewer parameters, {t['seconds_per_case'] / s['seconds_per_case']:.1f}x "
               f"faster, Dice retention {100 * s['mean_dice'] / max(t['mean_dice'], 1e-9):.1f} %")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+    if report_path is not None:  # temp file + rename: an existing report is replaced whole or not at all
+        tmp = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(report, indent=2, default=float))
+            os.replace(tmp, report_path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return 0
 
 
@@ -333,7 +528,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="napari-dmd", description=__doc__.split("\n")[0])
+    p = _Parser(prog="napari-dmd", description=__doc__.split("\n")[0])
     from . import __version__
     from .export import add_export_parser
     from .teachers import add_teacher_flags
@@ -375,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["val", "all"], default="val",
                    help="the validation split recorded in the checkpoint (default) or all cases")
     e.add_argument("--json", help="write the report to this JSON file")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json report")
     e.add_argument("--device", default="auto")
     _add_data_flags(e)
     e.set_defaults(func=cmd_evaluate)
@@ -387,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dims", type=int, choices=[2, 3], default=2)
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_demo)
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)  # napari-dmd bench step | inference | sliding-window | memory | gui | time-to-dice | all
     return p
 
 
@@ -412,6 +612,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"napari-dmd {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("NAPARI_DMD_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"napari-dmd {args.verb}: error: unexpected {type(e).__name__}: {first} (please report it; set "
+              "NAPARI_DMD_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

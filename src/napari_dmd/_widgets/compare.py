@@ -173,16 +173,16 @@ class CompareWidget(QWidget):
         layer, truth = self.image_box.layer(), self.truth_box.layer()
         try:
             if teacher is None or student is None:
-                raise ValueError("choose a teacher and a student (load them in the Teacher / Distill widgets, "
-                                 "or click 'Use demo models' in the Teacher widget)")
+                raise DataError("choose a teacher and a student (load them in the Teacher / Distill widgets, "
+                                "or click 'Use demo models' in the Teacher widget)")
             if layer is None:
-                raise ValueError("no image layer to compare on; open an image first")
+                raise DataError("no image layer to compare on; open an image first")
             if layer.rgb or layer.ndim not in (2, 3):
-                raise ValueError(f"layer {layer.name!r} is not a single-channel 2D image or 3D volume")
+                raise DataError(f"layer {layer.name!r} is not a single-channel 2D image or 3D volume")
             for entry in (teacher, student):
                 if layer.ndim < entry.segmenter.spatial_dims:
-                    raise ValueError(f"{entry.name} is {entry.segmenter.spatial_dims}D and cannot segment the "
-                                     f"{layer.ndim}D layer {layer.name!r}")
+                    raise DataError(f"{entry.name} is {entry.segmenter.spatial_dims}D and cannot segment the "
+                                    f"{layer.ndim}D layer {layer.name!r}")
         except ValueError as exc:
             notify_error(exc, "Compare")
             return None

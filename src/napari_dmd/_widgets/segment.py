@@ -17,6 +17,7 @@ from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ..data.io import DataError
 from ._common import (
     LayerChooser,
     ModelChooser,
@@ -38,7 +39,7 @@ __all__ = ["SegmentWidget", "image_array", "placement_kwargs"]
 def image_array(layer: Image) -> np.ndarray:
     """The full-resolution data of an image layer as a NumPy array (reads dask/zarr data into memory)."""
     if layer.rgb:
-        raise ValueError(f"layer {layer.name!r} is an RGB image; convert it to one channel to segment it")
+        raise DataError(f"layer {layer.name!r} is an RGB image; convert it to one channel to segment it")
     data = layer.data[0] if layer.multiscale else layer.data
     return np.asarray(data)
 
@@ -107,18 +108,18 @@ class SegmentWidget(QWidget):
         layer = self.image_box.layer()
         try:
             if entry is None:
-                raise ValueError("no model is loaded; load or train one in the Teacher or Distill widget, "
-                                 "or click 'Use demo models' in the Teacher widget")
+                raise DataError("no model is loaded; load or train one in the Teacher or Distill widget, "
+                                "or click 'Use demo models' in the Teacher widget")
             if layer is None:
-                raise ValueError("no image layer to segment; open an image first")
+                raise DataError("no image layer to segment; open an image first")
             if layer.rgb:
-                raise ValueError(f"layer {layer.name!r} is an RGB image; segment a single-channel image")
+                raise DataError(f"layer {layer.name!r} is an RGB image; segment a single-channel image")
             if layer.ndim not in (2, 3):
-                raise ValueError(f"layer {layer.name!r} has {layer.ndim} dimensions; segment a 2D image or "
-                                 "3D volume")
+                raise DataError(f"layer {layer.name!r} has {layer.ndim} dimensions; segment a 2D image or "
+                                "3D volume")
             if layer.ndim < entry.segmenter.spatial_dims:
-                raise ValueError(f"{entry.name} is a {entry.segmenter.spatial_dims}D model and cannot segment "
-                                 f"the {layer.ndim}D layer {layer.name!r}")
+                raise DataError(f"{entry.name} is a {entry.segmenter.spatial_dims}D model and cannot segment "
+                                f"the {layer.ndim}D layer {layer.name!r}")
         except ValueError as exc:
             notify_error(exc, "Segment")
             return None

@@ -29,6 +29,7 @@ from napari_dmd.data.io import (
 __all__ = [
     "DEFAULT_IGNORE_INDEX",
     "Case",
+    "check_patch_size",
     "infer_num_classes",
     "load_case",
     "load_folder_pairs",
@@ -352,7 +353,11 @@ def load_pair_lists(
     else:
         labels = list(label_paths)
         if len(labels) != len(images):
-            raise DataError(f"got {len(images)} images but {len(labels)} label files; the lists must pair up")
+            n = min(len(images), len(labels))
+            odd = images[n] if len(images) > n else labels[n]
+            kind = "image has no label file" if len(images) > n else "label file has no image"
+            raise DataError(f"{odd}: this {kind} (got {len(images)} images but {len(labels)} label files); "
+                            "the lists must pair up")
     return [load_case(img, lab) for img, lab in zip(images, labels)]
 
 
@@ -410,6 +415,30 @@ def validate_case(
         raise DataError(
             f"{lwhere}: labels out of range: values {bad[:5]} but only {num_classes} classes "
             f"(0..{num_classes - 1}) expected"
+        )
+
+
+def check_patch_size(patch_size: Sequence[int] | None, cases: Sequence[Case], *, min_allowed: int = 32) -> None:
+    """Refuse a training patch far larger than every image (it would hold mostly padding).
+
+    An axis may exceed the largest image along it up to twice, or up to ``min_allowed`` voxels (small images
+    are padded to the network's stride); beyond that a ConfigError names the setting and the largest image.
+    """
+    from napari_dmd.config import ConfigError
+
+    if not patch_size or not cases:
+        return
+    n = len(patch_size)
+    shaped = [c for c in cases if c.ndim >= n]
+    if not shaped:
+        return
+    largest = [max(int(c.image.shape[c.ndim - n + i]) for c in shaped) for i in range(n)]
+    if any(int(p) > max(2 * e, min_allowed) for p, e in zip(patch_size, largest)):
+        biggest = max(shaped, key=lambda c: int(np.prod(c.image.shape[-n:])))
+        raise ConfigError(
+            f"patch_size {[int(p) for p in patch_size]} is far larger than every image (largest extent per axis "
+            f"{largest}, e.g. {biggest.source}); the patch would be mostly padding: use patch_size {largest} "
+            "or smaller"
         )
 
 

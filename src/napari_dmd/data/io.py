@@ -10,6 +10,7 @@ Every problem with a file raises :class:`DataError` with a one-line message nami
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -111,7 +112,9 @@ def affine_from_spacing(spacing: tuple[float, ...] | list[float]) -> np.ndarray:
 
 
 def _reason(exc: BaseException) -> str:
-    """One-line description of an exception."""
+    """One-line description of an exception (an OS error's reason without the temp file it names)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     text = str(exc).strip().splitlines()
     return text[0] if text and text[0] else type(exc).__name__
 
@@ -205,14 +208,23 @@ def read_image(path: str | os.PathLike) -> ImageData:
 def _read_nifti(p: Path) -> ImageData:
     """NIfTI via nibabel; data transposed to (z, y, x), spacing reversed, affine unchanged."""
     import nibabel as nib
+    from nibabel.imageglobals import logger as nib_logger
 
     where = str(p)
-    img = nib.load(str(p), mmap=False)
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise DataError(f"{where}: not a NIfTI image ({type(img).__name__})")
-    array = np.asanyarray(img.dataobj)
-    if array.dtype.names is not None or array.dtype.kind == "c":
-        raise DataError(f"{where}: NIfTI data type {array.dtype} (RGB/complex) is not supported")
+    # nibabel logs header problems to stderr itself; the DataError raised for them is the one message
+    level = nib_logger.level
+    nib_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        img = nib.load(str(p), mmap=False)
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise DataError(f"{where}: not a NIfTI image ({type(img).__name__})")
+        array = np.asanyarray(img.dataobj)
+    finally:
+        nib_logger.setLevel(level)
+    if array.dtype.names is not None:
+        raise DataError(f"{where}: colour (RGB) NIfTI image is not supported; convert it to grayscale")
+    if array.dtype.kind == "c":
+        raise DataError(f"{where}: complex-valued NIfTI image is not supported; save magnitudes instead")
     array = _check_dims(np.asarray(array), where, channel_axis=-1)
     ndim = array.ndim
     # float32 header values -> shortest decimal (7.7, not 7.699999809265137)

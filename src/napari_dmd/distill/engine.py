@@ -24,7 +24,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, TrainConfig
-from ..data.cases import Case, validate_cases
+from ..data.cases import Case, check_patch_size, validate_cases
 from ..data.sampling import PatchSampler, PatchStream, split_cases
 from ..data.transforms import normalize
 from ..inference import sliding_window_predict
@@ -179,7 +179,9 @@ class Distiller:
         data_dims = cases[0].ndim
         spatial_dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else data_dims)
         if spatial_dims > data_dims:
-            raise ConfigError(f"a {spatial_dims}D model cannot train on {data_dims}D images")
+            hint = " (a volume with a single slice reads as 2D)" if data_dims == 2 else ""
+            raise ConfigError(f"{cases[0].source}: {data_dims}D image{hint}, but the model is {spatial_dims}D"
+                              + (f" like the teacher {teacher.source}" if teacher is not None else ""))
         if teacher is not None and teacher.spatial_dims != spatial_dims:
             raise ConfigError(f"teacher {teacher.source} is {teacher.spatial_dims}D but the student is "
                               f"{spatial_dims}D; set spatial_dims to {teacher.spatial_dims}")
@@ -225,6 +227,12 @@ class Distiller:
             shapes, spatial_dims, self.model.total_stride)
         if len(self.patch_size) != spatial_dims:
             raise ConfigError(f"patch_size {self.patch_size} does not match a {spatial_dims}D model")
+        check_patch_size(cfg.patch_size, train_cases)  # far larger than every image: refused
+        stride = self.model.total_stride
+        if cfg.norm == "instance" and math.prod(-(-p // stride) for p in self.patch_size) < 2:
+            raise ConfigError(f"patch_size {self.patch_size} is too small for model {cfg.model!r}: it is halved "
+                              f"down to one voxel, which instance normalization cannot train on; use patch_size "
+                              f"{2 * stride} or more along one axis (small images are padded) or a shallower model")
         self.model.to(self.device)
         if self.heads is not None:
             self.heads.to(self.device)
@@ -293,6 +301,10 @@ class Distiller:
         """Train until ``config.iterations`` or a stop request; yields an Event per step and more."""
         cfg = self.config
         if self.dist.is_main:
+            from ..safe_paths import resolve_inside
+
+            for name in ("last.pt", "best.pt", "config.yaml", "events.jsonl", "tensorboard"):
+                resolve_inside(self.output_dir, name, what="run file")  # no symlink leads out of the folder
             self.output_dir.mkdir(parents=True, exist_ok=True)
             cfg.save_yaml(self.output_dir / "config.yaml")
             self._log_file = open(self.output_dir / "events.jsonl", "a")  # noqa: SIM115 - closed in finally

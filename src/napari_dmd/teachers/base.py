@@ -259,11 +259,17 @@ def load_torch_file(path: str | Path, *, trust: bool = False, allow_numpy: bool 
                 f"{path}: refused to load: this {what} holds more than weights ({', '.join(unsafe[:5])}); "
                 "unpickling it could run code from the file. napari-dmd reads weights only. If you trust the file "
                 "and its author, load it with trust=True (CLI: --trust-teacher).") from e
-        raise TeacherError(f"{path}: not a readable PyTorch {what} ({_load_reason(e)})") from e
+        raise TeacherError(f"{path}: not a readable PyTorch {what} ({_load_reason(e, path)})") from e
 
 
-def _load_reason(e: BaseException) -> str:
+def _load_reason(e: BaseException, path: Path) -> str:
     """The useful part of a torch.load error (torch's weights-only message buries it)."""
+    from ..checkpoint import load_error_reason
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"\x80"):  # not a pickle: a zip archive torch cannot open, or no torch file at all
+        return load_error_reason(path, e)
     text = str(e)
     if "WeightsUnpickler error:" in text:
         tail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
