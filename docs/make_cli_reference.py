@@ -8,7 +8,7 @@ from pathlib import Path
 
 from napari_dmd.cli import build_parser
 
-VERBS = ["train-teacher", "distill", "predict", "evaluate", "export", "demo"]
+VERBS = ["train-teacher", "distill", "predict", "evaluate", "export", "bench", "demo"]
 
 
 def main() -> None:
