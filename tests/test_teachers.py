@@ -485,6 +485,29 @@ def test_onnx_teacher_teaches(hippo_cases, tmp_path):
     distill_few_steps(teacher, hippo_cases, tmp_path / "run")
 
 
+def test_evaluate_accepts_any_teacher_format(hippo_cases, tmp_path, capsys):
+    """`napari-dmd evaluate --teacher` reads an ONNX teacher (any format) next to a napari-dmd student."""
+    pytest.importorskip("onnxruntime")
+    from napari_dmd.cli import main
+
+    torch.manual_seed(0)
+    net = TinyNet(3).eval()
+    onnx_path = tmp_path / "teacher.onnx"
+    export_plain_onnx(net, onnx_path, (1, 1, 16, 16, 16))
+    teacher = load_teacher(onnx_path, class_names=CLASSES)
+    distill_few_steps(teacher, hippo_cases, tmp_path / "run")
+    images = [c.image_path for c in hippo_cases[:2]]
+    labels = [c.label_path for c in hippo_cases[:2]]
+    rc = main(["evaluate", "--model", str(tmp_path / "run" / "last.pt"), "--teacher", str(onnx_path),
+               "--images", *images, "--labels", *labels, "--split", "all", "--device", "cpu",
+               "--json", str(tmp_path / "eval.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "teacher (teacher.onnx)" in out and "compression:" in out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["teacher"]["parameters"] == sum(p.numel() for p in net.parameters())
+    assert len(report["teacher"]["dice_mean"]) == 2 and report["cases"] == [c.name for c in hippo_cases[:2]]
+
+
 def test_onnx_fixed_shapes_and_bad_channels(tmp_path):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)

@@ -369,7 +369,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from .data.cases import check_patch_size
     from .distill.engine import Distiller
-    from .teachers import teacher_from_args
+    from .teachers import check_teacher, teacher_from_args
 
     cfg = _build_config(args)
     _check_run_dir(Path(args.out))
@@ -377,6 +377,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     cases, names = _load_cases(args)
     _check_dims(cases, cfg.spatial_dims or teacher.spatial_dims,
                 f"the teacher {teacher.source}" if cfg.spatial_dims is None else "the model (spatial_dims)")
+    for warning in check_teacher(teacher, cases, num_classes=cfg.num_classes):
+        print(f"warning: {warning}", file=sys.stderr)
     check_patch_size(cfg.patch_size, cases)
     cfg.class_names = cfg.class_names or teacher.class_names or names
     train, val = _split_for_labels(cases, cfg, args)
@@ -482,7 +484,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         "the given images has a label")
     models = [("model", Segmenter.from_checkpoint(args.model, args.device))]
     if args.teacher:
-        models.insert(0, ("teacher", Segmenter.from_checkpoint(args.teacher, args.device)))
+        models.insert(0, ("teacher", _teacher_segmenter(args, models[0][1])))
     report: dict[str, Any] = {"cases": [c.name for c in cases]}
     for label, seg in models:
         results, times = [], []
@@ -517,6 +519,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         finally:
             tmp.unlink(missing_ok=True)
     return 0
+
+
+def _teacher_segmenter(args: argparse.Namespace, student: Any) -> Any:
+    """A Segmenter for ``--teacher`` of any format (napari-dmd, TorchScript, nnU-Net v2, MONAI, ONNX)."""
+    from .distill.engine import resolve_device
+    from .segment import Segmenter
+    from .teachers import teacher_from_args
+
+    teacher = teacher_from_args(args)
+    device = str(resolve_device(args.device))
+    teacher.to(device)
+    patch = list(teacher.patch_size or student.patch_size)
+    return Segmenter(teacher, teacher.num_classes, teacher.spatial_dims, patch, teacher.normalization,
+                     teacher.class_names, device, name=Path(args.teacher).name)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -566,13 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="per-class Dice / HD95 of a model (and its teacher) on labelled data")
     e.add_argument("--model", required=True, help="checkpoint to evaluate")
-    e.add_argument("--teacher", help="also evaluate this teacher and print the compression report")
     e.add_argument("--split", choices=["val", "all"], default="val",
                    help="the validation split recorded in the checkpoint (default) or all cases")
     e.add_argument("--json", help="write the report to this JSON file")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --json report")
     e.add_argument("--device", default="auto")
     _add_data_flags(e)
+    add_teacher_flags(e, required=False)
     e.set_defaults(func=cmd_evaluate)
 
     add_export_parser(sub)

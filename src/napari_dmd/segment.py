@@ -50,7 +50,11 @@ class Segmenter:
 
     @property
     def parameters(self) -> int:
-        return count_parameters(self.model) if isinstance(self.model, nn.Module) else 0
+        """Weights of the model (also of a teacher adapter, whose weights are frozen); 0 when unknown (ONNX)."""
+        if isinstance(self.model, nn.Module):
+            return count_parameters(self.model)
+        params = getattr(self.model, "parameters", None)
+        return sum(p.numel() for p in params()) if callable(params) else 0
 
     def check_image(self, image: np.ndarray, source: str = "image") -> None:
         """Raise DataError if this model cannot segment ``image``."""
