@@ -291,7 +291,7 @@ CATALOGUE: list[Bad] = [
         lambda c: (c.train(label=(p := c.label("frac.nii.gz", LABEL + np.float32(0.5)))), p), "non-integer"),
     Bad("labels-above-class-count",
         lambda c: (c.distill(label=(p := c.label("seven.nii.gz", _labels(7)))),
-                   p), "out of range"),
+                   p), "holds label 7"),
     Bad("negative-labels",
         lambda c: (c.train(label=(p := c.label("neg.nii.gz", _labels(-1, np.int16)))), p), "negative label"),
     Bad("all-background-labels",
@@ -303,7 +303,7 @@ CATALOGUE: list[Bad] = [
                     "--out", str(c.tmp / "run"), *FAST], p), "mixed with"),
     # ------------------------------------------------------------------ teachers and checkpoints
     Bad("teacher-class-count-differs", lambda c: (c.distill("--num-classes", "5"), c.t2),
-        "predicts 3 classes but num_classes is 5"),
+        "predicts 3 classes but 5 were asked for"),
     Bad("teacher-dimensionality-differs",
         lambda c: (c.distill("--spatial-dims", "3", image=c.nii("v.nii.gz", RNG.random((8, 32, 32))),
                              label=c.label("v_lab.nii.gz", np.stack([LABEL] * 8))), c.t2), "is 2D but the student"),

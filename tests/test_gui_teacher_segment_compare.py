@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_dmd import pretrained
+from napari_dmd.checkpoint import load_checkpoint
 from napari_dmd.config import TrainConfig
 from napari_dmd.distill.engine import Distiller
 from napari_dmd.metrics import dice_per_class
@@ -24,8 +26,9 @@ TINY = "4,8,16"
 TEACHER = "teacher: tiny"
 STUDENT = "student: tiny"
 TINY_RECIPE = pretrained.DemoRecipe(teacher_model=TINY, student_model="2,4,8", teacher_iterations=2,
-                                    student_iterations=2, patch=32, batch_size=2, n_2d=1, sizes_2d=(48,), n_3d=1,
-                                    shape_3d=(4, 48, 48), slice_step=2, num_threads=1)
+                                    student_iterations=2, teacher_patch=32, student_patch=48, teacher_batch=2,
+                                    student_batch=3, n_2d=1, sizes_2d=(48,), n_3d=1, shape_3d=(4, 48, 48),
+                                    slice_step=2, num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,11 @@ def test_demo_models_cached_and_reused(tmp_path):
     assert calls[-1] == (4, 4) and len(calls) == 4  # one report per training step
     assert [p.name for p in tmp_path.iterdir()] == [TINY_RECIPE.key()]  # no temporary folder left
     assert load_teacher(t).normalization == load_teacher(s).normalization
+    tc, sc = load_checkpoint(t), load_checkpoint(s)  # each role gets its own method, patch, batch and weights
+    r = TINY_RECIPE
+    assert (tc["config"]["method"], tc["patch_size"], tc["config"]["batch_size"]) == (r.teacher_method, [32, 32], 2)
+    assert (sc["config"]["method"], sc["patch_size"], sc["config"]["batch_size"]) == ("dmd", [48, 48], 3)
+    assert sc["config"]["lambda_logit"] == r.lambda_logit and tc["kind"] == "teacher"
     mtime = t.stat().st_mtime_ns
     calls.clear()
     assert pretrained.phantom_models(lambda d, n: calls.append((d, n)), tmp_path, recipe=TINY_RECIPE) == (t, s)
@@ -97,6 +105,42 @@ def test_demo_cache_location_and_override(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_DMD_DEMO_ITERATIONS", "3")
     with pytest.raises(ValueError, match="NAPARI_DMD_DEMO_ITERATIONS"):
         pretrained.current_recipe()
+
+
+def test_demo_recipe_key_tracks_training_settings():
+    """Every training setting (but the thread count) names its own cache folder, so a new recipe never
+    reuses a pair trained with the old one."""
+    from dataclasses import replace
+
+    r = pretrained.RECIPE
+    keys = {replace(r, **{k: v}).key() for k, v in (("teacher_method", "none"), ("lambda_logit", 1.0),
+                                                     ("teacher_patch", 64), ("student_batch", 4))}
+    assert len(keys) == 4 and r.key() not in keys
+    assert replace(r, num_threads=1).key() == r.key()
+    assert r.key().startswith(f"phantom2d-v3-t{r.teacher_iterations}-s{r.student_iterations}-")
+
+
+def test_demo_pair_benchmark_smoke(tmp_path, capsys):
+    """benchmarks/demo_pair.py runs end to end on a tiny recipe and reports times and per-class Dice."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_pair.py"
+    spec = importlib.util.spec_from_file_location("demo_pair_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = TINY_RECIPE
+    out = tmp_path / "r.json"
+    args = ["--threads", "1", "--no-samples", "--json", str(out), "--set", f"teacher_model={r.teacher_model}",
+            f"student_model={r.student_model}", "teacher_iterations=2", "student_iterations=1", "teacher_patch=32",
+            "student_patch=32", "teacher_batch=2", "student_batch=2", "n_2d=1", "sizes_2d=48", "n_3d=1",
+            "shape_3d=4,48,48", "slice_step=2"]
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    assert "machine:" in text and "CPU/2" in text and "| student | val_phantom2d |" in text
+    result = json.loads(out.read_text())
+    assert result["times"]["cpu_s"] > 0 and result["recipe"]["sizes_2d"] == [48]
+    assert set(result["dice"]) == {"teacher", "student"} and len(result["means"]["teacher"]["val_per_class"]) == 5
 
 
 def test_entry_from_teacher_file_is_qt_free_core(tiny_models):

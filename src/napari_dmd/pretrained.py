@@ -1,12 +1,12 @@
 """Demo models for the synthetic phantom: a small 2D teacher + DMD student, trained at first use and cached.
 
 ``phantom_models()`` returns the paths of the two checkpoints. The first call trains them with the one
-engine (:class:`napari_dmd.distill.engine.Distiller`: method "none" for the teacher preset, then "dmd" for the
-student preset) on 2D phantoms and 2D slices of 3D phantoms, so the pair segments the 2D sample and, slice by
-slice, the 3D sample. Later calls reuse the cache under ``$NAPARI_DMD_CACHE`` or the user cache directory
-(``platformdirs.user_cache_dir("napari-dmd")``). The cache folder is built in a temporary folder and
-renamed into place, so a crash or a cancel never leaves half a cache. Qt-free: the Teacher widget runs this in
-a worker thread.
+engine (:class:`napari_dmd.distill.engine.Distiller`: method "ds" for the teacher preset, then "dmd" for the
+student preset; about a minute of CPU, see :class:`DemoRecipe`) on 2D phantoms and 2D slices of 3D phantoms,
+so the pair segments the 2D sample and, slice by slice, the 3D sample. Later calls reuse the cache under
+``$NAPARI_DMD_CACHE`` or the user cache directory (``platformdirs.user_cache_dir("napari-dmd")``). The cache
+folder is built in a temporary folder and renamed into place, so a crash or a cancel never leaves half a cache.
+Qt-free: the Teacher widget runs this in a worker thread.
 """
 
 from __future__ import annotations
@@ -46,19 +46,30 @@ class DemoCancelled(RuntimeError):
 class DemoRecipe:
     """How the demo pair is trained. Changing any field trains a new pair in its own cache folder.
 
-    Choices for a short CPU budget (docs/guide_part_a.md): batch norm and raw intensities
-    (``normalization="none"``: the phantom's intensities mean the same in every image, so a slice of a volume
-    looks like a 2D phantom), no augmentation (flips would hide the organs' left/right layout), patches
-    centred on a random organ 90 % of the time (the small kidneys, spleen and lesion are learnt late otherwise).
+    Choices for a CPU budget of about a minute (measured with ``benchmarks/demo_pair.py``; docs/guide_part_a.md):
+    batch norm and raw intensities (``normalization="none"``: the phantom's intensities mean the same in every
+    image, so a slice of a volume looks like a 2D phantom), no augmentation (flips would hide the organs'
+    left/right layout), patches centred on a random organ 90 % of the time (the small kidneys, spleen and
+    lesion are learnt late otherwise), lr 1e-2 (3e-3 and 3e-2 were worse). The teacher trains with deep
+    supervision (method "ds": class heads on the decoder stages; the small classes then appear in far fewer
+    steps) on 48 x 48 patches (cheaper per step for the same quality; its lesion class appeared between 225 and
+    300 steps). The student needs 8 patches of 64 x 64 per step and ~225 steps (with 6 per step, with 48 x 48
+    patches or with 200 steps its kidney class did not appear) and, in so short a training, a weak target-class
+    term (``lambda_logit``: at the default 1 the T²-scaled pull towards the teacher's softened probabilities
+    held the student's small classes back; at 3 they never appeared).
     """
 
     teacher_model: str = "teacher"  # preset name or channels, as TrainConfig.model
     student_model: str = "student"
-    teacher_iterations: int = 250
-    student_iterations: int = 250
-    patch: int = 64
-    batch_size: int = 8
+    teacher_iterations: int = 300
+    student_iterations: int = 225
+    teacher_patch: int = 48
+    student_patch: int = 64
+    teacher_batch: int = 8
+    student_batch: int = 8
     lr: float = 1e-2
+    teacher_method: str = "ds"  # "none" (task loss) or "ds" (+ deep supervision; its heads are saved, unused)
+    lambda_logit: float = 0.25  # the student's DMD weight of TCKD on the final logits (TrainConfig default 1)
     norm: str = "batch"
     normalization: str = "none"
     fg_fraction: float = 0.9
@@ -80,7 +91,7 @@ class DemoRecipe:
         settings = asdict(self)
         settings.pop("num_threads")
         blob = json.dumps(settings, sort_keys=True).encode()
-        return (f"phantom2d-v2-t{self.teacher_iterations}-s{self.student_iterations}-"
+        return (f"phantom2d-v3-t{self.teacher_iterations}-s{self.student_iterations}-"
                 f"{hashlib.sha1(blob).hexdigest()[:10]}")
 
 
@@ -206,9 +217,8 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
     try:
         cases, val = phantom_cases_2d(recipe)
         common = dict(spatial_dims=2, num_classes=len(PHANTOM_CLASS_NAMES), class_names=list(PHANTOM_CLASS_NAMES),
-                      patch_size=[recipe.patch] * 2, batch_size=recipe.batch_size, lr=recipe.lr, norm=recipe.norm,
-                      normalization=recipe.normalization, fg_fraction=recipe.fg_fraction, augment=False,
-                      device=device, seed=recipe.seed, log_interval=50,
+                      lr=recipe.lr, norm=recipe.norm, normalization=recipe.normalization,
+                      fg_fraction=recipe.fg_fraction, augment=False, device=device, seed=recipe.seed, log_interval=50,
                       num_threads=recipe.num_threads or usable_cores())
         done = 0
 
@@ -225,11 +235,15 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
                 raise DemoCancelled("demo model training was stopped; nothing was cached")
             return run.best_path if run.best_path.exists() else run.last_path
 
-        t_cfg = TrainConfig(method="none", model=recipe.teacher_model, iterations=recipe.teacher_iterations,
+        t_cfg = TrainConfig(method=recipe.teacher_method, model=recipe.teacher_model,
+                            iterations=recipe.teacher_iterations, patch_size=[recipe.teacher_patch] * 2,
+                            batch_size=recipe.teacher_batch,
                             val_interval=recipe.teacher_iterations, checkpoint_interval=recipe.teacher_iterations,
                             **common)
         teacher_path = drive(Distiller(t_cfg, cases, val_cases=val, output_dir=work / "teacher", role="teacher"))
         s_cfg = TrainConfig(method="dmd", model=recipe.student_model, iterations=recipe.student_iterations,
+                            patch_size=[recipe.student_patch] * 2, batch_size=recipe.student_batch,
+                            lambda_logit=recipe.lambda_logit,
                             val_interval=recipe.student_iterations, checkpoint_interval=recipe.student_iterations,
                             **common)
         student_path = drive(Distiller(s_cfg, cases, val_cases=val, teacher=load_teacher(teacher_path),

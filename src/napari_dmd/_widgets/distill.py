@@ -2,8 +2,9 @@
 
 A thin view of :class:`napari_dmd.distill.engine.Distiller`: the widget collects settings, builds the run in a
 napari thread worker (cases are loaded and normalized there, never on the Qt thread) and forwards the engine's
-events (one per step) to the main thread, where it updates the progress bar, the status line, the live plot
-(:mod:`.loss_plot`) and the checkpoint path. Stop asks the engine to stop before its next step; closing the
+events (one per step) to the main thread, where they are only recorded; a timer (``STATUS_HZ``) then updates the
+progress bar, the status line, the live plot (:mod:`.loss_plot`) and the checkpoint path together, in one window
+repaint. Stop asks the engine to stop before its next step; closing the
 viewer quits the worker, which closes the engine's generator so that it writes ``last.pt``. When a run ends its
 checkpoints are added to :data:`napari_dmd.registry.REGISTRY` as students, and :data:`LIVE` shares snapshots of
 the student being trained with the Features widget. Export… writes the finished student with
@@ -34,6 +35,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QTabWidget,
@@ -53,7 +55,7 @@ from ._common import (
     notify_info,
     start_worker,
 )
-from .loss_plot import LossPlot
+from .loss_plot import LossPlot, StatusLine
 
 if TYPE_CHECKING:
     import napari
@@ -72,7 +74,14 @@ METHOD_TIPS = {
     "none": "none: the student alone (teacher's prediction only as target where there is no label)",
 }
 STUDENT_PRESETS = ("student", "student-tiny")
-STATUS_HZ = 4.0  # status line and progress bar refresh
+# Status line, progress bar, plot and checkpoint path refresh together at this rate. Each refresh repaints the
+# window, which costs the GUI thread 10-15 ms *with the GIL held* under software OpenGL (Xvfb, VMs, remote
+# desktops: the window is composited with OpenGL because of napari's canvas), time the training thread waits.
+# For the same reason the widget shows its own progress bar instead of napari's activity dock: while a napari
+# ``progress`` is open, its animated "in progress" indicator repaints the window ~33 times a second, which cut
+# training throughput in the viewer by half or more (napari-dmd bench gui); its progress bar also runs
+# QApplication.processEvents() on every update (re-entrant event handling).
+STATUS_HZ = 1.0
 MIN_POOL_THREADS = 4
 
 
@@ -283,8 +292,8 @@ class DistillWidget(QWidget):
         self.export_worker = None
         self.last_export: dict[str, Any] | None = None  # the model card of the last export
         self.last_error = ""
-        self._pbar = None
         self._last_step: Event | None = None
+        self._checkpoint_path: str | None = None  # shown at the next status tick
         self._guard = _Guard()
         self.destroyed.connect(self._guard.stop)
 
@@ -369,6 +378,15 @@ class DistillWidget(QWidget):
         for b in (self.start_button, self.stop_button, self.resume_button, self.export_button):
             buttons.addWidget(b)
         layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%v / %m iterations")
+        layout.addWidget(self.progress_bar)
+        self.live_line = StatusLine()  # iteration, loss, samples/s, ETA: changes every status tick
+        layout.addWidget(self.live_line)
+        self.progress_bar.hide()  # shown from the first run on
+        self.live_line.hide()
         self.status_label = QLabel("idle")
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
@@ -564,16 +582,18 @@ class DistillWidget(QWidget):
 
     def _launch(self, run: RunHandle, start_iteration: int) -> None:
         from napari.qt.threading import create_worker
-        from napari.utils import progress
 
         self.run = run
         self._guard.run = run
         self._last_step = None
+        self._checkpoint_path = None
         self.last_error = ""
         self.plot.set_run(run.config.method, run.output_dir.name)
-        self._pbar = progress(total=run.config.iterations, initial=start_iteration,
-                              desc=f"Distill {run.config.method} ({run.output_dir.name})")
-        self._pbar_n = start_iteration
+        self.progress_bar.setRange(0, run.config.iterations)
+        self.progress_bar.setValue(start_iteration)
+        self.live_line.setText("")
+        self.progress_bar.show()
+        self.live_line.show()
         worker = create_worker(train_worker, run, LIVE, _start_thread=False)
         worker.yielded.connect(self._on_yield)
         worker.finished.connect(self._on_finished)
@@ -591,6 +611,7 @@ class DistillWidget(QWidget):
 
     # ------------------------------------------------------------------ main-thread handlers
     def _on_yield(self, item: Any) -> None:
+        """Record one engine event; widgets change at the next :meth:`_tick` (one repaint for many events)."""
         run = self.run
         if run is None:
             return
@@ -605,39 +626,45 @@ class DistillWidget(QWidget):
         elif ev.kind == "validation":
             self.plot.add_dice(ev.iteration, ev.mean_dice)
             if ev.path:
-                self._show_checkpoint(ev.path, best=True)
+                self._checkpoint_path = ev.path
         elif ev.kind in ("checkpoint", "done", "stopped"):
             if ev.path:
-                self._show_checkpoint(ev.path)
-        if ev.kind in ("start", "done", "stopped"):
+                self._checkpoint_path = ev.path
+        if ev.kind == "start":
             self.status_label.setText(ev.message)
         if snap is not None:
             LIVE.latest = snap
             LIVE.snapshot.emit(snap)
         self.run_event.emit(ev)
 
-    def _show_checkpoint(self, path: str, best: bool = False) -> None:
+    def _checkpoint_message(self, path: str) -> str:
         run = self.run
         last = str(run.distiller.last_path) if run is not None and run.distiller is not None else path
         best_path = run.distiller.best_path if run is not None and run.distiller is not None else None
         text = f"checkpoint: {last}"
         if best_path is not None and Path(best_path).exists():
             text += f"\nbest: {best_path}"
-        self.checkpoint_label.setText(text)
+        return text
 
     def _tick(self) -> None:
+        """Show the latest state: progress, status line, checkpoint path, plot (throttled itself)."""
+        if self._checkpoint_path is not None:
+            text = self._checkpoint_message(self._checkpoint_path)
+            if text != self.checkpoint_label.text():  # a QLabel's new text relayouts (and repaints) the window
+                self.checkpoint_label.setText(text)
+            self._checkpoint_path = None
         ev = self._last_step
         if ev is not None:
-            if self._pbar is not None and ev.iteration > self._pbar_n:
-                self._pbar.update(ev.iteration - self._pbar_n)
-                self._pbar_n = ev.iteration
+            if ev.iteration != self.progress_bar.value():
+                # QProgressBar.setValue repaints at once (a window repaint of its own); this way it joins the
+                # tick's other changes in one repaint
+                self.progress_bar.setUpdatesEnabled(False)
+                self.progress_bar.setValue(ev.iteration)
+                self.progress_bar.setUpdatesEnabled(True)
             eta = time.strftime("%H:%M:%S", time.gmtime(ev.eta_s)) if np.isfinite(ev.eta_s) else "?"
             total = ev.parts.get("total", float("nan"))
-            text = (f"iteration {ev.iteration}/{ev.total} · loss {total:.4f} · {ev.samples_per_s:.1f} "
-                    f"samples/s · ETA {eta}")
-            if self.run is not None and self.run.stop:
-                text += " — stopping…"
-            self.status_label.setText(text)
+            self.live_line.setText(f"iteration {ev.iteration}/{ev.total} · loss {total:.4f} · "
+                                   f"{ev.samples_per_s:.1f} samples/s · ETA {eta}")
         self.plot.refresh()
 
     def _fail(self, exc: BaseException) -> None:
@@ -651,9 +678,6 @@ class DistillWidget(QWidget):
             self._timer.stop()
         except RuntimeError:  # the widget is being deleted with the viewer
             return
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
         self.worker = None
         LIVE.running = False
         LIVE.changed.emit()
