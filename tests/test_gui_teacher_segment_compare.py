@@ -212,6 +212,12 @@ def test_segment_3d_volume_slice_by_slice_and_cancel(make_napari_viewer, qtbot, 
     out = viewer.layers[-1]
     assert out.data.shape == vol.shape and tuple(out.scale) == (3.0, 0.8, 0.8)
     assert seen and seen[-1][0] == seen[-1][1] >= 6  # windows over all six slices
+    # the result stays in the status line, even if a window count arrives late
+    done_text = w.status.text()
+    assert done_text.startswith("vol segmentation") and " s, classes present" in done_text
+    w.progressed.emit(3, 6)
+    qtbot.wait(20)
+    assert w.status.text() == done_text
     # Cancel: the worker stops before its next window and adds nothing
     n = len(viewer.layers)
     assert w.segment() is not None

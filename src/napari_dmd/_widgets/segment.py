@@ -59,6 +59,8 @@ class SegmentWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker: FunctionWorker | None = None
+        self._finished_run = True  # no run in flight: window counts are ignored
+        self._last_progress = 0.0
         self._stop = False
         self._pbar = None
 
@@ -146,6 +148,8 @@ class SegmentWidget(QWidget):
             return labels, time.perf_counter() - t0
 
         self._pbar = progress(total=0, desc=f"Segment {layer.name} ({entry.name})")
+        self._finished_run = False
+        self._last_progress = 0.0
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …")
@@ -154,6 +158,11 @@ class SegmentWidget(QWidget):
         return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        # a late window count never overwrites the result; at most ~10 repaints a second
+        if self._finished_run or (done < total and now - self._last_progress < 0.1):
+            return
+        self._last_progress = now
         if self._pbar is not None:
             if self._pbar.total != total:
                 self._pbar.total = total
@@ -162,6 +171,7 @@ class SegmentWidget(QWidget):
 
     def _add_layer(self, result: tuple[np.ndarray, float], entry: ModelEntry, layer: Image) -> None:
         labels, seconds = result
+        self._finished_run = True
         names = entry.segmenter.class_names
         meta = labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
                                inference_s=seconds)
@@ -171,6 +181,7 @@ class SegmentWidget(QWidget):
         self.status.setText(f"{name}: {seconds:.2f} s, classes present {found or 'none'}")
 
     def _on_error(self, exc: BaseException) -> None:
+        self._finished_run = True
         self.status.setText(report_inference_error(exc, "Segment"))
 
     def _on_finished(self) -> None:
