@@ -128,13 +128,16 @@ def _kd_map(student: Tensor, teacher: Tensor, T: float) -> Tensor:
 
 
 def _binary_log_probs(logits: Tensor, mask: Tensor, T: float) -> Tensor:
-    """``log [p_y, 1 - p_y]`` (N, 2, *spatial); ``log(1 - p_y)`` as logsumexp of non-target log-probs."""
-    log_p = F.log_softmax(logits / T, dim=1)
-    log_py = torch.where(mask, log_p, torch.zeros((), dtype=log_p.dtype, device=log_p.device)).sum(
-        dim=1, keepdim=True
-    )
-    log_rest = torch.logsumexp(_fill_masked(log_p, mask), dim=1, keepdim=True)
-    return torch.cat([log_py, log_rest], dim=1)
+    """``log [p_y, 1 - p_y]`` (N, 2, *spatial) as ``z_y/T - lse`` and ``lse_non-target - lse``.
+
+    ``log(1 - p_y)`` is a logsumexp over the non-target entries (the target masked to -inf: weight 0 in value
+    and gradient), never the log of a difference.
+    """
+    z = logits / T
+    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    z_y = torch.where(mask, z, torch.zeros((), dtype=z.dtype, device=z.device)).sum(dim=1, keepdim=True)
+    lse_rest = torch.logsumexp(z.masked_fill(mask, float("-inf")), dim=1, keepdim=True)
+    return torch.cat([z_y - lse, lse_rest - lse], dim=1)
 
 
 def _tckd_map(student: Tensor, teacher: Tensor, mask: Tensor, T: float) -> Tensor:
@@ -362,18 +365,50 @@ def mfd_loss(
         valid = target != ignore_index
     elif part != "kd":
         raise ValueError(f"MFD part {part!r} needs a target (class ids); only part='kd' works without one")
+    shared = None
+    if part == "kd" or (part == "nckd" and teacher.shape[1] > 2):
+        # the teacher's side is the same for every scale: computed once
+        mask = None if part == "kd" else _target_mask(_valid_and_safe(target, ignore_index)[1], teacher.shape[1])
+        shared = _teacher_side(_as_float(teacher), mask, T)
     total: Tensor | None = None
     for wk, zk in zip(w, scales):
         up = upsample_like(zk, size)
-        if part == "kd":
-            term = kd_loss(up, teacher, T, valid=valid)
+        _check_pair(up, teacher)
+        if shared is not None:
+            term = _masked_mean(_cross_map(_as_float(up), *shared, T), valid)
         elif part == "tckd":
             term = tckd_loss(up, teacher, target, T, ignore_index=ignore_index)
         else:
-            term = nckd_loss(up, teacher, target, T, ignore_index=ignore_index)
+            term = nckd_loss(up, teacher, target, T, ignore_index=ignore_index)  # binary: zero, warns once
         total = wk * term if total is None else total + wk * term
     assert total is not None
     return total
+
+
+def _teacher_side(teacher: Tensor, mask: Tensor | None, T: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Teacher probabilities ``p`` (over all classes, or over the non-target ones when ``mask`` is given, 0 at
+    the target) and ``Σ p log p`` per pixel, for :func:`_cross_map`."""
+    z = teacher / T
+    log_p = F.log_softmax(z if mask is None else _fill_masked(z, mask), dim=1)
+    p = log_p.exp()
+    plogp = p * log_p
+    if mask is not None:
+        zero = torch.zeros((), dtype=p.dtype, device=p.device)
+        p, plogp = torch.where(mask, zero, p), torch.where(mask, zero, plogp)
+    return p, plogp.sum(dim=1), mask
+
+
+def _cross_map(student: Tensor, p_t: Tensor, plogp_t: Tensor, mask: Tensor | None, T: float) -> Tensor:
+    """Per-pixel ``T² KL(p_t||p_s)`` written as ``Σ p_t log p_t - Σ p_t z_s/T + logsumexp(z_s/T)``.
+
+    Equal to :func:`_kd_map` (``mask`` None) or :func:`_nckd_map` (logsumexp over the non-target classes), since
+    ``log p_s = z_s/T - logsumexp(z_s/T)`` and ``Σ p_t = 1``; cheaper: no student softmax over the full tensor.
+    """
+    z = student / T
+    # -inf at the target: logsumexp gives it weight exp(-inf) = 0 in value and gradient (C >= 3 leaves >= 2
+    # finite entries), and the -inf never meets a multiplication
+    lse = torch.logsumexp(z if mask is None else z.masked_fill(mask, float("-inf")), dim=1)
+    return (T * T) * (plogp_t - (p_t.to(z.dtype) * z).sum(dim=1) + lse)
 
 
 def deep_supervision_loss(
