@@ -506,6 +506,19 @@ def report(out: Path, path: Path) -> None:
                     _ms(ret) if ret else "–", f"{rs[0]['params']:,}", f"{fl / 1e9:.3f}" if fl else "–",
                     f"{1000 * ms:.0f}"]) + " |")
             lines.append("")
+    gaps = []
+    for (ds, st, m), rs in groups.items():
+        t = teachers.get(ds)
+        if t and m in ("none", "alone") and st in ("full", "lowlabel"):
+            alone = np.array([r["mean_dice"] for r in rs])
+            gaps.append(f"- **{ds}, {st}**: teacher {100 * t['mean_dice']:.1f} vs student {m} "
+                        f"{100 * alone.mean():.1f} ± {100 * alone.std(ddof=1) if alone.size > 1 else 0:.1f}: "
+                        f"gap {100 * (t['mean_dice'] - alone.mean()):+.1f} Dice points.")
+    if gaps:
+        lines += ["## How much the teacher has to give (teacher minus student alone)", "", *gaps, ""]
+    notes = Path(__file__).with_name("ablation_notes.md")
+    if notes.exists():  # the hand-written reading of the computed tables above
+        lines += [notes.read_text().strip(), ""]
     lines += ["## DMD against each baseline (computed)", "",
               "Difference of seed means in Dice points; *beyond noise* when it exceeds twice its standard error "
               "(sqrt(s₁²/n₁ + s₂²/n₂)).", "", *_verdict(groups, teachers), ""]
@@ -519,10 +532,13 @@ def report(out: Path, path: Path) -> None:
                          f"{v['teacher'] / v['student-tiny']:.1f}x | {v['threads']:.0f} |")
         lines.append("")
     wall = sum(r["train_s"] for r in rows)
+    ran = " ".join(ds for ds in SPECS if any(r["dataset"] == ds and r["setting"] != "teacher" for r in rows))
     lines += ["## Commands", "", "```bash",
-              f"{sys.executable.replace(str(Path.cwd()) + '/', '')} benchmarks/ablation.py --out {out.name} --jobs 2"
-              "      # trains everything (resumable)",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --latency            # latency table",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --datasets {ran} "
+              "--settings tune    # the weight grid first",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --datasets {ran} "
+              "--settings full lowlabel tiny    # then the table, WEIGHTS set from the grid",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --latency --datasets {ran}    # latency table",
               f".venv/bin/python benchmarks/ablation.py --out {out.name} --report docs/results.md",
               "```", "", f"Sum of the jobs' training times: {wall / 60:.0f} CPU-thread minutes "
               f"({len(rows)} jobs).", ""]

@@ -1,0 +1,41 @@
+"""Smoke test of benchmarks/ablation.py: a seconds-long run on the phantom, then its report (numbers mean nothing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+@pytest.fixture
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ablation_script"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("ablation_script", None)
+
+
+def test_ablation_runs_and_reports(ablation, tmp_path, monkeypatch):
+    out = tmp_path / "abl"
+    monkeypatch.setattr(ablation, "FULL_METHODS", ("none", "dmd"))
+    ablation.apply_scale(0.004)  # 2-4 iterations per job
+    ablation.SPECS["phantom2d"].patch = [32, 32]
+    for job in [ablation.Job("phantom2d", "teacher", "none"),
+                *[j for j in ablation.plan(["phantom2d"], (0,)) if j.setting == "full"]]:
+        res = ablation.run_job(job, out)
+        assert 0.0 <= res["mean_dice"] <= 1.0 and res["params"] > 0
+    rows = sorted(p.name for p in (out / "jobs").glob("*.json"))
+    assert rows == ["phantom2d_full_dmd_lambda_feat0.667_s0.json", "phantom2d_full_none_s0.json",
+                    "phantom2d_teacher_none_s0.json"]
+    assert json.loads((out / "jobs" / rows[0]).read_text())["iterations"] == ablation.SPECS["phantom2d"].student_iters
+    ablation.report(out, tmp_path / "docs" / "results.md")
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "## Full labels" in text and "**DMD**" in text and "teacher minus student alone" in text
+    assert (tmp_path / "docs" / "images" / "ablation.png").stat().st_size > 1000
