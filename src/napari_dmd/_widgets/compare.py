@@ -10,6 +10,7 @@ Dice comes from :func:`napari_dmd.metrics.dice_per_class`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,7 @@ class CompareWidget(QWidget):
         self.layers: dict[str, Labels] = {}
         self._stop = False
         self._pbar = None
+        self._last_progress = 0.0
 
         self.teacher_box = ModelChooser("teacher")
         self.student_box = ModelChooser("student")
@@ -216,6 +218,10 @@ class CompareWidget(QWidget):
         return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self._last_progress < 0.1:  # at most ~10 repaints a second
+            return
+        self._last_progress = now
         if self._pbar is not None:
             if self._pbar.total != total:
                 self._pbar.total = total

@@ -163,11 +163,12 @@ class SegmentWidget(QWidget):
         if self._finished_run or (done < total and now - self._last_progress < 0.1):
             return
         self._last_progress = now
+        # the text first: napari's progress bar processes events on update, which may deliver the result
+        self.status.setText(f"segmenting: {done}/{total} windows")
         if self._pbar is not None:
             if self._pbar.total != total:
                 self._pbar.total = total
             self._pbar.update(done - self._pbar.n)
-        self.status.setText(f"segmenting: {done}/{total} windows")
 
     def _add_layer(self, result: tuple[np.ndarray, float], entry: ModelEntry, layer: Image) -> None:
         labels, seconds = result
