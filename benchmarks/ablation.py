@@ -76,9 +76,10 @@ class Spec:
 
 SPECS = {
     "hippocampus": Spec("hippocampus", 2, [48, 48], 16, 600, 900, low_labels=6),
-    "chaos": Spec("chaos", 2, [128, 128], 4, 300, 1200, low_labels=2),
-    "hc18": Spec("hc18", 2, [64, 96], 8, 300, 900),
-    "phantom2d": Spec("phantom2d", 2, [96, 96], 4, 300, 900),
+    # chaos: at lr 3e-3 its teacher reached only 0.464 mean Dice in 1200 iterations
+    "chaos": Spec("chaos", 2, [128, 128], 4, 600, 1200, low_labels=2, teacher_lr=1e-2),
+    "hc18": Spec("hc18", 2, [64, 96], 8, 600, 900),
+    "phantom2d": Spec("phantom2d", 2, [96, 96], 4, 600, 900),
     "phantom3d": Spec("phantom3d", 3, [16, 32, 32], 2, 300, 900),
 }
 
