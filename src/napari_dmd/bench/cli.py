@@ -1,0 +1,200 @@
+"""The ``napari-dmd bench VERB`` command line: the verbs' parsers, dispatch to B1-B6, and ``cmd_bench``.
+
+``add_bench_parser`` registers ``bench`` on the main CLI's sub-parsers; ``cmd_bench`` prints the machine and the
+exact command, runs one benchmark (or ``all`` of those whose inputs are given), and writes the JSON result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .dice_time import run_time_to_dice, time_to_dice
+from .gui import bench_gui
+from .inference import bench_inference
+from .machine import (
+    DEFAULT_PATCH,
+    QUICK_PATCH,
+    QUICK_STUDENT,
+    QUICK_TEACHER,
+    command_line,
+    format_machine,
+    machine_info,
+)
+from .memory import bench_memory
+from .sliding_window import bench_sliding_window
+from .step import bench_step
+
+VERBS = ("step", "inference", "sliding-window", "memory", "gui", "time-to-dice", "all")
+
+
+def _common(p: argparse.ArgumentParser, device: str = "auto") -> None:
+    g = p.add_argument_group("output and machine")
+    g.add_argument("--quick", action="store_true",
+                   help="a seconds-long smoke version (tiny models; its numbers mean nothing)")
+    g.add_argument("--json", metavar="PATH", help="write {benchmark, machine, command, date, results} to this file")
+    g.add_argument("--device", default=device, help=f"auto | cpu | cuda | cuda:N | mps (default {device})")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS or cores)")
+
+
+def _patch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patch", type=int, nargs="+", help="training patch, one value per axis (default 2D "
+                   f"{DEFAULT_PATCH[2]}, 3D {DEFAULT_PATCH[3]}; --quick: {QUICK_PATCH[2]}, {QUICK_PATCH[3]})")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher-model", help=f"teacher preset or channels (default teacher; --quick {QUICK_TEACHER})")
+    p.add_argument("--student-model", help=f"student preset or channels (default student; --quick {QUICK_STUDENT})")
+
+
+def add_verbs(sub: Any) -> None:
+    """The bench verbs, on an argparse sub-parsers object."""
+    s = sub.add_parser("step", help="B1: one DMD step vs teacher forward + student forward/backward")
+    s.add_argument("--dims", type=int, choices=[2, 3], default=3)
+    s.add_argument("--repeats", type=int, help="timed runs of each part, interleaved (default 10; --quick 2)")
+    s.add_argument("--batch", type=int, default=2)
+    _patch_arg(s)
+    _model_args(s)
+    _common(s)
+
+    i = sub.add_parser("inference", help="B2: student vs teacher on the same cases: speed-up and Dice retention")
+    i.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    i.add_argument("--student", required=True, help="student checkpoint (.pt)")
+    i.add_argument("--data", default="phantom", help="MSD folder (imagesTr/ + labelsTr/), or 'phantom' (default)")
+    i.add_argument("--cases", type=int, help="number of labelled cases (default 20; --quick 2)")
+    i.add_argument("--repeats", type=int, default=1, help="runs per case and model (median)")
+    _common(i)
+
+    w = sub.add_parser("sliding-window", help="B3: the project's sliding window vs MONAI's, same net and windows")
+    w.add_argument("--size", type=int, help="cubic volume edge in voxels (default 96; --quick 32)")
+    w.add_argument("--patch", type=int, help="cubic window edge (default 64; --quick 16)")
+    w.add_argument("--overlap", type=float, default=0.5)
+    w.add_argument("--batch-size", type=int, default=2, help="windows per network call")
+    w.add_argument("--classes", type=int, default=4)
+    w.add_argument("--model", default="tiny", help="tiny (3-level 3D U-Net) or a U-Net preset / channels")
+    w.add_argument("--repeats", type=int, help="timed runs of each path, interleaved (default 3; --quick 1)")
+    _common(w)
+
+    m = sub.add_parser("memory", help="B5: peak RSS / CUDA memory and step time over 3 patch sizes, 2D and 3D")
+    m.add_argument("--steps", type=int, help="timed steps per configuration after one warm-up (default 5; --quick 1)")
+    m.add_argument("--batch", type=int, default=2)
+    m.add_argument("--dims", type=int, nargs="+", choices=[2, 3], default=[2, 3])
+    _model_args(m)
+    _common(m)
+
+    g = sub.add_parser("gui", help="B4: event-loop stalls while distilling in the viewer; GUI vs headless samples/s")
+    g.add_argument("--steps", type=int, help="training steps per run (default 200; --quick 12)")
+    g.add_argument("--warmup", type=int, help="first steps not counted (default 10; --quick 2)")
+    g.add_argument("--dims", type=int, choices=[2, 3], default=2)
+    g.add_argument("--batch", type=int, default=2)
+    g.add_argument("--rounds", type=int, default=1, help="GUI + headless pairs (median reported)")
+    _patch_arg(g)
+    _model_args(g)
+    _common(g, device="cpu")
+
+    t = sub.add_parser("time-to-dice", help="B6: wall time until the DMD student's validation mean Dice >= 0.80")
+    t.add_argument("--events", help="analyse this run's events.jsonl (no training)")
+    t.add_argument("--threshold", type=float, default=0.80)
+    r = t.add_argument_group("or distil now on this machine (stops at the threshold)")
+    r.add_argument("--teacher", help="teacher checkpoint or file")
+    r.add_argument("--data", help="MSD folder, e.g. ../shared/data/msd_hippocampus")
+    r.add_argument("--out", help="output folder of the run (must not hold a run)")
+    r.add_argument("--config", help="YAML settings of the run (e.g. a run's config.yaml); default: DMD, "
+                                    "student, lr 3e-3, 10 %% validation (at most 20 cases)")
+    r.add_argument("--student-model", default="student")
+    r.add_argument("--iterations", type=int, help="at most this many steps (default 1500; --quick 20)")
+    r.add_argument("--val-interval", type=int, help="validate every N steps (default 100; --quick 5)")
+    r.add_argument("--num-threads", type=int, help="torch threads of the run (default: the config's)")
+    r.add_argument("--keep-going", action="store_true", help="train all iterations instead of stopping")
+    _common(t)
+
+    a = sub.add_parser("all", help="B1, B3, B5, then B2 / B4 / B6 when their inputs (or a display) are given")
+    a.add_argument("--teacher", help="teacher checkpoint for B2")
+    a.add_argument("--student", help="student checkpoint for B2")
+    a.add_argument("--data", default="phantom", help="B2 data: MSD folder or 'phantom'")
+    a.add_argument("--events", help="B6: a run's events.jsonl")
+    _common(a)
+    for verb, parser in sub.choices.items():
+        if verb in VERBS:
+            parser.set_defaults(func=cmd_bench, bench_verb=verb, bench_parser=parser)
+
+
+def add_bench_parser(sub: Any) -> None:
+    """Register ``napari-dmd bench VERB`` on the CLI's sub-parsers."""
+    b = sub.add_parser("bench", help="performance benchmarks B1-B6 (docs/benchmarks.md)",
+                       description="Performance benchmarks (issue 5 part B); see docs/benchmarks.md.")
+    add_verbs(b.add_subparsers(dest="bench_verb", required=True, metavar="BENCHMARK"))
+
+
+def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
+    if verb == "step":
+        return bench_step(a.dims, a.repeats, a.batch, a.patch, a.teacher_model, a.student_model, a.device, a.quick)
+    if verb == "inference":
+        return bench_inference(a.teacher, a.student, a.data, a.cases, a.repeats, a.device, a.quick)
+    if verb == "sliding-window":
+        return bench_sliding_window(a.size, a.repeats, a.patch, a.overlap, a.batch_size, a.classes, a.model,
+                                    a.device, a.quick)
+    if verb == "memory":
+        return bench_memory(a.steps, a.batch, a.dims, a.teacher_model, a.student_model, a.device, a.quick)
+    if verb == "gui":
+        return bench_gui(a.steps, a.warmup, a.dims, a.batch, a.patch, a.teacher_model, a.student_model, a.device,
+                         a.rounds, a.quick)
+    if verb == "time-to-dice":
+        if a.events:
+            return time_to_dice(a.events, a.threshold)
+        if not (a.teacher and a.data and a.out):
+            raise ValueError("give --events EVENTS.jsonl, or --teacher, --data and --out to distil now")
+        return run_time_to_dice(a.teacher, a.data, a.out, a.threshold, a.iterations, a.val_interval, a.config,
+                                a.student_model, a.num_threads, a.device, a.keep_going, a.quick)
+    raise ValueError(f"unknown benchmark {verb!r}")
+
+
+def _run_all(a: argparse.Namespace) -> dict[str, Any]:
+    ns = argparse.Namespace
+    q, dev = a.quick, a.device
+    out: dict[str, Any] = {}
+    plan: list[tuple[str, argparse.Namespace | None, str]] = [
+        ("step", ns(dims=3, repeats=None, batch=2, patch=None, teacher_model=None, student_model=None), ""),
+        ("sliding-window", ns(size=None, repeats=None, patch=None, overlap=0.5, batch_size=2, classes=4,
+                              model="tiny"), ""),
+        ("memory", ns(steps=None, batch=2, dims=[2, 3], teacher_model=None, student_model=None), ""),
+        ("inference", ns(teacher=a.teacher, student=a.student, data=a.data, cases=None, repeats=1)
+         if a.teacher and a.student else None, "give --teacher and --student"),
+        ("gui", ns(steps=None, warmup=None, dims=2, batch=2, patch=None, teacher_model=None, student_model=None,
+                   rounds=1) if os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM") else None,
+         "no display; run under xvfb-run -a"),
+        ("time-to-dice", ns(events=a.events, threshold=0.80) if a.events else None, "give --events"),
+    ]
+    for verb, sub_args, why in plan:
+        print(f"\n## {verb}")
+        if sub_args is None:
+            print(f"skipped: {why}")
+            out[verb] = {"skipped": why}
+            continue
+        sub_args.quick, sub_args.device = q, ("cpu" if verb == "gui" and dev == "auto" else dev)
+        out[verb] = _run_verb(verb, sub_args)
+    return out
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Print the machine and the command, run the benchmark, print its tables, optionally write JSON."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine, cmd = machine_info(), command_line(args)
+    print(format_machine(machine))
+    print(f"command: {cmd}", flush=True)
+    verb = args.bench_verb
+    results = _run_all(args) if verb == "all" else _run_verb(verb, args)
+    if args.json:
+        doc = {"benchmark": verb, "machine": machine, "command": cmd,
+               "date": datetime.now(UTC).isoformat(timespec="seconds"), "results": results}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=2, default=str))
+        print(f"results written to {args.json}")
+    return 0

@@ -1,0 +1,225 @@
+"""B4 (``napari-dmd bench gui``): event-loop stalls while the Distill widget trains in a real napari viewer.
+
+A 10 ms QTimer measures the gaps of the event loop while distilling; the same configuration then also trains
+headless in this process, to compare samples/s. napari and Qt are imported only when the benchmark runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .machine import DEFAULT_PATCH, QUICK_PATCH, QUICK_STUDENT, QUICK_TEACHER, _table
+
+
+def _gaps_ms(stamps: Sequence[float]) -> dict[str, float]:
+    import numpy as np
+
+    gaps = np.diff(np.asarray(stamps)) * 1000
+    if gaps.size == 0:
+        return {"ticks": len(stamps), "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+    return {"ticks": len(stamps), "p50_ms": float(np.percentile(gaps, 50)), "p99_ms": float(np.percentile(gaps, 99)),
+            "max_ms": float(gaps.max())}
+
+
+def _rate(stamps: Sequence[float], batch: int) -> float:
+    """Samples/s between the first and the last stamp (one stamp per step)."""
+    return batch * (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+
+
+def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2, batch: int = 2,
+              patch: Sequence[int] | None = None, teacher_model: str | None = None, student_model: str | None = None,
+              device: str = "cpu", rounds: int = 1, quick: bool = False, timeout_s: float = 1800) -> dict[str, Any]:
+    """B4: event-loop stalls while the Distill widget trains in a real viewer, and GUI vs headless samples/s.
+
+    Each round trains the same configuration (the widget's: threads, validation and checkpoint intervals) on the
+    same cases and teacher once in the viewer (Start, the engine in a thread worker) and once headless in the main
+    thread of this process, alternating which goes first, after one short uncounted GUI run (first-use costs).
+    Samples/s count from the end of warm-up to the last step; after each GUI run the widget's last plot draw and
+    notification are let finish before anything else is timed.
+    """
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                 or os.environ.get("QT_QPA_PLATFORM")):
+        raise ValueError("bench gui needs a display: run it under xvfb-run -a")
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from ..config import TrainConfig
+    from ..distill.engine import Distiller
+    from ..phantom import make_phantom_dataset
+    from ..registry import REGISTRY, entry_from_checkpoint, teacher_from_entry
+
+    steps, warmup = steps or (12 if quick else 200), warmup or (2 if quick else 10)
+    if steps < warmup + 3:
+        raise ValueError(f"--steps {steps} must exceed --warmup {warmup} by at least 3")
+    patch = list(patch or (QUICK_PATCH if quick else DEFAULT_PATCH)[dims])
+    teacher_model = teacher_model or (QUICK_TEACHER if quick else "teacher")
+    student_model = student_model or (QUICK_STUDENT if quick else "student")
+    tmp = Path(tempfile.mkdtemp(prefix="napari-dmd-bench-gui-"))
+
+    viewer = napari.Viewer(title="napari-dmd bench gui")
+    viewer.open_sample("napari-dmd", f"phantom-{dims}d")
+    for i, (img, lab) in enumerate(make_phantom_dataset(2, (128, 128) if dims == 2 else (32, 64, 64), seed=7)):
+        viewer.add_image(img, name=f"extra {i}")
+        viewer.add_labels(lab, name=f"extra {i} labels")
+    layer_cases = None
+    name = "teacher: napari-dmd bench"
+    try:
+        # a teacher checkpoint (one step: its weights do not change the timing), registered like a loaded one
+        from ..demo import phantom_cases
+
+        tcfg = TrainConfig(method="none", model=teacher_model, iterations=1, patch_size=patch, batch_size=batch,
+                           device=device)
+        t = Distiller(tcfg, phantom_cases(2, dims), val_cases=[], output_dir=tmp / "teacher", role="teacher")
+        t.run_to_end()
+        entry = REGISTRY.add(entry_from_checkpoint(t.last_path, role="teacher", device=device, name=name))
+        _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
+        w.teacher_chooser.setCurrentText(name)
+        w.set_method("dmd")
+        w.student_combo.setCurrentText(student_model)
+        w.iterations_spin.setValue(steps)
+        w.patch_edit.setText(",".join(map(str, patch)))
+        w.batch_spin.setValue(batch)
+        idx = w.device_combo.findData(device)
+        if idx < 0:
+            raise ValueError(f"device {device!r} is not offered by the Distill widget on this machine")
+        w.device_combo.setCurrentIndex(idx)
+
+        app_loop = QEventLoop()
+        ticks: list[float] = []
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start()
+        for _ in range(2):  # let the new window settle for 1 s, then 1 s of the idle loop: the floor of the figures
+            ticks.clear()
+            QTimer.singleShot(1000, app_loop.quit)
+            app_loop.exec()
+        idle = _gaps_ms(ticks)
+
+        step_at: list[float] = []  # when each step event reached the main thread
+
+        def on_event(ev: Any) -> None:
+            if ev.kind == "step":
+                step_at.append(time.perf_counter())
+
+        w.run_event.connect(on_event)
+        w.run_finished.connect(app_loop.quit)
+        guard = QTimer()
+        guard.setSingleShot(True)
+        guard.timeout.connect(app_loop.quit)
+        gui_rounds, head_rounds = [], []
+        cfg = None
+
+        def settle() -> None:
+            """After a GUI run: let its last plot draw finish and close its notification, so that neither runs
+            during the next measurement (a toast animates the window for its 4 s on screen)."""
+            deadline = time.perf_counter() + 10
+            while True:
+                QTimer.singleShot(100, app_loop.quit)
+                app_loop.exec()
+                if not getattr(w.plot, "busy", False) or time.perf_counter() > deadline:
+                    break
+            with contextlib.suppress(Exception):
+                from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+                for toast in list(NapariQtNotification._instances):
+                    toast.close()
+            QTimer.singleShot(200, app_loop.quit)
+            app_loop.exec()
+
+        def gui_round(r: int | str) -> None:
+            nonlocal cfg, layer_cases
+            w.output_edit.setText(str(tmp / f"gui{r}"))
+            step_at.clear()
+            ticks.clear()
+            renders = getattr(w.plot, "renders", 0)
+            guard.start(int(timeout_s * 1000))
+            w.start()
+            if not w.running:
+                raise ValueError(f"the Distill widget did not start: {w.last_error or 'unknown reason'}")
+            app_loop.exec()
+            t_end = time.perf_counter()
+            guard.stop()
+            if w.running or not w.events or w.events[-1].kind != "done":
+                w.stop()
+                raise ValueError(f"the GUI run did not finish within {timeout_s:.0f} s: {w.last_error}")
+            if r == "warm-up":
+                settle()
+                return
+            run = w.run
+            cfg, layer_cases = copy.deepcopy(run.config), run.cases
+            t0 = step_at[warmup - 1]
+            gui_rounds.append({**_gaps_ms([t for t in ticks if t0 <= t <= t_end]),
+                               "samples_per_s": _rate(step_at[warmup - 1:], batch),
+                               "engine_samples_per_s": next(e.samples_per_s for e in reversed(w.events)
+                                                            if e.kind == "step"),
+                               "plot_renders": getattr(w.plot, "renders", 0) - renders})
+            settle()
+
+        def headless_round(r: int) -> None:
+            # the same configuration, cases and teacher, headless in this process (main thread)
+            d = Distiller(copy.deepcopy(cfg), layer_cases, teacher=teacher_from_entry(entry),
+                          output_dir=tmp / f"headless{r}")
+            head_at: list[float] = []
+            last = None
+            for ev in d.run():
+                if ev.kind == "step":
+                    head_at.append(time.perf_counter())
+                    last = ev
+            head_rounds.append({"samples_per_s": _rate(head_at[warmup - 1:], batch),
+                                "engine_samples_per_s": last.samples_per_s if last else float("nan")})
+
+        # a short GUI run first, not counted: the process's first-use costs (the plot's first draw loads fonts, the
+        # first validation, thread start-up) would otherwise fall in round 1's GUI run only
+        w.iterations_spin.setValue(min(steps, warmup + 10))
+        gui_round("warm-up")
+        w.iterations_spin.setValue(steps)
+        for r in range(rounds):  # GUI, headless, headless, GUI, ...: a drifting machine load favours neither
+            order = (gui_round, headless_round) if r % 2 == 0 else (headless_round, gui_round)
+            for run_round in order:
+                run_round(r)
+        timer.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            REGISTRY.remove(name)
+        viewer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratios = [g["samples_per_s"] / h["samples_per_s"] for g, h in zip(gui_rounds, head_rounds)]
+    stall = {k: statistics.median(g[k] for g in gui_rounds) for k in ("p50_ms", "p99_ms", "max_ms")}
+    stall["max_ms"] = max(g["max_ms"] for g in gui_rounds)
+    res = {"settings": {"dims": dims, "patch": patch, "batch": batch, "teacher": teacher_model,
+                        "student": student_model, "steps": steps, "warmup": warmup, "rounds": rounds,
+                        "device": device, "num_threads": cfg.num_threads if cfg else None,
+                        "val_interval": cfg.val_interval if cfg else None,
+                        "checkpoint_interval": cfg.checkpoint_interval if cfg else None,
+                        "train_cases": len(layer_cases or []), "napari": napari.__version__,
+                        "display": os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM")},
+           "idle": idle, "gui": gui_rounds, "headless": head_rounds, "stall": stall,
+           "gui_samples_per_s": statistics.median(g["samples_per_s"] for g in gui_rounds),
+           "headless_samples_per_s": statistics.median(h["samples_per_s"] for h in head_rounds),
+           "ratio": statistics.median(ratios)}
+    print(f"B4 GUI: napari {napari.__version__}, Distill widget, DMD {dims}D patch {patch} x {batch}, teacher "
+          f"{teacher_model}, student {student_model}, {steps} steps ({warmup} warm-up steps not counted), "
+          f"{res['settings']['num_threads']} torch thread(s), validation every {res['settings']['val_interval']} "
+          f"and checkpoint every {res['settings']['checkpoint_interval']} steps (the widget's choices), "
+          f"{rounds} round(s) (GUI and headless in turn going first, after one uncounted GUI run), device {device}")
+    print(_table(["event loop (10 ms QTimer)", "ticks", "gap p50 ms", "gap p99 ms", "gap max ms"],
+                 [["idle viewer", idle["ticks"], f"{idle['p50_ms']:.1f}", f"{idle['p99_ms']:.1f}",
+                   f"{idle['max_ms']:.1f}"]] +
+                 [[f"distilling, round {i + 1}", g["ticks"], f"{g['p50_ms']:.1f}", f"{g['p99_ms']:.1f}",
+                   f"{g['max_ms']:.1f}"] for i, g in enumerate(gui_rounds)]))
+    print(_table(["round", "GUI samples/s", "headless samples/s", "GUI / headless"],
+                 [[i + 1, f"{g['samples_per_s']:.2f}", f"{h['samples_per_s']:.2f}", f"{q:.3f}"]
+                  for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
+    print(f"ratio GUI / headless samples/s = {res['ratio']:.3f}  (target >= 0.9)")
+    return res
