@@ -464,10 +464,9 @@ class Distiller:
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
                 teacher_logits = self.teacher(x).float()
-            pseudo = teacher_logits.argmax(1)
             missing = y == IGNORE
-            if bool(missing.any()):
-                y = torch.where(missing, pseudo, y)
+            if bool(missing.any()):  # (argmax over classes is slow on CPU: only when some label is missing)
+                y = torch.where(missing, teacher_logits.argmax(1), y)
                 if cfg.confidence_weighting:
                     conf = torch.softmax(teacher_logits, 1).amax(1)
                     pixel_weight = torch.where(missing, conf, torch.ones_like(conf))
