@@ -535,13 +535,13 @@ def report(out: Path, path: Path) -> None:
     wall = sum(r["train_s"] for r in rows)
     ran = " ".join(ds for ds in SPECS if any(r["dataset"] == ds and r["setting"] != "teacher" for r in rows))
     lines += ["## Commands", "", "```bash",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --datasets {ran} "
-              "--settings tune    # the weight grid first",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --datasets {ran} "
-              "--settings full lowlabel tiny    # then the table, WEIGHTS set from the grid",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --datasets {ran}"
+              "    # teachers, the weight grid, then the tables (resumable)",
               f".venv/bin/python benchmarks/ablation.py --out {out.name} --latency --datasets {ran}    # latency table",
               f".venv/bin/python benchmarks/ablation.py --out {out.name} --report docs/results.md",
-              "```", "", f"Sum of the jobs' training times: {wall / 60:.0f} CPU-thread minutes "
+              "```", "", "The weights in `WEIGHTS` (benchmarks/ablation.py) were set from the grid's best value per "
+              "method after a first `--settings tune` run; `--settings full lowlabel tiny` then ran the tables.",
+              "", f"Sum of the jobs' training times: {wall / 60:.0f} CPU-thread minutes "
               f"({len(rows)} jobs).", ""]
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path} and {chart}")
