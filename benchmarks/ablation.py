@@ -405,11 +405,13 @@ def bar_chart(groups: dict, teachers: dict, path: Path) -> None:
         colors = ["tab:red" if m == "dmd" else "tab:gray" if m in ("none", "alone", "pseudo") else "tab:blue"
                   for m, _ in items]
         ax.bar(range(len(items)), means, yerr=stds, color=colors, capsize=3)
+        for i, (_, v) in enumerate(items):  # every seed as a dot
+            ax.scatter([i] * len(v), [100 * r["mean_dice"] for r in v], s=9, color="k", zorder=3)
         ax.set_xticks(range(len(items)), [m for m, _ in items], rotation=30, fontsize=8)
         if ds in teachers:
             ax.axhline(100 * teachers[ds]["mean_dice"], color="k", ls="--", lw=1, label="teacher")
             ax.legend(fontsize=7, loc="lower right")
-        lo = min(means) - max(stds) - 5
+        lo = min(100 * r["mean_dice"] for _, v in items for r in v) - 5
         ax.set_ylim(max(0, lo), min(100, max(means + [100 * teachers.get(ds, {}).get("mean_dice", 0)]) + 5))
         ax.set_title(f"{ds} — {st}", fontsize=9)
         ax.set_ylabel("mean Dice %", fontsize=8)
@@ -483,7 +485,8 @@ def report(out: Path, path: Path) -> None:
                       f"{items[0][1][0]['iterations']} student iterations)", ""]
             if t:
                 tl = lat.get(ds, {}).get("teacher", t["latency_s"])
-                lines.append(f"Teacher: {t['params']:,} parameters, {t['iterations']} iterations, mean Dice "
+                lines.append(f"Teacher: {t['params']:,} parameters, {t['flops_per_patch'] / 1e9:.3f} GFLOPs per patch, "
+                             f"{t['iterations']} iterations, mean Dice "
                              f"**{100 * t['mean_dice']:.1f}** ("
                              + ", ".join(f"{n} {100 * d:.1f}" for n, d in zip(names, t["dice"]))
                              + f"), HD95 {t['mean_hd95']:.2f}, {1000 * tl:.0f} ms per volume. "
