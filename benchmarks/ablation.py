@@ -461,7 +461,7 @@ def report(out: Path, path: Path) -> None:
     lines = ["# Results: the ablation table", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU; "
              f"each training job single-threaded, two jobs side by side. Produced by `benchmarks/ablation.py` "
-             f"(commands at the end); every number is read from the job files (`{out.name}/jobs/*.json`), none "
+             f"(commands at the end); every number is read from the job files (`{out}/jobs/*.json`), none "
              f"typed by hand. Dice in %, mean ± sample std over {n_seeds} seeds (0, 1, 2) of the student's "
              f"final weights (no checkpoint selection) on a fixed validation split; HD95 in mm (phantom: voxels), "
              f"mean over finite values. Retention = student / teacher mean Dice.", "",
