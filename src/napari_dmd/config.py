@@ -152,7 +152,7 @@ HELP: dict[str, str] = {
     "batch_size": "patches per step (per rank under torchrun)",
     "normalization": "intensity normalization: zscore | zscore-fg | ct | none",
     "fg_fraction": "fraction of patches centred on a foreground voxel",
-    "augment": "flips, rot90 and intensity augmentation",
+    "augment": "flips, rot90 and intensity augmentation; turn off when classes are left/right (e.g. kidneys)",
     "val_fraction": "fraction of labelled cases held back for validation (seeded split)",
     "max_val_cases": "at most this many validation cases",
     "iterations": "training steps",
