@@ -317,3 +317,20 @@ def test_patch_stream_seeds_workers_ranks_and_start_apart():
     resumed = _stream_batches(PatchStream(sampler, seed=5, start=4), 1)
     assert not np.array_equal(a[0], other_rank[0]) and not np.array_equal(a[0], resumed[0])
     assert multiprocessing.active_children() == []
+
+
+def test_no_flips_keeps_left_and_right():
+    """--no-flips: intensity augmentation only, so a 'right' class never appears left of a 'left' class."""
+    img = np.tile(np.linspace(0.0, 1.0, 32, dtype=np.float32), (32, 1))
+    lab = np.where(np.arange(32) < 16, 1, 2).astype(np.uint8)[None, :].repeat(32, axis=0)
+
+    def reversed_rows(flips: bool) -> int:
+        sampler = PatchSampler([img], [lab], (16, 16), batch_size=8, augment=True, flips=flips, seed=3)
+        n = 0
+        for _ in range(10):
+            _, labels, _ = sampler.sample()
+            n += int((np.diff(labels, axis=-1) < 0).any(axis=-1).sum())  # class 2 before class 1 in a row
+        return n
+
+    assert reversed_rows(flips=True) > 0  # the default does flip (control)
+    assert reversed_rows(flips=False) == 0

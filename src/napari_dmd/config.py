@@ -34,6 +34,7 @@ class TrainConfig:
     normalization: str = "zscore"
     fg_fraction: float = 0.33
     augment: bool = True
+    flips: bool = True  # part of augment: random flips on every axis and in-plane rot90
     val_fraction: float = 0.2
     max_val_cases: int = 16
     # optimisation
@@ -152,7 +153,9 @@ HELP: dict[str, str] = {
     "batch_size": "patches per step (per rank under torchrun)",
     "normalization": "intensity normalization: zscore | zscore-fg | ct | none",
     "fg_fraction": "fraction of patches centred on a foreground voxel",
-    "augment": "flips, rot90 and intensity augmentation; turn off when classes are left/right (e.g. kidneys)",
+    "augment": "random intensity changes, plus flips and rot90 unless --no-flips",
+    "flips": "with augment: flip every axis and rotate in-plane by 90 degrees; turn off (--no-flips) when classes "
+             "are left/right, e.g. kidneys",
     "val_fraction": "fraction of labelled cases held back for validation (seeded split)",
     "max_val_cases": "at most this many validation cases",
     "iterations": "training steps",

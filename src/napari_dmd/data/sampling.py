@@ -65,6 +65,7 @@ class PatchSampler:
         fg_fraction: float = 0.33,
         num_classes: int | None = None,
         augment: bool = True,
+        flips: bool = True,
         ignore_index: int = 255,
         seed: int = 0,
     ) -> None:
@@ -101,6 +102,7 @@ class PatchSampler:
         self.fg_fraction = float(fg_fraction)
         self.num_classes = num_classes
         self.augment = bool(augment)
+        self.flips = bool(flips)  # with augment: random flips and rot90 (off: intensity changes only)
         self.ignore_index = int(ignore_index)
         self.seed = seed
 
@@ -201,7 +203,7 @@ class PatchSampler:
         else:
             patch_lab = None
         if self.augment:
-            patch_img, patch_lab = augment_patch(patch_img, patch_lab, rng)
+            patch_img, patch_lab = augment_patch(patch_img, patch_lab, rng, flip=self.flips, rot90=self.flips)
         has_label = patch_lab is not None
         if patch_lab is None:
             patch_lab = np.full(self.patch_size, self.ignore_index, dtype=np.int64)
