@@ -491,3 +491,18 @@ def test_distill_loss_rejects_bad_input():
         distill_loss("kd", s, scales, t, y, **HP, distill_scale=1.5)
     total, parts = distill_loss("none", s, None, None, y, **HP)
     close(total, float(task_loss(s, y)))
+
+
+@pytest.mark.parametrize("method", ["mfd", "dmd", "dkd", "ds"])
+def test_head_supervision_adds_deep_supervision_to_mfd_and_dmd_only(method):
+    s, t, y, scales = make("2d")
+    kw = dict(HP, kd_weight=0.25, ds_weight=1.5)
+    base, parts0 = distill_loss(method, s, scales, t, y, **kw)
+    total, parts = distill_loss(method, s, scales, t, y, **kw, head_supervision=0.8, distill_scale=0.5)
+    if method in ("mfd", "dmd"):
+        ds = sum(ref_task(ref_upsample(z, y.shape[1:]), y) for z in scales)  # independent reference
+        close(parts["ds"], ds)
+        close(total, float(parts0["task"]) + 0.5 * (float(base - parts0["task"]) + 0.8 * ds))
+    else:  # the option belongs to the multi-scale methods; elsewhere nothing changes
+        assert set(parts) == set(parts0)
+        close(total, float(parts0["task"]) + 0.5 * float(base - parts0["task"]))

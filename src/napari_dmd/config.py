@@ -51,6 +51,7 @@ class TrainConfig:
     lambda_logit: float = 1.0  # DMD: TCKD on the final logits
     lambda_feat: float | None = None  # DMD/MFD: per-scale weight; None -> 2 / number of scales
     ds_weight: float = 1.0  # control: heads + deep supervision
+    head_supervision: float = 0.0  # MFD/DMD extension: + this weight x deep supervision at the scale heads
     feature_scales: list[int] | None = None  # decoder stages (0 = deepest); None -> all but the last
     scale_weights: list[float] | None = None
     distill_warmup: float = 0.1  # fraction of iterations over which distillation weight ramps 0 -> 1
@@ -96,7 +97,7 @@ class TrainConfig:
         for name in ("val_interval", "checkpoint_interval", "log_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("alpha", "beta", "kd_weight", "lambda_logit", "ds_weight", "distill_warmup",
+        for name in ("alpha", "beta", "kd_weight", "lambda_logit", "ds_weight", "head_supervision", "distill_warmup",
                      "lr_warmup", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -170,6 +171,8 @@ HELP: dict[str, str] = {
     "lambda_logit": "DMD weight of TCKD on the final logits",
     "lambda_feat": "DMD/MFD weight of the per-scale terms (default 2 / number of scales)",
     "ds_weight": "deep-supervision weight of the 'ds' control",
+    "head_supervision": "MFD/DMD: also supervise every scale head with the task loss, at this weight "
+                        "(0: the method as specified; see docs/method.md)",
     "feature_scales": "decoder stages distilled (0 = deepest); default all but the last",
     "scale_weights": "weight w_k of each distilled scale (default 1 each)",
     "distill_warmup": "fraction of iterations over which distillation terms ramp from 0 to full weight",

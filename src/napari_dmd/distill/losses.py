@@ -482,6 +482,7 @@ def distill_loss(
     ignore_index: int = 255,
     pixel_weight: Tensor | None = None,
     distill_scale: float = 1.0,
+    head_supervision: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One entry point for the training engine: task loss plus the method's extra terms.
 
@@ -490,7 +491,8 @@ def distill_loss(
     kd = task + kd_weight·KD; dkd = task + alpha·TCKD + beta·NCKD; mfd = task + lambda_feat·MFD(part="kd");
     dmd = task + lambda_logit·TCKD + lambda_feat·Σ_k w_k NCKD_k. ``distill_scale`` (linear warm-up, in [0, 1])
     multiplies every term beyond the task loss (the deep-supervision control too, so it is warmed up like
-    MFD/DMD). Shapes as in :func:`dmd_loss`. Returns ``(total, parts)``; parts are detached and always hold
+    MFD/DMD). ``head_supervision`` > 0 adds ``head_supervision · deep supervision`` (the task loss at every
+    scale head, part "ds") to MFD and DMD (an extension: 0 is the method as specified). Shapes as in :func:`dmd_loss`. Returns ``(total, parts)``; parts are detached and always hold
     "task" and "total" plus the method's unweighted parts ("kd"; "tckd", "nckd"; "mfd"; "ds").
     """
     if method not in METHODS:
@@ -530,6 +532,10 @@ def distill_loss(
         )
         parts.update(tckd=tckd, nckd=nckd)
         extra = lambda_logit * tckd + lambda_feat * nckd
+    if head_supervision and method in ("mfd", "dmd"):
+        ds = deep_supervision_loss(student_scales, target, weights=weights, ignore_index=ignore_index)
+        parts["ds"] = ds
+        extra = extra + head_supervision * ds
 
     total = task if extra is None else task + float(distill_scale) * extra
     out = {"task": task.detach(), **{k: v.detach() for k, v in parts.items()}, "total": total.detach()}
