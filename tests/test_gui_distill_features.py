@@ -210,6 +210,15 @@ def test_distill_bad_settings_show_clear_notifications(make_napari_viewer, qtbot
     assert w.start_button.isEnabled() and not w.running
 
 
+def test_distill_flips_checkbox_sets_the_config(make_napari_viewer, registry, tmp_path):
+    viewer = _viewer(make_napari_viewer, extra=0)
+    w = _distill(viewer, tmp_path / "flips", iterations=10)
+    assert w.flips_check.isChecked() and w._config()[0].flips  # default: flip and rotate
+    w.flips_check.setChecked(False)  # e.g. right/left kidney classes
+    cfg = w._config()[0]
+    assert cfg.flips is False and cfg.augment is True  # intensity augmentation stays on
+
+
 def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, trained):
     from napari_dmd._widgets.features import FeaturesWidget
 

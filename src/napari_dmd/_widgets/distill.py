@@ -27,6 +27,7 @@ import numpy as np
 from psygnal import Signal as PSignal
 from qtpy.QtCore import Qt, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -342,6 +343,11 @@ class DistillWidget(QWidget):
         self.batch_spin.setRange(1, 512)
         self.batch_spin.setValue(2)
         form.addRow("Batch size", self.batch_spin)
+        self.flips_check = QCheckBox("flip and rotate patches")
+        self.flips_check.setChecked(True)
+        self.flips_check.setToolTip("Augmentation: random flips and 90° rotations (intensity changes stay on). "
+                                    "Turn off when classes are left/right, e.g. right and left kidney.")
+        form.addRow("Augment", self.flips_check)
         self.device_combo = QComboBox()
         for dev in available_devices():
             if dev == "auto":
@@ -510,7 +516,7 @@ class DistillWidget(QWidget):
         iterations = self.iterations_spin.value()
         cfg = TrainConfig(method=self.method(), model=self.student_combo.currentText().strip() or "student",
                           iterations=iterations, patch_size=patch, batch_size=self.batch_spin.value(),
-                          device=str(self.device_combo.currentData()),
+                          flips=self.flips_check.isChecked(), device=str(self.device_combo.currentData()),
                           num_threads=max(1, (os.cpu_count() or 2) - 1), **self._intervals(iterations))
         cfg.model_channels()  # raises a clear message on a malformed channel list
         return cfg.validate(), single

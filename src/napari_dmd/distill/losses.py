@@ -492,8 +492,9 @@ def distill_loss(
     dmd = task + lambda_logit·TCKD + lambda_feat·Σ_k w_k NCKD_k. ``distill_scale`` (linear warm-up, in [0, 1])
     multiplies every term beyond the task loss (the deep-supervision control too, so it is warmed up like
     MFD/DMD). ``head_supervision`` > 0 adds ``head_supervision · deep supervision`` (the task loss at every
-    scale head, part "ds") to MFD and DMD (an extension: 0 is the method as specified). Shapes as in :func:`dmd_loss`. Returns ``(total, parts)``; parts are detached and always hold
-    "task" and "total" plus the method's unweighted parts ("kd"; "tckd", "nckd"; "mfd"; "ds").
+    scale head, part "ds") to MFD and DMD (an extension: 0 is the method as specified). Shapes as in
+    :func:`dmd_loss`. Returns ``(total, parts)``; parts are detached and always hold "task" and "total" plus
+    the method's unweighted parts ("kd"; "tckd", "nckd"; "mfd"; "ds").
     """
     if method not in METHODS:
         raise ValueError(f"unknown distillation method {method!r}; expected one of {', '.join(METHODS)}")
