@@ -484,7 +484,8 @@ def report(out: Path, path: Path) -> None:
             names = CLASS_NAMES[ds]
             spec = SPECS[ds]
             lines += [f"### {ds} ({spec.dims}D model, patch {'×'.join(map(str, spec.patch))}, batch {spec.batch}, "
-                      f"{items[0][1][0]['iterations']} student iterations)", ""]
+                      f"{items[0][1][0]['iterations']} student iterations"
+                      + "".join(f", {k}={v}" for k, v in spec.extra.items()) + ")", ""]
             if t:
                 tl = lat.get(ds, {}).get("teacher", t["latency_s"])
                 lines.append(f"Teacher: {t['params']:,} parameters, {t['flops_per_patch'] / 1e9:.3f} GFLOPs per patch, "
