@@ -10,7 +10,6 @@ Dice comes from :func:`napari_dmd.metrics.dice_per_class`.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from ..data.io import DataError
 from ._common import (
     LayerChooser,
     ModelChooser,
+    WindowProgress,
     labels_metadata,
     notify_error,
     report_inference_error,
@@ -122,8 +122,7 @@ class CompareWidget(QWidget):
         self.result: CompareResult | None = None
         self.layers: dict[str, Labels] = {}
         self._stop = False
-        self._pbar = None
-        self._last_progress = 0.0
+        self._pbar: WindowProgress | None = None
 
         self.teacher_box = ModelChooser("teacher")
         self.student_box = ModelChooser("student")
@@ -197,8 +196,6 @@ class CompareWidget(QWidget):
 
     # ----------------------------------------------------------------------------------------- worker
     def _start(self, teacher: ModelEntry, student: ModelEntry, layer: Image, truth: Labels | None):
-        from napari.utils import progress
-
         self._stop = False
         data = layer.data[0] if layer.multiscale else layer.data
         truth_data = None if truth is None else (truth.data[0] if truth.multiscale else truth.data)
@@ -209,7 +206,7 @@ class CompareWidget(QWidget):
                                   None if truth_data is None else np.asarray(truth_data),
                                   progress=self.progressed.emit, should_stop=lambda: self._stop, source=source)
 
-        self._pbar = progress(total=0, desc=f"Compare on {layer.name}")
+        self._pbar = WindowProgress(f"Compare on {layer.name}")
         self.compare_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"running {teacher.name} and {student.name} on {layer.name!r} …")
@@ -218,14 +215,9 @@ class CompareWidget(QWidget):
         return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if done < total and now - self._last_progress < 0.1:  # at most ~10 repaints a second
-            return
-        self._last_progress = now
-        if self._pbar is not None:
-            if self._pbar.total != total:
-                self._pbar.total = total
-            self._pbar.update(done - self._pbar.n)
+        bar = self._pbar
+        if bar is not None and bar.due(done, total):
+            bar.update(done, total)
 
     def _put_layer(self, key: str, data: np.ndarray, name: str, source: Image, **kwargs: Any) -> Labels:
         """Add a labels layer, or update the one this widget added before under ``key``."""

@@ -21,6 +21,7 @@ from ..data.io import DataError
 from ._common import (
     LayerChooser,
     ModelChooser,
+    WindowProgress,
     labels_metadata,
     notify_error,
     report_inference_error,
@@ -60,7 +61,6 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: FunctionWorker | None = None
         self._finished_run = True  # no run in flight: window counts are ignored
-        self._last_progress = 0.0
         self._stop = False
         self._pbar = None
 
@@ -134,8 +134,6 @@ class SegmentWidget(QWidget):
 
     # ----------------------------------------------------------------------------------------- worker
     def _start(self, entry: ModelEntry, layer: Image) -> FunctionWorker:
-        from napari.utils import progress
-
         self._stop = False
         seg = entry.segmenter
         source = f"layer {layer.name!r}"
@@ -147,9 +145,8 @@ class SegmentWidget(QWidget):
             labels = seg(image, progress=self.progressed.emit, should_stop=lambda: self._stop, source=source)
             return labels, time.perf_counter() - t0
 
-        self._pbar = progress(total=0, desc=f"Segment {layer.name} ({entry.name})")
+        self._pbar = WindowProgress(f"Segment {layer.name} ({entry.name})")
         self._finished_run = False
-        self._last_progress = 0.0
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …")
@@ -158,17 +155,13 @@ class SegmentWidget(QWidget):
         return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        # a late window count never overwrites the result; at most ~10 repaints a second
-        if self._finished_run or (done < total and now - self._last_progress < 0.1):
+        bar = self._pbar
+        # a late window count never overwrites the result
+        if self._finished_run or bar is None or not bar.due(done, total):
             return
-        self._last_progress = now
-        # the text first: napari's progress bar processes events on update, which may deliver the result
+        # the text first: the bar's update may deliver the result
         self.status.setText(f"segmenting: {done}/{total} windows")
-        if self._pbar is not None:
-            if self._pbar.total != total:
-                self._pbar.total = total
-            self._pbar.update(done - self._pbar.n)
+        bar.update(done, total)
 
     def _add_layer(self, result: tuple[np.ndarray, float], entry: ModelEntry, layer: Image) -> None:
         labels, seconds = result

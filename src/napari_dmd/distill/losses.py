@@ -365,7 +365,7 @@ def mfd_loss(
         valid = target != ignore_index
     elif part != "kd":
         raise ValueError(f"MFD part {part!r} needs a target (class ids); only part='kd' works without one")
-    shared = None
+    shared = mask = None
     if part == "kd" or (part == "nckd" and teacher.shape[1] > 2):
         # the teacher's side is the same for every scale: computed once
         mask = None if part == "kd" else _target_mask(_valid_and_safe(target, ignore_index)[1], teacher.shape[1])
@@ -375,7 +375,7 @@ def mfd_loss(
         up = upsample_like(zk, size)
         _check_pair(up, teacher)
         if shared is not None:
-            term = _masked_mean(_cross_map(_as_float(up), *shared, T), valid)
+            term = _masked_mean(_cross_map(_as_float(up), *shared, mask, T), valid)
         elif part == "tckd":
             term = tckd_loss(up, teacher, target, T, ignore_index=ignore_index)
         else:
@@ -385,7 +385,7 @@ def mfd_loss(
     return total
 
 
-def _teacher_side(teacher: Tensor, mask: Tensor | None, T: float) -> tuple[Tensor, Tensor, Tensor | None]:
+def _teacher_side(teacher: Tensor, mask: Tensor | None, T: float) -> tuple[Tensor, Tensor]:
     """Teacher probabilities ``p`` (over all classes, or over the non-target ones when ``mask`` is given, 0 at
     the target) and ``Σ p log p`` per pixel, for :func:`_cross_map`."""
     z = teacher / T
@@ -395,7 +395,7 @@ def _teacher_side(teacher: Tensor, mask: Tensor | None, T: float) -> tuple[Tenso
     if mask is not None:
         zero = torch.zeros((), dtype=p.dtype, device=p.device)
         p, plogp = torch.where(mask, zero, p), torch.where(mask, zero, plogp)
-    return p, plogp.sum(dim=1), mask
+    return p, plogp.sum(dim=1)
 
 
 def _cross_map(student: Tensor, p_t: Tensor, plogp_t: Tensor, mask: Tensor | None, T: float) -> Tensor:
