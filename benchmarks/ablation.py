@@ -50,6 +50,7 @@ WEIGHTS: dict[str, dict[str, float]] = {
     "mfd": {"lambda_feat": 8 / 3}, "dmd": {"lambda_feat": 2 / 3},
 }
 SETTINGS = ("tune", "full", "lowlabel", "tiny")
+CPU_BF16 = os.environ.get("NAPARI_DMD_ABLATION_FP32") != "1"  # bfloat16 autocast where the CPU has it natively
 TUNE_DATASET = "hippocampus"  # the weight grid runs here: low-label setting, seed 0, validation split
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "kd": ("kd_weight", (0.25, 1.0, 4.0)),
@@ -181,6 +182,7 @@ def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
                        patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
                        val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1,
+                       cpu_bf16=CPU_BF16,
                        **{**spec.extra, **job.weights})
 
 
@@ -311,7 +313,16 @@ def run_all(out: Path, datasets: list[str], seeds: tuple[int, ...], jobs: int, s
         todo.sort(key=lambda j: (rank[j.setting], j.seed))
         for msg in pool.imap_unordered(_worker, [(j, str(out), scale) for j in todo]):
             print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
-    print(f"total wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    wall = time.perf_counter() - t0
+    print(f"total wall time {wall:.0f} s", flush=True)
+    if teachers or todo:  # record the invocation that trained something (the report states it)
+        log = out / "runs.json"
+        runs = json.loads(log.read_text()) if log.exists() else []
+        runs.append({"wall_s": wall, "teachers": len(teachers), "student_jobs": len(todo), "workers": jobs,
+                     "cpu_bf16": CPU_BF16, "datasets": datasets, "settings": list(settings),
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                     "command": " ".join(sys.argv), "finished": time.strftime("%Y-%m-%d %H:%M")})
+        log.write_text(json.dumps(runs, indent=1))
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -576,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{sys.version.split()[0]}; command: {' '.join(sys.argv)}", flush=True)
     run_all(out, args.datasets, tuple(args.seeds), args.jobs, args.scale, tuple(args.settings))
+    measure_latency(out, args.datasets)  # one process after the training: the latency table
 
 
 if __name__ == "__main__":

@@ -224,3 +224,25 @@ def test_loader_workers_resume_deterministically(cases, tmp_path):
         params.append(d.model.state_dict())
     for k, v in params[0].items():
         assert torch.equal(v, params[1][k]), k
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_cpu_bf16_autocasts_teacher_and_student_where_supported(supported, cases, teacher_path, tmp_path,
+                                                                monkeypatch):
+    if supported and not engine_mod.cpu_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    monkeypatch.setattr(engine_mod, "cpu_bf16_supported", lambda: supported)
+    cfg = TrainConfig(method="dmd", iterations=2, cpu_bf16=True, device="cpu", **TINY)
+    teacher = load_teacher(teacher_path)
+    seen: list[torch.dtype] = []
+    original = teacher.__call__
+    monkeypatch.setattr(type(teacher), "__call__", lambda self, x: seen.append(
+        torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32) or original(x))
+    d = Distiller(cfg, cases, teacher=teacher, output_dir=tmp_path)
+    events = list(d.run())
+    start = events[0].message
+    assert ("bfloat16 autocast" in start) == supported
+    assert ("cpu_bf16 ignored" in start) == (not supported)
+    assert seen == [torch.bfloat16 if supported else torch.float32] * 2
+    assert all(np.isfinite(v) for e in events if e.kind == "step" for v in e.parts.values())
+    assert next(d.model.parameters()).dtype == torch.float32  # weights stay float32

@@ -66,6 +66,14 @@ class Event:
         return d
 
 
+def cpu_bf16_supported() -> bool:
+    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """CUDA, then MPS, then CPU for "auto"; otherwise the named device (checked to exist)."""
     if name == "auto":
@@ -268,6 +276,14 @@ class Distiller:
         amp_ok = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if amp_ok and torch.cuda.is_bf16_supported() else torch.float16) \
             if amp_ok else None
+        self._precision_note = ""
+        if cfg.cpu_bf16 and self.device.type == "cpu":
+            if cpu_bf16_supported():
+                self.amp_dtype = torch.bfloat16
+            else:
+                self._precision_note = ", float32 (cpu_bf16 ignored: this CPU has no native bfloat16)"
+        if self.amp_dtype is not None:
+            self._precision_note = f", {str(self.amp_dtype).removeprefix('torch.')} autocast"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if resume is not None:
             self._load_state(resume)
@@ -324,7 +340,8 @@ class Distiller:
                                            f"{count_parameters(self.model):,} parameters, "
                                            f"patch {self.patch_size} x {cfg.batch_size}, "
                                            f"{len(self.train_cases)} train / {len(self.val_cases)} val cases"
-                                           + (f", {self.num_workers} loader workers" if self.num_workers else "")))
+                                           + (f", {self.num_workers} loader workers" if self.num_workers else "")
+                                           + self._precision_note))
             while self.iteration < self.total and not self._stop_requested():
                 ts = time.perf_counter()
                 try:
@@ -442,7 +459,7 @@ class Distiller:
     def _autocast(self):
         if self.amp_dtype is None:
             return torch.autocast("cpu", enabled=False)
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _step(self) -> dict[str, float]:
         cfg = self.config
