@@ -130,7 +130,8 @@ def test_teacher_mismatch_is_reported(cases, tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(iterations=-1), dict(batch_size=0), dict(temperature=0),
-                                 dict(method="fitnet"), dict(patch_size=[2, 2]), dict(num_workers=-2)])
+                                 dict(method="fitnet"), dict(patch_size=[2, 2]), dict(num_workers=-2),
+                                 dict(scale_resample="nearest")])
 def test_absurd_settings_rejected(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad).validate()
@@ -246,3 +247,15 @@ def test_cpu_bf16_autocasts_teacher_and_student_where_supported(supported, cases
     assert seen == [torch.bfloat16 if supported else torch.float32] * 2
     assert all(np.isfinite(v) for e in events if e.kind == "step" for v in e.parts.values())
     assert next(d.model.parameters()).dtype == torch.float32  # weights stay float32
+
+
+@pytest.mark.parametrize("method", ["mfd", "dmd"])
+def test_pooled_scale_resampling_trains(method, cases, teacher_path, tmp_path, monkeypatch):
+    seen: list[str] = []
+    original = engine_mod.distill_loss
+    monkeypatch.setattr(engine_mod, "distill_loss", lambda *a, **k: seen.append(k["resample"]) or original(*a, **k))
+    cfg = TrainConfig(method=method, iterations=2, scale_resample="pool", **TINY)
+    d = Distiller(cfg, cases, teacher=load_teacher(teacher_path), output_dir=tmp_path)
+    steps = [e for e in d.run() if e.kind == "step"]
+    assert seen == ["pool", "pool"]
+    assert all(np.isfinite(v) for e in steps for v in e.parts.values())

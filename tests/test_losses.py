@@ -506,3 +506,77 @@ def test_head_supervision_adds_deep_supervision_to_mfd_and_dmd_only(method):
     else:  # the option belongs to the multi-scale methods; elsewhere nothing changes
         assert set(parts) == set(parts0)
         close(total, float(parts0["task"]) + 0.5 * float(base - parts0["task"]))
+
+
+# ------------------------------------------------------------------------------ resample="pool"
+def ref_pool(teacher: torch.Tensor, target: torch.Tensor | None, size, strides):
+    """Block mean of the logits and majority vote of the labels (ignored pixels vote; ties -> lower id),
+    written with explicit loops over cells; the last block of an axis may be partial."""
+    n, c = teacher.shape[:2]
+    full = teacher.shape[2:]
+    pooled = torch.zeros((n, c, *size), dtype=torch.float64)
+    labels = torch.zeros((n, *size), dtype=torch.long)
+    for cell in itertools.product(*[range(m) for m in size]):
+        block = tuple(slice(i * s, min((i + 1) * s, f)) for i, s, f in zip(cell, strides, full))
+        for b in range(n):
+            pooled[(b, slice(None), *cell)] = teacher[(b, slice(None), *block)].double().reshape(c, -1).mean(1)
+            if target is not None:
+                ids = target[(b, *block)].reshape(-1).tolist()
+                votes = [sum(1 for v in ids if v == k) for k in [*range(c), IGN]]
+                winner = max(range(c + 1), key=lambda k: (votes[k], -k))
+                labels[(b, *cell)] = IGN if winner == c else winner
+    return pooled, (labels if target is not None else None)
+
+
+POOL_STRIDES = {"2d": [(4, 4), (2, 2), (1, 1)], "3d": [(2, 2, 2), (1, 1, 1)]}
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+def test_pool_to_scale_matches_reference(dim):
+    _, t, y, scales = make(dim)
+    for z, st in zip(scales, POOL_STRIDES[dim]):
+        got_t, got_y = losses.pool_to_scale(t, y, z.shape[2:], ignore_index=IGN)
+        ref_t, ref_y = ref_pool(t, y, z.shape[2:], st)
+        assert torch.allclose(got_t, ref_t, atol=1e-12)
+        assert torch.equal(got_y, ref_y)
+
+
+def test_pool_to_scale_hand_computed_case():
+    t = torch.tensor([[[[0.0, 2.0, 4.0], [6.0, 8.0, 10.0], [1.0, 1.0, 7.0]]]]).repeat(1, 3, 1, 1)
+    y = torch.tensor([[[1, 1, 2], [0, 1, 255], [2, 2, 255]]])
+    pooled, labels = losses.pool_to_scale(t, y, (2, 2))
+    # blocks: rows 0-1 x cols 0-1, rows 0-1 x col 2, row 2 x cols 0-1, row 2 x col 2
+    assert pooled[0, 0].tolist() == [[4.0, 7.0], [1.0, 7.0]]
+    assert labels[0].tolist() == [[1, 2], [2, IGN]]  # {1,1,0,1} -> 1; {2,255} tie -> 2; {2,2} -> 2; {255}
+
+
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+@pytest.mark.parametrize("part", ["kd", "tckd", "nckd"])
+def test_mfd_pool_matches_reference(dim, part):
+    _, t, y, scales = make(dim)
+    T = 2.0
+    ws = [0.5 + k for k in range(len(scales))]
+    pooled = [ref_pool(t, y, z.shape[2:], st) for z, st in zip(scales, POOL_STRIDES[dim])]
+    px = {"tckd": ref_tckd_px, "nckd": ref_nckd_px}
+    if part == "kd":
+        per = [ref_kd(z, tk, yk, T) for z, (tk, yk) in zip(scales, pooled)]
+        no_target = sum(ref_kd(z, ref_pool(t, None, z.shape[2:], st)[0], None, T)
+                        for z, st in zip(scales, POOL_STRIDES[dim]))
+        close(mfd_loss(scales, t, None, T, part="kd", resample="pool"), no_target)
+    else:
+        per = [ref_pixel_loss(px[part], z, tk, yk, T) for z, (tk, yk) in zip(scales, pooled)]
+    close(mfd_loss(scales, t, y, T, part=part, weights=ws, resample="pool"), sum(w * p for w, p in zip(ws, per)))
+
+
+def test_dmd_pool_differs_from_up_only_in_the_multiscale_term():
+    s, t, y, scales = make("2d", C=5)
+    up, pu = dmd_loss(s, scales, t, y, 4.0, 1.0, 0.5)
+    pool, pp = dmd_loss(s, scales, t, y, 4.0, 1.0, 0.5, resample="pool")
+    close(pp["task"], float(pu["task"]))
+    close(pp["tckd"], float(pu["tckd"]))
+    nc = sum(ref_pixel_loss(ref_nckd_px, z, *ref_pool(t, y, z.shape[2:], st), 4.0)
+             for z, st in zip(scales, POOL_STRIDES["2d"]))
+    close(pp["nckd"], nc)
+    assert abs(float(pp["nckd"]) - float(pu["nckd"])) > 1e-6
+    with pytest.raises(ValueError, match="resample"):
+        mfd_loss(scales, t, y, part="nckd", resample="nearest")

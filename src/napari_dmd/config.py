@@ -54,6 +54,7 @@ class TrainConfig:
     head_supervision: float = 0.0  # MFD/DMD extension: + this weight x deep supervision at the scale heads
     feature_scales: list[int] | None = None  # decoder stages (0 = deepest); None -> all but the last
     scale_weights: list[float] | None = None
+    scale_resample: str = "up"  # up: student scale logits interpolated up | pool: teacher + labels pooled down
     distill_warmup: float = 0.1  # fraction of iterations over which distillation weight ramps 0 -> 1
     confidence_weighting: bool = False  # weight pseudo-labelled pixels by the teacher's confidence
     # runtime
@@ -75,6 +76,8 @@ class TrainConfig:
         """Raise ConfigError on absurd settings; return self."""
         if self.method not in METHODS:
             raise ConfigError(f"method {self.method!r} is unknown; choose one of {', '.join(METHODS)}")
+        if self.scale_resample not in ("up", "pool"):
+            raise ConfigError(f"scale_resample {self.scale_resample!r} is unknown; choose up or pool")
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.batch_size < 1:
@@ -176,6 +179,9 @@ HELP: dict[str, str] = {
                         "(0: the method as specified; see docs/method.md)",
     "feature_scales": "decoder stages distilled (0 = deepest); default all but the last",
     "scale_weights": "weight w_k of each distilled scale (default 1 each)",
+    "scale_resample": "how MFD/DMD meet the teacher at a coarse scale: up = student scale logits interpolated "
+                      "up to the label grid (default); pool = teacher logits and labels pooled down to the "
+                      "scale (block mean, majority vote): cheaper",
     "distill_warmup": "fraction of iterations over which distillation terms ramp from 0 to full weight",
     "confidence_weighting": "weight pseudo-labelled pixels by the teacher's confidence",
     "device": "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)",

@@ -57,6 +57,8 @@ def add_verbs(sub: Any) -> None:
     s.add_argument("--dims", type=int, choices=[2, 3], default=3)
     s.add_argument("--repeats", type=int, help="timed runs of each part, interleaved (default 10; --quick 2)")
     s.add_argument("--batch", type=int, default=2)
+    s.add_argument("--scale-resample", choices=["up", "pool"], default="up",
+                   help="how the DMD step meets the teacher at the coarse scales (config scale_resample)")
     _patch_arg(s)
     _model_args(s)
     _common(s)
@@ -132,7 +134,8 @@ def add_bench_parser(sub: Any) -> None:
 
 def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
     if verb == "step":
-        return bench_step(a.dims, a.repeats, a.batch, a.patch, a.teacher_model, a.student_model, a.device, a.quick)
+        return bench_step(a.dims, a.repeats, a.batch, a.patch, a.teacher_model, a.student_model, a.device, a.quick,
+                          a.scale_resample)
     if verb == "inference":
         return bench_inference(a.teacher, a.student, a.data, a.cases, a.repeats, a.device, a.quick)
     if verb == "sliding-window":
@@ -158,7 +161,8 @@ def _run_all(a: argparse.Namespace) -> dict[str, Any]:
     q, dev = a.quick, a.device
     out: dict[str, Any] = {}
     plan: list[tuple[str, argparse.Namespace | None, str]] = [
-        ("step", ns(dims=3, repeats=None, batch=2, patch=None, teacher_model=None, student_model=None), ""),
+        ("step", ns(dims=3, repeats=None, batch=2, patch=None, teacher_model=None, student_model=None,
+                    scale_resample="up"), ""),
         ("sliding-window", ns(size=None, repeats=None, patch=None, overlap=0.5, batch_size=2, classes=4,
                               model="tiny"), ""),
         ("memory", ns(steps=None, batch=2, dims=[2, 3], teacher_model=None, student_model=None), ""),

@@ -27,7 +27,7 @@ from .machine import (
 
 def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch: Sequence[int] | None = None,
                teacher_model: str | None = None, student_model: str | None = None, device: str = "auto",
-               quick: bool = False) -> dict[str, Any]:
+               quick: bool = False, scale_resample: str = "up") -> dict[str, Any]:
     """B1: one DMD step vs its bound, teacher forward (no grad) + student forward/backward on the same batch."""
     import torch
 
@@ -46,7 +46,7 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
     teacher_net = build_model(_channels(teacher_model), dims, NUM_CLASSES)
     teacher = ModelTeacher(teacher_net, NUM_CLASSES, dims)
     cfg = TrainConfig(method="dmd", model=student_model, iterations=10_000, batch_size=batch, patch_size=patch,
-                      augment=False, val_interval=10_000, device=device)
+                      augment=False, val_interval=10_000, device=device, scale_resample=scale_resample)
     with tempfile.TemporaryDirectory(prefix="napari-dmd-bench-") as tmp:
         d = Distiller(cfg, phantom_cases(2 if quick else 4, dims), val_cases=[], teacher=teacher, output_dir=tmp)
         dev = d.device
@@ -79,11 +79,12 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
     bound = med["teacher_forward"] + med["student_fwd_bwd"]
     res = {"settings": {"dims": dims, "patch": patch, "batch": batch, "teacher": teacher_model,
                         "student": student_model, "repeats": repeats, "device": str(dev),
+                        "scale_resample": scale_resample,
                         "loader_workers": getattr(d, "num_workers", 0)},
            **{f"{k}_s": v for k, v in med.items()}, "bound_s": bound, "ratio": bound / med["dmd_step"],
            "runs_s": times}
     print(f"B1 distillation step: {dims}D patch {patch} x {batch}, teacher {teacher_model}, student "
-          f"{student_model}, {dev}; median of {repeats} interleaved runs")
+          f"{student_model}, {dev}, scale_resample {scale_resample}; median of {repeats} interleaved runs")
     rows = [["teacher forward (no grad)", _ms(med["teacher_forward"])],
             ["student forward/backward/step (task loss)", _ms(med["student_fwd_bwd"])],
             ["bound = sum of the two", _ms(bound)], ["DMD step (engine)", _ms(med["dmd_step"])],

@@ -496,7 +496,7 @@ class Distiller:
             lambda_logit=cfg.lambda_logit, lambda_feat=self.lambda_feat, kd_weight=cfg.kd_weight,
             ds_weight=cfg.ds_weight, head_supervision=cfg.head_supervision, weights=cfg.scale_weights,
             ignore_index=IGNORE,
-            pixel_weight=pixel_weight, distill_scale=distill_scale)
+            pixel_weight=pixel_weight, distill_scale=distill_scale, resample=cfg.scale_resample)
         bad = torch.tensor([float(not torch.isfinite(loss).item())], device=self.device)
         if all_reduce_sum(bad, self.dist).item() > 0:
             raise TrainingError(

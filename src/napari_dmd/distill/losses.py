@@ -18,6 +18,7 @@ task + TCKD).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ __all__ = [
     "dkd_loss",
     "upsample_like",
     "mfd_loss",
+    "pool_to_scale",
     "deep_supervision_loss",
     "dmd_loss",
     "distill_loss",
@@ -44,6 +46,7 @@ __all__ = [
 METHODS: tuple[str, ...] = ("none", "ds", "kd", "dkd", "mfd", "dmd")
 
 _MFD_PARTS = ("kd", "tckd", "nckd")
+RESAMPLE_MODES: tuple[str, ...] = ("up", "pool")
 _DICE_EPS = 1e-5
 # Masked entries are pushed this far below the smallest entry of their vector: exp(-1e4) == 0 exactly in
 # float32 and float64, and the value stays finite, so no inf (and no 0 * inf) appears in forward or backward.
@@ -321,6 +324,49 @@ def upsample_like(logits: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(_as_float(logits), size=size, mode=modes[len(size)], align_corners=False)
 
 
+def _block_stride(n: int, m: int) -> int:
+    """Stride of a scale of size ``m`` on an axis of size ``n``: the smallest power of two with ceil(n/s) == m
+    (a U-Net's stride-2 stages), else ceil(n/m)."""
+    s = 1
+    while s <= n:
+        if -(-n // s) == m:
+            return s
+        s *= 2
+    return -(-n // m)
+
+
+def _block_sum(x: Tensor, strides: Sequence[int]) -> Tensor:
+    """Sum of ``x`` (N, C, *spatial) over blocks of ``strides``; the last block per axis may be partial."""
+    pad: list[int] = []
+    for n, st in zip(reversed(x.shape[2:]), reversed(strides)):
+        pad += [0, (-n) % st]
+    x = F.pad(x, pad) if any(pad) else x
+    pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d if x.dim() == 4 else F.avg_pool1d
+    return pool(x, kernel_size=tuple(strides), stride=tuple(strides)) * math.prod(strides)
+
+
+def pool_to_scale(teacher: Tensor, target: Tensor | None, size: Sequence[int], *,
+                  ignore_index: int = 255) -> tuple[Tensor, Tensor | None]:
+    """Teacher logits and labels brought *down* to a coarse scale of spatial ``size``.
+
+    Each coarse cell covers the block of input pixels it sees at its stride (``_block_stride``; the last block
+    of an axis may be partial). Logits: mean over the block. Labels: majority vote over the block, ignored
+    pixels voting too (ties go to the lower class id; a cell whose majority is ignored is ignored).
+    """
+    strides = [_block_stride(int(n), int(m)) for n, m in zip(teacher.shape[2:], size)]
+    ones = torch.ones((1, 1, *teacher.shape[2:]), dtype=torch.float32, device=teacher.device)
+    count = _block_sum(ones, strides)
+    pooled = _block_sum(_as_float(teacher), strides) / count
+    labels = None
+    if target is not None:
+        c = teacher.shape[1]
+        ids = torch.where(target == ignore_index, torch.full_like(target, c), target.clamp(0, c))
+        votes = _block_sum(F.one_hot(ids, c + 1).movedim(-1, 1).float(), strides)
+        labels = votes.argmax(1)
+        labels = torch.where(labels == c, torch.full_like(labels, ignore_index), labels)
+    return pooled, labels
+
+
 def _scale_weights(n: int, weights: Sequence[float] | None) -> list[float]:
     if weights is None:
         return [1.0] * n
@@ -345,15 +391,20 @@ def mfd_loss(
     part: str = "kd",
     weights: Sequence[float] | None = None,
     ignore_index: int = 255,
+    resample: str = "up",
 ) -> Tensor:
     """Multi-scale distillation: ``Σ_k w_k · part(upsample(z_s^k), z_t)``.
 
     student_scales: list of (N, C, *spatial_k) logits (deepest to finest), each interpolated up to the
     teacher's (N, C, *spatial) grid; part in {"kd", "tckd", "nckd"}; target (N, *spatial) int (may be None
     for part="kd": every pixel counts; otherwise ignore_index pixels are excluded). Scalar.
+    ``resample="pool"`` instead brings the teacher's logits and the labels down to each scale
+    (:func:`pool_to_scale`: block mean, majority vote): ``Σ_k w_k · part(z_s^k, pool_k(z_t))``.
     """
     if part not in _MFD_PARTS:
         raise ValueError(f"unknown MFD part {part!r}; expected one of {_MFD_PARTS}")
+    if resample not in RESAMPLE_MODES:
+        raise ValueError(f"unknown resample mode {resample!r}; expected one of {RESAMPLE_MODES}")
     scales = _check_scales(student_scales)
     w = _scale_weights(len(scales), weights)
     _check_logits("teacher", teacher)
@@ -365,6 +416,8 @@ def mfd_loss(
         valid = target != ignore_index
     elif part != "kd":
         raise ValueError(f"MFD part {part!r} needs a target (class ids); only part='kd' works without one")
+    if resample == "pool":
+        return _mfd_pooled(scales, w, teacher, target, T, part, ignore_index)
     shared = mask = None
     if part == "kd" or (part == "nckd" and teacher.shape[1] > 2):
         # the teacher's side is the same for every scale: computed once
@@ -380,6 +433,27 @@ def mfd_loss(
             term = tckd_loss(up, teacher, target, T, ignore_index=ignore_index)
         else:
             term = nckd_loss(up, teacher, target, T, ignore_index=ignore_index)  # binary: zero, warns once
+        total = wk * term if total is None else total + wk * term
+    assert total is not None
+    return total
+
+
+def _mfd_pooled(scales: list[Tensor], w: list[float], teacher: Tensor, target: Tensor | None, T: float,
+                part: str, ignore_index: int) -> Tensor:
+    """:func:`mfd_loss` with the teacher and labels pooled down to every scale."""
+    total: Tensor | None = None
+    for wk, zk in zip(w, scales):
+        if zk.dim() != teacher.dim() or zk.shape[:2] != teacher.shape[:2] or any(
+                m > n for m, n in zip(zk.shape[2:], teacher.shape[2:])):
+            raise ValueError(f"student scale logits {tuple(zk.shape)} cannot be pooled to from the teacher's "
+                             f"{tuple(teacher.shape)}")
+        tk, yk = pool_to_scale(teacher, target, zk.shape[2:], ignore_index=ignore_index)
+        if part == "kd":
+            term = kd_loss(zk, tk, T, valid=None if yk is None else yk != ignore_index)
+        elif part == "tckd":
+            term = tckd_loss(zk, tk, yk, T, ignore_index=ignore_index)
+        else:
+            term = nckd_loss(zk, tk, yk, T, ignore_index=ignore_index)
         total = wk * term if total is None else total + wk * term
     assert total is not None
     return total
@@ -445,6 +519,7 @@ def dmd_loss(
     weights: Sequence[float] | None = None,
     ignore_index: int = 255,
     pixel_weight: Tensor | None = None,
+    resample: str = "up",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Decoupled Multi-scale Distillation.
 
@@ -456,7 +531,8 @@ def dmd_loss(
     task = task_loss(student, target, ignore_index=ignore_index, pixel_weight=pixel_weight)
     tckd = tckd_loss(student, teacher, target, T, ignore_index=ignore_index)
     nckd = mfd_loss(
-        student_scales, teacher, target, T, part="nckd", weights=weights, ignore_index=ignore_index
+        student_scales, teacher, target, T, part="nckd", weights=weights, ignore_index=ignore_index,
+        resample=resample,
     )
     total = task + lambda_logit * tckd + lambda_feat * nckd
     parts = {"task": task.detach(), "tckd": tckd.detach(), "nckd": nckd.detach(), "total": total.detach()}
@@ -483,6 +559,7 @@ def distill_loss(
     pixel_weight: Tensor | None = None,
     distill_scale: float = 1.0,
     head_supervision: float = 0.0,
+    resample: str = "up",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One entry point for the training engine: task loss plus the method's extra terms.
 
@@ -522,14 +599,16 @@ def distill_loss(
         extra = alpha * tckd + beta * nckd
     elif method == "mfd":
         mfd = mfd_loss(
-            student_scales, teacher, target, T, part="kd", weights=weights, ignore_index=ignore_index
+            student_scales, teacher, target, T, part="kd", weights=weights, ignore_index=ignore_index,
+            resample=resample,
         )
         parts["mfd"] = mfd
         extra = lambda_feat * mfd
     else:  # dmd
         tckd = tckd_loss(student, teacher, target, T, ignore_index=ignore_index)
         nckd = mfd_loss(
-            student_scales, teacher, target, T, part="nckd", weights=weights, ignore_index=ignore_index
+            student_scales, teacher, target, T, part="nckd", weights=weights, ignore_index=ignore_index,
+            resample=resample,
         )
         parts.update(tckd=tckd, nckd=nckd)
         extra = lambda_logit * tckd + lambda_feat * nckd
