@@ -50,6 +50,8 @@ WEIGHTS: dict[str, dict[str, float]] = {
     "mfd": {"lambda_feat": 8 / 3}, "dmd": {"lambda_feat": 2 / 3},
 }
 SETTINGS = ("tune", "full", "lowlabel", "tiny")
+EXTRA_SETTINGS = ("pool",)  # not in the default run: MFD/DMD with scale_resample=pool (hippocampus, CHAOS)
+POOL_METHODS = ("mfd-pool", "dmd-pool")
 CPU_BF16 = os.environ.get("NAPARI_DMD_ABLATION_FP32") != "1"  # bfloat16 autocast where the CPU has it natively
 TUNE_DATASET = "hippocampus"  # the weight grid runs here: low-label setting, seed 0, validation split
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -158,19 +160,23 @@ class Job:
         return f"{self.dataset}_{self.setting}_{self.method}{w}_s{self.seed}"
 
 
-def plan(datasets: list[str], seeds: tuple[int, ...]) -> list[Job]:
+def plan(datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] = SETTINGS) -> list[Job]:
+    """Every student job of the requested settings (teachers are planned by :func:`run_all`)."""
     jobs: list[Job] = []
-    if TUNE_DATASET in datasets:
+    if TUNE_DATASET in datasets and "tune" in settings:
         for m, (key, values) in GRID.items():
             jobs += [Job(TUNE_DATASET, "tune", m, 0, {key: v}) for v in values]
     for ds in datasets:
         spec = SPECS[ds]
         for s in seeds:
-            jobs += [Job(ds, "full", m, s, WEIGHTS.get(m, {})) for m in FULL_METHODS]
-            if spec.low_labels:
+            if "full" in settings:
+                jobs += [Job(ds, "full", m, s, WEIGHTS.get(m, {})) for m in FULL_METHODS]
+            if spec.low_labels and "lowlabel" in settings:
                 jobs += [Job(ds, "lowlabel", m, s, WEIGHTS.get(m, {})) for m in LOW_METHODS]
-            if ds in ("hippocampus", "chaos"):
+            if ds in ("hippocampus", "chaos") and "tiny" in settings:
                 jobs += [Job(ds, "tiny", m, s, WEIGHTS.get(m, {})) for m in TINY_METHODS]
+            if ds in ("hippocampus", "chaos") and "pool" in settings:  # rows of the full table
+                jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-pool")]) for m in POOL_METHODS]
     return jobs
 
 
@@ -178,11 +184,13 @@ def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
     from napari_dmd.config import TrainConfig
 
     method = {"alone": "none", "pseudo": "none"}.get(job.method, job.method)
+    resample = "pool" if method.endswith("-pool") else "up"
+    method = method.removesuffix("-pool")
     lr = spec.teacher_lr if job.setting == "teacher" else spec.lr
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
                        patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
                        val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1,
-                       cpu_bf16=CPU_BF16,
+                       cpu_bf16=CPU_BF16, scale_resample=resample,
                        **{**spec.extra, **job.weights})
 
 
@@ -299,8 +307,7 @@ def run_all(out: Path, datasets: list[str], seeds: tuple[int, ...], jobs: int, s
     import multiprocessing as mp
 
     t0 = time.perf_counter()
-    todo = [j for j in plan(datasets, seeds)
-            if j.setting in settings and not (out / "jobs" / f"{j.id}.json").exists()]
+    todo = [j for j in plan(datasets, seeds, settings) if not (out / "jobs" / f"{j.id}.json").exists()]
     teachers = [Job(ds, "teacher", "none") for ds in datasets
                 if not (out / "jobs" / f"{ds}_teacher_none_s0.json").exists()]
     print(f"{len(teachers)} teachers and {len(todo)} student jobs to run with {jobs} worker(s)", flush=True)
@@ -331,10 +338,11 @@ CLASS_NAMES = {
     "hc18": ["head"], "phantom2d": ["body", "liver", "kidney", "spleen", "lesion"],
     "phantom3d": ["body", "liver", "kidney", "spleen", "lesion"],
 }
-ORDER = {"none": 0, "alone": 0, "pseudo": 1, "ds": 2, "kd": 3, "dkd": 4, "mfd": 5, "dmd": 6}
+ORDER = {"none": 0, "alone": 0, "pseudo": 1, "ds": 2, "kd": 3, "dkd": 4, "mfd": 5, "mfd-pool": 5.5, "dmd": 6,
+         "dmd-pool": 7}
 LABEL = {"none": "none (student alone)", "alone": "alone (labelled cases only)",
          "pseudo": "pseudo-labels (teacher argmax)", "ds": "heads + deep supervision", "kd": "KD", "dkd": "DKD",
-         "mfd": "MFD", "dmd": "**DMD**"}
+         "mfd": "MFD", "dmd": "**DMD**", "mfd-pool": "MFD, pooled teacher", "dmd-pool": "DMD, pooled teacher"}
 
 
 def measure_latency(out: Path, datasets: list[str], repeats: int = 3) -> dict[str, dict[str, float]]:
@@ -573,8 +581,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", help="write the Markdown tables to this file (no training)")
     ap.add_argument("--latency", action="store_true", help="measure teacher/student latency per volume only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration budget (smoke tests)")
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
-                    help="which parts to run (the weights in WEIGHTS were chosen after running 'tune')")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=[*SETTINGS, *EXTRA_SETTINGS],
+                    help="which parts to run (default: all but pool; the weights in WEIGHTS were chosen after "
+                         "running 'tune'; pool: MFD/DMD with scale_resample=pool as extra full-table rows)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     apply_scale(args.scale)

@@ -39,3 +39,16 @@ def test_ablation_runs_and_reports(ablation, tmp_path, monkeypatch):
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "## Full labels" in text and "**DMD**" in text and "teacher minus student alone" in text
     assert (tmp_path / "docs" / "images" / "ablation.png").stat().st_size > 1000
+
+
+def test_pool_setting_plans_extra_full_rows(ablation):
+    default = ablation.plan(["hippocampus", "hc18"], (0, 1))
+    assert not any(j.method.endswith("-pool") for j in default)
+    extra = ablation.plan(["hippocampus", "hc18"], (0, 1), ("pool",))
+    assert sorted({(j.dataset, j.setting, j.method) for j in extra}) == [
+        ("hippocampus", "full", "dmd-pool"), ("hippocampus", "full", "mfd-pool")]
+    job = next(j for j in extra if j.method == "dmd-pool")
+    cfg = ablation._config(ablation.SPECS["hippocampus"], job, "student", 2)
+    assert (cfg.method, cfg.scale_resample, cfg.lambda_feat) == ("dmd", "pool", ablation.WEIGHTS["dmd"]["lambda_feat"])
+    plain = ablation._config(ablation.SPECS["hippocampus"], default[0], "student", 2)
+    assert plain.scale_resample == "up"
