@@ -427,3 +427,14 @@ def test_plot_blits_the_curves_over_a_cached_background_like_a_full_draw():
     np.testing.assert_array_equal(image, fresh.render(*data(125), (300, 260), "DMD – run"))
     r.render(*data(400), (300, 260), "DMD – run")  # the x range grows: a full draw
     assert r.full_draws == full + 1
+
+
+def test_distill_bf16_checkbox_only_where_the_cpu_has_bfloat16(make_napari_viewer, registry, tmp_path):
+    from napari_dmd.distill.engine import cpu_bf16_supported
+
+    viewer = _viewer(make_napari_viewer, extra=0)
+    w = _distill(viewer, tmp_path / "bf16", iterations=10)
+    assert not w.bf16_check.isChecked() and w._config()[0].cpu_bf16 is False  # default: float32
+    assert w.bf16_check.isVisibleTo(w) == cpu_bf16_supported()
+    w.bf16_check.setChecked(True)
+    assert w._config()[0].cpu_bf16 is True
