@@ -259,3 +259,12 @@ def test_pooled_scale_resampling_trains(method, cases, teacher_path, tmp_path, m
     steps = [e for e in d.run() if e.kind == "step"]
     assert seen == ["pool", "pool"]
     assert all(np.isfinite(v) for e in steps for v in e.parts.values())
+
+
+def test_cpu_bf16_leaves_3d_models_in_float32(tmp_path):
+    cases3d = phantom_cases(2, 3)
+    cfg = TrainConfig(method="none", model="4,8,16", iterations=1, batch_size=1, patch_size=[16, 16, 16],
+                      cpu_bf16=True, device="cpu", val_interval=5, num_threads=1)
+    d = Distiller(cfg, cases3d, output_dir=tmp_path)
+    start = next(iter(d.run()))
+    assert d.amp_dtype is None and "3D stays float32" in start.message

@@ -60,7 +60,7 @@ class TrainConfig:
     # runtime
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision on CUDA (bfloat16 where supported, else float16 + gradient scaling)
-    cpu_bf16: bool = False  # bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX); else ignored
+    cpu_bf16: bool = False  # 2D: bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX); else ignored
     channels_last: bool = True  # channels-last memory format on CUDA
     compile: bool = False  # torch.compile the student (CUDA; first steps are slow while compiling)
     num_workers: int = -1  # data-loading worker processes; -1 = auto (0 on CPU/MPS, up to 4 on CUDA)
@@ -186,8 +186,9 @@ HELP: dict[str, str] = {
     "confidence_weighting": "weight pseudo-labelled pixels by the teacher's confidence",
     "device": "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)",
     "amp": "mixed precision on CUDA (bfloat16, else float16 with gradient scaling)",
-    "cpu_bf16": "bfloat16 autocast for teacher and student on a CPU with native bfloat16 (AVX512-BF16 or AMX): "
-                "about 1.5-2x faster steps; ignored (with a log line) on other CPUs",
+    "cpu_bf16": "bfloat16 autocast for teacher and student of a 2D model on a CPU with native bfloat16 "
+                "(AVX512-BF16 or AMX): about 2x faster steps; ignored (noted in the start message) for 3D "
+                "models and on other CPUs",
     "channels_last": "channels-last memory format on CUDA",
     "compile": "torch.compile the student (CUDA)",
     "num_workers": "data-loading worker processes; -1 = auto: 0 on CPU/MPS (sample in the training process), "

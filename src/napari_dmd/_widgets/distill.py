@@ -361,7 +361,8 @@ class DistillWidget(QWidget):
 
         self.bf16_check = QCheckBox("bfloat16 on the CPU (about 2x faster)")
         self.bf16_check.setToolTip("Teacher and student under bfloat16 autocast when training on this CPU, which "
-                                   "does bfloat16 natively; weights and losses stay float32. No effect on a GPU.")
+                                   "does bfloat16 natively; weights and losses stay float32. 2D models only (3D stays "
+                                   "float32); no effect on a GPU.")
         self.bf16_check.setVisible(cpu_bf16_supported())
         if cpu_bf16_supported():
             form.addRow("Precision", self.bf16_check)

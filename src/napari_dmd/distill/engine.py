@@ -278,7 +278,11 @@ class Distiller:
             if amp_ok else None
         self._precision_note = ""
         if cfg.cpu_bf16 and self.device.type == "cpu":
-            if cpu_bf16_supported():
+            if spatial_dims == 3:
+                # measured: a 3D convolution's bfloat16 weight gradient (oneDNN, torch 2.13) turned NaN after
+                # ~10 steps when the process had run a 2D job before; 2D runs were unaffected
+                self._precision_note = ", float32 (cpu_bf16 is for 2D models; 3D stays float32)"
+            elif cpu_bf16_supported():
                 self.amp_dtype = torch.bfloat16
             else:
                 self._precision_note = ", float32 (cpu_bf16 ignored: this CPU has no native bfloat16)"
