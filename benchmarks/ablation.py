@@ -379,7 +379,9 @@ def measure_latency(out: Path, datasets: list[str], repeats: int = 3) -> dict[st
         res[ds] = {k: float(np.median(v)) for k, v in times.items()}
         res[ds]["threads"] = torch.get_num_threads()
         print(ds, {k: round(v, 4) for k, v in res[ds].items()}, flush=True)
-    (out / "latency.json").write_text(json.dumps(res, indent=1))
+    path = out / "latency.json"  # other datasets' earlier measurements are kept
+    merged = {**(json.loads(path.read_text()) if path.exists() else {}), **res}
+    path.write_text(json.dumps(merged, indent=1))
     return res
 
 
