@@ -472,7 +472,50 @@ def _verdict(groups: dict, teachers: dict) -> list[str]:
     return lines
 
 
-def report(out: Path, path: Path) -> None:
+def _collapsed(r: dict) -> bool:
+    """A class lost: any foreground class below 0.5 Dice."""
+    return any(d < 0.5 for d in r["dice"] if np.isfinite(d))
+
+
+def _seeds(rs: list[dict]) -> str:
+    return " / ".join(f"{100 * r['mean_dice']:.1f}" for r in sorted(rs, key=lambda r: r["seed"]))
+
+
+def _precision_section(main: dict, other: dict, where: Path) -> list[str]:
+    """bfloat16 (this table) vs float32 students, same teacher and seeds."""
+    lines = ["## Precision check: bfloat16 vs float32 students (same teacher, same seeds)", "",
+             f"The table above trains 2D students under bfloat16 autocast (`cpu_bf16`, about 1.4x faster per "
+             f"job here). The same jobs in float32 (`NAPARI_DMD_ABLATION_FP32=1`, read from `{where}/jobs`):",
+             "", "| dataset | setting | method | bfloat16 | float32 | seeds bf16 | seeds fp32 "
+             "| classes lost bf16 / fp32 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, rs32 in other.items():
+        rs16 = main.get(key)
+        if not rs16:
+            continue
+        ds, st, m = key
+        lines.append(f"| {ds} | {st} | {LABEL.get(m, m)} | {_ms([r['mean_dice'] for r in rs16])} | "
+                     f"{_ms([r['mean_dice'] for r in rs32])} | {_seeds(rs16)} | {_seeds(rs32)} | "
+                     f"{sum(map(_collapsed, rs16))} / {sum(map(_collapsed, rs32))} |")
+    return lines + ["", "A class counts as lost when its Dice is below 50.", ""]
+
+
+def _time_section(out: Path, rows: list[dict]) -> list[str]:
+    """Wall time of each training invocation (runs.json) and the sum of the jobs' training times."""
+    lines = ["## Time", ""]
+    log = out / "runs.json"
+    runs = json.loads(log.read_text()) if log.exists() else []
+    for r in runs:
+        lines.append(f"- `{r['command']}` ({r['workers']} workers, cpu_bf16 {r['cpu_bf16']}, {r['machine']}): "
+                     f"{r['teachers']} teachers + {r['student_jobs']} student jobs in **{r['wall_s'] / 60:.1f} min** "
+                     f"wall, finished {r['finished']}.")
+    wall = sum(r["train_s"] for r in rows)
+    lines += ["", f"Sum of the jobs' training times: {wall / 60:.0f} CPU-thread minutes ({len(rows)} jobs; with two "
+              f"workers about {wall / 120:.0f} min of wall time, plus evaluation).", ""]
+    return lines
+
+
+def report(out: Path, path: Path, precision: Path | None = None) -> None:
     rows = _load(out)
     teachers = {r["dataset"]: r for r in rows if r["setting"] == "teacher"}
     groups = _groups(rows)
@@ -559,17 +602,23 @@ def report(out: Path, path: Path) -> None:
                          f"{v['teacher'] / v['student']:.1f}x | {1000 * v['student-tiny']:.0f} | "
                          f"{v['teacher'] / v['student-tiny']:.1f}x | {v['threads']:.0f} |")
         lines.append("")
-    wall = sum(r["train_s"] for r in rows)
-    ran = " ".join(ds for ds in SPECS if any(r["dataset"] == ds and r["setting"] != "teacher" for r in rows))
+    if precision is not None:
+        lines += _precision_section(groups, _groups(_load(precision)), precision)
+    lines += _time_section(out, rows)
     lines += ["## Commands", "", "```bash",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --datasets {ran}"
-              "    # teachers, the weight grid, then the tables (resumable)",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --latency --datasets {ran}    # latency table",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --report docs/results.md",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2"
+              "    # teachers, the weight grid, the tables, then latency (resumable)",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --settings pool"
+              "    # extra rows: MFD/DMD with the pooled teacher",
+              "mkdir -p ablation_fp32/teachers ablation_fp32/jobs && cp -r ablation/teachers/hippocampus "
+              "ablation_fp32/teachers/ && cp ablation/jobs/hippocampus_teacher_none_s0.json ablation_fp32/jobs/",
+              "NAPARI_DMD_ABLATION_FP32=1 .venv/bin/python benchmarks/ablation.py --out ablation_fp32 --jobs 2 "
+              "--datasets hippocampus --settings full lowlabel    # precision check, same teacher",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --report docs/results.md"
+              + (f" --precision {precision.name}" if precision is not None else ""),
               "```", "", "The weights in `WEIGHTS` (benchmarks/ablation.py) were set from the grid's best value per "
-              "method after a first `--settings tune` run; `--settings full lowlabel tiny` then ran the tables.",
-              "", f"Sum of the jobs' training times: {wall / 60:.0f} CPU-thread minutes "
-              f"({len(rows)} jobs).", ""]
+              "method after a first `--settings tune` run (an earlier, float32 run: see the grid above for this "
+              "run's values).", ""]
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path} and {chart}")
 
@@ -581,6 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--report", help="write the Markdown tables to this file (no training)")
+    ap.add_argument("--precision", help="with --report: a float32 run's --out folder to compare with")
     ap.add_argument("--latency", action="store_true", help="measure teacher/student latency per volume only")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration budget (smoke tests)")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=[*SETTINGS, *EXTRA_SETTINGS],
@@ -593,7 +643,7 @@ def main(argv: list[str] | None = None) -> None:
         measure_latency(out, args.datasets)
         return
     if args.report:
-        report(out, Path(args.report))
+        report(out, Path(args.report), Path(args.precision) if args.precision else None)
         return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{sys.version.split()[0]}; command: {' '.join(sys.argv)}", flush=True)
