@@ -632,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", help="write the Markdown tables to this file (no training)")
     ap.add_argument("--precision", help="with --report: a float32 run's --out folder to compare with")
     ap.add_argument("--latency", action="store_true", help="measure teacher/student latency per volume only")
+    ap.add_argument("--no-latency", action="store_true", help="train only: no latency measurement afterwards")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration budget (smoke tests)")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=[*SETTINGS, *EXTRA_SETTINGS],
                     help="which parts to run (default: all but pool; the weights in WEIGHTS were chosen after "
@@ -648,7 +649,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{sys.version.split()[0]}; command: {' '.join(sys.argv)}", flush=True)
     run_all(out, args.datasets, tuple(args.seeds), args.jobs, args.scale, tuple(args.settings))
-    measure_latency(out, args.datasets)  # one process after the training: the latency table
+    if not args.no_latency:
+        measure_latency(out, args.datasets)  # one process after the training: the latency table
 
 
 if __name__ == "__main__":
