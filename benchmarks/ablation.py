@@ -433,9 +433,10 @@ def bar_chart(groups: dict, teachers: dict, path: Path) -> None:
         ax.set_xticks(range(len(items)), [m for m, _ in items], rotation=30, fontsize=8)
         if ds in teachers:
             ax.axhline(100 * teachers[ds]["mean_dice"], color="k", ls="--", lw=1, label="teacher")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")  # "best" keeps clear of the seed dots
         lo = min(100 * r["mean_dice"] for _, v in items for r in v) - 5
-        ax.set_ylim(max(0, lo), min(100, max(means + [100 * teachers.get(ds, {}).get("mean_dice", 0)]) + 5))
+        top = max([m + e for m, e in zip(means, stds)] + [100 * teachers.get(ds, {}).get("mean_dice", 0)])
+        ax.set_ylim(max(0, lo), min(100, top + 3))
         ax.set_title(f"{ds} — {st}", fontsize=9)
         ax.set_ylabel("mean Dice %", fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
