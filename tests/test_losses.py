@@ -207,21 +207,31 @@ def test_task_loss_matches_reference(dim):
     close(task_loss(s, y, pixel_weight=torch.ones_like(w)), float(task_loss(s, y)))
 
 
+def ref_scale_triples(scales, t, y, dim, resample):
+    """(student, teacher, target) of every scale on one grid: the student upsampled to the teacher's grid
+    ("up"), or the teacher and labels pooled down to the student's ("pool")."""
+    if resample == "up":
+        return [(ref_upsample(z, t.shape[2:]), t, y) for z in scales]
+    return [(z, *ref_pool(t, y, z.shape[2:], st)) for z, st in zip(scales, POOL_STRIDES[dim])]
+
+
 @pytest.mark.parametrize("dim", ["2d", "3d"])
 @pytest.mark.parametrize("part", ["kd", "tckd", "nckd"])
-def test_mfd_matches_reference(dim, part):
+@pytest.mark.parametrize("resample", ["up", "pool"])
+def test_mfd_matches_reference(dim, part, resample):
     _, t, y, scales = make(dim)
     T = 2.0
     ws = [0.5 + k for k in range(len(scales))]
-    ups = [ref_upsample(z, t.shape[2:]) for z in scales]
+    triples = ref_scale_triples(scales, t, y, dim, resample)
     px = {"tckd": ref_tckd_px, "nckd": ref_nckd_px}
     if part == "kd":
-        per = [ref_kd(u, t, y, T) for u in ups]
-        close(mfd_loss(scales, t, None, T, part="kd"), sum(ref_kd(u, t, None, T) for u in ups))
+        per = [ref_kd(zs, tk, yk, T) for zs, tk, yk in triples]
+        close(mfd_loss(scales, t, None, T, part="kd", resample=resample),
+              sum(ref_kd(zs, tk, None, T) for zs, tk, _ in triples))
     else:
-        per = [ref_pixel_loss(px[part], u, t, y, T) for u in ups]
-    close(mfd_loss(scales, t, y, T, part=part, weights=ws), sum(w * p for w, p in zip(ws, per)))
-    close(mfd_loss(scales, t, y, T, part=part), sum(per))
+        per = [ref_pixel_loss(px[part], zs, tk, yk, T) for zs, tk, yk in triples]
+    close(mfd_loss(scales, t, y, T, part=part, weights=ws, resample=resample), sum(w * p for w, p in zip(ws, per)))
+    close(mfd_loss(scales, t, y, T, part=part, resample=resample), sum(per))
 
 
 @pytest.mark.parametrize("dim", ["2d", "3d"])
@@ -548,24 +558,6 @@ def test_pool_to_scale_hand_computed_case():
     # blocks: rows 0-1 x cols 0-1, rows 0-1 x col 2, row 2 x cols 0-1, row 2 x col 2
     assert pooled[0, 0].tolist() == [[4.0, 7.0], [1.0, 7.0]]
     assert labels[0].tolist() == [[1, 2], [2, IGN]]  # {1,1,0,1} -> 1; {2,255} tie -> 2; {2,2} -> 2; {255}
-
-
-@pytest.mark.parametrize("dim", ["2d", "3d"])
-@pytest.mark.parametrize("part", ["kd", "tckd", "nckd"])
-def test_mfd_pool_matches_reference(dim, part):
-    _, t, y, scales = make(dim)
-    T = 2.0
-    ws = [0.5 + k for k in range(len(scales))]
-    pooled = [ref_pool(t, y, z.shape[2:], st) for z, st in zip(scales, POOL_STRIDES[dim])]
-    px = {"tckd": ref_tckd_px, "nckd": ref_nckd_px}
-    if part == "kd":
-        per = [ref_kd(z, tk, yk, T) for z, (tk, yk) in zip(scales, pooled)]
-        no_target = sum(ref_kd(z, ref_pool(t, None, z.shape[2:], st)[0], None, T)
-                        for z, st in zip(scales, POOL_STRIDES[dim]))
-        close(mfd_loss(scales, t, None, T, part="kd", resample="pool"), no_target)
-    else:
-        per = [ref_pixel_loss(px[part], z, tk, yk, T) for z, (tk, yk) in zip(scales, pooled)]
-    close(mfd_loss(scales, t, y, T, part=part, weights=ws, resample="pool"), sum(w * p for w, p in zip(ws, per)))
 
 
 def test_dmd_pool_differs_from_up_only_in_the_multiscale_term():

@@ -18,7 +18,6 @@ task + TCKD).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -335,14 +334,35 @@ def _block_stride(n: int, m: int) -> int:
     return -(-n // m)
 
 
-def _block_sum(x: Tensor, strides: Sequence[int]) -> Tensor:
-    """Sum of ``x`` (N, C, *spatial) over blocks of ``strides``; the last block per axis may be partial."""
+def _block_mean(x: Tensor, strides: Sequence[int]) -> Tensor:
+    """Mean of ``x`` (N, C, *spatial) over blocks of ``strides``; the last block per axis may be partial."""
+    pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d if x.dim() == 4 else F.avg_pool1d
+    k = tuple(strides)
     pad: list[int] = []
     for n, st in zip(reversed(x.shape[2:]), reversed(strides)):
         pad += [0, (-n) % st]
-    x = F.pad(x, pad) if any(pad) else x
-    pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d if x.dim() == 4 else F.avg_pool1d
-    return pool(x, kernel_size=tuple(strides), stride=tuple(strides)) * math.prod(strides)
+    if not any(pad):
+        return pool(x, kernel_size=k, stride=k)
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+    return pool(F.pad(x, pad), kernel_size=k, stride=k) / pool(F.pad(ones, pad), kernel_size=k, stride=k)
+
+
+def _votes(target: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """One-hot (N, C + 1, *spatial) float of the labels; channel C stands for ``ignore_index``."""
+    ids = torch.where(target == ignore_index, torch.full_like(target, num_classes), target.clamp(0, num_classes))
+    return F.one_hot(ids, num_classes + 1).movedim(-1, 1).float()
+
+
+def _pool_down(teacher: Tensor, votes: Tensor | None, size: Sequence[int],
+               ignore_index: int) -> tuple[Tensor, Tensor | None]:
+    """:func:`pool_to_scale` on float logits and the one-hot :func:`_votes` (computed once for every scale)."""
+    strides = [_block_stride(int(n), int(m)) for n, m in zip(teacher.shape[2:], size)]
+    pooled = _block_mean(teacher, strides)
+    if votes is None:
+        return pooled, None
+    c = teacher.shape[1]
+    labels = _block_mean(votes, strides).argmax(1)
+    return pooled, torch.where(labels == c, torch.full_like(labels, ignore_index), labels)
 
 
 def pool_to_scale(teacher: Tensor, target: Tensor | None, size: Sequence[int], *,
@@ -353,18 +373,18 @@ def pool_to_scale(teacher: Tensor, target: Tensor | None, size: Sequence[int], *
     of an axis may be partial). Logits: mean over the block. Labels: majority vote over the block, ignored
     pixels voting too (ties go to the lower class id; a cell whose majority is ignored is ignored).
     """
-    strides = [_block_stride(int(n), int(m)) for n, m in zip(teacher.shape[2:], size)]
-    ones = torch.ones((1, 1, *teacher.shape[2:]), dtype=torch.float32, device=teacher.device)
-    count = _block_sum(ones, strides)
-    pooled = _block_sum(_as_float(teacher), strides) / count
-    labels = None
-    if target is not None:
-        c = teacher.shape[1]
-        ids = torch.where(target == ignore_index, torch.full_like(target, c), target.clamp(0, c))
-        votes = _block_sum(F.one_hot(ids, c + 1).movedim(-1, 1).float(), strides)
-        labels = votes.argmax(1)
-        labels = torch.where(labels == c, torch.full_like(labels, ignore_index), labels)
-    return pooled, labels
+    votes = None if target is None else _votes(target, teacher.shape[1], ignore_index)
+    return _pool_down(_as_float(teacher), votes, size, ignore_index)
+
+
+def _part_loss(part: str, student: Tensor, teacher: Tensor, target: Tensor | None, T: float,
+               ignore_index: int) -> Tensor:
+    """One scale's MFD term: KD, TCKD or NCKD of ``student`` against ``teacher`` on the same grid."""
+    if part == "kd":
+        return kd_loss(student, teacher, T, valid=None if target is None else target != ignore_index)
+    if part == "tckd":
+        return tckd_loss(student, teacher, target, T, ignore_index=ignore_index)
+    return nckd_loss(student, teacher, target, T, ignore_index=ignore_index)  # binary: zero, warns once
 
 
 def _scale_weights(n: int, weights: Sequence[float] | None) -> list[float]:
@@ -429,10 +449,8 @@ def mfd_loss(
         _check_pair(up, teacher)
         if shared is not None:
             term = _masked_mean(_cross_map(_as_float(up), *shared, mask, T), valid)
-        elif part == "tckd":
-            term = tckd_loss(up, teacher, target, T, ignore_index=ignore_index)
-        else:
-            term = nckd_loss(up, teacher, target, T, ignore_index=ignore_index)  # binary: zero, warns once
+        else:  # tckd, or nckd with two classes
+            term = _part_loss(part, up, teacher, target, T, ignore_index)
         total = wk * term if total is None else total + wk * term
     assert total is not None
     return total
@@ -441,19 +459,16 @@ def mfd_loss(
 def _mfd_pooled(scales: list[Tensor], w: list[float], teacher: Tensor, target: Tensor | None, T: float,
                 part: str, ignore_index: int) -> Tensor:
     """:func:`mfd_loss` with the teacher and labels pooled down to every scale."""
+    teacher_f = _as_float(teacher)
+    votes = None if target is None else _votes(target, teacher.shape[1], ignore_index)
     total: Tensor | None = None
     for wk, zk in zip(w, scales):
         if zk.dim() != teacher.dim() or zk.shape[:2] != teacher.shape[:2] or any(
                 m > n for m, n in zip(zk.shape[2:], teacher.shape[2:])):
             raise ValueError(f"student scale logits {tuple(zk.shape)} cannot be pooled to from the teacher's "
                              f"{tuple(teacher.shape)}")
-        tk, yk = pool_to_scale(teacher, target, zk.shape[2:], ignore_index=ignore_index)
-        if part == "kd":
-            term = kd_loss(zk, tk, T, valid=None if yk is None else yk != ignore_index)
-        elif part == "tckd":
-            term = tckd_loss(zk, tk, yk, T, ignore_index=ignore_index)
-        else:
-            term = nckd_loss(zk, tk, yk, T, ignore_index=ignore_index)
+        tk, yk = _pool_down(teacher_f, votes, zk.shape[2:], ignore_index)
+        term = _part_loss(part, zk, tk, yk, T, ignore_index)
         total = wk * term if total is None else total + wk * term
     assert total is not None
     return total
