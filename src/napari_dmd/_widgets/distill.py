@@ -364,8 +364,9 @@ class DistillWidget(QWidget):
                                    "does bfloat16 natively (about 1.4x faster jobs measured); weights and losses "
                                    "stay float32. 2D models only (3D stays float32); no effect on a GPU. Can change "
                                    "which seeds lose a small class: see docs/results.md.")
-        self.bf16_check.setVisible(cpu_bf16_supported())
-        if cpu_bf16_supported():
+        has_bf16 = cpu_bf16_supported()
+        self.bf16_check.setVisible(has_bf16)
+        if has_bf16:
             form.addRow("Precision", self.bf16_check)
         out_row = QHBoxLayout()
         self.output_edit = QLineEdit()
