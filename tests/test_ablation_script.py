@@ -10,21 +10,24 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+PARTS = ("ablation_specs", "ablation_jobs", "ablation_report")  # the modules beside it that it imports
 
 
 @pytest.fixture
-def ablation():
+def ablation(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["ablation_script"] = module
     spec.loader.exec_module(module)
     yield module
-    sys.modules.pop("ablation_script", None)
+    for name in ("ablation_script", *PARTS):  # a fresh SPECS (apply_scale, patch) for the next test
+        sys.modules.pop(name, None)
 
 
 def test_ablation_runs_and_reports(ablation, tmp_path, monkeypatch):
     out = tmp_path / "abl"
-    monkeypatch.setattr(ablation, "FULL_METHODS", ("none", "dmd"))
+    monkeypatch.setattr(sys.modules["ablation_specs"], "FULL_METHODS", ("none", "dmd"))  # read by plan()
     ablation.apply_scale(0.004)  # 2-4 iterations per job
     ablation.SPECS["phantom2d"].patch = [32, 32]
     for job in [ablation.Job("phantom2d", "teacher", "none"),

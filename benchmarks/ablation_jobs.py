@@ -1,0 +1,205 @@
+"""Running the ablation's jobs: one training + evaluation per job, the teachers first, then latency.
+
+Every job writes ``OUT/jobs/<id>.json`` and is skipped when that file exists; a teacher is trained once per
+dataset and cached in ``OUT/teachers/<dataset>/last.pt`` (an interrupted teacher resumes from it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ablation_specs import CPU_BF16, SETTINGS, SPECS, Job, Spec, apply_scale, dataset, plan
+
+
+def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
+    """The TrainConfig of a job: the dataset's spec, the method (``-pool``: pooled teacher) and its weights."""
+    from napari_dmd.config import TrainConfig
+
+    method = {"alone": "none", "pseudo": "none"}.get(job.method, job.method)
+    resample = "pool" if method.endswith("-pool") else "up"
+    method = method.removesuffix("-pool")
+    lr = spec.teacher_lr if job.setting == "teacher" else spec.lr
+    return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
+                       patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
+                       val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1,
+                       cpu_bf16=CPU_BF16, scale_resample=resample,
+                       **{**spec.extra, **job.weights})
+
+
+def evaluate_model(model: Any, spec: Spec, val: list, num_classes: int) -> dict[str, Any]:
+    """Final-weights metrics on the validation split, and the latency per volume."""
+    from napari_dmd.metrics import evaluate, summarize
+    from napari_dmd.segment import Segmenter
+
+    seg = Segmenter(model.eval(), num_classes, spec.dims, list(spec.patch), batch_size=spec.batch)
+    results, times = [], []
+    for c in val:
+        t0 = time.perf_counter()
+        pred = seg(c.image)
+        times.append(time.perf_counter() - t0)
+        results.append(evaluate(pred, c.label, num_classes, c.spacing))
+    s = summarize(results)
+    return {"dice": s["dice_mean"], "hd95": s["hd95_mean"], "mean_dice": float(np.nanmean(s["dice_mean"])),
+            "mean_hd95": float(np.nanmean(s["hd95_mean"])), "latency_s": float(np.median(times)),
+            "class_names": s["class_names"]}
+
+
+def teacher_path(out: Path, ds: str) -> Path:
+    """Where the dataset's cached teacher lives."""
+    return out / "teachers" / ds / "last.pt"
+
+
+def run_job(job: Job, out: Path) -> dict[str, Any]:
+    """Train one model (teacher or student) and evaluate it; the result is also written as JSON."""
+    import torch
+
+    from napari_dmd.checkpoint import load_checkpoint, model_from_checkpoint
+    from napari_dmd.distill.engine import Distiller
+    from napari_dmd.export import count_flops
+    from napari_dmd.models.presets import count_parameters
+    from napari_dmd.teachers import ModelTeacher
+
+    torch.set_num_threads(1)
+    spec = SPECS[job.dataset]
+    train, val, num_classes = dataset(job.dataset)
+    target = out / "jobs" / f"{job.id}.json"
+    run_dir = out / "runs" / job.id
+    t0 = time.perf_counter()
+    if job.setting == "teacher":
+        cfg = _config(spec, job, "teacher", spec.teacher_iters)
+        cfg.checkpoint_interval = 100  # an interrupted teacher resumes
+        d = Distiller(cfg, train, val_cases=[], output_dir=out / "teachers" / job.dataset,
+                      resume=teacher_path(out, job.dataset) if teacher_path(out, job.dataset).exists() else None,
+                      role="teacher")
+    else:
+        ck = load_checkpoint(teacher_path(out, job.dataset))
+        tnet = model_from_checkpoint(ck, teacher_path(out, job.dataset))
+        teacher = ModelTeacher(tnet, num_classes, spec.dims, normalization=ck.get("normalization", "zscore"))
+        cases = list(train)
+        if job.setting in ("lowlabel", "tune"):
+            n = spec.low_labels or 2
+            rng = np.random.default_rng(1234)  # the same labelled subset for every method and seed
+            keep = set(rng.choice(len(cases), n, replace=False).tolist())
+            cases = [c if i in keep else _unlabelled(c) for i, c in enumerate(cases)]
+            if job.method == "alone":
+                cases = [c for c in cases if c.has_label]
+        use_teacher = job.method != "alone" and not (job.method in ("none", "ds") and job.setting in ("full", "tiny"))
+        model = "student-tiny" if job.setting == "tiny" else "student"
+        cfg = _config(spec, job, model, spec.student_iters)
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)  # an interrupted job restarts from scratch (its JSON was never written)
+        d = Distiller(cfg, cases, val_cases=[], teacher=teacher if use_teacher else None, output_dir=run_dir)
+    summary = d.run_to_end()
+    train_s = time.perf_counter() - t0
+    res = evaluate_model(d.model, spec, val, num_classes)
+    shape = [1, 1, *spec.patch]
+    res.update(job.__dict__, id=job.id, train_s=train_s, iterations=summary["iteration"],
+               params=count_parameters(d.model), flops_per_patch=count_flops(d.model, shape),
+               patch=spec.patch, n_train=len(train), n_val=len(val),
+               labelled=sum(c.has_label for c in d.train_cases))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(res, indent=1))
+    if job.setting != "teacher":
+        for p in (run_dir / "last.pt", run_dir / "best.pt"):
+            p.unlink(missing_ok=True)  # keep the logs, drop the weights (disk)
+    return res
+
+
+def _unlabelled(c: Any) -> Any:
+    """A copy of the case without its label."""
+    from dataclasses import replace
+
+    return replace(c, label=None)
+
+
+def _worker(args: tuple[Job, str, float]) -> str:
+    """Run one job in a pool process; one line for the log, also when the job fails."""
+    job, out, scale = args
+    apply_scale(scale)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        r = run_job(job, Path(out))
+        return f"{job.id}: mean Dice {r['mean_dice']:.4f} ({r['train_s']:.0f} s)"
+    except Exception as e:  # keep the other jobs going; the job is retried on the next invocation
+        return f"{job.id}: FAILED {e.__class__.__name__}: {e}"
+
+
+def run_all(out: Path, datasets: list[str], seeds: tuple[int, ...], jobs: int, scale: float = 1.0,
+            settings: tuple[str, ...] = SETTINGS) -> None:
+    """Train the missing teachers, then every missing student job, ``jobs`` at a time; log the run in runs.json."""
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    todo = [j for j in plan(datasets, seeds, settings) if not (out / "jobs" / f"{j.id}.json").exists()]
+    teachers = [Job(ds, "teacher", "none") for ds in datasets
+                if not (out / "jobs" / f"{ds}_teacher_none_s0.json").exists()]
+    print(f"{len(teachers)} teachers and {len(todo)} student jobs to run with {jobs} worker(s)", flush=True)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(jobs, maxtasksperchild=8) as pool:
+        for msg in pool.imap_unordered(_worker, [(j, str(out), scale) for j in teachers]):
+            print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+        # the grid first, then the main table seed by seed (a cut-short run still has complete seeds), then tiny
+        rank = {"tune": 0, "full": 1, "lowlabel": 1, "tiny": 2}
+        todo.sort(key=lambda j: (rank[j.setting], j.seed))
+        for msg in pool.imap_unordered(_worker, [(j, str(out), scale) for j in todo]):
+            print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+    wall = time.perf_counter() - t0
+    print(f"total wall time {wall:.0f} s", flush=True)
+    if teachers or todo:  # record the invocation that trained something (the report states it)
+        log = out / "runs.json"
+        runs = json.loads(log.read_text()) if log.exists() else []
+        runs.append({"wall_s": wall, "teachers": len(teachers), "student_jobs": len(todo), "workers": jobs,
+                     "cpu_bf16": CPU_BF16, "datasets": datasets, "settings": list(settings),
+                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                     "command": " ".join(sys.argv), "finished": time.strftime("%Y-%m-%d %H:%M")})
+        log.write_text(json.dumps(runs, indent=1))
+
+
+def measure_latency(out: Path, datasets: list[str], repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Median seconds per validation volume of teacher, student and student-tiny, alternating, one process."""
+    import torch
+
+    from napari_dmd.checkpoint import load_checkpoint, model_from_checkpoint
+    from napari_dmd.models.presets import build_model
+    from napari_dmd.segment import Segmenter
+
+    res: dict[str, dict[str, float]] = {}
+    for ds in datasets:
+        spec = SPECS[ds]
+        _, val, c = dataset(ds)
+        t = teacher_path(out, ds)
+        if not t.exists():
+            continue
+        torch.manual_seed(0)
+        models = {"teacher": model_from_checkpoint(load_checkpoint(t), t),
+                  "student": build_model("student", spec.dims, c),
+                  "student-tiny": build_model("student-tiny", spec.dims, c)}
+        segs = {k: Segmenter(m.eval(), c, spec.dims, list(spec.patch), batch_size=spec.batch)
+                for k, m in models.items()}
+        times: dict[str, list[float]] = defaultdict(list)
+        for seg in segs.values():
+            seg(val[0].image)  # warm-up
+        for r in range(repeats):
+            for case in val[:10]:
+                order = list(segs) if r % 2 == 0 else list(reversed(segs))
+                for k in order:
+                    t0 = time.perf_counter()
+                    segs[k](case.image)
+                    times[k].append(time.perf_counter() - t0)
+        res[ds] = {k: float(np.median(v)) for k, v in times.items()}
+        res[ds]["threads"] = torch.get_num_threads()
+        print(ds, {k: round(v, 4) for k, v in res[ds].items()}, flush=True)
+    path = out / "latency.json"  # other datasets' earlier measurements are kept
+    merged = {**(json.loads(path.read_text()) if path.exists() else {}), **res}
+    path.write_text(json.dumps(merged, indent=1))
+    return res
