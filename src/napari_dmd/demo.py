@@ -23,21 +23,16 @@ def phantom_cases(n_cases: int, spatial_dims: int, seed: int = 0) -> list[Case]:
 
 def compression_report(teacher, student, cases: list[Case]) -> dict[str, float]:
     """Parameters, speed and Dice of two Segmenters on labelled cases."""
-    from .metrics import dice_per_class
+    from .evaluation import compression, evaluate_cases
 
     out: dict[str, float] = {}
+    evals = {}
     for tag, seg in (("teacher", teacher), ("student", student)):
-        times, dices = [], []
-        for c in cases:
-            pred, dt = seg.timed(c.image)
-            times.append(dt)
-            dices.append(np.nanmean(dice_per_class(pred, c.label, seg.num_classes)))
-        out[f"{tag}_params"] = seg.parameters
-        out[f"{tag}_seconds"] = float(np.mean(times))
-        out[f"{tag}_dice"] = float(np.mean(dices))
-    out["compression"] = out["teacher_params"] / out["student_params"]
-    out["speedup"] = out["teacher_seconds"] / out["student_seconds"]
-    out["retention"] = out["student_dice"] / max(out["teacher_dice"], 1e-9)
+        ev = evals[tag] = evaluate_cases(seg, cases, hd95=False)
+        out[f"{tag}_params"] = ev["parameters"]
+        out[f"{tag}_seconds"] = ev["seconds_per_case"]
+        out[f"{tag}_dice"] = ev["mean_dice"]
+    out.update(compression(evals["teacher"], evals["student"]))
     return out
 
 
