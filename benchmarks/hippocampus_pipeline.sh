@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue-2 end-to-end check on real 3D MRI: train-teacher -> distill (DMD) -> evaluate, with wall times.
+# End-to-end check on real 3D MRI: train-teacher -> distill (DMD) -> evaluate, with wall times.
 # Usage: bash benchmarks/hippocampus_pipeline.sh [OUT_DIR] [TEACHER_ITERS] [STUDENT_ITERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
