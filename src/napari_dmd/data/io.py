@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data.limits import check_size, npy_header
+from napari_dmd.data.raster import gray_from_channels, read_pil
+
 __all__ = [
     "DataError",
     "ImageData",
@@ -139,6 +142,18 @@ def _check_spacing(spacing, ndim: int, where: str) -> tuple[float, ...]:
     return values
 
 
+def _check_kind(dtype: np.dtype, where: str, fmt: str) -> None:
+    """Refuse colour (structured), complex and other non-numeric voxel types before reading the data."""
+    dtype = np.dtype(dtype)
+    if dtype.names is not None:
+        raise DataError(f"{where}: colour (RGB) {fmt} image is not supported; convert it to grayscale")
+    if dtype.kind == "c":
+        raise DataError(f"{where}: complex-valued {fmt} image ({dtype}) is not supported; save magnitudes "
+                        "(abs) or the real part as a real-valued image")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{where}: {fmt} data type {dtype} is not an image type")
+
+
 def _check_dims(array: np.ndarray, where: str, channel_axis: int = -1) -> np.ndarray:
     """Squeeze trailing singleton dims beyond 2D and refuse 1D or 4D+ data."""
     while array.ndim > 2 and array.shape[-1] == 1:
@@ -189,7 +204,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         elif suffix in NPY_SUFFIXES:
             data = _read_npy(p)
         else:
-            data = _read_pil(p)
+            data = read_pil(p)
     except DataError:
         raise
     except MemoryError as exc:
@@ -218,13 +233,11 @@ def _read_nifti(p: Path) -> ImageData:
         img = nib.load(str(p), mmap=False)
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise DataError(f"{where}: not a NIfTI image ({type(img).__name__})")
+        check_size(img.shape, img.get_data_dtype(), where)  # before the data is decompressed
+        _check_kind(img.get_data_dtype(), where, "NIfTI")
         array = np.asanyarray(img.dataobj)
     finally:
         nib_logger.setLevel(level)
-    if array.dtype.names is not None:
-        raise DataError(f"{where}: colour (RGB) NIfTI image is not supported; convert it to grayscale")
-    if array.dtype.kind == "c":
-        raise DataError(f"{where}: complex-valued NIfTI image is not supported; save magnitudes instead")
     array = _check_dims(np.asarray(array), where, channel_axis=-1)
     ndim = array.ndim
     # float32 header values -> shortest decimal (7.7, not 7.699999809265137)
@@ -255,6 +268,8 @@ def _read_tiff(p: Path) -> ImageData:
             raise DataError(f"{where}: TIFF holds no image data")
         series = tif.series[0]
         axes = series.axes
+        check_size(series.shape, series.dtype, where)  # before any page is decompressed
+        _check_kind(series.dtype, where, "TIFF")
         array = series.asarray()
         page = tif.pages[0]
         ij = tif.imagej_metadata or {}
@@ -265,7 +280,7 @@ def _read_tiff(p: Path) -> ImageData:
         except Exception:  # missing or malformed tags: no physical size
             res, res_unit = (1.0, 1.0), 1
     if axes.endswith("S") and array.ndim >= 3:  # samples per pixel (RGB / RGBA)
-        array = _gray_from_channels(array, where, tol=0)
+        array = gray_from_channels(array, where, tol=0)
         axes = axes[:-1]
     for ax in "CT":
         if ax in axes and array.ndim > 2 and array.shape[axes.index(ax)] > 1:
@@ -307,51 +322,12 @@ def _read_tiff(p: Path) -> ImageData:
 
 def _read_npy(p: Path) -> ImageData:
     """NumPy ``.npy`` (no pickles); spacing 1."""
+    where = str(p)
+    shape, dtype = npy_header(p)
+    check_size(shape, dtype, where)
+    _check_kind(dtype, where, "NumPy")
     array = np.load(str(p), allow_pickle=False)
-    where = str(p)
-    if array.dtype.names is not None or array.dtype.kind not in "biuf":
-        raise DataError(f"{where}: NumPy dtype {array.dtype} is not an image type")
     array = _check_dims(array, where, channel_axis=0)
-    spacing = (1.0,) * array.ndim
-    return ImageData(array=np.ascontiguousarray(array), spacing=spacing, affine=affine_from_spacing(spacing))
-
-
-def _gray_from_channels(array: np.ndarray, where: str, tol: float) -> np.ndarray:
-    """Gray image from a (..., 3|4) RGB(A) array whose colour channels are equal (alpha ignored)."""
-    if array.shape[-1] not in (3, 4):
-        if array.shape[-1] == 2:  # gray + alpha
-            return array[..., 0]
-        raise DataError(f"{where}: image with {array.shape[-1]} colour samples per pixel is not supported")
-    rgb = array[..., :3]
-    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
-    if max(np.abs(r - g).max(initial=0), np.abs(r - b).max(initial=0)) > tol:
-        raise DataError(f"{where}: colour (RGB) image is not supported; convert it to grayscale")
-    return rgb[..., 0]
-
-
-def _read_pil(p: Path) -> ImageData:
-    """PNG/JPEG via PIL as grayscale; RGB with equal channels is accepted, true colour is refused."""
-    from PIL import Image
-
-    where = str(p)
-    tol = 3 if file_suffix(p) in (".jpg", ".jpeg") else 0  # JPEG compression perturbs equal channels
-    with Image.open(str(p)) as im:
-        if getattr(im, "n_frames", 1) > 1:
-            raise DataError(f"{where}: multi-frame image with {im.n_frames} frames is not supported")
-        im.load()
-        mode = im.mode
-        if mode == "P":
-            im = im.convert("RGBA")
-            mode = "RGBA"
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            im = im.convert("RGB")
-            mode = "RGB"
-        array = np.asarray(im)
-    if mode == "1":
-        array = array.astype(np.uint8)
-    if array.ndim == 3:
-        array = _gray_from_channels(array, where, tol=tol)
-    array = _check_dims(np.array(array), where)
     spacing = (1.0,) * array.ndim
     return ImageData(array=np.ascontiguousarray(array), spacing=spacing, affine=affine_from_spacing(spacing))
 
