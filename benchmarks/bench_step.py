@@ -9,7 +9,7 @@ the results with the machine and the exact command. See docs/benchmarks.md.
 
 import sys
 
-from napari_dmd.bench import main
+from napari_dmd.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["step", *sys.argv[1:]]))
+    sys.exit(main(["bench", "step", *sys.argv[1:]]))

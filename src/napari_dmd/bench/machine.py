@@ -8,53 +8,19 @@ must name, and ``command_line`` spells out the exact command with every option; 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import platform
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
+
+from ..runtime import machine_info as machine_info
 
 NUM_CLASSES = 6  # the phantom's classes (background + 5 organs)
 DEFAULT_PATCH = {2: [128, 128], 3: [32, 48, 32]}  # 3D: the engine's auto patch on hippocampus
 QUICK_PATCH = {2: [64, 64], 3: [16, 32, 32]}
 QUICK_TEACHER, QUICK_STUDENT = "8,16,32", "4,8,16"
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _cpu_quota() -> float | None:
-    """CPUs allowed by the cgroup (v2 ``cpu.max``), or None when unlimited or unknown."""
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    return None
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, load, torch version and threads, GPU: what every figure must name."""
-    import torch
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = None
-    if torch.cuda.is_available():
-        gpu = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    return {
-        "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
-        "cpu_quota": _cpu_quota(), "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "os": platform.platform(terse=True), "python": platform.python_version(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "gpu": gpu,
-    }
 
 
 def format_machine(m: dict[str, Any]) -> str:
