@@ -128,7 +128,7 @@ def add_verbs(sub: Any) -> None:
 def add_bench_parser(sub: Any) -> None:
     """Register ``napari-dmd bench VERB`` on the CLI's sub-parsers."""
     b = sub.add_parser("bench", help="performance benchmarks B1-B6 (docs/benchmarks.md)",
-                       description="Performance benchmarks (issue 5 part B); see docs/benchmarks.md.")
+                       description="Performance benchmarks B1-B6; see docs/benchmarks.md.")
     add_verbs(b.add_subparsers(dest="bench_verb", required=True, metavar="BENCHMARK"))
 
 
