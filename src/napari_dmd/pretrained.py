@@ -99,16 +99,12 @@ RECIPE = DemoRecipe()
 
 
 def usable_cores(cap: int = 8) -> int:
-    """CPU cores this process may run on (its affinity mask where the OS tells), at most ``cap``.
-
-    The demo trains with all of them (the user is waiting for it); idle OpenMP threads sleep rather than spin
-    (``OMP_WAIT_POLICY=PASSIVE``, set when napari-dmd's widgets load), so napari's own thread keeps running.
+    """CPU cores this process may run on, at most ``cap``: the demo trains with all of them (the user is waiting);
+    idle OpenMP threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``), so napari's own thread keeps running.
     """
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(cap, n))
+    from .runtime import usable_cores as cores
+
+    return cores(cap)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -38,7 +38,7 @@ def entry_from_checkpoint(path: str | Path, role: str | None = None, device: str
     ckpt = load_checkpoint(path)
     seg = Segmenter.from_checkpoint(path, device=device)
     model = seg.model if isinstance(seg.model, UNet) else model_from_checkpoint(ckpt, path)
-    heads = heads_from_checkpoint(ckpt, model)
+    heads = heads_from_checkpoint(ckpt, model, path)
     if heads is not None:
         heads.to(next(model.parameters()).device)
     role = role or ("teacher" if ckpt.get("kind") == "teacher" else "student")
@@ -53,7 +53,7 @@ def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: st
     napari-dmd checkpoints keep their U-Net (feature inspection works); other formats are wrapped as a
     :class:`~napari_dmd.segment.Segmenter` around the adapter's network.
     """
-    from .distill.engine import resolve_device
+    from .runtime import resolve_device
     from .teachers import detect_kind, load_teacher
 
     p = Path(path).expanduser()

@@ -39,7 +39,7 @@ class Segmenter:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Segmenter:
         """Load a napari-dmd checkpoint (weights only) as a segmenter."""
-        from .distill.engine import resolve_device
+        from .runtime import resolve_device
 
         ckpt = load_checkpoint(path)
         model = model_from_checkpoint(ckpt, path)

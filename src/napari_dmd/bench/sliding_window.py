@@ -49,9 +49,9 @@ def bench_sliding_window(size: int | None = None, repeats: int | None = None, pa
     import torch
     from monai.inferers import sliding_window_inference
 
-    from ..distill.engine import resolve_device
     from ..inference import SIGMA_SCALE, count_windows, sliding_window_predict
     from ..models.presets import build_model
+    from ..runtime import resolve_device
 
     size, repeats, patch = size or (32 if quick else 96), repeats or (1 if quick else 3), patch or (16 if quick else 64)
     dev = resolve_device(device)
