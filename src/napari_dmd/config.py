@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,43 @@ METHODS = ("none", "ds", "kd", "dkd", "mfd", "dmd")
 
 class ConfigError(ValueError):
     """A setting is invalid; the message names it and says what is allowed."""
+
+
+MAX_CONFIG_BYTES = 1_000_000  # a config holds a few dozen settings (a few kB)
+TEMPERATURE_RANGE = (0.1, 100.0)
+_PYTHON_TAG = "tag:yaml.org,2002:python/"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML for config files: plain values only, no anchors/aliases (no 'billion laughs'), no tags."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - yaml's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            mark = event.start_mark
+            raise ConfigError(f"line {mark.line + 1}, column {mark.column + 1}: YAML alias *{event.anchor} refused: "
+                              "anchors and aliases (&name, *name) are not allowed in config files; write each "
+                              "setting out")
+        return super().compose_node(parent, index)
+
+
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """Constructor for every tag SafeLoader does not know: python tags and custom tags are refused."""
+    mark = node.start_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    if node.tag.startswith(_PYTHON_TAG):
+        raise ConfigError(f"{where}: python tag !!python/{node.tag[len(_PYTHON_TAG):]} refused for safety "
+                          "(it could run code); a config file holds plain settings only")
+    raise ConfigError(f"{where}: YAML tag {node.tag} refused; a config file holds plain settings only")
+
+
+_ConfigLoader.add_constructor(None, _refuse_tag)
+
+
+def _float_fields() -> list[str]:
+    """TrainConfig fields that hold a float (alone, optional or in a list)."""
+    hints = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    return [name for name, hint in hints.items() if "float" in hint]
 
 
 @dataclass
@@ -82,8 +120,31 @@ class TrainConfig:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        for name in _float_fields():  # nan passes every comparison below; inf turns weights and ramps off
+            value = getattr(self, name)
+            values = value if isinstance(value, list | tuple) else [value]
+            if any(isinstance(v, numbers.Real) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+        lo_t, hi_t = TEMPERATURE_RANGE
+        if not lo_t <= self.temperature <= hi_t:
+            raise ConfigError(f"temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (typical 1 to 8), got "
+                              f"{self.temperature}")
+        for name in ("lr_warmup", "distill_warmup"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in [0, 1] (a fraction of the iterations), got "
+                                  f"{getattr(self, name)}")
+        if self.grad_clip is None:  # None = off, like 0
+            self.grad_clip = 0.0
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"num_classes must be at least 2 (background + one class), got {self.num_classes}")
+        if self.class_names is not None and self.num_classes is not None \
+                and len(self.class_names) != self.num_classes:
+            raise ConfigError(f"class_names lists {len(self.class_names)} names but num_classes is "
+                              f"{self.num_classes}; give one name per class, background included")
+        if self.scale_weights is not None and any(w < 0 for w in self.scale_weights):
+            raise ConfigError(f"scale_weights must be >= 0, got {list(self.scale_weights)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.fg_fraction <= 1:
@@ -139,9 +200,18 @@ class TrainConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> TrainConfig:
+        """Settings from a YAML file: plain values only (aliases, python and custom tags refused)."""
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
+            size = Path(path).stat().st_size
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: config file of {size:,} bytes is implausibly large for a few settings "
+                                  f"(limit {MAX_CONFIG_BYTES:,})")
+            data = yaml.load(Path(path).read_text(), Loader=_ConfigLoader) or {}  # noqa: S506 - safe loader
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: config nested too deeply; a config file holds plain settings") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must hold a mapping of settings")
