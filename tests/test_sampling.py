@@ -33,8 +33,8 @@ def test_normalize_ct_clips_outliers():
     image[0, 0] = 1e6
     out = normalize(image, "ct", clip=(0.5, 99.5))
     assert out.max() < 2.0  # outlier clipped before the z-score
-    plain = normalize(image, "zscore")
-    assert plain.max() > 10.0
+    plain = normalize(image, "zscore")  # zscore only clips far outliers (to the band 4 widths out)
+    assert plain.max() > 5.0 > out.max()
 
 
 def test_normalize_fg_ignores_dark_background():
