@@ -6,8 +6,7 @@ user cannot run code.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from . import __version__
 from .models.heads import ScaleHeads
 from .models.unet import UNet
+from .safe_paths import atomic_write
 
 FORMAT = "napari-dmd-checkpoint"
 FORMAT_VERSION = 1
@@ -27,23 +27,44 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``payload`` to ``path`` atomically (random temp file in the same folder, fsync, umask mode, rename).
+
+    A failed write (full disk, file size limit) raises ``OSError`` with its errno and ``path`` as file name and
+    leaves the previous file at ``path`` intact.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "napari_dmd_version": __version__, **payload}
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return atomic_write(path, lambda f: _torch_save(data, f))
+
+
+class _WriteRecorder:
+    """A file wrapper that keeps the ``OSError`` of a failed write: torch reports it only as "unexpected pos"."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, b: Any) -> int:
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _torch_save(data: dict[str, Any], f: Any) -> None:
+    rec = _WriteRecorder(f)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        torch.save(data, rec)
+    except RuntimeError as e:  # "[enforce fail at inline_container.cc] unexpected pos": the real error is below
+        if rec.error is not None:
+            raise rec.error from e
         raise
-    return path
 
 
 def load_error_reason(path: str | Path, exc: BaseException) -> str:
@@ -96,7 +117,65 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("model", "state_dict"):
         if key not in data:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    check_values(path, data)
     return data
+
+
+MAX_PATCH_VOXELS = 512 ** 3  # a training patch beyond this cannot be a real one (and would exhaust memory)
+
+
+def _ints(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _int_list(value: Any, lo: int, hi: int, max_len: int = 16) -> bool:
+    return isinstance(value, list | tuple) and 0 < len(value) <= max_len and all(_ints(v, lo, hi) for v in value)
+
+
+def check_values(path: str | Path, data: dict[str, Any]) -> None:
+    """Refuse values a real checkpoint cannot hold (one line: "<file>: invalid checkpoint: ..."). Only keys that
+    are present are checked; what is missing is reported where it is needed."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: invalid checkpoint: {what}")
+
+    model = data["model"]
+    if not isinstance(model, dict):
+        raise bad(f"'model' must be a mapping of architecture settings, not {type(model).__name__}")
+    dims = model.get("spatial_dims")
+    if dims is not None and dims not in (2, 3):
+        raise bad(f"spatial_dims {dims!r} (must be 2 or 3)")
+    for key, hi in (("in_channels", 64), ("num_classes", 1000)):
+        if key in model and not _ints(model[key], 1, hi):
+            raise bad(f"{key} {model[key]!r} (must be an integer from 1 to {hi})")
+    if "channels" in model and not _int_list(model["channels"], 1, 4096):
+        raise bad(f"channels {model['channels']!r} (must be a list of 1 to 16 integers from 1 to 4096)")
+    patch = data.get("patch_size")
+    if patch is not None:
+        if not _int_list(patch, 1, 1 << 16, max_len=3):
+            raise bad(f"patch_size {patch!r} (must be a list of 2 or 3 positive integers)")
+        if dims in (2, 3) and len(patch) != dims:
+            raise bad(f"patch_size {list(patch)} has {len(patch)} entries but the model is {dims}D")
+        if math.prod(patch) > MAX_PATCH_VOXELS:
+            raise bad(f"patch_size {list(patch)} is absurdly large ({math.prod(patch):,} voxels; a training patch "
+                      f"has at most {MAX_PATCH_VOXELS:,})")
+    spacing = data.get("spacing")
+    if spacing is not None and not (isinstance(spacing, list | tuple) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in spacing)):
+        raise bad(f"spacing {spacing!r} (must be a list of positive numbers)")
+    names = data.get("class_names")
+    if names is not None and not (isinstance(names, list | tuple) and all(isinstance(n, str) for n in names)):
+        raise bad("class_names must be a list of strings")
+    if not isinstance(data.get("normalization", ""), str | None):
+        raise bad(f"normalization {data['normalization']!r} (must be a scheme name)")
+    heads = data.get("heads")
+    if heads:
+        if not isinstance(heads, dict) or not isinstance(heads.get("state_dict"), dict):
+            raise bad("'heads' must be a mapping with 'in_channels', 'feature_scales' and 'state_dict'")
+        if not _int_list(heads.get("in_channels"), 1, 4096):
+            raise bad(f"heads in_channels {heads.get('in_channels')!r} (must be a list of channel counts)")
+        scales = heads.get("feature_scales")
+        if scales is not None and not (_int_list(scales, 0, 16) and len(scales) == len(heads["in_channels"])):
+            raise bad(f"heads feature_scales {scales!r} (must list one decoder stage per head)")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> UNet:
@@ -115,11 +194,16 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
     return model.eval()
 
 
-def heads_from_checkpoint(ckpt: dict[str, Any], model: UNet) -> ScaleHeads | None:
-    """Rebuild the per-scale heads saved with a student, if any."""
+def heads_from_checkpoint(ckpt: dict[str, Any], model: UNet, path: str | Path = "checkpoint") -> ScaleHeads | None:
+    """Rebuild the per-scale heads saved with a student, if any (``path`` names the file in errors)."""
     heads = ckpt.get("heads")
     if not heads:
         return None
-    module = ScaleHeads(model.spatial_dims, heads["in_channels"], model.num_classes)
-    module.load_state_dict(heads["state_dict"])
+    try:
+        module = ScaleHeads(model.spatial_dims, list(heads["in_channels"]), model.num_classes)
+        module.load_state_dict(heads["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path}: invalid checkpoint: its heads do not fit "
+                              f"the model ({first})") from e
     return module.eval()
