@@ -292,7 +292,7 @@ def _dice_text(best: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ pre-checks
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "events.jsonl", "tensorboard")
+from .runs import RUN_FILES  # noqa: E402 - the files of a run folder (last.pt, best.pt, config.yaml, ...)
 
 
 def _check_writable(folder: Path, what: str = "output folder") -> None:
@@ -311,13 +311,16 @@ def _check_writable(folder: Path, what: str = "output folder") -> None:
         raise DataError(f"{folder}: {what} is not writable ({e.strerror or e})") from e
 
 
-def _check_run_dir(out: Path) -> None:
-    """The run folder: a writable folder whose run files cannot lead outside it through symbolic links."""
+def _check_run_dir(out: Path, resume: str | None = None) -> None:
+    """The run folder: writable, no run file leading outside through a link, no other run's files in a new run."""
+    from .runs import check_new_run_folder
     from .safe_paths import resolve_inside
 
     for name in RUN_FILES:
         resolve_inside(out, name, what="run file")
     _check_writable(out, "the --out folder")
+    if resume is None:
+        check_new_run_folder(out)
 
 
 def _check_dims(cases, spatial_dims: int | None, model: str) -> None:
@@ -352,7 +355,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     cfg = _build_config(args, method="none" if args.method is None else None)
     if args.model is None and not getattr(args, "config", None):
         cfg.model = "teacher"
-    _check_run_dir(Path(args.out))
+    args.out = args.out or (str(Path(args.resume).parent) if args.resume else "runs/teacher")
+    _check_run_dir(Path(args.out), args.resume)
     cases, names = _load_cases(args)
     _check_dims(cases, cfg.spatial_dims, "the model (spatial_dims)")
     check_patch_size(cfg.patch_size, cases)
@@ -372,7 +376,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .teachers import check_teacher, teacher_from_args
 
     cfg = _build_config(args)
-    _check_run_dir(Path(args.out))
+    args.out = args.out or (str(Path(args.resume).parent) if args.resume else "runs/student")
+    _check_run_dir(Path(args.out), args.resume)
     teacher = teacher_from_args(args)
     cases, names = _load_cases(args)
     _check_dims(cases, cfg.spatial_dims or teacher.spatial_dims,
@@ -382,8 +387,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     check_patch_size(cfg.patch_size, cases)
     cfg.class_names = cfg.class_names or teacher.class_names or names
     train, val = _split_for_labels(cases, cfg, args)
-    resume = args.resume
-    d = Distiller(cfg, train, val_cases=val, teacher=teacher, output_dir=args.out, resume=resume)
+    d = Distiller(cfg, train, val_cases=val, teacher=teacher, output_dir=args.out, resume=args.resume)
     _check_patch(d, cfg)
     counts = d.parameter_counts()
     _print_params("teacher", counts["teacher"])
@@ -460,6 +464,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .data.io import DataError
     from .metrics import evaluate, summarize
+    from .safe_paths import atomic_write_text
     from .segment import Segmenter
 
     report_path = Path(args.json) if args.json else None
@@ -511,13 +516,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ratio = t["parameters"] / max(s["parameters"], 1)
         print(f"compression: {ratio:.1f}x fewer parameters, {t['seconds_per_case'] / s['seconds_per_case']:.1f}x "
               f"faster, Dice retention {100 * s['mean_dice'] / max(t['mean_dice'], 1e-9):.1f} %")
-    if report_path is not None:  # temp file + rename: an existing report is replaced whole or not at all
-        tmp = report_path.with_name(f".{report_path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(report, indent=2, default=float))
-            os.replace(tmp, report_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    if report_path is not None:  # random temp file + rename: the report is replaced whole or not at all
+        atomic_write_text(report_path, json.dumps(report, indent=2, default=float))
     return 0
 
 
@@ -554,8 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-teacher", help="train a teacher U-Net on labelled data")
     t.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")
-    t.add_argument("--out", default="runs/teacher", help="output folder for checkpoints and logs")
-    t.add_argument("--resume", help="resume from this last.pt")
+    t.add_argument("--out", help="output folder (default runs/teacher; with --resume: that run's own folder)")
+    t.add_argument("--resume", help="resume from this last.pt, in its folder, with the run's settings and data")
     t.add_argument("--quiet", action="store_true")
     _add_data_flags(t)
     _add_config_flags(t)
@@ -563,8 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("distill", help="distil a small student from a teacher")
     d.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")
-    d.add_argument("--out", default="runs/student", help="output folder for checkpoints and logs")
-    d.add_argument("--resume", help="resume from this last.pt")
+    d.add_argument("--out", help="output folder (default runs/student; with --resume: that run's own folder)")
+    d.add_argument("--resume", help="resume from this last.pt, in its folder, with the run's settings, data, teacher")
     d.add_argument("--quiet", action="store_true")
     add_teacher_flags(d)
     _add_data_flags(d)

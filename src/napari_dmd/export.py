@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .models.unet import UNet
+from .safe_paths import atomic_write_text, publish, temp_file
 
 TORCHSCRIPT_NAME = "student.torchscript.pt"
 ONNX_NAME = "student.onnx"
@@ -183,9 +183,9 @@ def _atomic_target(path: Path, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise ExportError(f"{path}: exists; pass overwrite=True (CLI --overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)  # random name, created exclusively; publish() gives it the umask's mode
     os.close(fd)
-    return Path(tmp)
+    return tmp
 
 
 def _max_diff(a: torch.Tensor | np.ndarray, b: torch.Tensor) -> float:
@@ -212,7 +212,7 @@ def export_torchscript(model: UNet, path: str | Path, *, metadata: dict[str, Any
         diff = verify(lambda x: loaded(x), model, _test_shapes(model, patch_size))
         if diff > atol:
             raise ExportError(f"{path}: TorchScript output differs from PyTorch by {diff:.3g} (> {atol:g})")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return diff
@@ -261,7 +261,7 @@ def export_onnx(model: UNet, path: str | Path, *, metadata: dict[str, Any] | Non
                           _test_shapes(model, patch_size))
             if diff > atol:
                 raise ExportError(f"{path}: ONNX output differs from PyTorch by {diff:.3g} (> {atol:g})")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001 - reported with the file name
@@ -568,10 +568,9 @@ def export_student(checkpoint: str | Path, out_dir: str | Path, *, formats: Sequ
                            "checked_with": "onnxruntime" if diff is not None else None}
     card = model_card(checkpoint, cases=cases, teacher=teacher, device=device, latency_runs=latency_runs,
                       split=split, exports=exports)
+    out.mkdir(parents=True, exist_ok=True)
     for name, text in ((CARD_JSON, json.dumps(card, indent=2, default=float)), (CARD_MD, card_markdown(card))):
-        tmp = _atomic_target(out / name, True)
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
     card["files"] = {"card_json": str(out / CARD_JSON), "card_markdown": str(out / CARD_MD),
                      **{k: v["path"] for k, v in exports.items()}}
     return card
