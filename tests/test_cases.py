@@ -83,7 +83,7 @@ def _expect(match: str, *names: str):
 
 def test_load_case_casts_integral_float_labels(tmp_path):
     img = write_image(tmp_path / "a.nii.gz", _image(), (3.0, 1.0, 0.5))
-    lab = write_image(tmp_path / "a_lab.nii.gz", _label().astype(np.float32))
+    lab = write_image(tmp_path / "a_lab.nii.gz", _label().astype(np.float32), (3.0, 1.0, 0.5))
     case = load_case(img, lab)
     assert case.label is not None and case.label.dtype == np.uint8
     np.testing.assert_array_equal(case.label, _label())
@@ -114,7 +114,7 @@ def test_load_case_fractional_labels(tmp_path):
 def test_load_case_shape_mismatch_names_both_files(tmp_path):
     img = write_image(tmp_path / "img.nii.gz", _image((4, 6, 5)))
     lab = write_image(tmp_path / "lab.nii.gz", _label((4, 6, 6)))
-    with _expect("does not match", img, lab, "(4, 6, 6)", "(4, 6, 5)"):
+    with _expect("does not match", img, lab, "(6, 6, 4)", "(5, 6, 4)"):  # NIfTI shapes as stored: x, y, z
         load_case(img, lab)
 
 
@@ -316,9 +316,11 @@ def test_validate_cases_all_background():
 
 
 def test_validate_cases_counts_and_set_checks():
-    labelled = [_case(label=_label(top=1)), _case(label=_label(top=4)), _case()]
+    labelled = [_case(label=_label(top=1)), _case(label=_label(top=4)), _case(label=_label(top=3)),
+                _case(label=_label(top=2)), _case()]
     assert validate_cases(labelled) == 5
     assert infer_num_classes(labelled) == 5
+    labelled = labelled[:2] + labelled[4:]  # values {0, 1, 4}: a gap, refused when the count is inferred
     assert validate_cases(labelled, num_classes=7) == 7
     with _expect("labels out of range"):
         validate_cases(labelled, num_classes=3)

@@ -16,6 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data.checks import (
+    DEFAULT_IGNORE_INDEX,
+    check_class_names,
+    check_image_values,
+    check_label_geometry,
+    check_patch_size,
+    infer_num_classes,
+    shape_text,
+    validate_case,
+    validate_cases,
+    warn,
+)
 from napari_dmd.data.io import (
     NIFTI_SUFFIXES,
     DataError,
@@ -29,6 +41,7 @@ from napari_dmd.data.io import (
 __all__ = [
     "DEFAULT_IGNORE_INDEX",
     "Case",
+    "check_class_names",
     "check_patch_size",
     "infer_num_classes",
     "load_case",
@@ -40,7 +53,6 @@ __all__ = [
     "validate_cases",
 ]
 
-DEFAULT_IGNORE_INDEX = 255
 _NNUNET_CHANNEL = "_0000"
 
 
@@ -121,10 +133,13 @@ def load_case(
     """Read one image and its optional label map into a :class:`Case`.
 
     Labels are cast to uint8/int16 when their values are integral (fractional -> DataError naming the label
-    file); the label shape must equal the image shape. ``spacing`` (array order) overrides the file's; for
-    files without a world affine (TIFF, PNG, NumPy) the affine is rebuilt from it.
+    file); the label shape must equal the image shape and its geometry (spacing, orientation, origin) the
+    image's (:func:`~napari_dmd.data.checks.check_label_geometry`). An image with NaN/Inf voxels or a single
+    value is refused, labelled or not. ``spacing`` (array order) overrides the file's; for files without a
+    world affine (TIFF, PNG, NumPy) the affine is rebuilt from it.
     """
     img = read_image(image_path)
+    check_image_values(img.array, str(img.path))
     case_spacing = img.spacing
     affine = img.affine
     if spacing is not None:
@@ -143,9 +158,11 @@ def load_case(
         lab_path = lab.path
         if lab.array.shape != img.array.shape:
             raise DataError(
-                f"{lab_path}: label shape {lab.array.shape} does not match image {img.path} "
-                f"shape {img.array.shape}"
+                f"{lab_path}: label shape {shape_text(lab.array.shape, lab_path)} does not match image {img.path} "
+                f"shape {shape_text(img.array.shape, img.path)}"
             )
+        if spacing is None:  # an explicit spacing replaces both files' own
+            check_label_geometry(img, lab)
         label = _to_label_dtype(lab.array, lab_path)
     return Case(
         image=img.array,
@@ -207,12 +224,7 @@ def read_class_names(dataset_json: str | os.PathLike) -> list[str] | None:
     ``"class <k>"``. A file that cannot be parsed raises DataError.
     """
     p = Path(dataset_json)
-    if not p.is_file():
-        return None
-    try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{p}: cannot read dataset.json ({exc})") from exc
+    meta = _read_json(p)
     labels = meta.get("labels") if isinstance(meta, dict) else None
     if not isinstance(labels, dict) or not labels:
         return None
@@ -258,16 +270,83 @@ def load_msd_folder(
         images = _list_images(images_dir)
         _refuse_multichannel(images, images_dir)
         index = _label_index(labels_dir)
+        unpaired = []
         for image in images:
             label = _find_label(image, index)
             if label is None and require_labels:
                 if is_train:
                     raise DataError(f"{image}: no label file for this image in {labels_dir}")
                 continue
+            if label is None:
+                unpaired.append(image)
             cases.append(load_case(image, label))
+        _report_unpaired(unpaired, images, labels_dir)
     if not cases:
         raise DataError(f"{root_p}: no images found in imagesTr/ or imagesTs/")
-    return cases, read_class_names(root_p / "dataset.json")
+    names = read_class_names(root_p / "dataset.json")
+    _check_dataset_json(root_p, cases, names)
+    return cases, names
+
+
+def _report_unpaired(unpaired: list[Path], images: list[Path], labels_dir: Path | None) -> None:
+    """Images without a label in a folder that has labels: an error when none pairs (the names do not match),
+    else a warning naming them (they are used unlabelled: distillation learns from the teacher on them,
+    train-teacher leaves them out)."""
+    if not unpaired or labels_dir is None or not labels_dir.is_dir() or not _list_images(labels_dir):
+        return
+    shown = ", ".join(p.name for p in unpaired[:3]) + (f" and {len(unpaired) - 3} more" if len(unpaired) > 3 else "")
+    if len(unpaired) == len(images):
+        raise DataError(f"{labels_dir}: no label file matches any image name (e.g. {shown}); a label must have its "
+                        "image's file name (case.nii.gz or case_0000.nii.gz pairs with case.nii.gz)")
+    warn(f"{unpaired[0].parent}: {len(unpaired)} of {len(images)} images have no label in {labels_dir} ({shown}); "
+         "they are used unlabelled (train-teacher leaves them out)")
+
+
+def _check_dataset_json(root: Path, cases: list[Case], names: list[str] | None) -> None:
+    """Cross-check ``dataset.json`` with the folder: listed files present (error naming them), ``numTraining``
+    equal to the images in imagesTr/ (warning), label values within the listed classes (error)."""
+    path = root / "dataset.json"
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        return
+    listed: list[str] = []
+    for entry in meta.get("training") or []:
+        if isinstance(entry, dict):
+            listed += [v for k, v in entry.items() if k in ("image", "label") and isinstance(v, str)]
+    listed += [v for v in meta.get("test") or [] if isinstance(v, str)]
+    missing = []
+    for rel in listed:
+        p = root / rel
+        alt = p.with_name(f"{strip_suffix(p)}{_NNUNET_CHANNEL}{file_suffix(p)}")  # nnU-Net's image name
+        if not p.is_file() and not alt.is_file():
+            missing.append(rel)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"{path}: lists {len(missing)} files that are missing: {shown}; restore them or correct "
+                        "dataset.json")
+    n_train = meta.get("numTraining")
+    found = sum(1 for c in cases if Path(c.image_path or "").parent.name == "imagesTr")
+    if isinstance(n_train, int) and not isinstance(n_train, bool) and n_train != found:
+        warn(f"{path}: numTraining is {n_train} but imagesTr/ holds {found} images")
+    if names:
+        for case in cases:
+            if case.label is None:
+                continue
+            label = np.asarray(case.label)
+            top = int(np.where(label == DEFAULT_IGNORE_INDEX, 0, label).max()) if label.size else 0
+            if top >= len(names):
+                raise DataError(f"{case.label_path}: holds label {top} but {path} lists {len(names)} classes "
+                                f"({', '.join(names)}); add the class to \"labels\" or correct the label map")
+
+
+def _read_json(path: Path) -> object:
+    """Parsed JSON of ``path`` (None if the file is absent); DataError naming it if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read dataset.json ({exc})") from exc
 
 
 def _read_spacing_csv(csv_path: Path) -> dict[str, float]:
@@ -312,7 +391,7 @@ def load_folder_pairs(
 
     ``spacing_csv`` (e.g. HC18's ``pixel_size_and_HC.csv``) gives an isotropic pixel size in mm per image from
     its ``filename`` and ``pixel size...`` columns; an image missing from it is an error. Images without a
-    label are loaded unlabelled.
+    label are loaded unlabelled with a warning naming them; when none has a label, DataError.
     """
     img_dir = Path(images_dir)
     if not img_dir.is_dir():
@@ -325,6 +404,8 @@ def load_folder_pairs(
     if not images:
         raise DataError(f"{img_dir}: no image files found")
     index = _label_index(lab_dir)
+    unpaired = [image for image in images if _find_label(image, index) is None]
+    _report_unpaired(unpaired, images, lab_dir)
     cases = []
     for image in images:
         spacing = None
@@ -361,143 +442,3 @@ def load_pair_lists(
     return [load_case(img, lab) for img, lab in zip(images, labels)]
 
 
-# ------------------------------------------------------------------------------------------------ checks
-
-
-def _label_values(label: np.ndarray, ignore_index: int | None) -> np.ndarray:
-    """Label values that are classes (``ignore_index`` voxels excluded)."""
-    values = np.unique(label)
-    return values[values != ignore_index] if ignore_index is not None else values
-
-
-def validate_case(
-    case: Case, num_classes: int | None = None, *, ignore_index: int | None = DEFAULT_IGNORE_INDEX
-) -> None:
-    """Check one case; raise DataError naming its file (or name) on the first problem found.
-
-    Image: 2 or 3 spatial dims, every dim >= 2 voxels, finite, not constant. Label (if any): same shape,
-    integral, >= 0 and < ``num_classes`` when given (``ignore_index`` voxels are allowed).
-    """
-    where = case.source
-    image = np.asarray(case.image)
-    if image.ndim not in (2, 3):
-        raise DataError(f"{where}: image has {image.ndim} spatial dims (shape {image.shape}); need 2D or 3D")
-    if min(image.shape) < 2:
-        raise DataError(f"{where}: image too small (shape {image.shape}); every dimension needs >= 2 voxels")
-    if image.dtype.kind not in "biuf":
-        raise DataError(f"{where}: image has unsupported type {image.dtype}")
-    if image.dtype.kind == "f":
-        bad = int(np.count_nonzero(~np.isfinite(image)))
-        if bad:
-            raise DataError(f"{where}: image contains {bad} NaN/Inf voxels")
-    lo, hi = image.min(), image.max()
-    if lo == hi:
-        raise DataError(f"{where}: constant image (every voxel is {float(lo):g}); nothing to segment")
-    if case.label is None:
-        return
-    lwhere = case.label_path or where
-    label = np.asarray(case.label)
-    if label.shape != image.shape:
-        raise DataError(
-            f"{lwhere}: label shape {label.shape} does not match image {where} shape {image.shape}"
-        )
-    if label.dtype.kind == "f":
-        finite = np.isfinite(label)
-        if not finite.all() or np.any(label[finite] != np.round(label[finite])):
-            raise DataError(f"{lwhere}: label map holds non-integer values; labels must be class indices")
-    elif label.dtype.kind not in "biu":
-        raise DataError(f"{lwhere}: label map has unsupported type {label.dtype}")
-    values = _label_values(label, ignore_index)
-    if values.size and values.min() < 0:
-        raise DataError(f"{lwhere}: negative label value {values.min():g}; labels must be 0, 1, 2, ...")
-    if num_classes is not None and values.size and values.max() >= num_classes:
-        bad = [int(v) for v in values if v >= num_classes]
-        raise DataError(
-            f"{lwhere}: labels out of range: values {bad[:5]} but only {num_classes} classes "
-            f"(0..{num_classes - 1}) expected"
-        )
-
-
-def check_patch_size(patch_size: Sequence[int] | None, cases: Sequence[Case], *, min_allowed: int = 32) -> None:
-    """Refuse a training patch far larger than every image (it would hold mostly padding).
-
-    An axis may exceed the largest image along it up to twice, or up to ``min_allowed`` voxels (small images
-    are padded to the network's stride); beyond that a ConfigError names the setting and the largest image.
-    """
-    from napari_dmd.config import ConfigError
-
-    if not patch_size or not cases:
-        return
-    n = len(patch_size)
-    shaped = [c for c in cases if c.ndim >= n]
-    if not shaped:
-        return
-    largest = [max(int(c.image.shape[c.ndim - n + i]) for c in shaped) for i in range(n)]
-    if any(int(p) > max(2 * e, min_allowed) for p, e in zip(patch_size, largest)):
-        biggest = max(shaped, key=lambda c: int(np.prod(c.image.shape[-n:])))
-        raise ConfigError(
-            f"patch_size {[int(p) for p in patch_size]} is far larger than every image (largest extent per axis "
-            f"{largest}, e.g. {biggest.source}); the patch would be mostly padding: use patch_size {largest} "
-            "or smaller"
-        )
-
-
-def infer_num_classes(cases: Sequence[Case], *, ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> int:
-    """Largest label value + 1 over the labelled cases (``ignore_index`` excluded); DataError if none."""
-    top = -1
-    labelled = False
-    for case in cases:
-        if case.label is None:
-            continue
-        labelled = True
-        values = _label_values(np.asarray(case.label), ignore_index)
-        if values.size:
-            top = max(top, int(values.max()))
-    if not labelled:
-        raise DataError("no labelled case: cannot infer the number of classes; give it explicitly")
-    return max(top + 1, 1)
-
-
-def validate_cases(
-    cases: Sequence[Case], num_classes: int | None = None, *, ignore_index: int | None = DEFAULT_IGNORE_INDEX
-) -> int:
-    """Validate every case and the set as a whole; return the number of classes.
-
-    The set must be non-empty, share one spatial dimensionality and, if any case is labelled, hold some
-    foreground. Without labels, ``num_classes`` must be given.
-    """
-    cases = list(cases)
-    if not cases:
-        raise DataError("no cases to use: load at least one image")
-    if num_classes is not None and num_classes < 2:
-        raise DataError(f"num_classes must be at least 2 (background + one class), got {num_classes}")
-    first = cases[0]
-    for case in cases:
-        if case.ndim != first.ndim:
-            raise DataError(
-                f"{case.source}: {case.ndim}D image mixed with {first.ndim}D image {first.source}; "
-                "all cases must have the same number of spatial dims"
-            )
-    for case in cases:
-        validate_case(case, num_classes, ignore_index=ignore_index)
-    labelled = [c for c in cases if c.label is not None]
-    if not labelled:
-        if num_classes is None:
-            raise DataError("no case has a label map: give the number of classes (e.g. from the teacher)")
-        return num_classes
-    foreground = any(np.any(_label_values(np.asarray(c.label), ignore_index) > 0) for c in labelled)
-    if not foreground:
-        hint = ""
-        if ignore_index is not None and any(np.any(np.asarray(c.label) == ignore_index) for c in labelled):
-            hint = (
-                f"; value {ignore_index} marks ignored voxels, so a 0/{ignore_index} mask must be "
-                "converted to 0/1"
-            )
-        names = ", ".join(c.label_path or c.name for c in labelled[:3])
-        more = f" and {len(labelled) - 3} more" if len(labelled) > 3 else ""
-        raise DataError(f"all labels are background (no foreground voxel in {names}{more}){hint}")
-    return (
-        num_classes
-        if num_classes is not None
-        else max(infer_num_classes(cases, ignore_index=ignore_index), 2)
-    )
