@@ -7,9 +7,11 @@ Formats (``kind``):
   weights-only (NumPy metrics allowed), anything more needs ``trust=True``;
 * ``"monai-bundle"``: a MONAI bundle folder - its config is read as data; code in it needs ``trust=True``;
 * ``"monai"``: a state dict file plus ``network`` (a ``monai.networks.nets`` class) and ``network_args``;
-* ``"onnx"``: an ONNX file run by onnxruntime - carries no code.
+* ``"onnx"``: an ONNX file run by onnxruntime - carries no code; a graph that may loop without end needs
+  ``trust=True``.
 ``"auto"`` tells them apart by suffix, archive layout, folder contents and (for torch files) the keys of a
-weights-only load.
+weights-only load; a file that holds more than weights is never unpickled to tell its kind, even when trusted
+(its pickle's strings are read instead), so only the adapter of its kind reads it, once.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def detect_kind(path: str | Path, *, network: str | None = None, trust: bool = F
     if p.name.startswith("checkpoint_") and p.suffix == ".pth" and p.parent.name.startswith("fold_") and \
             (p.parent.parent / "plans.json").is_file():
         return "nnunet"
-    data = load_torch_file(p, trust=trust, allow_numpy=True, what="teacher file")
+    try:  # never unpickled here, trusted or not: weights-only, else the pickle's strings, read without running it
+        data = load_torch_file(p, trust=False, allow_numpy=True, what="teacher file")
+    except TeacherError as e:
+        if not trust or "refused to load" not in str(e):
+            raise
+        return _kind_from_pickle_strings(p, network)
     if isinstance(data, Mapping):
         if data.get("format") == "napari-dmd-checkpoint":
             return "checkpoint"
@@ -65,6 +72,40 @@ def detect_kind(path: str | Path, *, network: str | None = None, trust: bool = F
     raise TeacherError(f"{p}: a PyTorch file without napari-dmd or nnU-Net metadata (holds {keys}); if it is the "
                        "state dict of a MONAI network, give network= and network_args= (CLI --monai-network, "
                        "--monai-args)")
+
+
+def _kind_from_pickle_strings(path: Path, network: str | None) -> str:
+    """The kind of a trusted torch file that holds more than weights, from its pickle's strings (nothing runs).
+
+    The adapter chosen then reads the file once, as its kind allows: a napari-dmd checkpoint never unpickles.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = b"".join(z.read(n) for n in z.namelist() if n.endswith("data.pkl"))
+        else:
+            data = path.read_bytes()
+    except OSError as e:
+        raise TeacherError(f"{path}: not readable ({e})") from e
+    strings: set[str] = set()
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8") and len(arg) < 64:
+                strings.add(str(arg))
+    except Exception:  # noqa: BLE001 - end of the first pickle or trailing tensor data
+        pass
+    if "napari-dmd-checkpoint" in strings:
+        return "checkpoint"
+    if {"network_weights", "init_args"} <= strings:
+        return "nnunet"
+    if network:
+        return "monai"
+    raise TeacherError(f"{path}: a PyTorch file that holds more than weights, without napari-dmd or nnU-Net "
+                       "metadata; if it is the state dict of a MONAI network, give network= and network_args= "
+                       "(CLI --monai-network, --monai-args)")
 
 
 def load_teacher(path: str | Path, *, kind: str = "auto", trust: bool = False, configuration: str | None = None,
@@ -120,7 +161,7 @@ def load_teacher(path: str | Path, *, kind: str = "auto", trust: bool = False, c
                                              num_classes=num_classes, spatial_dims=spatial_dims, **common)
     from .onnx import load_onnx_teacher
 
-    return load_onnx_teacher(path, num_classes=num_classes, spatial_dims=spatial_dims, **common)
+    return load_onnx_teacher(path, num_classes=num_classes, spatial_dims=spatial_dims, trust=trust, **common)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -133,7 +174,8 @@ def add_teacher_flags(parser: argparse.ArgumentParser, *, required: bool = True)
     g.add_argument("--teacher-kind", choices=KINDS, default="auto", help="teacher format (default: detected)")
     g.add_argument("--trust-teacher", action="store_true",
                    help="I trust this file: allow formats that carry code (TorchScript, pickles beyond weights, "
-                        "MONAI bundle expressions). Never needed for napari-dmd checkpoints or ONNX")
+                        "MONAI bundle expressions, ONNX loops without a fixed trip count). Never needed for napari-dmd "
+                        "checkpoints; never lets a file name other classes or download weights")
     g.add_argument("--nnunet-configuration", help="nnU-Net configuration (2d, 3d_fullres, ...; default: detected)")
     g.add_argument("--nnunet-folds", nargs="+", help="nnU-Net folds to use (default: all; logits averaged)")
     g.add_argument("--nnunet-checkpoint", choices=["final", "best"],

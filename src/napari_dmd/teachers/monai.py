@@ -4,7 +4,10 @@ Safety: a MONAI bundle config is a program. ``"_target_"`` values import any cal
 Python expressions that MONAI's ``ConfigParser`` evaluates. napari-dmd therefore reads the config as plain
 JSON/YAML data and builds the network itself: ``network_def`` must name a class of ``monai.networks.nets``
 (``"UNet"``, ``"monai.networks.nets.SegResNet"``...) with literal arguments (``"@name"`` references to other
-literal entries are followed). Anything else (expressions, nested ``_target_``, ``%`` macros) needs
+literal entries are followed, at most 20 deep and 20,000 values in all, trusted or not: a reference bomb is
+refused). The class is resolved, never located (:mod:`~napari_dmd.teachers.safety`), its arguments must be plain
+JSON values, and download arguments (``pretrained``, HoVerNet's ``pretrained_url``...) are turned off: the
+weights come from ``models/``. Anything else (expressions, nested ``_target_``, ``%`` macros) needs
 ``trust=True``, which hands the config to MONAI's ``ConfigParser``. Weights come from ``models/model.pt`` (read
 with ``weights_only=True``) or ``models/model.safetensors``; ``models/model.ts`` is TorchScript (trust needed).
 
@@ -36,9 +39,11 @@ from .base import (
     load_torch_file,
     probe_teacher,
 )
+from .safety import BoundExceeded, Budget, check_plain, downloads_off, resolve_class
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml", "train.json", "train.yaml", "train.yml")
 WEIGHT_NAMES = ("model.pt", "model.pth", "model.safetensors", "model.ts")
+MAX_CONFIG_BYTES = 16 * 2**20
 _WRAPPER_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "network_weights")
 
 
@@ -47,17 +52,25 @@ class _NotLiteral(Exception):
 
 
 def network_class(name: str, source: str) -> type[nn.Module]:
-    """A network class of ``monai.networks.nets`` by short or dotted name; anything else is refused."""
+    """A network class of ``monai.networks.nets`` by short or dotted name; anything else is refused.
+
+    Resolved, never located: a dotted name imports its module under ``monai.networks.nets`` only and takes the
+    class from that module; the class must be a ``torch.nn.Module`` subclass defined in ``monai.networks.nets``.
+    """
     import monai.networks.nets as nets
 
-    short = name
+    if not isinstance(name, str):
+        raise TeacherError(f"{source}: network {name!r} is not a monai.networks.nets class name")
     if "." in name:
         if not name.startswith("monai.networks.nets."):
             raise TeacherError(f"{source}: network {name!r} is not a monai.networks.nets class; other classes "
                                "are built only from a trusted bundle (trust=True)")
-        short = name.rsplit(".", 1)[1]
-    cls = getattr(nets, short, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        cls = resolve_class(name, packages=("monai.networks.nets",), where=source, key="_target_")
+        assert cls is not None
+        return cls
+    cls = getattr(nets, name, None) if name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and
+            (cls.__module__ or "").startswith("monai.networks.nets.")):
         raise TeacherError(f"{source}: {name!r} is not a network of monai.networks.nets")
     return cls
 
@@ -116,16 +129,28 @@ def _load_into(net: nn.Module, weights: dict[str, torch.Tensor], source: str, wh
 
 
 def build_network(name: str, args: Mapping[str, Any], source: str) -> nn.Module:
-    """Instantiate ``monai.networks.nets.<name>(**args)``; bad arguments name the source."""
+    """Instantiate ``monai.networks.nets.<name>(**args)`` with downloads off; bad arguments name the source.
+
+    Arguments that download pretrained weights (``pretrained``, ``pretrained_url``, ...) are turned off: the
+    teacher's weights are loaded from its own file right after.
+    """
     cls = network_class(name, source)
     in_ch = args.get("in_channels")
     if in_ch is not None and in_ch != 1:
         raise TeacherError(f"{source}: {name} takes {in_ch} input channels; napari-dmd teachers take "
                            "single-channel images")
+    kwargs, _changed = downloads_off(cls, args, source)
     try:
-        return cls(**dict(args))
+        return cls(**kwargs)
     except Exception as e:  # noqa: BLE001
-        raise TeacherError(f"{source}: cannot build {name} with {dict(args)} ({e})") from e
+        shown = repr(dict(args))
+        shown = shown if len(shown) <= 300 else shown[:300] + "..."
+        raise TeacherError(f"{source}: cannot build {name} with {shown} ({_first(e)})") from e
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def _spatial_dims(args: Mapping[str, Any], fallback: int | None) -> int | None:
@@ -189,6 +214,9 @@ def is_monai_bundle(path: Path) -> bool:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise TeacherError(f"{path}: {path.stat().st_size / 2**20:.0f} MB; a bundle config over "
+                               f"{MAX_CONFIG_BYTES // 2**20} MB is not read")
         text = path.read_text()
         if path.suffix == ".json":
             data = json.loads(text)
@@ -196,8 +224,10 @@ def _read_config(path: Path) -> dict[str, Any]:
             import yaml
 
             data = yaml.safe_load(text)
+    except TeacherError:
+        raise
     except Exception as e:  # noqa: BLE001
-        raise TeacherError(f"{path}: not a readable bundle config ({e})") from e
+        raise TeacherError(f"{path}: not a readable bundle config ({_first(e)})") from e
     if not isinstance(data, dict):
         raise TeacherError(f"{path}: a bundle config must hold a mapping")
     return data
@@ -215,8 +245,12 @@ def _lookup(config: Mapping[str, Any], ref: str) -> Any:
     return node
 
 
-def _literal(value: Any, config: Mapping[str, Any], depth: int = 0) -> Any:
-    """Resolve a config value to plain data, following ``@ref``; raise _NotLiteral on code."""
+def _literal(value: Any, config: Mapping[str, Any], budget: Budget, depth: int = 0) -> Any:
+    """Resolve a config value to plain data, following ``@ref``; raise _NotLiteral on code.
+
+    ``budget`` bounds the values produced (a fan-out of ``@`` references expands exponentially).
+    """
+    budget.take()
     if depth > 20:
         raise _NotLiteral("references nest too deeply")
     if isinstance(value, str):
@@ -225,37 +259,39 @@ def _literal(value: Any, config: Mapping[str, Any], depth: int = 0) -> Any:
         if value.startswith("%"):
             raise _NotLiteral(f"macro {value!r}")
         if value.startswith("@"):
-            return _literal(_lookup(config, value[1:]), config, depth + 1)
+            return _literal(_lookup(config, value[1:]), config, budget, depth + 1)
         return value
     if isinstance(value, Mapping):
         if "_target_" in value:
             raise _NotLiteral(f"nested component {value['_target_']!r}")
-        return {k: _literal(v, config, depth + 1) for k, v in value.items() if k != "_desc_"}
+        return {k: _literal(v, config, budget, depth + 1) for k, v in value.items() if k != "_desc_"}
     if isinstance(value, list):
-        return [_literal(v, config, depth + 1) for v in value]
+        return [_literal(v, config, budget, depth + 1) for v in value]
     return value
 
 
-def _find_transforms(node: Any) -> list[Mapping[str, Any]]:
+def _find_transforms(node: Any, budget: Budget) -> list[Mapping[str, Any]]:
     found = []
+    budget.take()
     if isinstance(node, Mapping):
         if isinstance(node.get("_target_"), str):
             found.append(node)
         for v in node.values():
-            found += _find_transforms(v)
+            found += _find_transforms(v, budget)
     elif isinstance(node, list):
         for v in node:
-            found += _find_transforms(v)
+            found += _find_transforms(v, budget)
     return found
 
 
-def _bundle_normalization(config: Mapping[str, Any]) -> tuple[str, dict[str, float] | None, str | None]:
+def _bundle_normalization(config: Mapping[str, Any], where: str) -> tuple[str, dict[str, float] | None, str | None]:
     """(scheme, in-teacher transform, note) from the preprocessing transforms of a bundle config."""
     pre = config.get("preprocessing", config)
-    for t in _find_transforms(pre):
+    budget = Budget(where)
+    for t in _find_transforms(pre, budget):
         name = str(t["_target_"]).rsplit(".", 1)[-1]
         try:
-            args = {k: _literal(v, config) for k, v in t.items() if not k.startswith("_")}
+            args = {k: _literal(v, config, budget) for k, v in t.items() if not k.startswith("_")}
         except _NotLiteral:
             args = {}
         if name in ("NormalizeIntensity", "NormalizeIntensityd"):
@@ -317,9 +353,13 @@ def load_monai_bundle_teacher(path: str | Path, *, trust: bool = False, num_clas
         if extra:
             raise _NotLiteral(f"keys {', '.join(extra)}")
         name = net_def["_target_"]
-        args = {k: _literal(v, config) for k, v in net_def.items() if not k.startswith("_")}
+        budget = Budget(str(cfg_path))
+        args = {k: _literal(v, config, budget) for k, v in net_def.items() if not k.startswith("_")}
+        check_plain(args, str(cfg_path), "network_def")
         net = build_network(name, args, str(cfg_path))
     except (_NotLiteral, TeacherError) as e:
+        if isinstance(e, BoundExceeded):
+            raise
         if not trust:
             if isinstance(e, TeacherError):
                 raise
@@ -341,7 +381,7 @@ def load_monai_bundle_teacher(path: str | Path, *, trust: bool = False, num_clas
     shape = image.get("spatial_shape")
     if dims is None and isinstance(shape, list):
         dims = len(shape)
-    scheme, transform, note = _bundle_normalization(config)
+    scheme, transform, note = _bundle_normalization(config, str(cfg_path))
     channel_def = pred.get("channel_def") or {}
     names = None
     if channel_def:

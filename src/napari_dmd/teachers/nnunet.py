@@ -6,9 +6,13 @@ several folds average their logits, as nnU-Net's own predictor does.
 
 Safety: nnU-Net checkpoints are pickles. They are read with ``torch.load(weights_only=True)``, admitting
 NumPy scalars and arrays (nnU-Net's logged metrics) and nothing else; a checkpoint that needs more is
-refused unless ``trust=True``. The plans name the network class and its layer types as import paths; only
-``dynamic_network_architectures.architectures.*`` classes and ``torch.nn`` layers are accepted, so a plans file
-cannot make napari-dmd import anything else.
+refused unless ``trust=True``. The plans name the network class and its layer types as import paths; they are
+resolved by :func:`~napari_dmd.teachers.safety.resolve_class`, never by ``pydoc.locate`` (which walks attributes
+through any module and returns functions): only ``torch.nn.Module`` subclasses defined in
+``dynamic_network_architectures.architectures`` (the network) and ``torch.nn`` or
+``dynamic_network_architectures.building_blocks`` (layers) are accepted, checked for every configuration before
+nnunetv2 is imported, and the network is built from the resolved classes, so a plans file cannot make napari-dmd
+import or call anything else (``trust`` does not change this).
 
 Normalization (the plans' scheme for channel 0):
 * ``ZScoreNormalization`` -> ``"zscore"`` (``"zscore-fg"`` when the plans use a mask for normalization; nnU-Net's
@@ -28,7 +32,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +48,13 @@ from .base import (
     load_torch_file,
     probe_teacher,
 )
+from .safety import check_plain, resolve_class
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
 ALLOWED_NETWORK_PREFIX = "dynamic_network_architectures.architectures."
 ALLOWED_LAYER_PREFIXES = ("torch.nn.",)
+ALLOWED_NETWORK_PACKAGES = ("dynamic_network_architectures.architectures",)
+ALLOWED_LAYER_PACKAGES = ("torch.nn", "dynamic_network_architectures.building_blocks")
 
 
 def _require_nnunetv2() -> None:
@@ -170,21 +177,38 @@ def _channels(dataset_json: dict[str, Any], where: Path) -> int:
     return len(chans)
 
 
-def _check_import_paths(cm: Any, plans_path: Path, configuration: str) -> None:
-    cls = str(cm.network_arch_class_name)
-    if not cls.startswith(ALLOWED_NETWORK_PREFIX) or not re.fullmatch(r"[A-Za-z0-9_.]+", cls):
-        raise TeacherError(f"{plans_path}: configuration {configuration!r} names network {cls!r}; only "
-                           f"{ALLOWED_NETWORK_PREFIX}* networks are built (a plans file must not make napari-dmd "
-                           "import other code)")
-    kwargs = cm.network_arch_init_kwargs
-    for key in cm.network_arch_init_kwargs_req_import:
-        value = kwargs.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.startswith(ALLOWED_LAYER_PREFIXES) or \
-                not re.fullmatch(r"[A-Za-z0-9_.]+", value):
-            raise TeacherError(f"{plans_path}: configuration {configuration!r} sets {key} = {value!r}; only "
-                               "torch.nn layers are accepted")
+def _architecture(arch: Any, plans_path: Path, where: str, *, missing_ok: bool = False) -> tuple[Any, dict]:
+    """(network class, keyword arguments with the layer classes resolved) of a plans ``architecture`` entry.
+
+    Every name is resolved by :func:`~napari_dmd.teachers.safety.resolve_class` (never ``pydoc.locate``); the
+    layers first, so a hostile layer name is refused even where nnunetv2 is not installed. ``missing_ok``: the
+    network class is None (nothing imported) when dynamic_network_architectures is not installed.
+    """
+    if not isinstance(arch, Mapping):
+        raise TeacherError(f"{plans_path}: {where}: 'architecture' is not a mapping")
+    kwargs, req = arch.get("arch_kwargs") or {}, arch.get("_kw_requires_import") or []
+    if not isinstance(kwargs, Mapping) or not isinstance(req, list) or not all(isinstance(k, str) for k in req):
+        raise TeacherError(f"{plans_path}: {where}: 'arch_kwargs' must be a mapping and '_kw_requires_import' a "
+                           "list of its keys")
+    check_plain(kwargs, str(plans_path), "arch_kwargs")
+    kwargs = dict(kwargs)
+    for key in req:
+        if kwargs.get(key) is not None:
+            kwargs[key] = resolve_class(kwargs[key], packages=ALLOWED_LAYER_PACKAGES, where=str(plans_path),
+                                        key=key, what="layer class")
+    cls = resolve_class(arch.get("network_class_name"), packages=ALLOWED_NETWORK_PACKAGES, where=str(plans_path),
+                        key="network_class_name", missing_ok=missing_ok)
+    return cls, kwargs
+
+
+def _check_plans_names(plans: dict[str, Any], plans_path: Path) -> None:
+    """Refuse a plans file any of whose configurations names a class that is not an allowed network or layer."""
+    configs = plans.get("configurations") or {}
+    if not isinstance(configs, Mapping):
+        raise TeacherError(f"{plans_path}: 'configurations' is not a mapping")
+    for name, cfg in configs.items():
+        if isinstance(cfg, Mapping) and "architecture" in cfg:
+            _architecture(cfg["architecture"], plans_path, f"configuration {name!r}", missing_ok=True)
 
 
 def _stride_multiples(cm: Any, dims: int) -> list[int]:
@@ -221,22 +245,24 @@ def _normalization(plans: dict[str, Any], cm: Any, model: Any, plans_path: Path)
     return "zscore", model, (f"nnU-Net scheme {scheme} is approximated by a per-case z-score")
 
 
-def _build_network(cm: Any, n_in: int, n_out: int) -> Any:
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
+def _build_network(arch: tuple[Any, dict], n_in: int, n_out: int) -> Any:
+    """Instantiate the already-resolved network class (what nnU-Net's get_network_from_plans builds)."""
+    cls, kwargs = arch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                          cm.network_arch_init_kwargs_req_import, n_in, n_out,
-                                          allow_init=False, deep_supervision=False)
+            return cls(input_channels=n_in, num_classes=n_out, **{**kwargs, "deep_supervision": False})
         except Exception as e:  # noqa: BLE001 - reported with the plans file by the caller
-            raise TeacherError(f"cannot build {cm.network_arch_class_name} from the plans ({e})") from e
+            raise TeacherError(f"cannot build {cls.__name__} from the plans ({e})") from e
 
 
 def _installed_trainer_network(trainer_name: str, plans_manager: Any, cm: Any, dataset_json: dict, n_in: int,
                                n_out: int) -> Any | None:
-    """The network of a trainer class shipped with nnunetv2 (installed code, never code from the folder)."""
+    """The network of a trainer class shipped with nnunetv2 (installed code, never code from the folder).
+
+    Its ``build_network_architecture`` locates the plans' names itself; they were resolved and accepted by
+    :func:`_architecture` before this is reached.
+    """
     if not re.fullmatch(r"[A-Za-z0-9_]+", trainer_name or ""):
         return None
     try:
@@ -265,18 +291,20 @@ def load_nnunet_teacher(path: str | Path, *, configuration: str | None = None,
     3d_fullres, else 2d). ``folds``: fold numbers (default: every fold with a checkpoint); several average
     their logits. ``checkpoint``: "final" or "best" (default: final, else best, per fold).
     """
-    _require_nnunetv2()
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     path = Path(path)
     if not path.exists():
         raise TeacherError(f"{path}: no such nnU-Net model folder")
     folder, path_folds, path_ckpt = _resolve_folder(path, configuration)
+    plans_path, ds_path = folder / "plans.json", folder / "dataset.json"
+    plans = _read_json(plans_path)
+    _check_plans_names(plans, plans_path)  # before anything from nnunetv2 or the plans is imported
+    _require_nnunetv2()
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
     if folds is None:
         folds = path_folds
     ckpt_name = checkpoint or path_ckpt
-    plans_path, ds_path = folder / "plans.json", folder / "dataset.json"
-    plans, dataset_json = _read_json(plans_path), _read_json(ds_path)
+    dataset_json = _read_json(ds_path)
     names = _classes(dataset_json, ds_path)
     n_in = _channels(dataset_json, ds_path)
     if n_in != 1:
@@ -311,12 +339,13 @@ def load_nnunet_teacher(path: str | Path, *, configuration: str | None = None,
         try:
             plans_manager = PlansManager(plans)
             cm = plans_manager.get_configuration(configuration)
-            _ = cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.patch_size
+            arch_entry = cm.configuration["architecture"]
+            _ = cm.patch_size
         except TeacherError:
             raise
         except Exception as e:  # noqa: BLE001
             raise TeacherError(f"{plans_path}: cannot read configuration {configuration!r} ({e})") from e
-    _check_import_paths(cm, plans_path, configuration)
+    arch = _architecture(arch_entry, plans_path, f"configuration {configuration!r}")
     dims = len(cm.patch_size)
     if dims not in (2, 3):
         raise TeacherError(f"{plans_path}: configuration {configuration!r} has a {dims}D patch size")
@@ -325,7 +354,7 @@ def load_nnunet_teacher(path: str | Path, *, configuration: str | None = None,
     trainer_name = ckpts[0].get("trainer_name", "nnUNetTrainer")
     for p, ck in zip(ckpt_paths, ckpts):
         try:
-            net = _build_network(cm, n_in, len(names))
+            net = _build_network(arch, n_in, len(names))
         except TeacherError as e:
             raise TeacherError(f"{plans_path}: {e}") from e
         try:

@@ -1,9 +1,13 @@
 """ONNX teachers, run by onnxruntime (``pip install 'napari-dmd[onnx]'``).
 
 An ONNX file is a graph of standard operators and weights: it carries no code, and loading it runs nothing
-(custom-operator libraries are never registered). The model must take one input ``(N, 1, *spatial)`` and
-return per-pixel logits ``(N, C, *spatial)`` as its first output. Fixed input sizes are handled: a fixed batch
-size is filled call by call, a fixed spatial size is tiled by MONAI's sliding window (Gaussian blending).
+(custom-operator libraries are never registered). A graph can still loop: a ``Loop`` node without a constant trip
+count of at most :data:`MAX_LOOP_TRIPS` (in any subgraph) is refused unless the file is trusted (``trust=True``),
+and the test calls made at load stop after :data:`LOAD_TIME_LIMIT_S` seconds (onnxruntime's terminate flag).
+
+The model must take one input ``(N, 1, *spatial)`` and return per-pixel logits ``(N, C, *spatial)`` as its
+first output. Fixed input sizes are handled: a fixed batch size is filled call by call, a fixed spatial size is
+tiled by MONAI's sliding window (Gaussian blending).
 
 Metadata: files written by :func:`napari_dmd.export.export_onnx` hold ``napari_dmd`` (JSON: classes,
 normalization, patch size, spacing) in their metadata properties; otherwise the class count is read from the
@@ -13,6 +17,7 @@ output shape or a test call.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,8 @@ import torch
 from .base import TeacherError, probe_teacher
 
 METADATA_KEY = "napari_dmd"
+LOAD_TIME_LIMIT_S = 120.0  # the test calls at load; a big 3D model on two CPU cores needs well under a minute
+MAX_LOOP_TRIPS = 10_000
 
 
 def _require_onnxruntime():
@@ -42,12 +49,15 @@ class OnnxTeacher:
 
     def __init__(self, path: str | Path, *, num_classes: int | None = None, spatial_dims: int | None = None,
                  class_names: Sequence[str] | None = None, normalization: str | None = None,
-                 patch_size: Sequence[int] | None = None, probe: bool = True) -> None:
+                 patch_size: Sequence[int] | None = None, probe: bool = True, trust: bool = False) -> None:
         _require_onnxruntime()
         self.path = Path(path)
         self.source = str(self.path)
         if not self.path.is_file():
             raise TeacherError(f"{self.path}: no such ONNX file")
+        if not trust:
+            check_loops(self.path)
+        self._time_limit: float | None = LOAD_TIME_LIMIT_S  # for the test calls at load only
         self._providers = ["CPUExecutionProvider"]
         self.session = self._session(self._providers)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -87,7 +97,7 @@ class OnnxTeacher:
         fixed_patch = [int(d) for d in fixed_spatial] if all(d is not None for d in fixed_spatial) else None
         self.patch_size = [int(p) for p in patch_size or meta.get("patch_size") or fixed_patch or []] or None
         self.spacing = meta.get("spacing")
-        self.info = {"format": "ONNX", "opset": None, "trusted": False, "fixed_batch": self.fixed_batch,
+        self.info = {"format": "ONNX", "opset": None, "trusted": bool(trust), "fixed_batch": self.fixed_batch,
                      "fixed_spatial": self.fixed_spatial}
         self.device = torch.device("cpu")
         if self.num_classes == 0:  # dynamic output channels: ask the model
@@ -96,6 +106,7 @@ class OnnxTeacher:
             raise TeacherError(f"{self.path}: {len(self.class_names)} class names for {self.num_classes} classes")
         if probe:
             probe_teacher(self, self._probe_shape())
+        self._time_limit = None
 
     def _probe_shape(self) -> list[int]:
         if self.fixed_spatial is not None:
@@ -124,11 +135,31 @@ class OnnxTeacher:
                 n = chunk.shape[0]
                 if n < self.fixed_batch:
                     chunk = np.concatenate([chunk, np.zeros((self.fixed_batch - n, *chunk.shape[1:]), chunk.dtype)])
-                outs.append(self.session.run([self.output_name], {self.input_name: chunk})[0][:n])
+                outs.append(self._session_run(chunk)[:n])
             out = np.concatenate(outs)
         else:
-            out = self.session.run([self.output_name], {self.input_name: arr})[0]
+            out = self._session_run(arr)
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def _session_run(self, arr: np.ndarray) -> np.ndarray:
+        """One session call; while loading, stopped by onnxruntime's terminate flag after the time limit."""
+        if self._time_limit is None:
+            return self.session.run([self.output_name], {self.input_name: arr})[0]
+        ort = _require_onnxruntime()
+        opts = ort.RunOptions()
+        opts.log_severity_level = 4
+        timer = threading.Timer(self._time_limit, lambda: setattr(opts, "terminate", True))
+        timer.start()
+        try:
+            return self.session.run([self.output_name], {self.input_name: arr}, opts)[0]
+        except Exception as e:  # noqa: BLE001
+            if opts.terminate:
+                raise TeacherError(f"{self.path}: the test call at load ran longer than {self._time_limit:g} s "
+                                   f"on an input of shape {tuple(arr.shape)} and was stopped (a model that loops "
+                                   "or is far too large for this machine)") from e
+            raise
+        finally:
+            timer.cancel()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         device = x.device
@@ -173,6 +204,53 @@ class OnnxTeacher:
     def __repr__(self) -> str:
         return (f"OnnxTeacher({self.source!r}, {self.spatial_dims}D, {self.num_classes} classes, "
                 f"normalization={self.normalization!r})")
+
+
+def _constant_ints(graph: Any) -> dict[str, int]:
+    """Scalar integer constants of a graph (initializers and Constant nodes), by name."""
+    from onnx import numpy_helper
+
+    out: dict[str, int] = {}
+    tensors = [(t.name, t) for t in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value" and a.HasField("t")]
+    for name, t in tensors:
+        if t.data_type in (6, 7) and len(t.dims) <= 1 and int(np.prod(t.dims or [1])) == 1:  # INT32 / INT64
+            out[name] = int(numpy_helper.to_array(t).reshape(-1)[0])
+    return out
+
+
+def _graphs(graph: Any) -> Iterator[Any]:
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("g"):
+                yield from _graphs(a.g)
+            for g in a.graphs:
+                yield from _graphs(g)
+
+
+def check_loops(path: Path) -> None:
+    """Refuse a graph with a ``Loop`` whose trip count is not a constant <= MAX_LOOP_TRIPS (needs ``onnx``)."""
+    try:
+        import onnx
+    except ImportError:  # onnxruntime alone: the time limit on the test calls still holds
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnxruntime reports an unreadable file with its own message
+        return
+    for graph in _graphs(model.graph):
+        consts = _constant_ints(graph)
+        for node in graph.node:
+            if node.op_type != "Loop":
+                continue
+            trips = consts.get(node.input[0]) if node.input and node.input[0] else None
+            if trips is None or trips > MAX_LOOP_TRIPS:
+                what = "no constant trip count" if trips is None else f"a trip count of {trips}"
+                raise TeacherError(f"{path}: Loop node {node.name or '(unnamed)'!r} has {what} (it may run without "
+                                   f"end); napari-dmd runs loops of at most {MAX_LOOP_TRIPS} constant steps. If you "
+                                   "trust this file, load it with trust=True (CLI: --trust-teacher)")
 
 
 def load_onnx_teacher(path: str | Path, **kw: Any) -> OnnxTeacher:
