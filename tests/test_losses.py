@@ -12,7 +12,6 @@ import torch
 from napari_dmd.distill import losses
 from napari_dmd.distill.losses import (
     deep_supervision_loss,
-    distill_loss,
     dkd_loss,
     dmd_loss,
     kd_loss,
@@ -23,6 +22,7 @@ from napari_dmd.distill.losses import (
     tckd_loss,
     upsample_like,
 )
+from napari_dmd.distill.methods import distill_loss
 
 IGN = 255
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-METHODS = ("none", "ds", "kd", "dkd", "mfd", "dmd")
+from .distill.methods import NAMES as METHODS  # the method table (torch-free): none, ds, kd, dkd, mfd, dmd
 
 
 class ConfigError(ValueError):
@@ -219,7 +219,7 @@ class TrainConfig:
 
 
 HELP: dict[str, str] = {
-    "method": "none | ds | kd | dkd | mfd | dmd (none also trains teachers)",
+    "method": f"{' | '.join(METHODS)} (none also trains teachers)",
     "model": "model preset (teacher, student, student-tiny) or channels per level, e.g. 8,16,32,64",
     "norm": "normalization layers: instance | batch | group | none",
     "spatial_dims": "2 or 3; default from the teacher or the data (2 on 3D data = slice-wise model)",

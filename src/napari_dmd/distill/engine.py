@@ -34,9 +34,9 @@ from ..models.presets import build_model, count_parameters
 from ..models.unet import UNet
 from ..teachers.base import Teacher
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
-from .losses import distill_loss
+from .methods import TABLE, distill_loss, get_method
 
-HEAD_METHODS = ("ds", "mfd", "dmd")
+HEAD_METHODS = tuple(m.name for m in TABLE if m.needs_heads)  # ("ds", "mfd", "dmd")
 IGNORE = 255
 
 
@@ -152,7 +152,7 @@ class Distiller:
                  resume: str | Path | None = None, role: str = "student") -> None:
         self.config = config.validate()
         cfg = self.config
-        if teacher is None and cfg.method not in ("none", "ds"):
+        if teacher is None and get_method(cfg.method).needs_teacher:
             raise ConfigError(f"method {cfg.method!r} needs a teacher; give one, or use method 'none'")
         if not cases:
             raise ConfigError("no training cases were given")
@@ -226,10 +226,9 @@ class Distiller:
                               f"{len(self.model.feature_strides)} decoder stages (0 = deepest)")
         self.feature_scales = list(scales)
         self.heads: ScaleHeads | None = None
-        if cfg.method in HEAD_METHODS:
+        if get_method(cfg.method).needs_heads:
             chans = [self.model.feature_channels[s] for s in self.feature_scales]
             self.heads = ScaleHeads(spatial_dims, chans, self.num_classes)
-        self.lambda_feat = cfg.lambda_feat if cfg.lambda_feat is not None else 2.0 / len(self.feature_scales)
         shapes = [c.image.shape for c in train_cases]
         self.patch_size = list(cfg.patch_size) if cfg.patch_size else auto_patch_size(
             shapes, spatial_dims, self.model.total_stride)
@@ -497,7 +496,7 @@ class Distiller:
         distill_scale = 1.0 if warm <= 0 else min(1.0, (self.iteration + 1) / warm)
         loss, parts = distill_loss(
             cfg.method, logits, scales, teacher_logits, y, T=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
-            lambda_logit=cfg.lambda_logit, lambda_feat=self.lambda_feat, kd_weight=cfg.kd_weight,
+            lambda_logit=cfg.lambda_logit, lambda_feat=cfg.lambda_feat, kd_weight=cfg.kd_weight,
             ds_weight=cfg.ds_weight, head_supervision=cfg.head_supervision, weights=cfg.scale_weights,
             ignore_index=IGNORE,
             pixel_weight=pixel_weight, distill_scale=distill_scale, resample=cfg.scale_resample)

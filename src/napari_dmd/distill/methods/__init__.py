@@ -1,0 +1,98 @@
+"""The distillation methods: one module per method (as mdistiller's one file per distiller), one table here.
+
+Each module (:mod:`.none`, :mod:`.ds`, :mod:`.kd`, :mod:`.dkd`, :mod:`.mfd`, :mod:`.dmd`) holds its
+:class:`~.base.Method`: name, label and tip for the UI, whether it needs a teacher and per-scale heads, the parts
+it reports, the settings that weight it, and the function computing its terms from the loss primitives of
+:mod:`napari_dmd.distill.losses`. :data:`TABLE` lists them in order; the config, the CLI, the engine and the
+widgets read it. :func:`distill_loss` is the one entry point of the training engine.
+
+Importing this package does not import torch (the CLI reads the names at start-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import dkd, dmd, ds, kd, mfd, none
+from .base import Inputs, Method
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["TABLE", "NAMES", "Inputs", "Method", "get_method", "menu_methods", "distill_loss"]
+
+#: Every method, in order.
+TABLE: tuple[Method, ...] = (none.METHOD, ds.METHOD, kd.METHOD, dkd.METHOD, mfd.METHOD, dmd.METHOD)
+#: Their names, as accepted by ``TrainConfig.method`` and ``--method``.
+NAMES: tuple[str, ...] = tuple(m.name for m in TABLE)
+_BY_NAME = {m.name: m for m in TABLE}
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; ValueError naming the known ones otherwise."""
+    method = _BY_NAME.get(name) if isinstance(name, str) else None
+    if method is None:
+        raise ValueError(f"unknown distillation method {name!r}; expected one of {', '.join(NAMES)}")
+    return method
+
+
+def menu_methods() -> tuple[Method, ...]:
+    """The methods the Distill widget offers, in its menu's order (those with a ``menu_rank``)."""
+    offered = [m for m in TABLE if m.menu_rank is not None]
+    return tuple(sorted(offered, key=lambda m: m.menu_rank))
+
+
+def distill_loss(
+    method: str,
+    student: Tensor,
+    student_scales: Sequence[Tensor] | None,
+    teacher: Tensor | None,
+    target: Tensor,
+    *,
+    T: float,
+    alpha: float,
+    beta: float,
+    lambda_logit: float,
+    lambda_feat: float | None,
+    kd_weight: float = 1.0,
+    ds_weight: float = 1.0,
+    weights: Sequence[float] | None = None,
+    ignore_index: int = 255,
+    pixel_weight: Tensor | None = None,
+    distill_scale: float = 1.0,
+    head_supervision: float = 0.0,
+    resample: str = "up",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One entry point for the training engine: task loss plus the method's extra terms.
+
+    method in :data:`NAMES`: none = task; ds = task + ds_weight·deep supervision (control, no teacher needed);
+    kd = task + kd_weight·KD; dkd = task + alpha·TCKD + beta·NCKD; mfd = task + lambda_feat·MFD(part="kd");
+    dmd = task + lambda_logit·TCKD + lambda_feat·Σ_k w_k NCKD_k (``lambda_feat`` None: 2 / number of scales).
+    ``distill_scale`` (linear warm-up, in [0, 1]) multiplies every term beyond the task loss (the
+    deep-supervision control too, so it is warmed up like MFD/DMD). ``head_supervision`` > 0 adds
+    ``head_supervision · deep supervision`` (the task loss at every scale head, part "ds") to the methods with
+    heads that distil (MFD and DMD; an extension: 0 is the method as specified). Shapes as in
+    :func:`napari_dmd.distill.losses.dmd_loss`. Returns ``(total, parts)``; parts are detached and always hold
+    "task" and "total" plus the method's unweighted parts (its ``Method.parts``; "ds" with head supervision).
+    """
+    m = get_method(method)
+    if not 0.0 <= float(distill_scale) <= 1.0:
+        raise ValueError(f"distill_scale must be in [0, 1], got {distill_scale}")
+    if m.needs_teacher and teacher is None:
+        raise ValueError(f"method {method!r} needs teacher logits, got None")
+    from ..losses import deep_supervision_loss, task_loss
+
+    given = {"alpha": alpha, "beta": beta, "kd_weight": kd_weight, "ds_weight": ds_weight,
+             "lambda_logit": lambda_logit, "lambda_feat": lambda_feat, "head_supervision": head_supervision}
+    task = task_loss(student, target, ignore_index=ignore_index, pixel_weight=pixel_weight)
+    inputs = Inputs(student, student_scales, teacher, target, T, weights, ignore_index, resample)
+    extra, parts = m.terms(inputs, {k: given[k] for k in m.settings})
+    if head_supervision and m.needs_heads and m.needs_teacher:
+        ds_term = deep_supervision_loss(student_scales, target, weights=weights, ignore_index=ignore_index)
+        parts["ds"] = ds_term
+        extra = extra + head_supervision * ds_term
+
+    total = task if extra is None else task + float(distill_scale) * extra
+    out = {"task": task.detach(), **{k: v.detach() for k, v in parts.items()}, "total": total.detach()}
+    return total, out
