@@ -325,12 +325,14 @@ def _check_run_dir(out: Path, resume: str | None = None) -> None:
 
 def _check_dims(cases, spatial_dims: int | None, model: str) -> None:
     """A 3D model needs 3D images (a one-slice volume reads as 2D); the message names the image and model."""
+    from .data.checks import shape_text
     from .data.io import DataError
 
     case = min(cases, key=lambda c: c.ndim)
     if spatial_dims is not None and spatial_dims > case.ndim:
         hint = " (a volume with a single slice reads as 2D)" if case.ndim == 2 else ""
-        raise DataError(f"{case.source}: {case.ndim}D image of shape {case.image.shape}{hint}, but {model} is "
+        raise DataError(f"{case.source}: {case.ndim}D image of shape {shape_text(case.image.shape, case.image_path)}"
+                        f"{hint}, but {model} is "
                         f"{spatial_dims}D; give {spatial_dims}D volumes or a {case.ndim}D model")
 
 
@@ -350,6 +352,7 @@ def _check_patch(d, cfg) -> None:
 # ---------------------------------------------------------------------------------------------- verbs
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     from .data.cases import check_patch_size
+    from .data.checks import resolve_class_names
     from .distill.engine import Distiller
 
     cfg = _build_config(args, method="none" if args.method is None else None)
@@ -360,7 +363,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     cases, names = _load_cases(args)
     _check_dims(cases, cfg.spatial_dims, "the model (spatial_dims)")
     check_patch_size(cfg.patch_size, cases)
-    cfg.class_names = cfg.class_names or names
+    cfg.num_classes, cfg.class_names = resolve_class_names(  # dataset.json's classes fix the class count
+        cfg.num_classes, (args.config, cfg.class_names), (f"{args.data}/dataset.json", names))
     d = Distiller(cfg, cases, output_dir=args.out, role="teacher", resume=args.resume)
     _check_patch(d, cfg)
     _print_params("teacher", d.parameter_counts()["model"])
@@ -372,6 +376,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .data.cases import check_patch_size
+    from .data.checks import resolve_class_names
     from .distill.engine import Distiller
     from .teachers import check_teacher, teacher_from_args
 
@@ -385,7 +390,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     for warning in check_teacher(teacher, cases, num_classes=cfg.num_classes):
         print(f"warning: {warning}", file=sys.stderr)
     check_patch_size(cfg.patch_size, cases)
-    cfg.class_names = cfg.class_names or teacher.class_names or names
+    _, cfg.class_names = resolve_class_names(cfg.num_classes or teacher.num_classes, (args.config, cfg.class_names),
+                                             (teacher.source, teacher.class_names),
+                                             (f"{args.data}/dataset.json", names))
     train, val = _split_for_labels(cases, cfg, args)
     d = Distiller(cfg, train, val_cases=val, teacher=teacher, output_dir=args.out, resume=args.resume)
     _check_patch(d, cfg)
@@ -408,6 +415,7 @@ def _output_path(out: Path, src_name: str, many: bool) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.checks import shape_text
     from .data.io import WRITABLE_SUFFIXES, DataError, file_suffix, is_supported_file, read_image, write_image
     from .segment import Segmenter
 
@@ -438,7 +446,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for src, dst in zip(inputs, targets):
         img = read_image(src)
         if min(img.array.shape) < 2:
-            raise DataError(f"{src}: image too small to segment (shape {img.array.shape}); every dimension needs "
+            raise DataError(f"{src}: image too small to segment (shape {shape_text(img.array.shape, str(src))}); "
+                            "every dimension needs "
                             ">= 2 voxels")
         t0 = time.perf_counter()
         shown = [False]

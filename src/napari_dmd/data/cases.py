@@ -19,7 +19,7 @@ import numpy as np
 from napari_dmd.data.checks import (
     DEFAULT_IGNORE_INDEX,
     check_class_names,
-    check_image_values,
+    check_image,
     check_label_geometry,
     check_patch_size,
     infer_num_classes,
@@ -139,7 +139,7 @@ def load_case(
     world affine (TIFF, PNG, NumPy) the affine is rebuilt from it.
     """
     img = read_image(image_path)
-    check_image_values(img.array, str(img.path))
+    check_image(img.array, str(img.path), img.path)
     case_spacing = img.spacing
     affine = img.affine
     if spacing is not None:

@@ -23,10 +23,12 @@ __all__ = [
     "DEFAULT_IGNORE_INDEX",
     "DataWarning",
     "check_class_names",
+    "check_image",
     "check_image_values",
     "check_label_geometry",
     "check_patch_size",
     "infer_num_classes",
+    "resolve_class_names",
     "shape_text",
     "validate_case",
     "validate_cases",
@@ -99,6 +101,16 @@ def check_image_values(image: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: constant image (every voxel is {float(image.flat[0]):g}); nothing to segment")
 
 
+def check_image(image: np.ndarray, where: str, path: str | None = None) -> None:
+    """Refuse an image that cannot be a case: not 2D/3D, a dimension under 2 voxels, NaN/Inf or constant."""
+    shape = shape_text(image.shape, path)
+    if image.ndim not in (2, 3):
+        raise DataError(f"{where}: image has {image.ndim} spatial dims (shape {shape}); need 2D or 3D")
+    if min(image.shape) < 2:
+        raise DataError(f"{where}: image too small (shape {shape}); every dimension needs >= 2 voxels")
+    check_image_values(image, where)
+
+
 def check_label_geometry(img: ImageData, lab: ImageData) -> None:
     """Refuse a label map whose voxel grid is not its image's: spacing, orientation (flips) or origin differ.
 
@@ -157,11 +169,7 @@ def validate_case(
     where = case.source
     image = np.asarray(case.image)
     shape = shape_text(image.shape, case.image_path)
-    if image.ndim not in (2, 3):
-        raise DataError(f"{where}: image has {image.ndim} spatial dims (shape {shape}); need 2D or 3D")
-    if min(image.shape) < 2:
-        raise DataError(f"{where}: image too small (shape {shape}); every dimension needs >= 2 voxels")
-    check_image_values(image, where)
+    check_image(image, where, case.image_path)
     if case.label is None:
         return
     lwhere = case.label_path or where
@@ -246,6 +254,16 @@ def check_class_names(num_classes: int | None, names: Sequence[str] | None, wher
         raise DataError(f"{where}: lists {len(names)} class names ({', '.join(map(str, names))}) but there are "
                         f"{num_classes} classes; give one name per class, background included")
     return len(names)
+
+
+def resolve_class_names(num_classes: int | None,
+                        *sources: tuple[str | None, Sequence[str] | None]) -> tuple[int | None, list[str] | None]:
+    """(class count, names) from the first source ``(where, names)`` that has names (config, teacher,
+    dataset.json, in the caller's order); DataError naming that source if ``num_classes`` disagrees."""
+    for where, names in sources:
+        if names:
+            return check_class_names(num_classes, names, str(where)), list(names)
+    return num_classes, None
 
 
 def _warn_ignore_label(labelled: Sequence[Case], ignore_index: int | None) -> None:
