@@ -59,10 +59,10 @@ def registry(tiny_models):
 @pytest.fixture
 def errors(monkeypatch) -> list[str]:
     """Messages the widgets show as napari error notifications."""
-    from napari_dmd._widgets import _common
+    from napari_dmd._widgets import _notify
 
     shown: list[str] = []
-    monkeypatch.setattr(_common, "show_error", shown.append)
+    monkeypatch.setattr(_notify, "show_error", shown.append)
     return shown
 
 
@@ -325,6 +325,38 @@ def test_teacher_trains_from_layers_and_stops(make_napari_viewer, qtbot, tmp_pat
     [name] = REGISTRY.names("teacher")
     assert name == "teacher: run" and w.teacher_box.currentText() == name
     assert w.train_button.isEnabled() and not w.stop_button.isEnabled()
+    REGISTRY.clear()
+
+
+@pytest.mark.gui
+def test_closing_the_viewer_stops_teacher_training_and_keeps_last_pt(make_napari_viewer, qtbot, tmp_path):
+    """Closing the viewer quits the training worker: it ends, and the engine writes last.pt with the steps done."""
+    from napari_dmd.phantom import make_phantom_dataset
+
+    REGISTRY.clear()
+    viewer = make_napari_viewer()
+    [(img, lab)] = make_phantom_dataset(1, (48, 48), seed=5)
+    viewer.add_image(img, name="img")
+    viewer.add_labels(lab, name="lab")
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Teacher")
+    w.image_box.set_layer("img")
+    w.labels_box.set_layer("lab")
+    w.preset_box.setCurrentText("student-tiny")
+    w.iterations_spin.setValue(10_000)  # a checkpoint every 200 steps: none is due before the close
+    out = tmp_path / "closed"
+    w.output_edit.setText(str(out))
+    worker = w.train()
+    assert worker is not None
+    qtbot.waitUntil(lambda: w.last_event is not None and w.last_event.iteration >= 2, timeout=60_000)
+    distiller = w.distiller
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    assert not (out / "last.pt").exists()
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=30_000)  # the worker returns: quit by the closing window
+    assert (out / "last.pt").is_file()
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["iteration"] == distiller.iteration >= 2
     REGISTRY.clear()
 
 

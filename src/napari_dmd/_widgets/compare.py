@@ -5,12 +5,12 @@ Cancel before the next window). On the main thread the widget then adds (or upda
 placed over the image — the teacher's labels, the student's labels and a disagreement map (1 where they
 differ) — switches napari's grid view on (``viewer.canvas.grid``, one shared camera, one layer per cell) and
 fills a per-class Dice table: teacher vs student, and each vs a ground-truth labels layer when one is chosen.
-Dice comes from :func:`napari_dmd.metrics.dice_per_class`.
+Both runs and the Dice scores are :func:`napari_dmd.compare.compare_models` (Qt-free core, re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,17 +30,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..compare import CompareResult, compare_models
 from ..data.io import DataError
-from ._common import (
-    LayerChooser,
-    ModelChooser,
-    WindowProgress,
-    labels_metadata,
-    notify_error,
-    report_inference_error,
-    start_worker,
-)
-from .segment import placement_kwargs
+from ._choosers import LayerChooser, ModelChooser
+from ._geometry import labels_metadata, placement_kwargs
+from ._notify import notify_error, report_inference_error
+from ._workers import StopFlag, WindowProgress, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -51,55 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["CompareResult", "CompareWidget", "compare_models"]
 
 DISAGREE_COLORS = {None: "transparent", 0: "transparent", 1: "magenta"}
-
-
-@dataclass
-class CompareResult:
-    """Both predictions, their times, and per-class Dice (foreground classes 1..C-1)."""
-
-    teacher: np.ndarray
-    student: np.ndarray
-    teacher_s: float
-    student_s: float
-    class_names: list[str]
-    dice_ts: np.ndarray
-    dice_tg: np.ndarray | None = None
-    dice_sg: np.ndarray | None = None
-
-    @property
-    def disagreement(self) -> np.ndarray:
-        """1 where teacher and student predict different classes, else 0 (uint8)."""
-        return (self.teacher != self.student).astype(np.uint8)
-
-
-def compare_models(teacher: ModelEntry, student: ModelEntry, image: np.ndarray, truth: np.ndarray | None = None,
-                   *, progress=None, should_stop=None, source: str = "image") -> CompareResult:
-    """Run both models on ``image`` and compute per-class Dice (pure function, runs in the worker)."""
-    from ..metrics import dice_per_class
-
-    n = teacher.segmenter.num_classes
-    if student.segmenter.num_classes != n:
-        raise DataError(f"{teacher.name} predicts {n} classes but {student.name} predicts "
-                        f"{student.segmenter.num_classes}; compare models trained on the same classes")
-    if truth is not None:
-        truth = np.asarray(truth)
-        if truth.shape != image.shape:
-            raise DataError(f"ground-truth shape {truth.shape} does not match {source} shape {image.shape}")
-        if truth.size and (truth.min() < 0 or truth.max() >= n):
-            raise DataError(f"ground-truth labels hold values {int(truth.min())}..{int(truth.max())} but the "
-                            f"models know only classes 0..{n - 1}")
-    report = None if progress is None else (lambda stage: (lambda d, t: progress(stage * t + d, 2 * t)))
-    t_lab, t_s = teacher.segmenter.timed(image, progress=report and report(0), should_stop=should_stop,
-                                         source=source)
-    s_lab, s_s = student.segmenter.timed(image, progress=report and report(1), should_stop=should_stop,
-                                         source=source)
-    names = teacher.segmenter.class_names or student.segmenter.class_names
-    names = list(names)[1:n] if names and len(names) == n else [f"class {k}" for k in range(1, n)]
-    res = CompareResult(t_lab, s_lab, t_s, s_s, names, dice_per_class(s_lab, t_lab, n))
-    if truth is not None:
-        res.dice_tg = dice_per_class(t_lab, truth, n)
-        res.dice_sg = dice_per_class(s_lab, truth, n)
-    return res
 
 
 def _fmt(value: float) -> str:
@@ -121,8 +67,9 @@ class CompareWidget(QWidget):
         self.worker: FunctionWorker | None = None
         self.result: CompareResult | None = None
         self.layers: dict[str, Labels] = {}
-        self._stop = False
+        self._stop = StopFlag()  # Cancel, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar: WindowProgress | None = None
+        self.destroyed.connect(self._stop.set)
 
         self.teacher_box = ModelChooser("teacher")
         self.student_box = ModelChooser("student")
@@ -191,12 +138,13 @@ class CompareWidget(QWidget):
 
     def cancel(self) -> None:
         """Stop the running comparison before its next window."""
-        self._stop = True
+        self._stop.set()
         self.status.setText("cancelling …")
 
     # ----------------------------------------------------------------------------------------- worker
     def _start(self, teacher: ModelEntry, student: ModelEntry, layer: Image, truth: Labels | None):
-        self._stop = False
+        stop = self._stop
+        stop.reset()
         data = layer.data[0] if layer.multiscale else layer.data
         truth_data = None if truth is None else (truth.data[0] if truth.multiscale else truth.data)
         source = f"layer {layer.name!r}"
@@ -204,14 +152,15 @@ class CompareWidget(QWidget):
         def run() -> CompareResult:
             return compare_models(teacher, student, np.asarray(data),
                                   None if truth_data is None else np.asarray(truth_data),
-                                  progress=self.progressed.emit, should_stop=lambda: self._stop, source=source)
+                                  progress=self.progressed.emit, should_stop=stop, source=source)
 
         self._pbar = WindowProgress(f"Compare on {layer.name}")
         self.compare_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"running {teacher.name} and {student.name} on {layer.name!r} …")
         self.worker = start_worker(run, on_returned=lambda res: self._show(res, teacher, student, layer),
-                                   on_failed=self._on_error, on_finished=self._on_finished)
+                                   on_failed=self._on_error, on_finished=self._on_finished,
+                                   stop=stop)
         return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -276,5 +225,6 @@ class CompareWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self.worker = None
-        self.compare_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
+            self.compare_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)

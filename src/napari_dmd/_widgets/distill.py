@@ -9,72 +9,52 @@ viewer quits the worker, which closes the engine's generator so that it writes `
 checkpoints are added to :data:`napari_dmd.registry.REGISTRY` as students, and :data:`LIVE` shares snapshots of
 the student being trained with the Features widget. Export… writes the finished student with
 :func:`napari_dmd.export.export_student` (TorchScript, ONNX, model card) in a worker.
+
+The settings boxes are in :mod:`._distill_form`, the worker side of a run in :mod:`._distill_run`, the
+Export… button in :mod:`._distill_export` and the shared live student in :mod:`._live`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from psygnal import Signal as PSignal
-from qtpy.QtCore import Qt, QThreadPool, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..config import ConfigError, TrainConfig
-from ..data.io import DataError
-from ._common import (
-    Failure,
-    ModelChooser,
-    PairTable,
-    cases_from_layers,
-    dmd_metadata,
-    notify_error,
-    notify_info,
-    start_worker,
-)
+from ._distill_export import DistillExport, export_formats
+from ._distill_form import METHOD_TIPS, METHODS, STUDENT_PRESETS, DistillSettings, available_devices
+from ._distill_run import RunGuard, RunHandle, default_output_dir, free_folder, train_worker
+from ._live import LIVE, LiveStudent
+from ._notify import notify_error, notify_info
+from ._workers import MIN_POOL_THREADS, Failure, ensure_thread_pool
 from .loss_plot import LossPlot, StatusLine
 
 if TYPE_CHECKING:
     import napari
 
-    from ..data.cases import Case
     from ..distill.engine import Distiller, Event
-    from ..features import StudentSnapshot
-    from ..registry import ModelEntry
 
-METHODS = ("dmd", "kd", "dkd", "mfd", "none")
-METHOD_TIPS = {
-    "dmd": "DMD: task + TCKD on the logits + NCKD on every decoder scale (the paper's method)",
-    "kd": "KD: task + KL divergence to the teacher's softened probabilities",
-    "dkd": "DKD: task + target (TCKD) and non-target (NCKD) parts on the final logits",
-    "mfd": "MFD: task + KD of every decoder scale's head toward the teacher",
-    "none": "none: the student alone (teacher's prediction only as target where there is no label)",
-}
-STUDENT_PRESETS = ("student", "student-tiny")
+__all__ = [
+    "LIVE",
+    "METHODS",
+    "METHOD_TIPS",
+    "MIN_POOL_THREADS",
+    "STATUS_HZ",
+    "STUDENT_PRESETS",
+    "DistillWidget",
+    "LiveStudent",
+    "RunHandle",
+    "available_devices",
+    "default_output_dir",
+    "export_formats",
+    "train_worker",
+]
+
 # Status line, progress bar, plot and checkpoint path refresh together at this rate. Each refresh repaints the
 # window, which costs the GUI thread 10-15 ms *with the GIL held* under software OpenGL (Xvfb, VMs, remote
 # desktops: the window is composited with OpenGL because of napari's canvas), time the training thread waits.
@@ -83,201 +63,9 @@ STUDENT_PRESETS = ("student", "student-tiny")
 # training throughput in the viewer by half or more (napari-dmd bench gui); its progress bar also runs
 # QApplication.processEvents() on every update (re-entrant event handling).
 STATUS_HZ = 1.0
-MIN_POOL_THREADS = 4
 
 
-def _ensure_thread_pool() -> None:
-    """A run holds a pool thread for its whole length: leave room for plots and feature workers."""
-    pool = QThreadPool.globalInstance()
-    if pool.maxThreadCount() < MIN_POOL_THREADS:
-        pool.setMaxThreadCount(MIN_POOL_THREADS)
-
-
-def available_devices() -> list[str]:
-    """Device choices: auto, cpu, and cuda / mps where present."""
-    import torch
-
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def default_output_dir(method: str) -> Path:
-    return Path.home() / "napari-dmd-runs" / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _free_folder(path: Path) -> Path:
-    """``path`` if it holds no run (no last.pt), else the first free ``path-2``, ``path-3``, ..."""
-    if not (path / "last.pt").exists():
-        return path
-    i = 2
-    while (path.with_name(f"{path.name}-{i}") / "last.pt").exists():
-        i += 1
-    return path.with_name(f"{path.name}-{i}")
-
-
-def export_formats() -> tuple[tuple[str, ...], str]:
-    """Export formats this installation supports, and a note on what is skipped or unchecked ("" if nothing)."""
-    if importlib.util.find_spec("onnx") is None:
-        return ("torchscript",), "ONNX skipped: the onnx package is not installed (pip install 'napari-dmd[onnx]')"
-    if importlib.util.find_spec("onnxruntime") is None:
-        return ("torchscript", "onnx"), "ONNX not checked against PyTorch: onnxruntime is not installed"
-    return ("torchscript", "onnx"), ""
-
-
-# ------------------------------------------------------------------------------------------ live student
-
-
-class LiveStudent:
-    """The student a Distill widget trains, shared with the Features widget's live mode.
-
-    Features widgets :meth:`subscribe` with a step interval; the training worker then copies the student's
-    weights (between steps) every that many steps, and the Distill widget emits :attr:`snapshot` with the
-    :class:`~napari_dmd.features.StudentSnapshot` on the main thread. :attr:`changed` fires when a run starts
-    or ends.
-    """
-
-    snapshot = PSignal(object)
-    changed = PSignal()
-
-    def __init__(self) -> None:
-        self.running = False
-        self.name = ""
-        self.latest: StudentSnapshot | None = None
-        self._every: dict[int, int] = {}
-        self._requested = False
-
-    def subscribe(self, key: int, every: int) -> None:
-        self._every[key] = max(1, int(every))
-
-    def unsubscribe(self, key: int) -> None:
-        self._every.pop(key, None)
-
-    @property
-    def every(self) -> int:
-        """Smallest requested interval in steps (0: nobody watches)."""
-        return min(self._every.values()) if self._every else 0
-
-    def request(self) -> None:
-        """Ask for a snapshot after the next step."""
-        self._requested = True
-
-    def due(self, iteration: int) -> bool:
-        """Called by the training worker after each step."""
-        if self._requested:
-            self._requested = False
-            return True
-        n = self.every
-        return n > 0 and iteration % n == 0
-
-
-LIVE = LiveStudent()
-
-
-# ------------------------------------------------------------------------------------------ worker side
-
-
-@dataclass
-class RunHandle:
-    """One training run: its inputs, then the live engine and its generator."""
-
-    config: TrainConfig
-    output_dir: Path
-    cases: list[Case] | None = None
-    folder: str | None = None
-    teacher_entry: ModelEntry | None = None
-    resume: Path | None = None
-    patch_single: int | None = None
-    distiller: Distiller | None = None
-    gen: Generator | None = None
-    stop: bool = False
-    stop_requested_at: int | None = None
-    aborted: bool = False
-    events: list[Event] = field(default_factory=list)
-
-    def request_stop(self) -> None:
-        self.stop = True
-        d = self.distiller
-        if d is not None:
-            if self.stop_requested_at is None:
-                self.stop_requested_at = d.iteration
-            d.request_stop()
-
-    def close_generator(self) -> None:
-        """Close the engine's generator (writes last.pt); called in the worker thread when it is quit."""
-        self.aborted = True
-        gen = self.gen
-        if gen is not None:
-            with contextlib.suppress(Exception):
-                gen.close()
-
-
-def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None]:
-    """Thread-worker generator: build the Distiller, then yield ``(event, snapshot or None)`` per event.
-
-    Exceptions are yielded as :class:`~napari_dmd._widgets._common.Failure` (superqt would swallow a
-    RuntimeError raised by a generator worker as "worker deleted"). Closing this generator closes the
-    engine's, which writes last.pt.
-    """
-    from ..data.cases import load_msd_folder
-    from ..distill.engine import Distiller
-    from ..features import StudentSnapshot
-    from ..registry import teacher_from_entry
-
-    gen = None
-    try:
-        cfg = run.config
-        cases = run.cases
-        if cases is None:
-            cases, names = load_msd_folder(run.folder or "")
-            if cfg.class_names is None and names:
-                cfg.class_names = names
-        teacher = teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
-        if run.patch_single is not None:
-            dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else cases[0].ndim)
-            cfg.patch_size = [run.patch_single] * dims
-        if cfg.class_names is None and teacher is not None and teacher.class_names:
-            cfg.class_names = list(teacher.class_names)
-        d = Distiller(cfg, cases, teacher=teacher, output_dir=run.output_dir, resume=run.resume)
-        run.distiller = d
-        if run.stop:
-            run.request_stop()
-        gen = d.run()
-        run.gen = gen
-        for ev in gen:
-            snap = None
-            if (ev.kind == "step" and live.due(ev.iteration)) or ev.kind in ("done", "stopped"):
-                snap = StudentSnapshot.take(d.model, heads=d.heads, feature_scales=d.feature_scales,
-                                            normalization=d.normalization, iteration=d.iteration,
-                                            name=f"live: {run.output_dir.name}")
-            yield ev, snap
-    except GeneratorExit:
-        if gen is not None:
-            gen.close()
-        raise
-    except Exception as exc:  # noqa: BLE001 - shown to the user on the main thread
-        yield Failure(exc)
-
-
-# ------------------------------------------------------------------------------------------ the widget
-
-
-class _Guard:
-    """Holds the current run outside the Qt object, so it can be stopped when the widget is destroyed."""
-
-    def __init__(self) -> None:
-        self.run: RunHandle | None = None
-
-    def stop(self, *_: Any) -> None:
-        if self.run is not None:
-            self.run.request_stop()
-
-
-class DistillWidget(QWidget):
+class DistillWidget(DistillSettings, DistillExport, QWidget):
     """Distil a student from a teacher: data, method, size, schedule; Start / Stop / Resume; live plot."""
 
     run_event = Signal(object)  # every engine Event, on the main thread
@@ -285,7 +73,7 @@ class DistillWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        _ensure_thread_pool()
+        ensure_thread_pool()
         self.viewer = napari_viewer
         self.worker = None
         self.run: RunHandle | None = None
@@ -295,90 +83,12 @@ class DistillWidget(QWidget):
         self.last_error = ""
         self._last_step: Event | None = None
         self._checkpoint_path: str | None = None  # shown at the next status tick
-        self._guard = _Guard()
+        self._guard = RunGuard()
         self.destroyed.connect(self._guard.stop)
 
         layout = QVBoxLayout(self)
-        # --- data
-        data_box = QGroupBox("Training data")
-        data_layout = QVBoxLayout(data_box)
-        self.data_tabs = QTabWidget()
-        self.pair_table = PairTable(napari_viewer)
-        self.data_tabs.addTab(self.pair_table, "Layers")
-        folder_page = QWidget()
-        fl = QHBoxLayout(folder_page)
-        self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("folder with imagesTr/ (+ labelsTr/)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_folder)
-        fl.addWidget(self.folder_edit)
-        fl.addWidget(browse)
-        self.data_tabs.addTab(folder_page, "MSD folder")
-        data_layout.addWidget(self.data_tabs)
-        layout.addWidget(data_box)
-
-        # --- method
-        form_box = QGroupBox("Distillation")
-        form = QFormLayout(form_box)
-        self.teacher_chooser = ModelChooser("teacher")
-        form.addRow("Teacher", self.teacher_chooser)
-        self.method_combo = QComboBox()
-        for m in METHODS:
-            self.method_combo.addItem(m.upper() if m != "none" else "none (student alone)", m)
-        self.method_combo.setToolTip("\n".join(METHOD_TIPS.values()))
-        form.addRow("Method", self.method_combo)
-        self.student_combo = QComboBox()
-        self.student_combo.setEditable(True)
-        self.student_combo.addItems(list(STUDENT_PRESETS))
-        self.student_combo.setToolTip("a preset, or channels per level such as 8,16,32,64")
-        form.addRow("Student", self.student_combo)
-        self.iterations_spin = QSpinBox()
-        self.iterations_spin.setRange(1, 10_000_000)
-        self.iterations_spin.setValue(2000)
-        form.addRow("Iterations", self.iterations_spin)
-        self.patch_edit = QLineEdit()
-        self.patch_edit.setPlaceholderText("auto (e.g. 128,128 or 64,64,64)")
-        form.addRow("Patch size", self.patch_edit)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 512)
-        self.batch_spin.setValue(2)
-        form.addRow("Batch size", self.batch_spin)
-        self.flips_check = QCheckBox("flip and rotate patches")
-        self.flips_check.setChecked(True)
-        self.flips_check.setToolTip("Augmentation: random flips and 90° rotations (intensity changes stay on). "
-                                    "Turn off when classes are left/right, e.g. right and left kidney.")
-        form.addRow("Augment", self.flips_check)
-        self.device_combo = QComboBox()
-        for dev in available_devices():
-            if dev == "auto":
-                from ..distill.engine import resolve_device
-
-                self.device_combo.addItem(f"auto ({resolve_device('auto').type})", "auto")
-            else:
-                self.device_combo.addItem(dev, dev)
-        form.addRow("Device", self.device_combo)
-        from ..distill.engine import cpu_bf16_supported
-
-        self.bf16_check = QCheckBox("bfloat16 on the CPU (faster, 2D)")
-        self.bf16_check.setToolTip("Teacher and student under bfloat16 autocast when training on this CPU, which "
-                                   "does bfloat16 natively (about 1.4x faster jobs measured); weights and losses "
-                                   "stay float32. 2D models only (3D stays float32); no effect on a GPU. Can change "
-                                   "which seeds lose a small class: see docs/results.md.")
-        has_bf16 = cpu_bf16_supported()
-        self.bf16_check.setVisible(has_bf16)
-        if has_bf16:
-            form.addRow("Precision", self.bf16_check)
-        out_row = QHBoxLayout()
-        self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText(str(Path.home() / "napari-dmd-runs" / "<method>-<time>"))
-        self.output_edit.textChanged.connect(self._update_buttons)
-        out_browse = QPushButton("…")
-        out_browse.setMaximumWidth(30)
-        out_browse.clicked.connect(self._browse_output)
-        out_row.addWidget(self.output_edit)
-        out_row.addWidget(out_browse)
-        form.addRow("Output", out_row)
-        layout.addWidget(form_box)
+        layout.addWidget(self._build_data_box(napari_viewer))
+        layout.addWidget(self._build_settings_box())
 
         # --- run
         buttons = QHBoxLayout()
@@ -423,6 +133,7 @@ class DistillWidget(QWidget):
     # ------------------------------------------------------------------ state
     @property
     def running(self) -> bool:
+        """Whether a training run's worker is active."""
         return self.worker is not None
 
     @property
@@ -440,22 +151,6 @@ class DistillWidget(QWidget):
         """The engine's iteration when Stop was pressed."""
         return self.run.stop_requested_at if self.run is not None else None
 
-    def method(self) -> str:
-        return str(self.method_combo.currentData())
-
-    def set_method(self, method: str) -> None:
-        idx = self.method_combo.findData(method)
-        if idx < 0:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        self.method_combo.setCurrentIndex(idx)
-
-    def export_checkpoint(self) -> Path | None:
-        """The finished or stopped run's student to export: its best.pt if it exists, else last.pt."""
-        run = self.run
-        if run is None or run.distiller is None or not run.events or run.events[-1].kind not in ("done", "stopped"):
-            return None
-        return next((p for p in (run.distiller.best_path, run.distiller.last_path) if p.is_file()), None)
-
     def _update_buttons(self, *_: Any) -> None:
         idle = not self.running and self.export_worker is None
         self.start_button.setEnabled(idle)
@@ -464,75 +159,7 @@ class DistillWidget(QWidget):
         self.resume_button.setEnabled(idle and bool(text) and (Path(text) / "last.pt").is_file())
         self.export_button.setEnabled(idle and self.export_checkpoint() is not None)
 
-    def _browse_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "MSD / nnU-Net raw folder")
-        if path:
-            self.folder_edit.setText(path)
-
-    def _browse_output(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder")
-        if path:
-            self.output_edit.setText(path)
-
-    # ------------------------------------------------------------------ settings -> run
-    def _patch(self) -> tuple[list[int] | None, int | None]:
-        text = self.patch_edit.text().strip().lower()
-        if text in ("", "auto"):
-            return None, None
-        try:
-            values = [int(v) for v in text.replace("x", ",").replace(" ", ",").split(",") if v]
-        except ValueError:
-            raise ConfigError(f"patch size {text!r}: give 'auto', one number, or one per axis like 64,64") \
-                from None
-        if not values or any(v < 4 for v in values):
-            raise ConfigError(f"patch size {text!r}: every entry must be a number >= 4")
-        if len(values) == 1:
-            return None, values[0]
-        if len(values) not in (2, 3):
-            raise ConfigError(f"patch size {text!r}: give 2 (2D) or 3 (3D) numbers")
-        return values, None
-
-    def _teacher(self) -> ModelEntry | None:
-        entry = self.teacher_chooser.entry()
-        if entry is None and self.method() != "none":
-            raise ConfigError(f"method {self.method()!r} needs a teacher: load or train one in the Teacher "
-                              "widget, or choose method 'none'")
-        return entry
-
-    def _cases(self) -> tuple[list[Case] | None, str | None, list[str] | None]:
-        if self.data_tabs.currentIndex() == 1:
-            folder = self.folder_edit.text().strip()
-            if not folder:
-                raise DataError("choose an MSD folder (with imagesTr/), or train on layers")
-            if not Path(folder).is_dir():
-                raise DataError(f"{folder}: folder not found")
-            return None, folder, None
-        pairs = self.pair_table.pairs()
-        if not pairs:
-            raise DataError("no image layer is checked: open images (File > Open) and tick them under "
-                            "Training data, or use an MSD folder")
-        names = None
-        for image, labels in pairs:
-            names = names or dmd_metadata(labels or image).get("class_names")
-        return cases_from_layers(pairs), None, names
-
-    @staticmethod
-    def _intervals(iterations: int) -> dict[str, int]:
-        """Validate ~10 times a run (at least every 500 steps); write last.pt at least every 200 steps."""
-        every = max(1, min(iterations // 10, 500))
-        return {"val_interval": every, "checkpoint_interval": min(every, 200)}
-
-    def _config(self) -> tuple[TrainConfig, int | None]:
-        patch, single = self._patch()
-        iterations = self.iterations_spin.value()
-        cfg = TrainConfig(method=self.method(), model=self.student_combo.currentText().strip() or "student",
-                          iterations=iterations, patch_size=patch, batch_size=self.batch_spin.value(),
-                          flips=self.flips_check.isChecked(), device=str(self.device_combo.currentData()),
-                          cpu_bf16=self.bf16_check.isChecked(),
-                          num_threads=max(1, (os.cpu_count() or 2) - 1), **self._intervals(iterations))
-        cfg.model_channels()  # raises a clear message on a malformed channel list
-        return cfg.validate(), single
-
+    # ------------------------------------------------------------------ run control
     def start(self) -> None:
         """Start a new run with the widget's settings."""
         if self.running or self.export_worker is not None:
@@ -545,7 +172,7 @@ class DistillWidget(QWidget):
                 cfg.class_names = list(names)
             text = self.output_edit.text().strip()
             out = Path(text).expanduser() if text else default_output_dir(cfg.method)
-            free = _free_folder(out)
+            free = free_folder(out)
             if free != out:
                 notify_info(f"Distill: {out} already holds a run; writing to {free} (use Resume to continue "
                             "a run)")
@@ -730,53 +357,6 @@ class DistillWidget(QWidget):
         self.registered = names
         if names:
             notify_info(f"Distill: student ready for Features / Compare / Segment: {', '.join(names)}")
-
-    # ------------------------------------------------------------------ export
-    def export(self, folder: str | Path | None = None):
-        """Export the finished run's student into ``folder`` (asked for if None) in a worker; returns the worker."""
-        ckpt = self.export_checkpoint()
-        if self.running or self.export_worker is not None or ckpt is None:
-            return None
-        folder = folder or QFileDialog.getExistingDirectory(self, "Export the student into", str(ckpt.parent))
-        if not folder:
-            return None
-        from ..export import CARD_JSON, CARD_MD, ONNX_NAME, TORCHSCRIPT_NAME, export_student
-
-        out = Path(folder).expanduser()
-        formats, note = export_formats()
-        names = [TORCHSCRIPT_NAME] + ([ONNX_NAME] if "onnx" in formats else []) + [CARD_JSON, CARD_MD]
-        existing = [n for n in names if (out / n).exists()]
-        if existing and QMessageBox.question(self, "Export", f"{out} already holds {', '.join(existing)}. "
-                                             "Replace?") != QMessageBox.StandardButton.Yes:
-            return None
-        d = self.run.distiller
-        self.status_label.setText(f"exporting {ckpt} to {out} …")
-        self.export_worker = start_worker(
-            export_student, ckpt, out, formats=formats, cases=d.val_cases, teacher=d.teacher,
-            device=str(self.device_combo.currentData()), overwrite=bool(existing),
-            on_returned=lambda card: self._on_exported(card, ckpt, out, note), on_failed=self._on_export_failed,
-            on_finished=self._on_export_finished)
-        self._update_buttons()
-        return self.export_worker
-
-    def _on_exported(self, card: dict[str, Any], ckpt: Path, out: Path, note: str) -> None:
-        self.last_export = card
-        files = ", ".join(Path(f).name for f in card["files"].values())
-        retention = (card.get("evaluation") or {}).get("dice_retention")
-        text = f"Distill: exported {ckpt.parent.name}/{ckpt.name} to {out}: {files}"
-        text += f" (Dice retention {100 * retention:.1f} %)" if retention is not None else ""
-        text += f". {note}" if note else ""
-        self.status_label.setText(text)
-        notify_info(text)
-
-    def _on_export_failed(self, exc: BaseException) -> None:
-        self.last_error = notify_error(exc, "Distill export")
-        self.status_label.setText(self.last_error)
-
-    def _on_export_finished(self) -> None:
-        self.export_worker = None
-        with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
-            self._update_buttons()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self._guard.stop()

@@ -10,7 +10,8 @@ layers over the image, placed with the scale and translate the core computes:
 * ``<image> features head s<stride>`` — the scale head's argmax (labels; students trained with heads).
 
 "live" re-computes every N training steps of the Distill widget's run (on a copy of the student's weights
-taken between steps) and when the slice changes.
+taken between steps, shared through :data:`._live.LIVE`) and when the slice changes. Closing the viewer quits
+the worker: its result is dropped and no pending computation starts.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import META_KEY, LayerChooser, dmd_metadata, layer_spacing, notify_error, start_worker
-from .distill import LIVE, _ensure_thread_pool
+from ._choosers import LayerChooser
+from ._geometry import META_KEY, is_feature_layer, layer_spacing
+from ._live import LIVE
+from ._notify import notify_error
+from ._workers import ensure_thread_pool, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -49,15 +53,11 @@ LIVE_ITEM = "live"
 KINDS = ("PCA", "energy", "channel", "head")
 
 
-def _is_feature_layer(layer: Any) -> bool:
-    return bool(dmd_metadata(layer).get("features"))
-
-
 class _ImageChooser(LayerChooser):
     """Greyscale image layers, without the layers this widget adds."""
 
     def _layers(self) -> list:
-        return [lay for lay in super()._layers() if not lay.rgb and not _is_feature_layer(lay)]
+        return [lay for lay in super()._layers() if not lay.rgb and not is_feature_layer(lay)]
 
 
 @dataclass
@@ -118,7 +118,7 @@ class FeaturesWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        _ensure_thread_pool()
+        ensure_thread_pool()
         self.viewer = napari_viewer
         self._cache = _LiveCache()
         self._busy = False
@@ -344,8 +344,11 @@ class FeaturesWidget(QWidget):
                                    on_failed=self._fail, on_finished=self._finished)
 
     def _finished(self) -> None:
+        worker, self.worker = self.worker, None
         self._busy = False
-        self.worker = None
+        if worker is not None and worker.abort_requested:  # quit: the viewer is closing, start nothing more
+            self._pending = False
+            return
         if self._pending:
             self._pending = False
             with contextlib.suppress(RuntimeError):
@@ -387,7 +390,7 @@ class FeaturesWidget(QWidget):
     def _put(self, kind: str, name: str, data: np.ndarray, kwargs: dict[str, Any]) -> str:
         """Update our layer called ``name`` in place, or add it (a user's layer of that name is left alone)."""
         layers = self.viewer.layers
-        if name in layers and _is_feature_layer(layers[name]):
+        if name in layers and is_feature_layer(layers[name]):
             layer = layers[name]
             same_type = isinstance(layer, Labels) if kind == "labels" else isinstance(layer, Image)
             rgb_ok = kind != "image" or bool(layer.rgb) == bool(kwargs.get("rgb", False))

@@ -24,7 +24,7 @@ from qtpy.QtCore import QPointF, QSize, Qt
 from qtpy.QtGui import QImage, QPainter, QPixmap
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ._common import notify_error
+from ._notify import notify_error
 
 __all__ = ["PART_NAMES", "LossPlot", "PlotRenderer", "StatusLine"]
 

@@ -9,6 +9,7 @@ napari-dmd metadata (file affine), so saving it to NIfTI writes the scan's affin
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +19,10 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..data.io import DataError
-from ._common import (
-    LayerChooser,
-    ModelChooser,
-    WindowProgress,
-    labels_metadata,
-    notify_error,
-    report_inference_error,
-    start_worker,
-)
+from ._choosers import LayerChooser, ModelChooser
+from ._geometry import labels_metadata, placement_kwargs
+from ._notify import notify_error, report_inference_error
+from ._workers import StopFlag, WindowProgress, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -45,12 +41,6 @@ def image_array(layer: Image) -> np.ndarray:
     return np.asarray(data)
 
 
-def placement_kwargs(layer: Image) -> dict[str, Any]:
-    """Layer keyword arguments that place a new layer exactly over ``layer`` (data-to-world transform)."""
-    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate), "rotate": layer.rotate,
-            "shear": layer.shear, "affine": layer.affine.affine_matrix}
-
-
 class SegmentWidget(QWidget):
     """Model chooser (students first), image chooser following the active layer, Segment and Cancel."""
 
@@ -61,8 +51,9 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: FunctionWorker | None = None
         self._finished_run = True  # no run in flight: window counts are ignored
-        self._stop = False
+        self._stop = StopFlag()  # Cancel, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
+        self.destroyed.connect(self._stop.set)
 
         self.model_box = ModelChooser("student", fallback_roles=("teacher",))
         self.image_box = LayerChooser(napari_viewer, Image)
@@ -129,12 +120,13 @@ class SegmentWidget(QWidget):
 
     def cancel(self) -> None:
         """Ask the running prediction to stop before its next window."""
-        self._stop = True
+        self._stop.set()
         self.status.setText("cancelling …")
 
     # ----------------------------------------------------------------------------------------- worker
     def _start(self, entry: ModelEntry, layer: Image) -> FunctionWorker:
-        self._stop = False
+        stop = self._stop
+        stop.reset()
         seg = entry.segmenter
         source = f"layer {layer.name!r}"
         data = layer.data[0] if layer.multiscale else layer.data
@@ -142,7 +134,7 @@ class SegmentWidget(QWidget):
         def predict() -> tuple[np.ndarray, float]:
             image = np.asarray(data)
             t0 = time.perf_counter()
-            labels = seg(image, progress=self.progressed.emit, should_stop=lambda: self._stop, source=source)
+            labels = seg(image, progress=self.progressed.emit, should_stop=stop, source=source)
             return labels, time.perf_counter() - t0
 
         self._pbar = WindowProgress(f"Segment {layer.name} ({entry.name})")
@@ -151,7 +143,8 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …")
         self.worker = start_worker(predict, on_returned=lambda result: self._add_layer(result, entry, layer),
-                                   on_failed=self._on_error, on_finished=self._on_finished)
+                                   on_failed=self._on_error, on_finished=self._on_finished,
+                                   stop=stop)
         return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -183,5 +176,6 @@ class SegmentWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self.worker = None
-        self.segment_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
+            self.segment_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)

@@ -14,6 +14,7 @@ The chosen teacher's classes, parameter count, device and source are shown below
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -37,15 +38,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import (
-    LayerChooser,
-    ModelChooser,
-    cases_from_layers,
-    dmd_metadata,
-    notify_error,
-    notify_info,
-    start_worker,
-)
+from ._choosers import LayerChooser, ModelChooser
+from ._geometry import cases_from_layers, dmd_metadata
+from ._notify import notify_error, notify_info
+from ._workers import StopFlag, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -97,8 +93,9 @@ class TeacherWidget(QWidget):
         self.distiller: Distiller | None = None
         self.pairs: list[tuple[Image, Labels]] = []
         self.last_event: Event | None = None
-        self._stop = False
+        self._stop = StopFlag()  # Stop, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
+        self.destroyed.connect(self._stop.set)
 
         # load
         self.path_edit = QLineEdit()
@@ -211,7 +208,8 @@ class TeacherWidget(QWidget):
             self._pbar = None
         self.worker = None
         self.distiller = None
-        self._busy(False)
+        with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
+            self._busy(False)
 
     def _register(self, entries: list[ModelEntry], message: str) -> None:
         from ..registry import REGISTRY
@@ -219,10 +217,11 @@ class TeacherWidget(QWidget):
         for entry in entries:
             REGISTRY.add(entry)
         teacher = next((e for e in entries if e.role == "teacher"), None)
-        if teacher is not None:
-            self.teacher_box.setCurrentText(teacher.name)
-        self._show_info()
-        self.status.setText(message)
+        with contextlib.suppress(RuntimeError):  # the widget was deleted while the work ran
+            if teacher is not None:
+                self.teacher_box.setCurrentText(teacher.name)
+            self._show_info()
+            self.status.setText(message)
         notify_info(message)
 
     def _on_error(self, exc: BaseException, context: str) -> None:
@@ -313,7 +312,8 @@ class TeacherWidget(QWidget):
             return None
         text = self.output_edit.text().strip()
         out = Path(text).expanduser() if text else default_teacher_dir()
-        self._stop = False
+        stop = self._stop
+        stop.reset()
 
         def run():
             from ..distill.engine import Distiller
@@ -321,10 +321,14 @@ class TeacherWidget(QWidget):
 
             d = Distiller(cfg, cases, output_dir=out, role="teacher")
             self.distiller = d
-            for event in d.run():
-                if self._stop:
-                    d.request_stop()
-                yield event
+            gen = d.run()
+            try:
+                for event in gen:
+                    if stop():
+                        d.request_stop()
+                    yield event
+            finally:
+                gen.close()  # quit (the viewer closes): the engine writes last.pt
             path = d.best_path if d.best_path.exists() else d.last_path
             return entry_from_checkpoint(path, role="teacher", name=f"teacher: {out.name}")
 
@@ -333,7 +337,7 @@ class TeacherWidget(QWidget):
         self.status.setText(f"training a {cfg.model} teacher on {len(cases)} pair(s) into {out} …")
         self.worker = start_worker(run, on_yielded=self._on_event, on_returned=self._on_trained,
                                    on_failed=lambda exc: self._on_error(exc, "Train teacher"),
-                                   on_finished=self._finish)
+                                   on_finished=self._finish, stop=stop)
         return self.worker
 
     def _on_event(self, event: Event) -> None:
@@ -354,7 +358,7 @@ class TeacherWidget(QWidget):
 
     def stop(self) -> None:
         """Ask the training or demo run to stop before its next step."""
-        self._stop = True
+        self._stop.set()
         if self.distiller is not None:
             self.distiller.request_stop()
         self.status.setText("stopping after this step …")
@@ -366,13 +370,14 @@ class TeacherWidget(QWidget):
 
         if not self._check_idle():
             return None
-        self._stop = False
+        stop = self._stop
+        stop.reset()
 
         def run() -> list[ModelEntry]:
             from ..pretrained import phantom_models
             from ..registry import entry_from_checkpoint
 
-            teacher, student = phantom_models(progress=self.demo_progressed.emit, should_stop=lambda: self._stop)
+            teacher, student = phantom_models(progress=self.demo_progressed.emit, should_stop=stop)
             return [entry_from_checkpoint(teacher, role="teacher", name="demo teacher (phantom)"),
                     entry_from_checkpoint(student, role="student", name="demo student (phantom)")]
 
@@ -381,7 +386,7 @@ class TeacherWidget(QWidget):
         self.status.setText("preparing the demo models (cached after the first use) …")
         self.worker = start_worker(run, on_returned=lambda entries: self._register(entries, "demo models loaded"),
                                    on_failed=lambda exc: self._on_error(exc, "Demo models"),
-                                   on_finished=self._finish)
+                                   on_finished=self._finish, stop=stop)
         return self.worker
 
     def _on_demo_progress(self, done: int, total: int) -> None:

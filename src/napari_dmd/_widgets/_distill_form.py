@@ -1,0 +1,232 @@
+"""The Distill widget's settings: the training-data box, the distillation form, and settings -> run inputs.
+
+:class:`DistillSettings` is a mixin of :class:`~napari_dmd._widgets.distill.DistillWidget`: it builds the
+"Training data" and "Distillation" boxes (the widget keeps the same attribute names, e.g. ``method_combo``)
+and turns their values into a validated :class:`~napari_dmd.config.TrainConfig`, the teacher entry and the
+training cases. Bad settings raise ConfigError / DataError with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..config import ConfigError, TrainConfig
+from ..data.io import DataError
+from ._choosers import ModelChooser
+from ._geometry import cases_from_layers, dmd_metadata
+from ._tables import PairTable
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..data.cases import Case
+    from ..registry import ModelEntry
+
+__all__ = ["METHODS", "METHOD_TIPS", "STUDENT_PRESETS", "DistillSettings", "available_devices"]
+
+METHODS = ("dmd", "kd", "dkd", "mfd", "none")
+METHOD_TIPS = {
+    "dmd": "DMD: task + TCKD on the logits + NCKD on every decoder scale (the paper's method)",
+    "kd": "KD: task + KL divergence to the teacher's softened probabilities",
+    "dkd": "DKD: task + target (TCKD) and non-target (NCKD) parts on the final logits",
+    "mfd": "MFD: task + KD of every decoder scale's head toward the teacher",
+    "none": "none: the student alone (teacher's prediction only as target where there is no label)",
+}
+STUDENT_PRESETS = ("student", "student-tiny")
+
+
+def available_devices() -> list[str]:
+    """Device choices: auto, cpu, and cuda / mps where present."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+class DistillSettings:
+    """Mixin of the Distill widget: its settings boxes and their values as run inputs."""
+
+    def _build_data_box(self, napari_viewer: napari.Viewer) -> QGroupBox:
+        """The "Training data" box: a layer-pair table and an MSD-folder tab."""
+        data_box = QGroupBox("Training data")
+        data_layout = QVBoxLayout(data_box)
+        self.data_tabs = QTabWidget()
+        self.pair_table = PairTable(napari_viewer)
+        self.data_tabs.addTab(self.pair_table, "Layers")
+        folder_page = QWidget()
+        fl = QHBoxLayout(folder_page)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("folder with imagesTr/ (+ labelsTr/)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_folder)
+        fl.addWidget(self.folder_edit)
+        fl.addWidget(browse)
+        self.data_tabs.addTab(folder_page, "MSD folder")
+        data_layout.addWidget(self.data_tabs)
+        return data_box
+
+    def _build_settings_box(self) -> QGroupBox:
+        """The "Distillation" box: teacher, method, student, schedule, device, precision, output folder."""
+        form_box = QGroupBox("Distillation")
+        form = QFormLayout(form_box)
+        self.teacher_chooser = ModelChooser("teacher")
+        form.addRow("Teacher", self.teacher_chooser)
+        self.method_combo = QComboBox()
+        for m in METHODS:
+            self.method_combo.addItem(m.upper() if m != "none" else "none (student alone)", m)
+        self.method_combo.setToolTip("\n".join(METHOD_TIPS.values()))
+        form.addRow("Method", self.method_combo)
+        self.student_combo = QComboBox()
+        self.student_combo.setEditable(True)
+        self.student_combo.addItems(list(STUDENT_PRESETS))
+        self.student_combo.setToolTip("a preset, or channels per level such as 8,16,32,64")
+        form.addRow("Student", self.student_combo)
+        self.iterations_spin = QSpinBox()
+        self.iterations_spin.setRange(1, 10_000_000)
+        self.iterations_spin.setValue(2000)
+        form.addRow("Iterations", self.iterations_spin)
+        self.patch_edit = QLineEdit()
+        self.patch_edit.setPlaceholderText("auto (e.g. 128,128 or 64,64,64)")
+        form.addRow("Patch size", self.patch_edit)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 512)
+        self.batch_spin.setValue(2)
+        form.addRow("Batch size", self.batch_spin)
+        self.flips_check = QCheckBox("flip and rotate patches")
+        self.flips_check.setChecked(True)
+        self.flips_check.setToolTip("Augmentation: random flips and 90° rotations (intensity changes stay on). "
+                                    "Turn off when classes are left/right, e.g. right and left kidney.")
+        form.addRow("Augment", self.flips_check)
+        self.device_combo = QComboBox()
+        for dev in available_devices():
+            if dev == "auto":
+                from ..distill.engine import resolve_device
+
+                self.device_combo.addItem(f"auto ({resolve_device('auto').type})", "auto")
+            else:
+                self.device_combo.addItem(dev, dev)
+        form.addRow("Device", self.device_combo)
+        from ..distill.engine import cpu_bf16_supported
+
+        self.bf16_check = QCheckBox("bfloat16 on the CPU (faster, 2D)")
+        self.bf16_check.setToolTip("Teacher and student under bfloat16 autocast when training on this CPU, which "
+                                   "does bfloat16 natively (about 1.4x faster jobs measured); weights and losses "
+                                   "stay float32. 2D models only (3D stays float32); no effect on a GPU. Can change "
+                                   "which seeds lose a small class: see docs/results.md.")
+        has_bf16 = cpu_bf16_supported()
+        self.bf16_check.setVisible(has_bf16)
+        if has_bf16:
+            form.addRow("Precision", self.bf16_check)
+        out_row = QHBoxLayout()
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText(str(Path.home() / "napari-dmd-runs" / "<method>-<time>"))
+        self.output_edit.textChanged.connect(self._update_buttons)
+        out_browse = QPushButton("…")
+        out_browse.setMaximumWidth(30)
+        out_browse.clicked.connect(self._browse_output)
+        out_row.addWidget(self.output_edit)
+        out_row.addWidget(out_browse)
+        form.addRow("Output", out_row)
+        return form_box
+
+    def method(self) -> str:
+        """The chosen distillation method (``dmd``, ``kd``, ``dkd``, ``mfd`` or ``none``)."""
+        return str(self.method_combo.currentData())
+
+    def set_method(self, method: str) -> None:
+        """Choose a method by name; ValueError for an unknown one."""
+        idx = self.method_combo.findData(method)
+        if idx < 0:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        self.method_combo.setCurrentIndex(idx)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "MSD / nnU-Net raw folder")
+        if path:
+            self.folder_edit.setText(path)
+
+    def _browse_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Output folder")
+        if path:
+            self.output_edit.setText(path)
+
+    # ------------------------------------------------------------------ settings -> run
+    def _patch(self) -> tuple[list[int] | None, int | None]:
+        text = self.patch_edit.text().strip().lower()
+        if text in ("", "auto"):
+            return None, None
+        try:
+            values = [int(v) for v in text.replace("x", ",").replace(" ", ",").split(",") if v]
+        except ValueError:
+            raise ConfigError(f"patch size {text!r}: give 'auto', one number, or one per axis like 64,64") \
+                from None
+        if not values or any(v < 4 for v in values):
+            raise ConfigError(f"patch size {text!r}: every entry must be a number >= 4")
+        if len(values) == 1:
+            return None, values[0]
+        if len(values) not in (2, 3):
+            raise ConfigError(f"patch size {text!r}: give 2 (2D) or 3 (3D) numbers")
+        return values, None
+
+    def _teacher(self) -> ModelEntry | None:
+        entry = self.teacher_chooser.entry()
+        if entry is None and self.method() != "none":
+            raise ConfigError(f"method {self.method()!r} needs a teacher: load or train one in the Teacher "
+                              "widget, or choose method 'none'")
+        return entry
+
+    def _cases(self) -> tuple[list[Case] | None, str | None, list[str] | None]:
+        if self.data_tabs.currentIndex() == 1:
+            folder = self.folder_edit.text().strip()
+            if not folder:
+                raise DataError("choose an MSD folder (with imagesTr/), or train on layers")
+            if not Path(folder).is_dir():
+                raise DataError(f"{folder}: folder not found")
+            return None, folder, None
+        pairs = self.pair_table.pairs()
+        if not pairs:
+            raise DataError("no image layer is checked: open images (File > Open) and tick them under "
+                            "Training data, or use an MSD folder")
+        names = None
+        for image, labels in pairs:
+            names = names or dmd_metadata(labels or image).get("class_names")
+        return cases_from_layers(pairs), None, names
+
+    @staticmethod
+    def _intervals(iterations: int) -> dict[str, int]:
+        """Validate ~10 times a run (at least every 500 steps); write last.pt at least every 200 steps."""
+        every = max(1, min(iterations // 10, 500))
+        return {"val_interval": every, "checkpoint_interval": min(every, 200)}
+
+    def _config(self) -> tuple[TrainConfig, int | None]:
+        patch, single = self._patch()
+        iterations = self.iterations_spin.value()
+        cfg = TrainConfig(method=self.method(), model=self.student_combo.currentText().strip() or "student",
+                          iterations=iterations, patch_size=patch, batch_size=self.batch_spin.value(),
+                          flips=self.flips_check.isChecked(), device=str(self.device_combo.currentData()),
+                          cpu_bf16=self.bf16_check.isChecked(),
+                          num_threads=max(1, (os.cpu_count() or 2) - 1), **self._intervals(iterations))
+        cfg.model_channels()  # raises a clear message on a malformed channel list
+        return cfg.validate(), single

@@ -1,0 +1,136 @@
+"""The Distill widget's training run on the worker side: its handle, the thread-worker generator that drives
+the engine, and the guard that stops it when the widget is destroyed.
+
+Closing the viewer quits the worker; :meth:`RunHandle.close_generator` (connected to the worker's ``aborted``
+signal, run in the worker thread) then closes the engine's generator, which writes ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import TrainConfig
+from ._workers import Failure
+
+if TYPE_CHECKING:
+    from ..data.cases import Case
+    from ..distill.engine import Distiller, Event
+    from ..registry import ModelEntry
+    from ._live import LiveStudent
+
+__all__ = ["RunGuard", "RunHandle", "default_output_dir", "free_folder", "train_worker"]
+
+
+def default_output_dir(method: str) -> Path:
+    """A new run folder under ~/napari-dmd-runs named by the method and the time."""
+    return Path.home() / "napari-dmd-runs" / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def free_folder(path: Path) -> Path:
+    """``path`` if it holds no run (no last.pt), else the first free ``path-2``, ``path-3``, ..."""
+    if not (path / "last.pt").exists():
+        return path
+    i = 2
+    while (path.with_name(f"{path.name}-{i}") / "last.pt").exists():
+        i += 1
+    return path.with_name(f"{path.name}-{i}")
+
+
+@dataclass
+class RunHandle:
+    """One training run: its inputs, then the live engine and its generator."""
+
+    config: TrainConfig
+    output_dir: Path
+    cases: list[Case] | None = None
+    folder: str | None = None
+    teacher_entry: ModelEntry | None = None
+    resume: Path | None = None
+    patch_single: int | None = None
+    distiller: Distiller | None = None
+    gen: Generator | None = None
+    stop: bool = False
+    stop_requested_at: int | None = None
+    aborted: bool = False
+    events: list[Event] = field(default_factory=list)
+
+    def request_stop(self) -> None:
+        self.stop = True
+        d = self.distiller
+        if d is not None:
+            if self.stop_requested_at is None:
+                self.stop_requested_at = d.iteration
+            d.request_stop()
+
+    def close_generator(self) -> None:
+        """Close the engine's generator (writes last.pt); called in the worker thread when it is quit."""
+        self.aborted = True
+        gen = self.gen
+        if gen is not None:
+            with contextlib.suppress(Exception):
+                gen.close()
+
+
+def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None]:
+    """Thread-worker generator: build the Distiller, then yield ``(event, snapshot or None)`` per event.
+
+    Exceptions are yielded as :class:`~napari_dmd._widgets._workers.Failure` (superqt would swallow a
+    RuntimeError raised by a generator worker as "worker deleted"). Closing this generator closes the
+    engine's, which writes last.pt.
+    """
+    from ..data.cases import load_msd_folder
+    from ..distill.engine import Distiller
+    from ..features import StudentSnapshot
+    from ..registry import teacher_from_entry
+
+    gen = None
+    try:
+        cfg = run.config
+        cases = run.cases
+        if cases is None:
+            cases, names = load_msd_folder(run.folder or "")
+            if cfg.class_names is None and names:
+                cfg.class_names = names
+        teacher = teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
+        if run.patch_single is not None:
+            dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else cases[0].ndim)
+            cfg.patch_size = [run.patch_single] * dims
+        if cfg.class_names is None and teacher is not None and teacher.class_names:
+            cfg.class_names = list(teacher.class_names)
+        d = Distiller(cfg, cases, teacher=teacher, output_dir=run.output_dir, resume=run.resume)
+        run.distiller = d
+        if run.stop:
+            run.request_stop()
+        gen = d.run()
+        run.gen = gen
+        for ev in gen:
+            snap = None
+            if (ev.kind == "step" and live.due(ev.iteration)) or ev.kind in ("done", "stopped"):
+                snap = StudentSnapshot.take(d.model, heads=d.heads, feature_scales=d.feature_scales,
+                                            normalization=d.normalization, iteration=d.iteration,
+                                            name=f"live: {run.output_dir.name}")
+            yield ev, snap
+    except GeneratorExit:
+        if gen is not None:
+            gen.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 - shown to the user on the main thread
+        yield Failure(exc)
+
+
+class RunGuard:
+    """Holds the current run outside the Qt object, so it can be stopped when the widget is destroyed."""
+
+    def __init__(self) -> None:
+        self.run: RunHandle | None = None
+
+    def stop(self, *_: Any) -> None:
+        """Ask the current run (if any) to stop before its next step."""
+        if self.run is not None:
+            self.run.request_stop()
+

@@ -1,0 +1,119 @@
+"""The Distill widget's training-data table: image layers (checkable), each paired with a labels layer."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+
+from ._geometry import image_layers, is_feature_layer, labels_layers
+
+if TYPE_CHECKING:
+    import napari
+
+NO_LABELS = "(none: teacher's prediction)"
+
+__all__ = ["NO_LABELS", "PairTable"]
+
+
+class PairTable(QTableWidget):
+    """Image layers (checkable) each paired with an optional labels layer of the same shape."""
+
+    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(0, 2, parent)
+        self._viewer = viewer
+        self._checked: dict[str, bool] = {}
+        self._labels: dict[str, str] = {}
+        self.setHorizontalHeaderLabels(["Image", "Labels"])
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.verticalHeader().setVisible(False)
+        self.setMinimumHeight(90)
+        self.setMaximumHeight(150)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)
+        self.itemChanged.connect(self._remember)
+        self.refresh()
+
+    def _images(self) -> list[Image]:
+        return [lay for lay in image_layers(self._viewer)
+                if not lay.rgb and not lay.multiscale and lay.ndim in (2, 3) and not is_feature_layer(lay)]
+
+    @staticmethod
+    def _default_labels(image: Image, candidates: list[Labels]) -> str:
+        for lab in candidates:
+            if lab.name == f"{image.name} labels":
+                return lab.name
+        starts = [lab for lab in candidates if lab.name.startswith(image.name)]
+        if len(starts) == 1:
+            return starts[0].name
+        if len(candidates) == 1:
+            return candidates[0].name
+        return NO_LABELS
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping choices by name."""
+        try:
+            self.blockSignals(True)
+        except RuntimeError:  # the widget is gone
+            self._disconnect()
+            return
+        for lay in self._viewer.layers:
+            lay.events.name.disconnect(self.refresh)
+            lay.events.name.connect(self.refresh)
+        images = self._images()
+        labels = labels_layers(self._viewer)
+        self.setRowCount(len(images))
+        for row, image in enumerate(images):
+            item = QTableWidgetItem(image.name)
+            item.setToolTip(image.name)
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            checked = self._checked.setdefault(image.name, True)
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.setItem(row, 0, item)
+            same = [lab for lab in labels if tuple(lab.data.shape) == tuple(image.data.shape)]
+            combo = QComboBox()
+            combo.addItems([NO_LABELS] + [lab.name for lab in same])
+            choice = self._labels.get(image.name)
+            if choice is None or (choice != NO_LABELS and choice not in [lab.name for lab in same]):
+                choice = self._default_labels(image, same)
+            combo.setCurrentText(choice)
+            self._labels[image.name] = choice
+            combo.currentTextChanged.connect(partial(self._set_label, image.name))
+            self.setCellWidget(row, 1, combo)
+        self.blockSignals(False)
+
+    def _disconnect(self) -> None:
+        events = self._viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            with contextlib.suppress(Exception):
+                ev.disconnect(self.refresh)
+
+    def _remember(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0:
+            self._checked[item.text()] = item.checkState() == Qt.CheckState.Checked
+
+    def _set_label(self, image_name: str, text: str) -> None:
+        self._labels[image_name] = text
+
+    def set_pair(self, image: str, labels: str | None, checked: bool = True) -> None:
+        """Choose (or un-check) an image and its labels layer by name."""
+        self._checked[image] = checked
+        self._labels[image] = labels or NO_LABELS
+        self.refresh()
+
+    def pairs(self) -> list[tuple[Image, Labels | None]]:
+        """The checked image layers with their chosen labels layers."""
+        layers = {lay.name: lay for lay in self._viewer.layers}
+        out = []
+        for image in self._images():
+            if not self._checked.get(image.name, True):
+                continue
+            lab = self._labels.get(image.name, NO_LABELS)
+            out.append((image, layers.get(lab) if lab != NO_LABELS else None))
+        return out
