@@ -418,7 +418,70 @@ CATALOGUE: list[Bad] = [
         lambda c: (lambda: write_labels(p, LABEL, {}), p := c.folder("w.nii.gz")), "is a folder"),
     Bad("write-image-existing-file",
         lambda c: (lambda: write_image(p, LABEL), p := c.raw("kept.nii.gz", b"precious")), "already exists"),
+    # ------------------------------------------------------------------ resource limits and data checks
+    Bad("nifti-header-1200-cubed", lambda c: _p(c, c.raw("bomb.nii.gz", _header_only((1200, 1200, 1200), True))),
+        "implausible size"),
+    Bad("nifti-header-32767-cubed", lambda c: _p(c, c.raw("h.nii", _header_only((32767, 32767, 32767)))),
+        "implausible size"),
+    Bad("complex-tiff", lambda c: _p(c, _complex_tiff(c)), "complex-valued"),
+    Bad("config-python-tag",
+        lambda c: (c.train("--config", (p := c.raw("c.yaml", "iterations: !!python/object/apply:os.system [x]\n"))),
+                   p), "python tag !!python/object/apply:os.system refused for safety"),
+    Bad("config-yaml-alias",
+        lambda c: (c.train("--config", (p := c.raw("c.yaml", "extra:\n  a: &a [1, 2]\n  b: [*a, *a]\n"))), p),
+        "alias *a refused"),
+    Bad("lr-warmup-nan", lambda c: (c.train("--lr-warmup", "nan"), "lr_warmup"), "must be a finite number"),
+    Bad("distill-warmup-inf", lambda c: (c.distill("--distill-warmup", "inf"), "distill_warmup"),
+        "must be a finite number"),
+    Bad("grad-clip-nan", lambda c: (c.train("--grad-clip", "nan"), "grad_clip"), "must be a finite number"),
+    Bad("temperature-1e-30", lambda c: (c.distill("--temperature", "1e-30"), "temperature"), "within [0.1, 100]"),
+    Bad("label-flipped-affine",
+        lambda c: (c.train(label=(p := _nii_affine(c, "flip.nii.gz", LABEL, np.diag([-1.0, 1, 1, 1])))), p),
+        "flipped along x"),
+    Bad("label-spacing-differs",
+        lambda c: (c.train(label=(p := _nii_affine(c, "thick.nii.gz", LABEL, np.diag([1.0, 2, 1, 1])))), p),
+        "voxel size 1 x 2 mm"),
+    Bad("labels-with-gap", lambda c: (c.train(label=(p := c.label("gap.nii.gz", _labels(5)))), p), "without gaps"),
+    Bad("unlabelled-nan-image",
+        lambda c: (["distill", "--teacher", c.t2, "--images", (p := c.nii("nan.nii.gz", np.where(LABEL == 1, np.nan,
+                   IMAGE))), "--no-labels", "--out", str(c.tmp / "run"), *FAST], p), "NaN/Inf"),
+    Bad("dataset-json-lists-missing-files",
+        lambda c: (["train-teacher", "--data", _msd_missing(c), "--out", str(c.tmp / "run"), *FAST],
+                   str(c.tmp / "T" / "dataset.json")), "files that are missing: ./imagesTr/gone.nii.gz"),
 ]
+
+
+def _header_only(shape: tuple[int, ...], gz: bool = False) -> bytes:
+    """A NIfTI header declaring ``shape`` (uint8) followed by 4 kB of zeros instead of the data."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(np.uint8)
+    blob = hdr.binaryblock + b"\0" * 4100
+    return gzip.compress(blob) if gz else blob
+
+
+def _complex_tiff(c: Ctx) -> str:
+    import tifffile
+
+    path = c.tmp / "complex.tif"
+    tifffile.imwrite(path, (IMAGE + 1j * IMAGE).astype(np.complex64))
+    return str(path)
+
+
+def _nii_affine(c: Ctx, name: str, array: np.ndarray, affine: np.ndarray) -> str:
+    path = c.tmp / name
+    nib.save(nib.Nifti1Image(array.T, affine), str(path))
+    return str(path)
+
+
+def _msd_missing(c: Ctx) -> str:
+    """An MSD folder whose dataset.json lists a case that is not there."""
+    c.nii("T/imagesTr/a.nii.gz")
+    c.label("T/labelsTr/a.nii.gz")
+    c.raw("T/dataset.json", '{"labels": {"0": "bg", "1": "a", "2": "b"}, "training": '
+          '[{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}, '
+          '{"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"}]}')
+    return str(c.tmp / "T")
 
 
 def _tiff_bytes(c: Ctx) -> bytes:

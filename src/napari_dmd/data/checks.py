@@ -81,7 +81,8 @@ def shape_text(shape: Sequence[int], path: str | None) -> str:
 
 
 def _spacing_text(spacing: Sequence[float], path: str | None) -> str:
-    axes = "(x, y, z)" if _is_nifti(path) else ("(z, y, x)" if len(spacing) == 3 else "(y, x)")
+    axes = ("(x, y, z)" if _is_nifti(path) else "(z, y, x)") if len(spacing) == 3 else \
+        ("(x, y)" if _is_nifti(path) else "(y, x)")
     return " x ".join(f"{float(s):g}" for s in _in_file_order(spacing, path)) + f" mm {axes}"
 
 
