@@ -228,6 +228,29 @@ def test_segment_3d_volume_slice_by_slice_and_cancel(make_napari_viewer, qtbot, 
 
 
 @pytest.mark.gui
+def test_closing_the_viewer_cancels_a_segmentation(make_napari_viewer, qtbot, registry):
+    """Closing the viewer mid-run stops the prediction at its next window and nothing signals the deleted widget
+    (emitting its progress signal from the worker after the close crashed the process)."""
+    from napari_dmd.phantom import make_phantom
+
+    viewer = make_napari_viewer()
+    vol, _ = make_phantom((400, 64, 64), seed=3)
+    viewer.add_image(vol, name="vol")
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Segment")
+    w.model_box.setCurrentText(TEACHER)
+    seen: list[tuple[int, int]] = []
+    w.progressed.connect(lambda d, t: seen.append((d, t)))
+    worker = w.segment()
+    assert worker is not None
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=30_000)
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=30_000)
+    assert worker.abort_requested and seen[-1][0] < seen[-1][1]  # quit, and stopped well before the last window
+
+
+@pytest.mark.gui
 def test_segment_reports_errors(make_napari_viewer, qtbot, errors):
     REGISTRY.clear()
     viewer = make_napari_viewer()

@@ -67,6 +67,14 @@ class StopFlag:
         worker = self.worker
         return self.requested or bool(worker is not None and worker.abort_requested)
 
+    def unless_stopped(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """``fn`` (e.g. a widget signal's ``emit``) made a no-op once a stop is requested: a worker must not
+        signal a widget that the closing viewer deletes (emitting on a deleted widget crashed the process)."""
+        def call(*args: Any) -> None:
+            if not self():
+                fn(*args)
+        return call
+
 
 def _guarded(fn: Callable) -> Callable:
     """``fn`` (a function or generator function) with its exceptions returned as :class:`Failure`."""

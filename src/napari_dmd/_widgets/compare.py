@@ -152,7 +152,7 @@ class CompareWidget(QWidget):
         def run() -> CompareResult:
             return compare_models(teacher, student, np.asarray(data),
                                   None if truth_data is None else np.asarray(truth_data),
-                                  progress=self.progressed.emit, should_stop=stop, source=source)
+                                  progress=stop.unless_stopped(self.progressed.emit), should_stop=stop, source=source)
 
         self._pbar = WindowProgress(f"Compare on {layer.name}")
         self.compare_button.setEnabled(False)

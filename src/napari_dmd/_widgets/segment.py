@@ -134,7 +134,7 @@ class SegmentWidget(QWidget):
         def predict() -> tuple[np.ndarray, float]:
             image = np.asarray(data)
             t0 = time.perf_counter()
-            labels = seg(image, progress=self.progressed.emit, should_stop=stop, source=source)
+            labels = seg(image, progress=stop.unless_stopped(self.progressed.emit), should_stop=stop, source=source)
             return labels, time.perf_counter() - t0
 
         self._pbar = WindowProgress(f"Segment {layer.name} ({entry.name})")

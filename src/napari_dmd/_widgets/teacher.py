@@ -377,7 +377,8 @@ class TeacherWidget(QWidget):
             from ..pretrained import phantom_models
             from ..registry import entry_from_checkpoint
 
-            teacher, student = phantom_models(progress=self.demo_progressed.emit, should_stop=stop)
+            teacher, student = phantom_models(progress=stop.unless_stopped(self.demo_progressed.emit),
+                                             should_stop=stop)
             return [entry_from_checkpoint(teacher, role="teacher", name="demo teacher (phantom)"),
                     entry_from_checkpoint(student, role="student", name="demo student (phantom)")]
 
