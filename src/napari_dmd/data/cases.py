@@ -11,11 +11,11 @@ import csv
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data.case import Case
 from napari_dmd.data.checks import (
     DEFAULT_IGNORE_INDEX,
     check_class_names,
@@ -54,34 +54,6 @@ __all__ = [
 ]
 
 _NNUNET_CHANNEL = "_0000"
-
-
-@dataclass
-class Case:
-    """One image with its optional label map, spacing (array order), affine (NIfTI x, y, z) and name."""
-
-    image: np.ndarray
-    label: np.ndarray | None
-    spacing: tuple[float, ...]
-    affine: np.ndarray
-    name: str
-    image_path: str | None = None
-    label_path: str | None = None
-
-    @property
-    def ndim(self) -> int:
-        """Number of spatial dimensions (2 or 3)."""
-        return self.image.ndim
-
-    @property
-    def has_label(self) -> bool:
-        """True when the case carries a label map."""
-        return self.label is not None
-
-    @property
-    def source(self) -> str:
-        """What to name in messages: the image file, else the case name."""
-        return self.image_path or self.name
 
 
 # ------------------------------------------------------------------------------------------------ labels

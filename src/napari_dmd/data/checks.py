@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_dmd.data.case import Case
 from napari_dmd.data.io import NIFTI_SUFFIXES, DataError, ImageData, file_suffix
-
-if TYPE_CHECKING:
-    from napari_dmd.data.cases import Case
 
 __all__ = [
     "DEFAULT_IGNORE_INDEX",

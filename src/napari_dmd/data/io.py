@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data.errors import DataError
 from napari_dmd.data.limits import check_size, npy_header
 from napari_dmd.data.raster import gray_from_channels, read_pil
 
@@ -61,10 +62,6 @@ _UNIT_TO_MM = {
     "m": 1000.0,
     "meter": 1000.0,
 }
-
-
-class DataError(ValueError):
-    """Bad input data; the message is one line naming the file (or case/layer) and what is wrong."""
 
 
 @dataclass
@@ -204,7 +201,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         elif suffix in NPY_SUFFIXES:
             data = _read_npy(p)
         else:
-            data = read_pil(p)
+            data = _from_array(_check_dims(read_pil(p), str(p)))
     except DataError:
         raise
     except MemoryError as exc:
@@ -320,6 +317,12 @@ def _read_tiff(p: Path) -> ImageData:
     return ImageData(array=np.ascontiguousarray(array), spacing=spacing, affine=affine_from_spacing(spacing))
 
 
+def _from_array(array: np.ndarray) -> ImageData:
+    """ImageData of a file without geometry (NumPy, PNG, JPEG): spacing 1."""
+    spacing = (1.0,) * array.ndim
+    return ImageData(array=np.ascontiguousarray(array), spacing=spacing, affine=affine_from_spacing(spacing))
+
+
 def _read_npy(p: Path) -> ImageData:
     """NumPy ``.npy`` (no pickles); spacing 1."""
     where = str(p)
@@ -327,9 +330,7 @@ def _read_npy(p: Path) -> ImageData:
     check_size(shape, dtype, where)
     _check_kind(dtype, where, "NumPy")
     array = np.load(str(p), allow_pickle=False)
-    array = _check_dims(array, where, channel_axis=0)
-    spacing = (1.0,) * array.ndim
-    return ImageData(array=np.ascontiguousarray(array), spacing=spacing, affine=affine_from_spacing(spacing))
+    return _from_array(_check_dims(array, where, channel_axis=0))
 
 
 # ------------------------------------------------------------------------------------------------- write

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data.errors import DataError
+
 __all__ = ["DEFAULT_MAX_VOXELS", "MAX_VOXELS_ENV", "check_size", "max_voxels", "npy_header"]
 
 MAX_VOXELS_ENV = "NAPARI_DMD_MAX_VOXELS"
@@ -26,8 +28,6 @@ DEFAULT_MAX_VOXELS = 512 * 512 * 1024
 
 def max_voxels() -> int:
     """The voxel limit: ``NAPARI_DMD_MAX_VOXELS`` when set (``1e9`` style accepted), else the default."""
-    from napari_dmd.data.io import DataError
-
     raw = os.environ.get(MAX_VOXELS_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_VOXELS
@@ -54,8 +54,6 @@ def check_size(shape: Sequence[int], dtype: np.dtype | str | type | None, where:
 
     ``shape`` is the header's shape in the file's own axis order (all axes, channels included).
     """
-    from napari_dmd.data.io import DataError
-
     dims = [int(s) for s in shape]
     n = math.prod(dims)  # Python integers: no overflow for forged headers
     limit = max_voxels()

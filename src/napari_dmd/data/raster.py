@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data.errors import DataError
 from napari_dmd.data.limits import check_size
 
 __all__ = ["gray_from_channels", "read_pil"]
@@ -13,8 +14,6 @@ __all__ = ["gray_from_channels", "read_pil"]
 
 def gray_from_channels(array: np.ndarray, where: str, tol: float) -> np.ndarray:
     """Gray image from a (..., 3|4) RGB(A) array whose colour channels are equal (alpha ignored)."""
-    from napari_dmd.data.io import DataError
-
     if array.shape[-1] not in (3, 4):
         if array.shape[-1] == 2:  # gray + alpha
             return array[..., 0]
@@ -26,17 +25,15 @@ def gray_from_channels(array: np.ndarray, where: str, tol: float) -> np.ndarray:
     return rgb[..., 0]
 
 
-def read_pil(p: Path):
-    """PNG/JPEG via PIL as grayscale; RGB with equal channels is accepted, true colour is refused.
+def read_pil(p: Path) -> np.ndarray:
+    """PNG/JPEG via PIL as a grayscale array; RGB with equal channels is accepted, true colour is refused.
 
     The size in the file's header is checked against the voxel limit before any pixel is decoded.
     """
     from PIL import Image
 
-    from napari_dmd.data.io import DataError, ImageData, _check_dims, affine_from_spacing, file_suffix
-
     where = str(p)
-    tol = 3 if file_suffix(p) in (".jpg", ".jpeg") else 0  # JPEG compression perturbs equal channels
+    tol = 3 if p.suffix.lower() in (".jpg", ".jpeg") else 0  # JPEG compression perturbs equal channels
     with Image.open(str(p)) as im:
         frames = getattr(im, "n_frames", 1)
         width, height = im.size
@@ -56,6 +53,4 @@ def read_pil(p: Path):
         array = array.astype(np.uint8)
     if array.ndim == 3:
         array = gray_from_channels(array, where, tol=tol)
-    array = _check_dims(np.array(array), where)
-    spacing = (1.0,) * array.ndim
-    return ImageData(array=np.ascontiguousarray(array), spacing=spacing, affine=affine_from_spacing(spacing))
+    return np.array(array)
