@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # numpy and torch are imported where used: the CLI imports th
     import numpy as np
 
     from .data.cases import Case
-    from .distill.engine import Distiller
 
 RUN_FILES = ("last.pt", "best.pt", "config.yaml", "events.jsonl", "tensorboard")
 # settings that change how fast, where and for how long a run trains, not what it learns from
@@ -39,6 +38,10 @@ SAFE_TO_CHANGE = ("iterations", "val_interval", "checkpoint_interval", "log_inte
                   "channels_last", "compile", "num_workers", "num_threads", "tensorboard", "class_names")
 _RESOLVED = ("spatial_dims", "num_classes", "patch_size", "feature_scales")  # None in a config: chosen by the run
 _SAMPLE = 1 << 20  # values per array that enter a case's digest (evenly strided)
+
+
+class TrainingError(Exception):
+    """Training cannot go on; the message says why and what to change (also ``distill.engine.TrainingError``)."""
 
 
 # ------------------------------------------------------------------------------------------- folders
@@ -128,8 +131,8 @@ def effective_settings(config: dict[str, Any], model: dict[str, Any], **resolved
     return json.loads(json.dumps(out, default=str))  # tuples -> lists, numbers as saved
 
 
-def run_record(d: Distiller) -> dict[str, Any]:
-    """What a checkpoint records about its run (checked on resume)."""
+def run_record(d: Any) -> dict[str, Any]:
+    """What a checkpoint records about its run (checked on resume); ``d`` is a Distiller."""
     settings = effective_settings(d.config.to_dict(), d.model.config(), spatial_dims=d.spatial_dims,
                                   num_classes=d.num_classes, patch_size=list(d.patch_size),
                                   feature_scales=d.feature_scales, normalization=d.normalization)
@@ -195,13 +198,13 @@ def resume_changes(ckpt: dict[str, Any], record: dict[str, Any], teacher_source:
     return changes + _data_changes(run.get("data") or {}, record["data"])
 
 
-def check_resume(path: str | Path, ckpt: dict[str, Any], d: Distiller) -> None:
+def check_resume(path: str | Path, ckpt: dict[str, Any], d: Any) -> None:
     """Refuse a resume into another folder, or with other settings, teacher or data (each change named)."""
     check_resume_folder(path, d.output_dir)
     changes = resume_changes(ckpt, d.run_record, None if d.teacher is None else str(d.teacher.source))
     if changes:
         raise ConfigError(
-            f"{path}: cannot resume with a changed {'; '.join(changes)}: a resumed run keeps its settings, teacher "
+            f"{path}: cannot resume with changes: {'; '.join(changes)}; a resumed run keeps its settings, teacher "
             f"and data (only {', '.join(SAFE_TO_CHANGE[:-1])} may change); repeat the run's settings (--config "
             f"{Path(path).parent / 'config.yaml'}) or start a new run in another folder")
 
@@ -234,8 +237,6 @@ class EventLog:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as e:
-            from .distill.engine import TrainingError
-
             raise TrainingError(write_error(self.path, e, "the event log", "the checkpoints are not affected",
                                             self.last)) from e
 
@@ -263,10 +264,8 @@ def trim_events(path: Path, iteration: int) -> int:
     return dropped
 
 
-def open_run_folder(d: Distiller, resumed: bool) -> EventLog:
+def open_run_folder(d: Any, resumed: bool) -> EventLog:
     """Create the run folder, write config.yaml, cut events.jsonl back to a resumed iteration, open the log."""
-    from .distill.engine import TrainingError
-
     for name in RUN_FILES:
         resolve_inside(d.output_dir, name, what="run file")  # no symbolic link leads out of the folder
     d.output_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +281,7 @@ def open_run_folder(d: Distiller, resumed: bool) -> EventLog:
                                         d.last_path if resumed else None)) from e
 
 
-def open_tensorboard(d: Distiller, resumed: bool) -> Any:
+def open_tensorboard(d: Any, resumed: bool) -> Any:
     """A SummaryWriter in the run folder (None without tensorboard); on resume, later steps are purged."""
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import runs
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, TrainConfig
 from ..data.cases import Case, check_patch_size, validate_cases
@@ -32,16 +33,13 @@ from ..metrics import dice_per_class
 from ..models.heads import ScaleHeads
 from ..models.presets import build_model, count_parameters
 from ..models.unet import UNet
+from ..runs import TrainingError  # defined beside the run-folder code (which raises it too); still importable here
 from ..teachers.base import Teacher
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .methods import TABLE, distill_loss, get_method
 
 HEAD_METHODS = tuple(m.name for m in TABLE if m.needs_heads)  # ("ds", "mfd", "dmd")
 IGNORE = 255
-
-
-class TrainingError(Exception):
-    """Training cannot go on; the message says why and what to change."""
 
 
 @dataclass
@@ -164,10 +162,10 @@ class Distiller:
             self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.output_dir = Path(output_dir) if output_dir else default_output_dir(cfg.method)
-        if resume is None and (self.output_dir / "last.pt").exists():
-            raise ConfigError(f"{self.output_dir} already holds a run (last.pt); resume it with "
-                              f"resume={self.output_dir / 'last.pt'} or choose another output folder")
+        self.output_dir = runs.output_folder(output_dir, resume) or default_output_dir(cfg.method)
+        if resume is None:
+            runs.check_new_run_folder(self.output_dir)
+        self._resumed = resume is not None
         self._stop = False
 
         # data: classes, dims, split
@@ -288,9 +286,10 @@ class Distiller:
         if self.amp_dtype is not None:
             self._precision_note = f", {str(self.amp_dtype).removeprefix('torch.')} autocast"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.run_record = runs.run_record(self)
         if resume is not None:
             self._load_state(resume)
-        self._log_file = None
+        self._log_file: runs.EventLog | None = None
         self._tb = None
 
     # ------------------------------------------------------------------ public
@@ -319,21 +318,9 @@ class Distiller:
     def run(self) -> Generator[Event, None, dict[str, Any]]:
         """Train until ``config.iterations`` or a stop request; yields an Event per step and more."""
         cfg = self.config
-        if self.dist.is_main:
-            from ..safe_paths import resolve_inside
-
-            for name in ("last.pt", "best.pt", "config.yaml", "events.jsonl", "tensorboard"):
-                resolve_inside(self.output_dir, name, what="run file")  # no symlink leads out of the folder
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save_yaml(self.output_dir / "config.yaml")
-            self._log_file = open(self.output_dir / "events.jsonl", "a")  # noqa: SIM115 - closed in finally
-        if cfg.tensorboard and self.dist.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.output_dir / "tensorboard"))
-            except ImportError:
-                self._tb = None
+        if self.dist.is_main:  # config.yaml, events.jsonl cut back to a resumed step, tensorboard
+            self._log_file = runs.open_run_folder(self, self._resumed)
+            self._tb = runs.open_tensorboard(self, self._resumed) if cfg.tensorboard else None
         start_iter = self.iteration
         t0 = time.perf_counter()
         rate = 0.0
@@ -579,6 +566,7 @@ class Distiller:
             "history": self.history,
             "val_cases": [c.name for c in self.val_cases],
             "teacher_source": None if self.teacher is None else str(self.teacher.source),
+            "run": self.run_record,
         }
         if with_state:
             samplers = self._sampler_states if self._sampler_states else [self.sampler.state_dict()]
@@ -609,8 +597,7 @@ class Distiller:
             return save_checkpoint(path, self._payload(with_state=with_state))
         except OSError as e:
             kept = f"the previous {path.name} is intact" if path.exists() else "no earlier checkpoint exists"
-            raise TrainingError(f"{path}: could not write the checkpoint ({e.strerror or e}); {kept}. "
-                                f"Free disk space or choose another output folder.") from e
+            raise TrainingError(runs.write_error(path, e, "the checkpoint", kept, self.last_path)) from e
 
     def _load_state(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path)
@@ -622,6 +609,7 @@ class Distiller:
         state = ckpt.get("train_state")
         if state is None:
             raise CheckpointError(f"{path}: holds no training state to resume from (use last.pt, not best.pt)")
+        runs.check_resume(path, ckpt, self)  # its own folder; same settings, teacher and data
         self.model.load_state_dict(ckpt["state_dict"])
         if self.heads is not None and ckpt.get("heads"):
             self.heads.load_state_dict(ckpt["heads"]["state_dict"])
@@ -642,8 +630,7 @@ class Distiller:
 
     def _emit(self, event: Event, log: bool = True) -> Event:
         if log and self._log_file is not None:
-            self._log_file.write(json.dumps(event.to_json()) + "\n")
-            self._log_file.flush()
+            self._log_file.write(event.to_json())
         if self._tb is not None and event.kind == "step" and log:
             for k, v in event.parts.items():
                 self._tb.add_scalar(f"loss/{k}", v, event.iteration)
