@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
 
 from ..config import ConfigError, TrainConfig
 from ..data.io import DataError
+from ..distill.methods import get_method, menu_methods
+from ..runtime import available_devices, cpu_bf16_supported, resolve_device
 from ._choosers import ModelChooser
 from ._geometry import cases_from_layers, dmd_metadata
 from ._tables import PairTable
@@ -41,28 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "METHOD_TIPS", "STUDENT_PRESETS", "DistillSettings", "available_devices"]
 
-METHODS = ("dmd", "kd", "dkd", "mfd", "none")
-METHOD_TIPS = {
-    "dmd": "DMD: task + TCKD on the logits + NCKD on every decoder scale (the paper's method)",
-    "kd": "KD: task + KL divergence to the teacher's softened probabilities",
-    "dkd": "DKD: task + target (TCKD) and non-target (NCKD) parts on the final logits",
-    "mfd": "MFD: task + KD of every decoder scale's head toward the teacher",
-    "none": "none: the student alone (teacher's prediction only as target where there is no label)",
-}
+METHODS = tuple(m.name for m in menu_methods())  # the methods table's menu order
+METHOD_TIPS = {m.name: m.tip for m in menu_methods()}
 STUDENT_PRESETS = ("student", "student-tiny")
-
-
-def available_devices() -> list[str]:
-    """Device choices: auto, cpu, and cuda / mps where present."""
-    import torch
-
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
 
 
 class DistillSettings:
@@ -95,7 +78,7 @@ class DistillSettings:
         form.addRow("Teacher", self.teacher_chooser)
         self.method_combo = QComboBox()
         for m in METHODS:
-            self.method_combo.addItem(m.upper() if m != "none" else "none (student alone)", m)
+            self.method_combo.addItem(get_method(m).label, m)
         self.method_combo.setToolTip("\n".join(METHOD_TIPS.values()))
         form.addRow("Method", self.method_combo)
         self.student_combo = QComboBox()
@@ -122,13 +105,11 @@ class DistillSettings:
         self.device_combo = QComboBox()
         for dev in available_devices():
             if dev == "auto":
-                from ..distill.engine import resolve_device
 
                 self.device_combo.addItem(f"auto ({resolve_device('auto').type})", "auto")
             else:
                 self.device_combo.addItem(dev, dev)
         form.addRow("Device", self.device_combo)
-        from ..distill.engine import cpu_bf16_supported
 
         self.bf16_check = QCheckBox("bfloat16 on the CPU (faster, 2D)")
         self.bf16_check.setToolTip("Teacher and student under bfloat16 autocast when training on this CPU, which "
