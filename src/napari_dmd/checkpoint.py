@@ -203,7 +203,9 @@ def heads_from_checkpoint(ckpt: dict[str, Any], model: UNet, path: str | Path = 
         module = ScaleHeads(model.spatial_dims, list(heads["in_channels"]), model.num_classes)
         module.load_state_dict(heads["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        first = ([ln for ln in lines if ln.startswith(("Missing key", "Unexpected key", "size mismatch"))]
+                 or lines)[0][:200]
         raise CheckpointError(f"{path}: invalid checkpoint: its heads do not fit "
                               f"the model ({first})") from e
     return module.eval()

@@ -158,16 +158,15 @@ def _short(v: Any) -> str:
 
 
 def _data_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    out = []
+    parts, example = [], ""
     for part, word in (("train", "training"), ("val", "validation")):
         old = Counter(tuple(r) for r in saved.get(part, []))
         new = Counter(tuple(r) for r in now.get(part, []))
         if old != new:
             gone, came = sorted(old - new), sorted(new - old)
-            example = (came or gone)[0][0]
-            out.append(f"data ({len(gone)} {word} case(s) no longer given or changed, {len(came)} new or changed, "
-                       f"e.g. {example})")
-    return out
+            parts.append(f"{word} cases: {len(gone)} gone or changed, {len(came)} new or changed")
+            example = example or (came or gone)[0][0]
+    return [f"data ({'; '.join(parts)}; e.g. {example})"] if parts else []
 
 
 def resume_changes(ckpt: dict[str, Any], record: dict[str, Any], teacher_source: str | None) -> list[str]:
@@ -221,7 +220,8 @@ def write_error(path: str | Path, e: OSError, what: str, kept: str, last: Path |
         reason, fix = "file size limit reached (File too large)", "raise the file size limit (ulimit -f)"
     else:
         reason, fix = f"could not write ({e.strerror or e})", "free disk space or choose another output folder"
-    then = f"resume from {last}" if last is not None and last.exists() else "start the run again"
+    then = f"resume from {last}" if last is not None and last.exists() else \
+        f"start the run again in an empty folder (no last.pt to resume from in {Path(path).parent})"
     return f"{path}: {reason} while writing {what}; {kept}; {fix} and {then}"
 
 
