@@ -105,7 +105,7 @@ def teacher_fingerprint(teacher: Any) -> dict[str, str] | None:
 
     h = hashlib.sha256(f"{teacher.num_classes}/{teacher.spatial_dims}/{teacher.normalization}".encode())
     params = getattr(teacher, "parameters", None)
-    tensors = list(params()) if callable(params) else []
+    tensors = [t for t in (params() if callable(params) else []) if not t.is_meta]  # ONNX: shapes only
     src = Path(str(teacher.source))
     if tensors:
         for t in tensors:
