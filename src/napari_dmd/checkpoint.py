@@ -182,9 +182,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
     """Rebuild the U-Net a checkpoint describes and load its weights (in eval mode)."""
     cfg = ckpt["model"]
     try:
-        model = UNet(int(cfg["spatial_dims"]), int(cfg["in_channels"]), int(cfg["num_classes"]),
-                     tuple(cfg["channels"]), norm=cfg.get("norm", "instance"),
-                     dropout=float(cfg.get("dropout", 0.0)))
+        model = UNet.from_config(cfg)
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]

@@ -62,7 +62,7 @@ class TrainConfig:
     # what to train
     method: str = "dmd"  # none | ds | kd | dkd | mfd | dmd ("none" also trains teachers)
     model: str = "student"  # preset name (teacher | student | student-tiny) or comma-separated channels
-    norm: str = "instance"
+    norm: str = "auto"  # auto: the preset's own (batch for the fast students, else instance)
     spatial_dims: int | None = None  # None: from the data
     num_classes: int | None = None  # None: from the labels / teacher
     class_names: list[str] | None = None
@@ -221,7 +221,7 @@ class TrainConfig:
 HELP: dict[str, str] = {
     "method": f"{' | '.join(METHODS)} (none also trains teachers)",
     "model": "model preset (teacher, student, student-tiny) or channels per level, e.g. 8,16,32,64",
-    "norm": "normalization layers: instance | batch | group | none",
+    "norm": "normalization layers: auto (the preset's own) | instance | batch | group | none",
     "spatial_dims": "2 or 3; default from the teacher or the data (2 on 3D data = slice-wise model)",
     "num_classes": "number of classes including background; default from the labels / teacher",
     "patch_size": "training patch, one value per axis (z y x); default: median case shape, capped",

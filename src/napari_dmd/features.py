@@ -284,9 +284,7 @@ class StudentSnapshot:
         cfg = self.model_config
         model, heads = reuse if reuse is not None else (None, None)
         if model is None or model.config() != cfg:
-            model = UNet(int(cfg["spatial_dims"]), int(cfg["in_channels"]), int(cfg["num_classes"]),
-                         tuple(cfg["channels"]), norm=cfg.get("norm", "instance"),
-                         dropout=float(cfg.get("dropout", 0.0)))
+            model = UNet.from_config(cfg)
             heads = None
         model.load_state_dict(self.state_dict)
         if self.heads_state is not None and self.heads_in_channels is not None:

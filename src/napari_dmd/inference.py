@@ -21,8 +21,11 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
+from .models.fold import fold_batchnorm
+
 __all__ = [
     "InferenceCancelled",
+    "fold_batchnorm",
     "count_windows",
     "predict_labels",
     "sliding_window_predict",

@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.io import DataError
 from .data.transforms import normalize
 from .inference import sliding_window_predict
+from .models.fold import fold_batchnorm, has_batchnorm
 from .models.presets import count_parameters
 
 
@@ -70,10 +71,13 @@ class Segmenter:
                       should_stop: Callable[[], bool] | None = None, source: str = "image") -> np.ndarray:
         """Softmax probabilities (C, *image.shape)."""
         self.check_image(image, source)
-        if isinstance(self.model, nn.Module):
-            self.model.eval()
+        model = self.model
+        if isinstance(model, nn.Module):
+            model.eval()
+            if has_batchnorm(model):  # conv + batch norm fused: the same outputs, one pass less per layer
+                model = fold_batchnorm(model)
         x = normalize(np.asarray(image, dtype=np.float32), self.normalization)
-        return sliding_window_predict(self.model, x, self.patch_size, num_classes=self.num_classes,
+        return sliding_window_predict(model, x, self.patch_size, num_classes=self.num_classes,
                                       overlap=self.overlap, batch_size=self.batch_size, device=self.device,
                                       progress=progress, should_stop=should_stop,
                                       amp=self.device.startswith("cuda"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from .dice_time import run_time_to_dice, time_to_dice
 from .gui import bench_gui
-from .inference import bench_inference
+from .inference import bench_inference, bench_presets
 from .machine import (
     DEFAULT_PATCH,
     QUICK_PATCH,
@@ -64,8 +64,10 @@ def add_verbs(sub: Any) -> None:
     _common(s)
 
     i = sub.add_parser("inference", help="B2: student vs teacher on the same cases: speed-up and Dice retention")
-    i.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
-    i.add_argument("--student", required=True, help="student checkpoint (.pt)")
+    i.add_argument("--teacher", help="teacher checkpoint (.pt; required unless --presets)")
+    i.add_argument("--student", help="student checkpoint (.pt; required unless --presets)")
+    i.add_argument("--presets", metavar="NAMES", help="instead: time freshly built presets (comma-separated, or "
+                   "'all') and an nnU-Net-sized 3D net, untrained, at 1 thread and all cores (latency only)")
     i.add_argument("--data", default="phantom", help="MSD folder (imagesTr/ + labelsTr/), or 'phantom' (default)")
     i.add_argument("--cases", type=int, help="number of labelled cases (default 20; --quick 2)")
     i.add_argument("--repeats", type=int, default=1, help="runs per case and model (median)")
@@ -136,7 +138,11 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
     if verb == "step":
         return bench_step(a.dims, a.repeats, a.batch, a.patch, a.teacher_model, a.student_model, a.device, a.quick,
                           a.scale_resample)
+    if verb == "inference" and getattr(a, "presets", None):
+        return bench_presets(a.presets, max(a.repeats, 3), a.quick)
     if verb == "inference":
+        if not (a.teacher and a.student):
+            raise ValueError("bench inference: give --teacher and --student checkpoints, or --presets")
         return bench_inference(a.teacher, a.student, a.data, a.cases, a.repeats, a.device, a.quick)
     if verb == "sliding-window":
         return bench_sliding_window(a.size, a.repeats, a.patch, a.overlap, a.batch_size, a.classes, a.model,

@@ -92,3 +92,94 @@ def bench_inference(teacher: str, student: str, data: str = "phantom", cases: in
     print(f"speed-up {res['speedup']:.2f}x (total teacher time / total student time; target >= 8x), "
           f"Dice retention {100 * res['retention']:.1f} % (target >= 98 %)")
     return res
+
+
+#: nnU-Net v2's 3d_fullres PlainConvUNet for MSD hippocampus, rebuilt from its plan: features (32, 64, 128, 256),
+#: 4 stages, 2 convs per stage, instance norm, LeakyReLU, patch 40x56x40 (untrained: latency only).
+NNUNET_HIPPOCAMPUS = {"channels": (32, 64, 128, 256), "norm": "instance", "patch": (40, 56, 40)}
+#: Preset timing setups: (spatial dims, volume shape, patch): a hippocampus-sized 3D volume and CHAOS-sized slices.
+PRESET_SETUPS = {"3d": (3, (48, 64, 48), (40, 56, 40)), "2d": (2, (8, 256, 256), (128, 128))}
+
+
+def _flops(model: Any, shape: tuple[int, ...]) -> int:
+    """Floating-point operations of one forward pass on a zero input (torch's FlopCounterMode)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(*shape))
+    return int(counter.get_total_flops())
+
+
+def bench_presets(presets: str = "all", repeats: int = 3, quick: bool = False, classes: int = 3,
+                  threads: list[int] | None = None) -> dict[str, Any]:
+    """B2 --presets: per-volume latency of freshly built (untrained) presets and an nnU-Net-sized 3D net.
+
+    Every model segments the same random volume through :class:`Segmenter` (batch norm folded, inference mode,
+    4 windows per call), interleaved with alternating order, at 1 thread and at all cores; speed-up = teacher's
+    median / the model's median.
+    """
+    import os
+
+    import numpy as np
+    import torch
+
+    from ..models.presets import PRESETS, build_model
+    from ..models.unet import UNet
+    from ..segment import Segmenter
+
+    names = list(PRESETS) if presets == "all" else [p.strip() for p in presets.split(",") if p.strip()]
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        raise ValueError(f"--presets: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if "teacher" not in names:
+        names.insert(0, "teacher")
+    counts = threads or sorted({1, os.cpu_count() or 1})
+    before = torch.get_num_threads()
+    results: dict[str, Any] = {"settings": {"repeats": repeats, "threads": counts, "classes": classes,
+                                            "setups": {k: {"volume": v[1], "patch": v[2]}
+                                                       for k, v in PRESET_SETUPS.items()}}, "setups": {}}
+    try:
+        for setup, (dims, shape, patch) in PRESET_SETUPS.items():
+            if quick:
+                patch = (32,) * dims  # deep enough for the teacher's instance norm (2 voxels at the bottom)
+                shape = (2, 64, 64) if dims == 2 else patch
+            torch.manual_seed(0)
+            models = {n: build_model(n, dims, classes).eval() for n in names}
+            if dims == 3:
+                nn_cfg = NNUNET_HIPPOCAMPUS
+                models["nnunet-3d-hippocampus"] = UNet(3, 1, classes, nn_cfg["channels"], norm="instance").eval()
+            segs = {n: Segmenter(m, classes, dims, list(patch), normalization="none", name=n)
+                    for n, m in models.items()}
+            image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            rows: dict[str, Any] = {n: {"params": segs[n].parameters, "flops_per_patch": _flops(m, (1, 1, *patch))}
+                                    for n, m in models.items()}
+            for t in counts:
+                torch.set_num_threads(t)
+                times: dict[str, list[float]] = {n: [] for n in segs}
+                order = list(segs)
+                for r in range(repeats + 1):  # round 0 is the warm-up
+                    for n in order if r % 2 else order[::-1]:
+                        _, dt = segs[n].timed(image)
+                        if r:
+                            times[n].append(dt)
+                for n in segs:
+                    rows[n][f"median_s_{t}t"] = statistics.median(times[n])
+                for n in segs:
+                    rows[n][f"speedup_{t}t"] = rows["teacher"][f"median_s_{t}t"] / rows[n][f"median_s_{t}t"]
+            results["setups"][setup] = {"volume": list(shape), "patch": list(patch), "models": rows}
+            heads = ["model", "parameters", "GFLOP/patch"]
+            for t in counts:
+                heads += [f"ms ({t} thr)", f"speed-up ({t} thr)"]
+            table = []
+            for n, r in rows.items():
+                row = [n, f"{r['params']:,}", f"{r['flops_per_patch'] / 1e9:.3f}"]
+                for t in counts:
+                    row += [_ms(r[f"median_s_{t}t"]), f"{r[f'speedup_{t}t']:.2f}"]
+                table.append(row)
+            print(f"B2 presets, {setup}: volume {'x'.join(map(str, shape))}, patch {'x'.join(map(str, patch))}, "
+                  f"untrained models, median of {repeats} interleaved run(s) per thread count")
+            print(_table(heads, table))
+    finally:
+        torch.set_num_threads(before)
+    return results

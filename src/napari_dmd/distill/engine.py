@@ -234,7 +234,7 @@ class Distiller:
             raise ConfigError(f"patch_size {self.patch_size} does not match a {spatial_dims}D model")
         check_patch_size(cfg.patch_size, train_cases)  # far larger than every image: refused
         stride = self.model.total_stride
-        if cfg.norm == "instance" and math.prod(-(-p // stride) for p in self.patch_size) < 2:
+        if self.model.norm == "instance" and math.prod(-(-p // stride) for p in self.patch_size) < 2:
             raise ConfigError(f"patch_size {self.patch_size} is too small for model {cfg.model!r}: it is halved "
                               f"down to one voxel, which instance normalization cannot train on; use patch_size "
                               f"{2 * stride} or more along one axis (small images are padded) or a shallower model")

@@ -1,6 +1,14 @@
-"""Named model sizes: a teacher and two students (<= 1/10 and <= 1/30 of the teacher's parameters)."""
+"""Named model sizes: a teacher, the fast students and the classic (full-resolution) students.
+
+The fast students (``student``, ``student-tiny``) use batch norm (folded into the convs at inference), a
+strided stem (the U-Net runs at half resolution; its logits are upsampled bilinearly) and four levels; they
+were chosen by per-volume latency against ``teacher`` (``benchmarks/fast_students_latency.py``, docs/benchmarks.md
+B2). The classic students keep full resolution and instance norm, as every student did before.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from torch import nn
 
@@ -8,21 +16,61 @@ from .unet import UNet
 
 PRESETS: dict[str, tuple[int, ...]] = {
     "teacher": (16, 32, 64, 128, 256),
-    "student": (8, 16, 24, 40, 64),
-    "student-tiny": (4, 8, 16, 24, 32),
+    "student": (8, 16, 24, 40),
+    "student-tiny": (4, 8, 16, 24),
+    "student-classic": (8, 16, 24, 40, 64),
+    "student-tiny-classic": (4, 8, 16, 24, 32),
+}
+
+_FAST = {"norm": "batch", "stem": 2, "upsample": "bilinear", "block": "conv"}
+#: Architecture options of each preset besides its channels (UNet keyword arguments); none = classic U-Net.
+PRESET_OPTIONS: dict[str, dict[str, Any]] = {
+    "teacher": {"norm": "instance"},
+    "student": dict(_FAST),
+    "student-tiny": dict(_FAST),
+    "student-classic": {"norm": "instance"},
+    "student-tiny-classic": {"norm": "instance"},
+}
+
+#: What a chooser can show per preset. ``params``: parameters of the 3D and 2D model for 1 input channel and
+#: 3 classes. ``speedup``: per-volume latency of teacher / preset, untrained models, sliding window with Gaussian
+#: blending, interleaved in one process, 1 CPU thread, batch norm folded: "3d" = a 48x64x48 volume with patch
+#: 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise). Measured 2025 on the shared 2-core
+#: development VM (Linux, x86-64, torch CPU) with `napari-dmd bench inference --presets`; see docs/benchmarks.md B2.
+PRESET_INFO: dict[str, dict[str, Any]] = {
+    "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
+                "params": {"3d": 5_646_419, "2d": 1_942_323}, "speedup": {"3d": 1.0, "2d": 1.0}},
+    "student": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm folded "
+                               "at inference, bilinear logits",
+                "params": {"3d": 192_323, "2d": 66_483}, "speedup": {"3d": 28.5, "2d": 10.2}},
+    "student-tiny": {"description": "fast tiny student: as student with half the channels",
+                     "params": {"3d": 71_351, "2d": 24_751}, "speedup": {"3d": 54.3, "2d": 18.6}},
+    "student-classic": {"description": "the former default student: full resolution, 5 levels, instance norm",
+                        "params": {"3d": 522_571, "2d": 180_283}, "speedup": {"3d": 3.0, "2d": 2.3}},
+    "student-tiny-classic": {"description": "the former student-tiny: full resolution, 5 levels, instance norm",
+                             "params": {"3d": 172_783, "2d": 59_751}, "speedup": {"3d": 7.6, "2d": 4.3}},
 }
 
 
 def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, num_classes: int,
-                in_channels: int = 1, norm: str = "instance") -> UNet:
-    """Build a U-Net from a preset name or an explicit channel tuple."""
+                in_channels: int = 1, norm: str | None = None, **options: Any) -> UNet:
+    """Build a U-Net from a preset name or an explicit channel tuple.
+
+    ``norm`` None or "auto" keeps the preset's own normalization (instance for an explicit channel tuple);
+    ``options`` (``stem``, ``upsample``, ``block``, ``dropout``) override the preset's architecture options.
+    """
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
         channels = PRESETS[preset]
+        kwargs = dict(PRESET_OPTIONS.get(preset, {}))
     else:
         channels = tuple(int(c) for c in preset)
-    return UNet(spatial_dims, in_channels, num_classes, channels, norm=norm)
+        kwargs = {"norm": "instance"}
+    if norm not in (None, "auto"):
+        kwargs["norm"] = norm
+    kwargs.update(options)
+    return UNet(spatial_dims, in_channels, num_classes, channels, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

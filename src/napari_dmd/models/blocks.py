@@ -1,0 +1,84 @@
+"""Building blocks of the U-Net: normalization, conv blocks (plain or depthwise-separable), logit upsampling."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("instance", "batch", "group", "none")
+BLOCKS = ("conv", "dsconv")
+UPSAMPLE_MODES = ("bilinear", "learned")
+
+
+def _conv(spatial_dims: int) -> type[nn.Module]:
+    return nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+
+
+def _norm(kind: str, spatial_dims: int, channels: int) -> nn.Module:
+    if kind == "instance":
+        return (nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d)(channels, affine=True)
+    if kind == "batch":
+        return (nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d)(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+def _layer(spatial_dims: int, c_in: int, c_out: int, norm: str, stride: int, block: str) -> list[nn.Module]:
+    """One conv (3x3 plain, or depthwise 3x3 + pointwise 1x1) -> norm -> LeakyReLU."""
+    conv = _conv(spatial_dims)
+    bias = norm == "none"
+    if block == "conv":
+        convs = [conv(c_in, c_out, 3, stride=stride, padding=1, bias=bias)]
+    elif block == "dsconv":
+        convs = [conv(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
+                 conv(c_in, c_out, 1, bias=bias)]
+    else:
+        raise ValueError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+    return [*convs, _norm(norm, spatial_dims, c_out), nn.LeakyReLU(0.01, inplace=True)]
+
+
+class ConvBlock(nn.Sequential):
+    """Two (conv 3 -> norm -> LeakyReLU) layers; the first may downsample with stride 2.
+
+    ``block="dsconv"`` makes each conv depthwise-separable (depthwise 3x3, then pointwise 1x1); the very first
+    layer of a network (one input channel) stays a plain conv either way.
+    """
+
+    def __init__(self, spatial_dims: int, c_in: int, c_out: int, norm: str, stride: int = 1,
+                 dropout: float = 0.0, block: str = "conv") -> None:
+        first = "conv" if c_in < 4 else block
+        layers = _layer(spatial_dims, c_in, c_out, norm, stride, first)
+        if dropout > 0:
+            layers.append((nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d)(dropout))
+        layers += _layer(spatial_dims, c_out, c_out, norm, 1, block)
+        super().__init__(*layers)
+
+
+class LogitUpsampler(nn.Module):
+    """Brings logits computed at stride ``factor`` back to the input grid: bilinear/trilinear, or a learned
+    transposed conv (initialised to nearest-neighbour copies). Identity when ``factor`` is 1."""
+
+    def __init__(self, spatial_dims: int, num_classes: int, factor: int, mode: str = "bilinear") -> None:
+        super().__init__()
+        if mode not in UPSAMPLE_MODES:
+            raise ValueError(f"unknown upsampling {mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}")
+        self.factor = int(factor)
+        self.interp = "trilinear" if spatial_dims == 3 else "bilinear"
+        self.learned = mode == "learned" and self.factor > 1
+        if self.learned:
+            up = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
+            self.up = up(num_classes, num_classes, self.factor, stride=self.factor, groups=num_classes)
+            with torch.no_grad():
+                self.up.weight.fill_(1.0)
+                self.up.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return x
+        if self.learned:
+            return self.up(x)
+        return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
