@@ -119,3 +119,17 @@ def test_dmd_trains_a_half_resolution_student(model, tmp_path):
     assert len(steps) == 2 and all(np.isfinite(v) for e in steps for v in e.parts.values())
     again = model_from_checkpoint(load_checkpoint(d.last_path), d.last_path)
     assert again.config() == d.model.config()
+
+
+def test_bench_presets_quick_lists_every_model(capsys):
+    from napari_dmd.bench.inference import bench_presets
+
+    res = bench_presets("student,student-tiny", repeats=1, quick=True, threads=[1])
+    three, two = res["setups"]["3d"]["models"], res["setups"]["2d"]["models"]
+    assert list(three) == ["teacher", "student", "student-tiny", "nnunet-3d-hippocampus"]
+    assert list(two) == ["teacher", "student", "student-tiny"]
+    assert three["teacher"]["speedup_1t"] == 1.0 and three["student"]["median_s_1t"] > 0
+    assert three["nnunet-3d-hippocampus"]["params"] > three["teacher"]["params"] * 0.9
+    assert "speed-up (1 thr)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown preset"):
+        bench_presets("student-huge", quick=True)

@@ -96,6 +96,7 @@ def bench_inference(teacher: str, student: str, data: str = "phantom", cases: in
 
 #: nnU-Net v2's 3d_fullres PlainConvUNet for MSD hippocampus, rebuilt from its plan: features (32, 64, 128, 256),
 #: 4 stages, 2 convs per stage, instance norm, LeakyReLU, patch 40x56x40 (untrained: latency only).
+NNUNET = "nnunet-3d-hippocampus"
 NNUNET_HIPPOCAMPUS = {"channels": (32, 64, 128, 256), "norm": "instance", "patch": (40, 56, 40)}
 #: Preset timing setups: (spatial dims, volume shape, patch): a hippocampus-sized 3D volume and CHAOS-sized slices.
 PRESET_SETUPS = {"3d": (3, (48, 64, 48), (40, 56, 40)), "2d": (2, (8, 256, 256), (128, 128))}
@@ -148,7 +149,7 @@ def bench_presets(presets: str = "all", repeats: int = 3, quick: bool = False, c
             models = {n: build_model(n, dims, classes).eval() for n in names}
             if dims == 3:
                 nn_cfg = NNUNET_HIPPOCAMPUS
-                models["nnunet-3d-hippocampus"] = UNet(3, 1, classes, nn_cfg["channels"], norm="instance").eval()
+                models[NNUNET] = UNet(3, 1, classes, nn_cfg["channels"], norm="instance").eval()
             segs = {n: Segmenter(m, classes, dims, list(patch), normalization="none", name=n)
                     for n, m in models.items()}
             image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -167,15 +168,18 @@ def bench_presets(presets: str = "all", repeats: int = 3, quick: bool = False, c
                     rows[n][f"median_s_{t}t"] = statistics.median(times[n])
                 for n in segs:
                     rows[n][f"speedup_{t}t"] = rows["teacher"][f"median_s_{t}t"] / rows[n][f"median_s_{t}t"]
+                    if NNUNET in rows:
+                        rows[n][f"vs_nnunet_{t}t"] = rows[NNUNET][f"median_s_{t}t"] / rows[n][f"median_s_{t}t"]
             results["setups"][setup] = {"volume": list(shape), "patch": list(patch), "models": rows}
             heads = ["model", "parameters", "GFLOP/patch"]
             for t in counts:
-                heads += [f"ms ({t} thr)", f"speed-up ({t} thr)"]
+                heads += [f"ms ({t} thr)", f"speed-up ({t} thr)"] + (["vs nnU-Net"] if NNUNET in rows else [])
             table = []
             for n, r in rows.items():
                 row = [n, f"{r['params']:,}", f"{r['flops_per_patch'] / 1e9:.3f}"]
                 for t in counts:
                     row += [_ms(r[f"median_s_{t}t"]), f"{r[f'speedup_{t}t']:.2f}"]
+                    row += [f"{r[f'vs_nnunet_{t}t']:.2f}"] if NNUNET in rows else []
                 table.append(row)
             print(f"B2 presets, {setup}: volume {'x'.join(map(str, shape))}, patch {'x'.join(map(str, patch))}, "
                   f"untrained models, median of {repeats} interleaved run(s) per thread count")

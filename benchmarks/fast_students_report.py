@@ -1,0 +1,137 @@
+"""B2 fast students: Dice vs per-volume latency of every preset on hippocampus and CHAOS (the Pareto plot).
+
+Latency: every preset (freshly built; weights do not change the time) segments the dataset's validation volumes
+through Segmenter with the ablation's patch and batch (2D models, slice-wise), interleaved, one process,
+median seconds per volume at the given thread count. Dice: mean foreground Dice on the validation split after
+DMD distillation, from the job JSON files (``--jobs`` folders, later ones win; ``benchmarks/ablation.py``
+layout). Writes a JSON file and a PNG. Example::
+
+    python benchmarks/fast_students_report.py --jobs docs/ablation/jobs /tmp/fast/abl/jobs \
+        --json docs/benchmarks/bench-b2-fast-students.json --png docs/images/b2_dice_latency.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation_specs import SPECS, dataset  # noqa: E402
+
+from napari_dmd.models.presets import PRESETS, build_model, count_parameters  # noqa: E402
+from napari_dmd.segment import Segmenter  # noqa: E402
+
+DATASETS = ("hippocampus", "chaos")
+#: which job files hold each preset's Dice: (setting, method prefix, where the classic presets were trained)
+SOURCES = {"teacher": ("teacher", "none"), "student": ("full", "dmd"), "student-tiny": ("tiny", "dmd"),
+           "student-classic": ("full", "dmd"), "student-tiny-classic": ("tiny", "dmd")}
+
+
+def _dice(folders: dict[str, Path], ds: str, preset: str) -> list[float]:
+    setting, method = SOURCES[preset]
+    folder = folders["classic" if preset.endswith("classic") else "fast"]
+    found = sorted(folder.glob(f"{ds}_{setting}_{method}_*s[0-9].json"))
+    found = [f for f in found if "pool" not in f.name]
+    return [json.loads(f.read_text())["mean_dice"] for f in found]
+
+
+def _latency(ds: str, repeats: int) -> dict[str, dict]:
+    spec = SPECS[ds]
+    _, val, classes = dataset(ds)
+    out = {}
+    segs = {}
+    for n in PRESETS:
+        torch.manual_seed(0)
+        m = build_model(n, spec.dims, classes).eval()
+        segs[n] = Segmenter(m, classes, spec.dims, list(spec.patch), batch_size=spec.batch, name=n)
+        out[n] = {"params": count_parameters(m)}
+    times = {n: [] for n in segs}
+    for r in range(repeats + 1):
+        for i, c in enumerate(val):
+            order = list(segs) if (r + i) % 2 else list(segs)[::-1]
+            for n in order:
+                t0 = time.perf_counter()
+                segs[n](c.image)
+                if r:
+                    times[n].append(time.perf_counter() - t0)
+    for n in segs:
+        out[n]["median_s"] = statistics.median(times[n])
+        out[n]["speedup"] = statistics.median(times["teacher"]) / out[n]["median_s"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--classic-jobs", default="docs/ablation/jobs", help="job JSONs of teacher + classic students")
+    p.add_argument("--fast-jobs", default="/tmp/fast/abl/jobs", help="job JSONs of the fast students")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", default="docs/benchmarks/bench-b2-fast-students.json")
+    p.add_argument("--png", default="docs/images/b2_dice_latency.png")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    folders = {"classic": Path(a.classic_jobs), "fast": Path(a.fast_jobs)}
+    res: dict = {"threads": a.threads, "repeats": a.repeats, "datasets": {}}
+    for ds in DATASETS:
+        lat = _latency(ds, a.repeats)
+        teacher = _dice({"classic": folders["fast"], "fast": folders["fast"]}, ds, "teacher") or \
+            _dice(folders, ds, "teacher")
+        for n, row in lat.items():
+            d = teacher if n == "teacher" else _dice(folders, ds, n)
+            row["dice_runs"] = d
+            row["dice"] = float(np.mean(d)) if d else float("nan")
+            row["dice_sd"] = float(np.std(d)) if len(d) > 1 else 0.0
+            row["retention"] = row["dice"] / float(np.mean(teacher)) if teacher else float("nan")
+        res["datasets"][ds] = lat
+        print(f"\n{ds}: patch {SPECS[ds].patch}, {a.threads} thread(s), median s per validation volume")
+        print("| preset | parameters | ms/volume | speed-up | Dice (mean ± sd, runs) | retention |")
+        print("|---|---:|---:|---:|---|---:|")
+        for n, r in lat.items():
+            print(f"| {n} | {r['params']:,} | {1000 * r['median_s']:.1f} | {r['speedup']:.2f}x | "
+                  f"{r['dice']:.4f} ± {r['dice_sd']:.4f} ({len(r['dice_runs'])}) | {100 * r['retention']:.1f} % |")
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    _plot(res, Path(a.png))
+
+
+def _plot(res: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(res["datasets"]), figsize=(11, 4.2))
+    for ax, (ds, rows) in zip(np.atleast_1d(axes), res["datasets"].items()):
+        pts = sorted((1000 * r["median_s"], r["dice"], n) for n, r in rows.items() if np.isfinite(r["dice"]))
+        front, best = [], -1.0
+        for x, y, _ in pts:  # Pareto front: no faster preset has a higher Dice
+            if y > best:
+                front.append((x, y))
+                best = y
+        ax.plot(*zip(*front), "--", color="0.6", zorder=1, label="Pareto front")
+        for n, r in rows.items():
+            fast = n in ("student", "student-tiny")
+            ax.errorbar(1000 * r["median_s"], r["dice"], yerr=r["dice_sd"], fmt="o" if fast else "s",
+                        color="C1" if fast else ("C0" if n != "teacher" else "k"), capsize=3, zorder=2)
+            ax.annotate(n, (1000 * r["median_s"], r["dice"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        t = rows["teacher"]["dice"]
+        ax.axhline(0.98 * t, color="C2", lw=0.8, ls=":", label="98 % of teacher")
+        ax.axhline(0.95 * t, color="C3", lw=0.8, ls=":", label="95 % of teacher")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"ms per validation volume ({res['threads']} CPU thread, log)")
+        ax.set_ylabel("mean Dice (validation, DMD; mean ± sd over seeds)")
+        ax.set_title(f"{ds} (2D models, patch {'x'.join(map(str, SPECS[ds].patch))})")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    main()
