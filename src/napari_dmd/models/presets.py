@@ -37,21 +37,28 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: What a chooser can show per preset. ``params``: parameters of the 3D and 2D model for 1 input channel and
 #: 3 classes. ``speedup``: per-volume latency of teacher / preset, untrained models, sliding window with Gaussian
 #: blending, interleaved in one process, 1 CPU thread, batch norm folded: "3d" = a 48x64x48 volume with patch
-#: 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise). Measured 2025 on the shared 2-core
-#: development VM (Linux, x86-64, torch CPU) with `napari-dmd bench inference --presets`; see docs/benchmarks.md B2.
+#: 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise) (`napari-dmd bench inference --presets`);
+#: "hippocampus" / "chaos" = median per validation volume with the ablation's 2D patches 48x48 / 128x128
+#: (`benchmarks/fast_students_report.py`). Measured on the shared 2-core development VM (AMD EPYC, Linux,
+#: torch 2.13 CPU, load ~1.5-3 from other users) in the session that built these presets; docs/benchmarks.md B2.
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
-                "params": {"3d": 5_646_419, "2d": 1_942_323}, "speedup": {"3d": 1.0, "2d": 1.0}},
+                "params": {"3d": 5_646_419, "2d": 1_942_323},
+                "speedup": {"3d": 1.0, "2d": 1.0, "hippocampus": 1.0, "chaos": 1.0}},
     "student": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm folded "
                                "at inference, bilinear logits",
-                "params": {"3d": 192_323, "2d": 66_483}, "speedup": {"3d": 28.5, "2d": 10.2}},
+                "params": {"3d": 192_323, "2d": 66_483},
+                "speedup": {"3d": 22.6, "2d": 9.4, "hippocampus": 5.5, "chaos": 6.4}},
     "student-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of 4-32 "
                                     "channels, batch norm folded at inference, bilinear logits",
-                     "params": {"3d": 172_783, "2d": 59_751}, "speedup": {"3d": 54.3, "2d": 18.6}},
+                     "params": {"3d": 172_783, "2d": 59_751},
+                "speedup": {"3d": 18.3, "2d": 11.7, "hippocampus": 4.5, "chaos": 8.7}},
     "student-classic": {"description": "the former default student: full resolution, 5 levels, instance norm",
-                        "params": {"3d": 522_571, "2d": 180_283}, "speedup": {"3d": 3.0, "2d": 2.3}},
+                        "params": {"3d": 522_571, "2d": 180_283},
+                "speedup": {"3d": 2.1, "2d": 2.4, "hippocampus": 2.1, "chaos": 2.3}},
     "student-tiny-classic": {"description": "the former student-tiny: full resolution, 5 levels, instance norm",
-                             "params": {"3d": 172_783, "2d": 59_751}, "speedup": {"3d": 7.6, "2d": 4.3}},
+                             "params": {"3d": 172_783, "2d": 59_751},
+                "speedup": {"3d": 4.3, "2d": 4.3, "hippocampus": 3.5, "chaos": 4.1}},
 }
 
 
