@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from napari_dmd.metrics import (
+    HD95_CONVENTIONS,
     dice_per_class,
     evaluate,
+    hd95_label,
     hd95_per_class,
     iou_per_class,
     summarize,
@@ -123,16 +125,92 @@ def test_hd95_shifted_squares_anisotropic() -> None:
     np.testing.assert_allclose(hd95_per_class(pred, target_c, 2, spacing=(2.0, 1.0)), [3.0])
 
 
-def test_hd95_percentile_is_pooled_and_interpolated() -> None:
+def test_hd95_percentile_conventions_interpolated() -> None:
     # pred = {(5,5)}, target = {(5,5), (8,5)}; spacing (2, 1): (8,5) is 3 rows = 6 mm from (5,5).
-    # pred -> target: [0]; target -> pred: [0, 6]. Pooled [0, 0, 6]: position 0.95*2 = 1.9
-    # -> 0 + 0.9 * (6 - 0) = 5.4. (Max of per-direction percentiles would give 5.7; the max 6.)
+    # pred -> target: [0]; target -> pred: [0, 6].
+    # MONAI: max(p95([0]), p95([0, 6])) ; p95([0, 6]): position 0.95*1 = 0.95 -> 0.95 * 6 = 5.7
+    # pooled [0, 0, 6]: position 0.95*2 = 1.9 -> 0 + 0.9 * (6 - 0) = 5.4. (The plain maximum would be 6.)
     pred = np.zeros((12, 12), dtype=np.uint8)
     target = np.zeros((12, 12), dtype=np.uint8)
     pred[5, 5] = 1
     target[5, 5] = 1
     target[8, 5] = 1
-    np.testing.assert_allclose(hd95_per_class(pred, target, 2, spacing=(2.0, 1.0)), [5.4])
+    np.testing.assert_allclose(hd95_per_class(pred, target, 2, spacing=(2.0, 1.0)), [5.7])
+    np.testing.assert_allclose(hd95_per_class(pred, target, 2, spacing=(2.0, 1.0), convention="monai"), [5.7])
+    np.testing.assert_allclose(hd95_per_class(pred, target, 2, spacing=(2.0, 1.0), convention="pooled"), [5.4])
+
+
+def _false_island() -> tuple[np.ndarray, np.ndarray]:
+    """Reference: 20 x 20 square (rows 5..24, cols 5..24; 76 surface voxels). Prediction: the same square
+    plus a 2 x 3 false island (rows 10..11, cols 70..72; all 6 voxels are surface) far to the right."""
+    target = np.zeros((30, 80), dtype=np.uint8)
+    target[5:25, 5:25] = 1
+    pred = target.copy()
+    pred[10:12, 70:73] = 1
+    return pred, target
+
+
+def test_hd95_false_island_monai_large_pooled_small() -> None:
+    # spacing (2.0, 1.25): the island's nearest reference surface voxel is on the square's right edge
+    # (col 24, same row): island cols 70, 71, 72 -> 46, 47, 48 columns -> 57.5, 58.75, 60.0 mm, two each.
+    # pred -> reference: 76 zeros (the square's own surface) + [57.5, 57.5, 58.75, 58.75, 60, 60], n = 82;
+    #   position 0.95*81 = 76.95 -> sorted[76] = sorted[77] = 57.5 -> 57.5
+    # reference -> pred: 76 zeros -> 0.        MONAI: max(57.5, 0) = 57.5
+    # pooled: 152 zeros + the 6 island distances, n = 158; position 0.95*157 = 149.15 -> sorted[149] =
+    #   sorted[150] = 0 -> 0.0: the island is invisible in the pooled HD95
+    pred, target = _false_island()
+    sp = (2.0, 1.25)
+    np.testing.assert_allclose(hd95_per_class(pred, target, 2, sp), [57.5])
+    np.testing.assert_allclose(hd95_per_class(pred, target, 2, sp, convention="pooled"), [0.0])
+    res = evaluate(pred, target, 2, sp)
+    assert res["hd95_convention"] == "monai" and res["hd95"] == [57.5]
+    res_p = evaluate(pred, target, 2, sp, hd95_convention="pooled")
+    assert res_p["hd95_convention"] == "pooled" and res_p["hd95"] == [0.0]
+    assert summarize([res])["hd95_convention"] == "monai"
+    with pytest.raises(ValueError, match="conventions"):
+        summarize([res, res_p])
+    assert hd95_label() == "HD95 (MONAI: max of directed 95th percentiles)"
+    assert set(HD95_CONVENTIONS) == {"monai", "pooled"}
+    with pytest.raises(ValueError, match="convention"):
+        hd95_per_class(pred, target, 2, convention="medpy")
+
+
+def _monai_hd95(pred: np.ndarray, target: np.ndarray, num_classes: int, spacing: tuple[float, ...]) -> np.ndarray:
+    torch = pytest.importorskip("torch")
+    monai_metrics = pytest.importorskip("monai.metrics")
+
+    def onehot(lab: np.ndarray) -> object:
+        return torch.nn.functional.one_hot(torch.from_numpy(lab.astype(np.int64)), num_classes).movedim(-1, 0)[None]
+
+    import warnings
+
+    with warnings.catch_warnings():  # MONAI warns about empty classes; those are not compared here
+        warnings.simplefilter("ignore")
+        hd = monai_metrics.compute_hausdorff_distance(onehot(pred), onehot(target), percentile=95,
+                                                      spacing=list(spacing))
+    return hd[0].double().numpy()
+
+
+def test_hd95_matches_monai() -> None:
+    # the false island and blobs in 2D and 3D with anisotropic spacing: the same numbers as MONAI's
+    # compute_hausdorff_distance(percentile=95) (float32 there), and different from the pooled convention
+    pred, target = _false_island()
+    np.testing.assert_allclose(hd95_per_class(pred, target, 2, (2.0, 1.25)),
+                               _monai_hd95(pred, target, 2, (2.0, 1.25)), rtol=1e-5)
+    rng = np.random.default_rng(3)
+    from scipy import ndimage
+
+    differs = 0
+    for shape, sp in (((40, 48), (1.0, 0.7)), ((14, 24, 20), (3.0, 0.8, 0.8))):
+        for _ in range(3):
+            noise = [ndimage.gaussian_filter(rng.standard_normal(shape), 2.0) for _ in range(2)]
+            pred = np.digitize(noise[0], [-0.05, 0.08]).astype(np.uint8)  # classes 0, 1, 2: blobby regions
+            target = np.digitize(noise[0] + 0.6 * noise[1], [-0.05, 0.08]).astype(np.uint8)
+            ours = hd95_per_class(pred, target, 3, sp)
+            assert np.isfinite(ours).all()
+            np.testing.assert_allclose(ours, _monai_hd95(pred, target, 3, sp), rtol=1e-5, atol=1e-5)
+            differs += int(not np.allclose(ours, hd95_per_class(pred, target, 3, sp, convention="pooled")))
+    assert differs > 0
 
 
 def test_hd95_identical_absent_and_3d() -> None:
@@ -160,11 +238,16 @@ def test_evaluate_and_summarize() -> None:
     # class 1 boxes: pred cols 0..5, target cols 3..9 on row 0 (1-row masks: every voxel is surface).
     # pred -> target: cols 0,1,2 -> 3,2,1 ; cols 3..5 -> 0  => [3,2,1,0,0,0]
     # target -> pred: cols 3..5 -> 0 ; cols 6..9 -> 1,2,3,4    => [0,0,0,1,2,3,4]
+    # MONAI: p95 of [0,0,0,1,2,3] at 0.95*5 = 4.75 -> 2.75 ; of [0,0,0,1,2,3,4] at 0.95*6 = 5.7 -> 3.7 ; max 3.7
     # pooled sorted (13): 0x6, 1x2, 2x2, 3x2, 4 ; position 0.95*12 = 11.4 -> 3 + 0.4*(4-3) = 3.4
-    # class 2: pred cols 0..3, target cols 2..5 on row 3: [2,1,0,0] and [0,0,1,2] -> pooled sorted
-    # 0x4, 1x2, 2x2 ; position 0.95*7 = 6.65 -> 2
-    np.testing.assert_allclose(res["hd95"][:2], [3.4, 2.0])
-    assert res["mean_hd95"] == pytest.approx(2.7)
+    # class 2: pred cols 0..3, target cols 2..5 on row 3: [2,1,0,0] and [0,0,1,2]
+    # MONAI: each sorted [0,0,1,2] at 0.95*3 = 2.85 -> 1.85 ; pooled 0x4, 1x2, 2x2 at 0.95*7 = 6.65 -> 2
+    np.testing.assert_allclose(res["hd95"][:2], [3.7, 1.85])
+    assert res["mean_hd95"] == pytest.approx(2.775)
+    assert res["hd95_convention"] == "monai"
+    pooled = evaluate(pred, target, 4, spacing=(1.0, 1.0), hd95_convention="pooled")
+    np.testing.assert_allclose(pooled["hd95"][:2], [3.4, 2.0])
+    assert pooled["mean_hd95"] == pytest.approx(2.7)
 
     perfect = evaluate(target, target, 4)
     missed = target.copy()
@@ -178,8 +261,9 @@ def test_evaluate_and_summarize() -> None:
     np.testing.assert_allclose(summ["dice_mean"][:2], [(6 / 13 + 2) / 3, 0.5])
     np.testing.assert_allclose(summ["dice_std"][1], math.sqrt(((0.5 - 0.5) ** 2 + 0.5**2 + 0.5**2) / 3))
     assert math.isnan(summ["dice_mean"][2]) and math.isnan(summ["dice_std"][2])
-    # hd95 class 2: finite values 2.0 and 0.0 -> mean 1.0 ; one inf case
-    assert summ["hd95_mean"][1] == pytest.approx(1.0)
+    # hd95 class 2: finite values 1.85 and 0.0 -> mean 0.925 ; one inf case
+    assert summ["hd95_mean"][1] == pytest.approx(0.925)
+    assert summ["hd95_convention"] == "monai"
     assert summ["hd95_n_inf"] == [0, 1, 0]
     # case mean Dice: (6/13+0.5)/2, 1, (1+0)/2
     assert summ["mean_dice"] == pytest.approx(((6 / 13 + 0.5) / 2 + 1 + 0.5) / 3)

@@ -9,8 +9,13 @@ Conventions:
 * a class present in only one gives Dice = IoU = 0 and HD95 = inf;
 * surfaces are the mask's boundary voxels: in the mask, with a face-connected (4 in 2D, 6 in 3D) neighbour
   outside it, or on the array border;
-* HD95 is the 95th percentile (linear interpolation) of the pooled distances of both directions
-  (pred surface -> reference surface and back), as medpy / nnU-Net compute it, in units of ``spacing``.
+* HD95 follows MONAI's ``compute_hausdorff_distance(..., percentile=95)`` by default (``convention="monai"``):
+  the 95th percentile (linear interpolation) of each directed set of surface distances (pred -> reference,
+  reference -> pred), the larger of the two. ``convention="pooled"`` is medpy's ``hd95``: the 95th
+  percentile of both directions' distances pooled together. They differ most where one map has a small
+  far-away part: a false island whose surface is 5-10 % of the prediction's moves the MONAI value to the
+  island's distance and leaves the pooled one near 0. Every report names its convention
+  (``hd95_convention``; :data:`HD95_CONVENTIONS` holds the descriptions). Units are those of ``spacing``.
 """
 
 from __future__ import annotations
@@ -23,14 +28,34 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "HD95_CONVENTIONS",
     "dice_per_class",
     "evaluate",
+    "hd95_label",
     "hd95_per_class",
     "iou_per_class",
     "summarize",
     "surface_distances",
     "surface_mask",
 ]
+
+
+#: HD95 conventions: name -> what it computes (as printed in reports)
+HD95_CONVENTIONS: dict[str, str] = {
+    "monai": "MONAI: max of directed 95th percentiles",
+    "pooled": "medpy: 95th percentile of both directions pooled",
+}
+
+
+def _check_convention(convention: str) -> str:
+    if convention not in HD95_CONVENTIONS:
+        raise ValueError(f"HD95 convention must be one of {', '.join(HD95_CONVENTIONS)}, got {convention!r}")
+    return convention
+
+
+def hd95_label(convention: str = "monai") -> str:
+    """How a report names HD95 under ``convention``, e.g. ``HD95 (MONAI: max of directed 95th percentiles)``."""
+    return f"HD95 ({HD95_CONVENTIONS[_check_convention(convention)]})"
 
 
 def _check_labels(pred: np.ndarray, target: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,11 +165,16 @@ def hd95_per_class(
     spacing: Sequence[float] | None = None,
     *,
     include_background: bool = False,
+    convention: str = "monai",
 ) -> np.ndarray:
-    """95th-percentile symmetric surface distance per class, (C-1,) or (C,) float64, units of ``spacing``.
+    """95th-percentile Hausdorff distance per class, (C-1,) or (C,) float64, units of ``spacing``.
 
-    NaN if a class is absent from both maps, inf if present in only one.
+    ``convention="monai"`` (default): max over the two directions of each direction's 95th percentile, as
+    ``monai.metrics.compute_hausdorff_distance(..., percentile=95)``; ``"pooled"``: the 95th percentile of
+    both directions' distances together, as medpy's ``hd95``. NaN if a class is absent from both maps, inf
+    if present in only one.
     """
+    _check_convention(convention)
     pred, target = _check_labels(pred, target, num_classes)
     sp = _check_spacing(spacing, pred.ndim)
     start = 0 if include_background else 1
@@ -158,7 +188,10 @@ def hd95_per_class(
             out[i] = np.inf
             continue
         d_ab, d_ba = surface_distances(a, b, sp)
-        out[i] = float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+        if convention == "pooled":
+            out[i] = float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+        else:
+            out[i] = max(float(np.percentile(d_ab, 95)), float(np.percentile(d_ba, 95)))
     return out
 
 
@@ -198,19 +231,21 @@ def evaluate(
     spacing: Sequence[float] | None = None,
     *,
     class_names: Sequence[str] | None = None,
+    hd95_convention: str = "monai",
 ) -> dict[str, Any]:
     """All foreground metrics of one case.
 
     Returns a dict: ``classes`` (1 .. C-1), ``class_names``, per-class lists ``dice``, ``iou``, ``hd95``
     (NaN where absent from both, hd95 inf where present in one), ``mean_dice`` and ``mean_iou`` (NaN-aware
-    means), ``mean_hd95`` (mean over finite values), ``spacing``.
+    means), ``mean_hd95`` (mean over finite values), ``hd95_convention`` (see :func:`hd95_per_class`),
+    ``spacing``.
     """
     pred, target = _check_labels(pred, target, num_classes)
     sp = _check_spacing(spacing, pred.ndim)
     names = _class_names(class_names, num_classes)
     dice = dice_per_class(pred, target, num_classes)
     iou = iou_per_class(pred, target, num_classes)
-    hd95 = hd95_per_class(pred, target, num_classes, sp)
+    hd95 = hd95_per_class(pred, target, num_classes, sp, convention=hd95_convention)
     return {
         "classes": list(range(1, num_classes)),
         "class_names": names,
@@ -220,6 +255,7 @@ def evaluate(
         "mean_dice": _nanmean(dice),
         "mean_iou": _nanmean(iou),
         "mean_hd95": _finite_mean(hd95),
+        "hd95_convention": hd95_convention,
         "spacing": list(sp),
     }
 
@@ -230,7 +266,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     Returns ``n_cases``, ``classes``, ``class_names``; per class ``dice_mean``/``dice_std``,
     ``iou_mean``/``iou_std`` (over cases where the class is not NaN), ``hd95_mean``/``hd95_std`` (over finite
     values) and ``hd95_n_inf`` (cases where the class was missed or invented); ``mean_dice``/``mean_dice_std``
-    and ``mean_hd95`` over cases' means. Standard deviations are population ones (ddof=0); NaN where no value.
+    and ``mean_hd95`` over cases' means; ``hd95_convention`` as the cases' (results mixing conventions are
+    refused). Standard deviations are population ones (ddof=0); NaN where no value.
     """
     if not results:
         raise ValueError("summarize() needs at least one evaluated case")
@@ -238,6 +275,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     for i, r in enumerate(results):
         if r["classes"] != classes:
             raise ValueError(f"case {i} has classes {r['classes']}, the first case {classes}")
+    conventions = {r.get("hd95_convention", "monai") for r in results}
+    if len(conventions) > 1:
+        raise ValueError(f"cases measured HD95 by different conventions ({', '.join(sorted(conventions))}); "
+                         "evaluate them all with one")
 
     def table(key: str) -> np.ndarray:  # (cases, classes)
         return np.array([r[key] for r in results], dtype=np.float64).reshape(len(results), len(classes))
@@ -254,6 +295,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "n_cases": len(results),
         "classes": list(classes),
         "class_names": list(results[0].get("class_names", [f"class {k}" for k in classes])),
+        "hd95_convention": conventions.pop(),
     }
     for key in ("dice", "iou"):
         out[f"{key}_mean"], out[f"{key}_std"] = col_stats(table(key), finite_only=False)
