@@ -3,4 +3,4 @@
 Kept free of heavy imports (torch, Qt) so that napari starts fast; import submodules directly.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject reads it (setuptools attr), CLI, checkpoints and exports report it

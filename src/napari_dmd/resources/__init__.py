@@ -1,0 +1,1 @@
+"""Package data: the plugin icon (icon.png, referenced from napari.yaml as napari_dmd.resources:icon.png)."""
