@@ -7,13 +7,11 @@ does the training; :mod:`napari_dmd.runs` keeps its folder to one run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Generator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .runs import run_files_in
+from .runs import default_output_dir, free_folder, runs_root  # noqa: F401 - live in runs, importable here
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -24,27 +22,6 @@ EventFn = Callable[["Event"], Any]
 StopFn = Callable[[], bool]
 
 
-def runs_root() -> Path:
-    """Where new runs go unless a folder is given: ``$NAPARI_DMD_RUNS``, else ``~/napari-dmd-runs``."""
-    env = os.environ.get("NAPARI_DMD_RUNS")
-    return Path(env).expanduser() if env else Path.home() / "napari-dmd-runs"
-
-
-def free_folder(path: str | Path) -> Path:
-    """``path`` if it holds no run file, else the first ``path-2``, ``path-3``, ... that holds none."""
-    path = Path(path)
-    candidate, i = path, 2
-    while run_files_in(candidate):
-        candidate, i = path.with_name(f"{path.name}-{i}"), i + 1
-    return candidate
-
-
-def default_output_dir(kind: str, root: str | Path | None = None) -> Path:
-    """A new run folder ``<root>/<kind>-<date>-<time>`` (``root``: :func:`runs_root`), never one in use."""
-    base = Path(root) if root is not None else runs_root()
-    return free_folder(base / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-
-
 def final_checkpoint(run: Distiller) -> Path:
     """The checkpoint a run leaves for use: ``best.pt`` when it validated, else ``last.pt``."""
     return run.best_path if run.best_path.exists() else run.last_path
@@ -52,12 +29,14 @@ def final_checkpoint(run: Distiller) -> Path:
 
 def check_dims(cases: Sequence[Case], spatial_dims: int | None, model: str) -> None:
     """A 3D model needs 3D images (a one-slice volume reads as 2D); the message names the image and model."""
+    from .data.checks import shape_text
     from .data.io import DataError
 
     case = min(cases, key=lambda c: c.ndim)
     if spatial_dims is not None and spatial_dims > case.ndim:
         hint = " (a volume with a single slice reads as 2D)" if case.ndim == 2 else ""
-        raise DataError(f"{case.source}: {case.ndim}D image of shape {case.image.shape}{hint}, but {model} is "
+        shape = shape_text(case.image.shape, case.image_path)  # as the file stores it
+        raise DataError(f"{case.source}: {case.ndim}D image of shape {shape}{hint}, but {model} is "
                         f"{spatial_dims}D; give {spatial_dims}D volumes or a {case.ndim}D model")
 
 

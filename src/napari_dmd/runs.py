@@ -1,5 +1,6 @@
 """Run folders: one output folder belongs to one run.
 
+* A run started without a folder gets a new one under :func:`runs_root` (:func:`default_output_dir`).
 * A new run refuses a folder that already holds run files (``last.pt``, ``best.pt``, ``config.yaml``,
   ``events.jsonl``, ``tensorboard``), whether another run's or the user's own: nothing there is replaced.
 * A run is resumed in its own folder (the folder of the ``last.pt`` it resumes from); another output folder is
@@ -17,8 +18,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +59,27 @@ def run_files_in(folder: str | Path) -> list[str]:
     """The run files present in ``folder`` (a dangling link counts)."""
     folder = Path(folder)
     return [n for n in RUN_FILES if (folder / n).exists() or (folder / n).is_symlink()]
+
+
+def runs_root() -> Path:
+    """Where new runs go unless a folder is given: ``$NAPARI_DMD_RUNS``, else ``~/napari-dmd-runs``."""
+    env = os.environ.get("NAPARI_DMD_RUNS")
+    return Path(env).expanduser() if env else Path.home() / "napari-dmd-runs"
+
+
+def free_folder(path: str | Path) -> Path:
+    """``path`` if it holds no run file, else the first ``path-2``, ``path-3``, ... that holds none."""
+    path = Path(path)
+    candidate, i = path, 2
+    while run_files_in(candidate):
+        candidate, i = path.with_name(f"{path.name}-{i}"), i + 1
+    return candidate
+
+
+def default_output_dir(kind: str, root: str | Path | None = None) -> Path:
+    """A new run folder ``<root>/<kind>-<date>-<time>`` (``root``: :func:`runs_root`), never one in use."""
+    base = Path(root) if root is not None else runs_root()
+    return free_folder(base / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
 def check_new_run_folder(folder: str | Path) -> None:

@@ -1,7 +1,10 @@
 """The training engine: one loop for teacher training and every distillation method.
 
 ``Distiller(config, cases, teacher=...).run()`` is a generator of :class:`Event` objects; the CLI prints
-them, the napari widget forwards them from a worker thread. A stop request is honoured between steps.
+them, the napari widget forwards them from a worker thread (both through :mod:`napari_dmd.runner`). A stop
+request is honoured between steps. Beside this module: :mod:`.events` (Event), :mod:`.resolve` (patch size,
+loader workers, precision, lr schedule), :mod:`.validation` (split, references, Dice) and :mod:`.state`
+(checkpoints: writing, resuming).
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import os
 import sys
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,99 +24,28 @@ import torch
 from torch import nn
 
 from .. import runs
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, TrainConfig
 from ..data.cases import Case, check_patch_size, validate_cases
-from ..data.sampling import PatchSampler, PatchStream, split_cases
+from ..data.sampling import PatchSampler, PatchStream
 from ..data.transforms import normalize
 from ..inference import sliding_window_predict
-from ..metrics import dice_per_class
 from ..models.heads import ScaleHeads
 from ..models.presets import build_model, count_parameters
 from ..models.unet import UNet
 from ..runs import TrainingError  # defined beside the run-folder code (which raises it too); still importable here
+from ..runtime import cpu_bf16_supported, resolve_device  # names kept here (tests patch cpu_bf16_supported)
 from ..teachers.base import Teacher
+from . import state, validation
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
+from .events import Event
 from .methods import TABLE, distill_loss, get_method
+from .resolve import auto_patch_size, autocast, choose_precision, lr_factor, resolve_num_workers
+from .validation import IGNORE
+
+__all__ = ["HEAD_METHODS", "IGNORE", "Distiller", "Event", "TrainNet", "TrainingError", "auto_patch_size",
+           "cpu_bf16_supported", "lr_factor", "resolve_device", "resolve_num_workers"]
 
 HEAD_METHODS = tuple(m.name for m in TABLE if m.needs_heads)  # ("ds", "mfd", "dmd")
-IGNORE = 255
-
-
-@dataclass
-class Event:
-    """A progress report from :meth:`Distiller.run`."""
-
-    kind: str  # start | step | validation | checkpoint | done | stopped
-    iteration: int
-    total: int
-    parts: dict[str, float] = field(default_factory=dict)
-    lr: float = 0.0
-    samples_per_s: float = 0.0
-    eta_s: float = float("nan")
-    dice: list[float] | None = None
-    mean_dice: float | None = None
-    path: str | None = None
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if v is not None and v != {} and v != ""}
-        d["time"] = time.time()
-        return d
-
-
-def cpu_bf16_supported() -> bool:
-    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """CUDA, then MPS, then CPU for "auto"; otherwise the named device (checked to exist)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} requested but MPS is not available; use --device cpu")
-    return dev
-
-
-def resolve_num_workers(setting: int, device: torch.device) -> int:
-    """Data-loading workers: ``setting`` if >= 0; auto (-1) is 0 off CUDA, else min(4, cores per local rank - 1)."""
-    if setting >= 0:
-        return int(setting)
-    if device.type != "cuda":
-        return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, min(4, cores - 1))
-
-
-def auto_patch_size(shapes: Sequence[Sequence[int]], spatial_dims: int, multiple: int) -> list[int]:
-    """Median case shape (last ``spatial_dims`` axes) rounded to a multiple of the network stride, capped."""
-    med = np.median(np.array([s[-spatial_dims:] for s in shapes]), axis=0)
-    cap = 64 if spatial_dims == 3 else 256
-    return [int(min(cap, max(multiple, multiple * round(m / multiple)))) for m in med]
-
-
-def lr_factor(iteration: int, total: int, warmup: float) -> float:
-    """Linear warm-up then cosine decay to 1 % of the base learning rate."""
-    w = int(round(warmup * total))
-    if iteration < w:
-        return (iteration + 1) / w
-    progress = (iteration - w) / max(1, total - w)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 class TrainNet(nn.Module):
@@ -132,10 +62,6 @@ class TrainNet(nn.Module):
             return self.model(x), []
         logits, feats = self.model(x, return_features=True)
         return logits, self.heads([feats[s] for s in self.feature_scales])
-
-
-def default_output_dir(method: str) -> Path:
-    return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 class Distiller:
@@ -162,7 +88,8 @@ class Distiller:
             self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.output_dir = runs.output_folder(output_dir, resume) or default_output_dir(cfg.method)
+        self.output_dir = runs.output_folder(output_dir, resume) or runs.default_output_dir(
+            f"{role}-{cfg.method}" if role == "student" else role)
         if resume is None:
             runs.check_new_run_folder(self.output_dir)
         self._resumed = resume is not None
@@ -180,7 +107,7 @@ class Distiller:
         labelled = [c for c in cases if c.has_label]
         if teacher is None and not labelled:
             raise ConfigError("training without a teacher needs labelled cases; none of the cases has a label")
-        n_found = validate_cases(cases, num_classes) if labelled else num_classes
+        n_found = validate_cases(cases, num_classes)  # every image (NaN, constant), labelled or not
         self.num_classes = int(num_classes or n_found)
         data_dims = cases[0].ndim
         spatial_dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else data_dims)
@@ -192,24 +119,9 @@ class Distiller:
             raise ConfigError(f"teacher {teacher.source} is {teacher.spatial_dims}D but the student is "
                               f"{spatial_dims}D; set spatial_dims to {teacher.spatial_dims}")
         self.spatial_dims = spatial_dims
-        if val_cases is None:
-            if teacher is None:
-                pool = labelled
-                unl = []
-            else:
-                pool, unl = labelled, [c for c in cases if not c.has_label]
-            if not pool:  # teacher + only unlabelled scans: validate against the teacher on a split
-                pool, unl = cases, []
-            tr, va = split_cases(len(pool), cfg.val_fraction, cfg.seed)
-            val_cases = [pool[i] for i in va][: cfg.max_val_cases]
-            train_cases = [pool[i] for i in tr] + unl
-            if not train_cases:
-                train_cases, val_cases = pool, []
-        else:
-            train_cases = cases
-            val_cases = list(val_cases)[: cfg.max_val_cases]
-        if teacher is None:
-            train_cases = [c for c in train_cases if c.has_label]
+        train_cases, val_cases = validation.split_train_val(
+            cases, val_cases, has_teacher=teacher is not None, val_fraction=cfg.val_fraction,
+            max_val_cases=cfg.max_val_cases, seed=cfg.seed)
         self.train_cases, self.val_cases = train_cases, list(val_cases)
         self.normalization = teacher.normalization if teacher is not None else cfg.normalization
 
@@ -270,25 +182,11 @@ class Distiller:
         self._val_images = [normalize(c.image, self.normalization) for c in self.val_cases]
         self._patch_hashes: list[str] = []
         self._sampler_states: list[dict] = []
-        amp_ok = cfg.amp and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if amp_ok and torch.cuda.is_bf16_supported() else torch.float16) \
-            if amp_ok else None
-        self._precision_note = ""
-        if cfg.cpu_bf16 and self.device.type == "cpu":
-            if spatial_dims == 3:
-                # measured: a 3D convolution's bfloat16 weight gradient (oneDNN, torch 2.13) turned NaN after
-                # ~10 steps when the process had run a 2D job before; 2D runs were unaffected
-                self._precision_note = ", float32 (cpu_bf16 is for 2D models; 3D stays float32)"
-            elif cpu_bf16_supported():
-                self.amp_dtype = torch.bfloat16
-            else:
-                self._precision_note = ", float32 (cpu_bf16 ignored: this CPU has no native bfloat16)"
-        if self.amp_dtype is not None:
-            self._precision_note = f", {str(self.amp_dtype).removeprefix('torch.')} autocast"
+        self.amp_dtype, self._precision_note = choose_precision(cfg, self.device, spatial_dims, cpu_bf16_supported)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.run_record = runs.run_record(self)
         if resume is not None:
-            self._load_state(resume)
+            state.load_state(self, resume)
         self._log_file: runs.EventLog | None = None
         self._tb = None
 
@@ -446,10 +344,8 @@ class Distiller:
         if shutdown is not None:
             shutdown()
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    def _autocast(self) -> torch.autocast:
+        return autocast(self.device, self.amp_dtype)
 
     def _step(self) -> dict[str, float]:
         cfg = self.config
@@ -512,75 +408,18 @@ class Distiller:
                                       device=str(self.device), progress=progress,
                                       amp=self.amp_dtype is not None)
 
-    def _reference(self, i: int) -> np.ndarray:
-        case = self.val_cases[i]
-        if case.label is not None:
-            return case.label
-        if case.name not in self.val_references:  # no label: agreement with the teacher
-            teacher = self.teacher
-            probs = sliding_window_predict(teacher, self._val_images[i], self.patch_size,
-                                           num_classes=self.num_classes, device=str(self.device))
-            self.val_references[case.name] = probs.argmax(0).astype(np.uint8)
-        return self.val_references[case.name]
-
     def _validate(self) -> Event:
-        sums = torch.zeros(2, self.num_classes - 1, dtype=torch.float64)
-        for i, img in enumerate(self._val_images):
-            if i % self.dist.world_size != self.dist.rank:
-                continue  # under DDP each rank validates its share; the sums are reduced below
-            d = dice_per_class(self.predict(img).argmax(0), self._reference(i), self.num_classes)
-            sums[0] += torch.from_numpy(np.nan_to_num(d, nan=0.0))
-            sums[1] += torch.from_numpy((~np.isnan(d)).astype(np.float64))
-        if self.dist.enabled:
-            sums = all_reduce_sum(sums.to(self.device), self.dist).cpu()
-        per_class = (sums[0] / sums[1]).numpy()
-        mean = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
-        per_class_list = [float(v) for v in per_class]
-        self.history.append({"iteration": self.iteration, "dice": per_class_list, "mean_dice": mean})
+        per_class, mean = validation.mean_dice(self)
+        self.history.append({"iteration": self.iteration, "dice": per_class, "mean_dice": mean})
         path = None
         if mean > self.best_dice:
             self.best_dice = mean
             if self.dist.is_main:
                 path = str(self._write(self.best_path, with_state=False))
-        return Event("validation", self.iteration, self.total, dice=per_class_list, mean_dice=mean, path=path,
+        return Event("validation", self.iteration, self.total, dice=per_class, mean_dice=mean, path=path,
                      message=f"validation mean Dice {mean:.4f}" + (" (best)" if path else ""))
 
     # ------------------------------------------------------------------ state
-    def _payload(self, with_state: bool) -> dict[str, Any]:
-        cfg = self.config
-        spacing = np.median(np.array([c.spacing[-self.spatial_dims:] for c in self.train_cases]), axis=0)
-        payload: dict[str, Any] = {
-            "kind": self.role,
-            "model": self.model.config(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "heads": None if self.heads is None else {
-                "in_channels": self.heads.in_channels, "feature_scales": self.feature_scales,
-                "state_dict": {k: v.detach().cpu() for k, v in self.heads.state_dict().items()}},
-            "config": cfg.to_dict(),
-            "class_names": cfg.class_names,
-            "normalization": self.normalization,
-            "spacing": [float(s) for s in spacing],
-            "patch_size": list(self.patch_size),
-            "iteration": self.iteration,
-            "best_dice": self.best_dice,
-            "history": self.history,
-            "val_cases": [c.name for c in self.val_cases],
-            "teacher_source": None if self.teacher is None else str(self.teacher.source),
-            "run": self.run_record,
-        }
-        if with_state:
-            samplers = self._sampler_states if self._sampler_states else [self.sampler.state_dict()]
-            payload["train_state"] = {
-                "optimizer": self.optimizer.state_dict(),
-                "sampler": json.dumps(samplers[0]),
-                "samplers": [json.dumps(s) for s in samplers],
-                "torch_rng": torch.get_rng_state(),
-                "scaler": self.scaler.state_dict(),
-                "val_references": {k: torch.from_numpy(v.astype(np.int64))
-                                   for k, v in self.val_references.items()},
-            }
-        return payload
-
     def _save_last(self) -> Event:
         self._sampler_states = all_gather_objects(self.sampler.state_dict(), self.dist)
         if not self.dist.is_main:
@@ -592,41 +431,8 @@ class Distiller:
                      message=f"checkpoint written: {path}")
 
     def _write(self, path: Path, with_state: bool) -> Path:
-        """Write a checkpoint atomically; a failed write (full disk, read-only folder) keeps the old file."""
-        try:
-            return save_checkpoint(path, self._payload(with_state=with_state))
-        except OSError as e:
-            kept = f"the previous {path.name} is intact" if path.exists() else "no earlier checkpoint exists"
-            raise TrainingError(runs.write_error(path, e, "the checkpoint", kept, self.last_path)) from e
-
-    def _load_state(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path)
-        if ckpt["model"].get("channels") != list(self.model.channels) or \
-                ckpt["model"].get("num_classes") != self.num_classes or \
-                ckpt["model"].get("spatial_dims") != self.spatial_dims:
-            raise CheckpointError(f"{path}: the checkpoint's model {ckpt['model']} does not match this run's "
-                                  f"({self.model.config()})")
-        state = ckpt.get("train_state")
-        if state is None:
-            raise CheckpointError(f"{path}: holds no training state to resume from (use last.pt, not best.pt)")
-        runs.check_resume(path, ckpt, self)  # its own folder; same settings, teacher and data
-        self.model.load_state_dict(ckpt["state_dict"])
-        if self.heads is not None and ckpt.get("heads"):
-            self.heads.load_state_dict(ckpt["heads"]["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        samplers = state.get("samplers") or [state["sampler"]]
-        if self.dist.rank < len(samplers):  # a rank without a saved stream keeps its own seeded one
-            self.sampler.load_state_dict(json.loads(samplers[self.dist.rank]))
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.val_references = {k: v.numpy().astype(np.uint8) for k, v in state.get("val_references", {}).items()}
-        self.iteration = int(ckpt.get("iteration", 0))
-        self.best_dice = float(ckpt.get("best_dice", -1.0))
-        self.history = list(ckpt.get("history", []))
-        if self.iteration > self.total:
-            raise ConfigError(f"{path}: the run is already at iteration {self.iteration}, beyond iterations="
-                              f"{self.total}; raise iterations to continue")
+        """Write a checkpoint atomically (:func:`.state.write`); a failed write keeps the old file."""
+        return state.write(self, path, with_state)
 
     def _emit(self, event: Event, log: bool = True) -> Event:
         if log and self._log_file is not None:

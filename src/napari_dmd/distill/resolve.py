@@ -1,0 +1,76 @@
+"""What a run works out at its start from its settings and the machine: patch size, data-loading workers,
+precision (autocast type) and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+
+def resolve_num_workers(setting: int, device: torch.device) -> int:
+    """Data-loading workers: ``setting`` if >= 0; auto (-1) is 0 off CUDA, else min(4, cores per local rank - 1)."""
+    if setting >= 0:
+        return int(setting)
+    if device.type != "cuda":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(4, cores - 1))
+
+
+def auto_patch_size(shapes: Sequence[Sequence[int]], spatial_dims: int, multiple: int) -> list[int]:
+    """Median case shape (last ``spatial_dims`` axes) rounded to a multiple of the network stride, capped."""
+    med = np.median(np.array([s[-spatial_dims:] for s in shapes]), axis=0)
+    cap = 64 if spatial_dims == 3 else 256
+    return [int(min(cap, max(multiple, multiple * round(m / multiple)))) for m in med]
+
+
+def lr_factor(iteration: int, total: int, warmup: float) -> float:
+    """Linear warm-up then cosine decay to 1 % of the base learning rate."""
+    w = int(round(warmup * total))
+    if iteration < w:
+        return (iteration + 1) / w
+    progress = (iteration - w) / max(1, total - w)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device, spatial_dims: int,
+                     cpu_bf16_supported: Callable[[], bool]) -> tuple[torch.dtype | None, str]:
+    """The autocast type (None: float32) and a note for the start message.
+
+    CUDA with ``amp``: bfloat16 where supported, else float16. CPU with ``cpu_bf16``: bfloat16 for 2D models when
+    ``cpu_bf16_supported()`` (native oneDNN bfloat16), else float32 with a note saying why.
+    """
+    amp_ok = cfg.amp and device.type == "cuda"
+    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp_ok else None
+    note = ""
+    if cfg.cpu_bf16 and device.type == "cpu":
+        if spatial_dims == 3:
+            # measured: a 3D convolution's bfloat16 weight gradient (oneDNN, torch 2.13) turned NaN after
+            # ~10 steps when the process had run a 2D job before; 2D runs were unaffected
+            note = ", float32 (cpu_bf16 is for 2D models; 3D stays float32)"
+        elif cpu_bf16_supported():
+            dtype = torch.bfloat16
+        else:
+            note = ", float32 (cpu_bf16 ignored: this CPU has no native bfloat16)"
+    if dtype is not None:
+        note = f", {str(dtype).removeprefix('torch.')} autocast"
+    return dtype, note
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """An autocast context for ``dtype`` on ``device`` (a disabled one for float32)."""
+    if dtype is None:
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
