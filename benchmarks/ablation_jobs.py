@@ -35,20 +35,14 @@ def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
 
 
 def evaluate_model(model: Any, spec: Spec, val: list, num_classes: int) -> dict[str, Any]:
-    """Final-weights metrics on the validation split, and the latency per volume."""
-    from napari_dmd.metrics import evaluate, summarize
+    """Final-weights metrics on the validation split (the one evaluator), and the latency per volume."""
+    from napari_dmd.evaluation import evaluate_cases
     from napari_dmd.segment import Segmenter
 
     seg = Segmenter(model.eval(), num_classes, spec.dims, list(spec.patch), batch_size=spec.batch)
-    results, times = [], []
-    for c in val:
-        t0 = time.perf_counter()
-        pred = seg(c.image)
-        times.append(time.perf_counter() - t0)
-        results.append(evaluate(pred, c.label, num_classes, c.spacing))
-    s = summarize(results)
+    s = evaluate_cases(seg, val, hd95=True)
     return {"dice": s["dice_mean"], "hd95": s["hd95_mean"], "mean_dice": float(np.nanmean(s["dice_mean"])),
-            "mean_hd95": float(np.nanmean(s["hd95_mean"])), "latency_s": float(np.median(times)),
+            "mean_hd95": float(np.nanmean(s["hd95_mean"])), "latency_s": s["median_seconds_per_case"],
             "class_names": s["class_names"]}
 
 
@@ -76,6 +70,12 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     if job.setting == "teacher":
         cfg = _config(spec, job, "teacher", spec.teacher_iters)
         cfg.checkpoint_interval = 100  # an interrupted teacher resumes
+        folder = out / "teachers" / job.dataset
+        if folder.exists() and not teacher_path(out, job.dataset).exists():
+            import shutil
+
+            shutil.rmtree(folder)  # stopped before its first last.pt: nothing to resume, and a new run needs
+            # a folder without run files (config.yaml, events.jsonl)
         d = Distiller(cfg, train, val_cases=[], output_dir=out / "teachers" / job.dataset,
                       resume=teacher_path(out, job.dataset) if teacher_path(out, job.dataset).exists() else None,
                       role="teacher")

@@ -11,6 +11,7 @@ import torch
 
 from napari_dmd import export as export_mod
 from napari_dmd.checkpoint import save_checkpoint
+from napari_dmd.cli.export import add_export_parser
 from napari_dmd.config import TrainConfig
 from napari_dmd.data.cases import load_case
 from napari_dmd.distill.engine import Distiller
@@ -21,7 +22,6 @@ from napari_dmd.export import (
     ONNX_NAME,
     TORCHSCRIPT_NAME,
     ExportError,
-    add_export_parser,
     export_onnx,
     export_student,
     export_torchscript,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,28 +39,46 @@ def compression_report(teacher, student, cases: list[Case]) -> dict[str, float]:
     return out
 
 
+def _drive_plain(run: Any, quiet: bool) -> dict[str, Any]:
+    """Run to the end; every event's message but the steps on stderr (unless ``quiet``)."""
+    from .runner import drive
+
+    def show(ev: Any) -> None:
+        if not quiet and ev.kind != "step":
+            print(ev.message, file=sys.stderr, flush=True)
+
+    return drive(run, on_event=show)
+
+
 def run_demo(out: Path = Path("runs/demo"), iterations: int = 300, spatial_dims: int = 2,
-             quiet: bool = False, n_cases: int = 16) -> dict[str, float]:
-    """Train a teacher, distil a student with DMD, print and return the compression report."""
-    from .cli import _drive
-    from .distill.engine import Distiller
+             quiet: bool = False, n_cases: int = 16,
+             drive: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, float]:
+    """Train a teacher, distil a student with DMD, print and return the compression report.
+
+    Both runs go through :mod:`napari_dmd.runner`; ``drive(run)`` runs one to the end (default:
+    :func:`napari_dmd.runner.drive`, printing each event's message but the steps unless ``quiet``).
+    """
+    from .runner import final_checkpoint, prepare_run
     from .segment import Segmenter
     from .teachers import load_teacher
 
+    drive = drive or (lambda run: _drive_plain(run, quiet))
     cases = phantom_cases(n_cases, spatial_dims)
     common = dict(iterations=iterations, val_interval=max(1, iterations // 3),
                   checkpoint_interval=iterations, class_names=list(PHANTOM_CLASS_NAMES),
                   batch_size=4 if spatial_dims == 2 else 2)
     print(f"[1/3] training a teacher on {n_cases} synthetic {spatial_dims}D phantom cases")
     tcfg = TrainConfig(method="none", model="teacher", lr=3e-3, **common)
-    teacher_run = Distiller(tcfg, cases, output_dir=out / "teacher", role="teacher")
-    _drive(teacher_run, quiet)
-    teacher_path = teacher_run.best_path if teacher_run.best_path.exists() else teacher_run.last_path
+    teacher_run, _ = prepare_run(tcfg, cases, output_dir=out / "teacher", role="teacher")
+    drive(teacher_run)
+    teacher_path = final_checkpoint(teacher_run)
     print("[2/3] distilling a student with DMD")
     scfg = TrainConfig(method="dmd", model="student", lr=3e-3, **common)
-    student_run = Distiller(scfg, cases, teacher=load_teacher(teacher_path), output_dir=out / "student")
-    _drive(student_run, quiet)
-    student_path = student_run.best_path if student_run.best_path.exists() else student_run.last_path
+    student_run, warnings = prepare_run(scfg, cases, teacher=load_teacher(teacher_path), output_dir=out / "student")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    drive(student_run)
+    student_path = final_checkpoint(student_run)
     print("[3/3] comparing on the validation cases")
     report = compression_report(Segmenter.from_checkpoint(teacher_path), Segmenter.from_checkpoint(student_path),
                                 student_run.val_cases)

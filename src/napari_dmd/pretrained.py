@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -202,7 +203,7 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
     import torch
 
     from .config import TrainConfig
-    from .distill.engine import Distiller
+    from .runner import events, final_checkpoint, prepare_run
     from .teachers import load_teacher
 
     threads = torch.get_num_threads()  # the engine sets num_threads process-wide: restore it afterwards
@@ -218,32 +219,30 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
                       num_threads=recipe.num_threads or usable_cores())
         done = 0
 
-        def drive(run: Distiller) -> Path:
+        def train(cfg: TrainConfig, role: str, teacher: Any = None) -> Path:
             nonlocal done
-            for ev in run.run():
+            run, _ = prepare_run(cfg, cases, val_cases=val, teacher=teacher, output_dir=work / role, role=role)
+            for ev in events(run, should_stop):  # should_stop() is asked after each event is handled
                 if ev.kind == "step":
                     done += 1
                     if progress is not None:
                         progress(done, recipe.total)
-                    if should_stop is not None and should_stop():
-                        run.request_stop()
             if run.iteration < run.total:
                 raise DemoCancelled("demo model training was stopped; nothing was cached")
-            return run.best_path if run.best_path.exists() else run.last_path
+            return final_checkpoint(run)
 
         t_cfg = TrainConfig(method=recipe.teacher_method, model=recipe.teacher_model,
                             iterations=recipe.teacher_iterations, patch_size=[recipe.teacher_patch] * 2,
                             batch_size=recipe.teacher_batch,
                             val_interval=recipe.teacher_iterations, checkpoint_interval=recipe.teacher_iterations,
                             **common)
-        teacher_path = drive(Distiller(t_cfg, cases, val_cases=val, output_dir=work / "teacher", role="teacher"))
+        teacher_path = train(t_cfg, "teacher")
         s_cfg = TrainConfig(method="dmd", model=recipe.student_model, iterations=recipe.student_iterations,
                             patch_size=[recipe.student_patch] * 2, batch_size=recipe.student_batch,
                             lambda_logit=recipe.lambda_logit,
                             val_interval=recipe.student_iterations, checkpoint_interval=recipe.student_iterations,
                             **common)
-        student_path = drive(Distiller(s_cfg, cases, val_cases=val, teacher=load_teacher(teacher_path),
-                                       output_dir=work / "student"))
+        student_path = train(s_cfg, "student", load_teacher(teacher_path))
         out = work / "pair"
         out.mkdir()
         shutil.copy2(teacher_path, out / TEACHER_FILE)

@@ -68,7 +68,7 @@ def run_time_to_dice(teacher: str, data: str, out: str | Path, threshold: float 
     """Distil a DMD student on this machine, stop once validation mean Dice reaches ``threshold``, then B6."""
     from ..config import TrainConfig
     from ..data.cases import load_msd_folder
-    from ..distill.engine import Distiller
+    from ..runner import events, prepare_run
     from ..teachers import load_teacher
 
     cfg = TrainConfig.load_yaml(config) if config else TrainConfig(
@@ -83,10 +83,12 @@ def run_time_to_dice(teacher: str, data: str, out: str | Path, threshold: float 
     cases, names = load_msd_folder(data)
     cases = cases[:12] if quick else cases
     cfg.class_names = cfg.class_names or names
-    d = Distiller(cfg, cases, teacher=load_teacher(teacher), output_dir=out)
+    d, warnings = prepare_run(cfg, cases, teacher=load_teacher(teacher), output_dir=out)
+    for warning in warnings:
+        print(f"warning: {warning}", flush=True)
     print(f"distilling {cfg.model} with DMD on {len(d.train_cases)} train / {len(d.val_cases)} val cases of {data}, "
           f"{cfg.iterations} iterations max, validation every {cfg.val_interval}, {d.device}")
-    for ev in d.run():
+    for ev in events(d):
         if ev.kind == "validation":
             print(f"  iteration {ev.iteration}: validation mean Dice {ev.mean_dice:.4f}", flush=True)
             if ev.mean_dice is not None and ev.mean_dice >= threshold and not keep_going:

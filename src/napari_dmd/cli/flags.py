@@ -1,0 +1,139 @@
+"""Shared flags and config files: the training settings as flags, a YAML config checked setting by setting."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+
+def _config_fields() -> list[dataclasses.Field]:
+    from ..config import TrainConfig
+
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in ("extra", "class_names")]
+
+
+def _field_kind(f: dataclasses.Field) -> tuple[type, bool]:
+    """(scalar type, is_list) of a TrainConfig field."""
+    from ..config import TrainConfig
+
+    t = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(t) if a is not type(None)] if isinstance(t, types.UnionType) else [t]
+    t = args[0]
+    if typing.get_origin(t) is list:
+        return typing.get_args(t)[0], True
+    return t, False
+
+
+def _add_config_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per training setting (``--batch-size`` ...), all defaulting to None (= the config's value)."""
+    from ..config import HELP
+
+    g = p.add_argument_group("training settings (override --config)")
+    for f in _config_fields():
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        scalar, is_list = _field_kind(f)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = f"{HELP.get(f.name, '')} (default {default})"
+        if scalar is bool:
+            g.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                           help=text)
+        elif is_list:
+            g.add_argument(flag, dest=f.name, default=None, nargs="+", type=scalar, help=text)
+        else:
+            g.add_argument(flag, dest=f.name, default=None, type=scalar, help=text)
+
+
+_TYPE_WORDS = {int: "integer", float: "number", str: "string", bool: "true/false", type(None): "null"}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """True when ``value`` (from YAML) fits the type hint of a TrainConfig field."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint in (str, type(None)):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_words(hint: Any) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_words(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_words(typing.get_args(hint)[0])}s"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_config_types(cfg: Any, source: str) -> None:
+    """Refuse settings of the wrong type in a config file (numbers written as text, e.g. ``1e-3``, are read)."""
+    from ..config import ConfigError, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        value, hint = getattr(cfg, f.name), hints[f.name]
+        if isinstance(value, str) and _type_ok(1.5, hint) and not _type_ok(value, hint):
+            try:  # YAML reads 1e-3 (no dot) as a string
+                value = float(value)
+                setattr(cfg, f.name, value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hint):
+            raise ConfigError(f"{source}: setting {f.name} must be {_type_words(hint)}, got {value!r}")
+
+
+def _load_config_file(path: str) -> Any:
+    """TrainConfig from a YAML file; every error names the file."""
+    from ..config import ConfigError, TrainConfig
+
+    try:
+        cfg = TrainConfig.load_yaml(path)
+    except ConfigError as e:
+        msg = str(e)
+        mark = getattr(e.__cause__, "problem_mark", None)
+        if mark is not None:  # a YAML syntax error: say where
+            problem = getattr(e.__cause__, "problem", None) or "syntax error"
+            msg = f"{path}: line {mark.line + 1}, column {mark.column + 1}: {problem} (not valid YAML)"
+        if "unknown setting" in msg:
+            msg += " (a config file holds training settings only; give output folders and checkpoints " \
+                   "on the command line: --out, --resume, --teacher)"
+        raise ConfigError(msg if str(path) in msg else f"{path}: {msg}") from e
+    _check_config_types(cfg, str(path))
+    return cfg
+
+
+def _build_config(args: argparse.Namespace, **forced: Any) -> Any:
+    """The TrainConfig of a verb: ``--config`` (or the defaults), then the flags given, then ``forced``; validated."""
+    from ..config import ConfigError, TrainConfig
+
+    cfg = _load_config_file(args.config) if getattr(args, "config", None) else TrainConfig()
+    for f in _config_fields():
+        v = getattr(args, f.name, None)
+        if v is not None:
+            setattr(cfg, f.name, v)
+    for k, v in forced.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    try:
+        return cfg.validate()
+    except ConfigError as e:  # a bad value from the config file: name the file
+        src, name = getattr(args, "config", None), str(e).split(" ", 1)[0]
+        from_file = src and name in {f.name for f in dataclasses.fields(cfg)} and getattr(args, name, None) is None
+        raise ConfigError(f"{src}: {e}" if from_file and str(src) not in str(e) else str(e)) from e

@@ -1,0 +1,114 @@
+"""``napari-dmd train-teacher`` and ``napari-dmd distill``: checks, then :mod:`napari_dmd.runner`'s run path."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cases import _add_data_flags, _check_run_dir, _load_cases, _split_for_labels
+from .flags import _add_config_flags, _build_config
+from .progress import _dice_text, _drive, _print_params
+
+OUT_HELP = ("output folder (default: a new folder under $NAPARI_DMD_RUNS or ~/napari-dmd-runs, named {kind}-<date>-"
+            "<time>, never one in use; with --resume: that run's own folder)")
+
+
+def _run_folder(args: argparse.Namespace, kind: str) -> Path:
+    """``--out``, else the resumed run's folder, else a fresh folder (:func:`napari_dmd.runner.default_output_dir`)."""
+    from ..config import ConfigError
+    from ..runner import default_output_dir
+
+    if args.out:
+        return Path(args.out)
+    if args.resume:
+        return Path(args.resume).parent
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would pick its own dated folder
+        raise ConfigError("under torchrun give --out FOLDER (all processes must write to the same run folder)")
+    return default_output_dir(kind)
+
+
+def _start(args: argparse.Namespace, kind: str) -> Path:
+    """Choose and check the run folder before any data is read; print it."""
+    out = _run_folder(args, kind)
+    _check_run_dir(out, args.resume)
+    args.out = str(out)
+    print(f"run folder: {out}")
+    return out
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    """Run ``napari-dmd train-teacher``."""
+    from ..data.cases import check_patch_size
+    from ..data.checks import resolve_class_names
+    from ..runner import check_dims, final_checkpoint, prepare_run
+
+    cfg = _build_config(args, method="none" if args.method is None else None)
+    if args.model is None and not getattr(args, "config", None):
+        cfg.model = "teacher"
+    out = _start(args, "teacher")
+    cases, names = _load_cases(args)
+    check_dims(cases, cfg.spatial_dims, "the model (spatial_dims)")
+    check_patch_size(cfg.patch_size, cases)
+    cfg.num_classes, cfg.class_names = resolve_class_names(  # dataset.json's classes fix the class count
+        cfg.num_classes, (args.config, cfg.class_names), (f"{args.data}/dataset.json", names))
+    d, _ = prepare_run(cfg, cases, output_dir=out, resume=args.resume, role="teacher")
+    _print_params("teacher", d.parameter_counts()["model"])
+    result = _drive(d, args.quiet)
+    print(f"teacher checkpoint: {final_checkpoint(d)}  ({_dice_text(result['best_dice'])}, {result['wall_s']:.0f} s)")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Run ``napari-dmd distill``."""
+    from ..data.cases import check_patch_size
+    from ..data.checks import resolve_class_names
+    from ..runner import check_dims, final_checkpoint, prepare_run
+    from ..teachers import teacher_from_args
+
+    cfg = _build_config(args)
+    out = _start(args, f"student-{cfg.method}")
+    teacher = teacher_from_args(args)
+    cases, names = _load_cases(args)
+    check_dims(cases, cfg.spatial_dims or teacher.spatial_dims,
+               f"the teacher {teacher.source}" if cfg.spatial_dims is None else "the model (spatial_dims)")
+    check_patch_size(cfg.patch_size, cases)
+    _, cfg.class_names = resolve_class_names(cfg.num_classes or teacher.num_classes, (args.config, cfg.class_names),
+                                             (teacher.source, teacher.class_names),
+                                             (f"{args.data}/dataset.json", names))
+    train, val = _split_for_labels(cases, cfg, args)
+    d, warnings = prepare_run(cfg, train, val_cases=val, teacher=teacher, output_dir=out, resume=args.resume)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = d.parameter_counts()
+    _print_params("teacher", counts["teacher"])
+    _print_params(f"student ({cfg.model})", counts["model"], counts["teacher"])
+    result = _drive(d, args.quiet)
+    print(f"student checkpoint: {final_checkpoint(d)}  ({_dice_text(result['best_dice'])}, {result['wall_s']:.0f} s)")
+    return 0
+
+
+def add_train_parsers(sub: Any) -> None:
+    """Add ``train-teacher`` and ``distill`` to the CLI's subparsers."""
+    from ..teachers import add_teacher_flags
+
+    t = sub.add_parser("train-teacher", help="train a teacher U-Net on labelled data")
+    t.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")
+    t.add_argument("--out", help=OUT_HELP.format(kind="teacher"))
+    t.add_argument("--resume", help="resume from this last.pt, in its folder, with the run's settings and data")
+    t.add_argument("--quiet", action="store_true")
+    _add_data_flags(t)
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train_teacher)
+
+    d = sub.add_parser("distill", help="distil a small student from a teacher")
+    d.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")
+    d.add_argument("--out", help=OUT_HELP.format(kind="student-<method>"))
+    d.add_argument("--resume", help="resume from this last.pt, in its folder, with the run's settings, data, teacher")
+    d.add_argument("--quiet", action="store_true")
+    add_teacher_flags(d)
+    _add_data_flags(d)
+    _add_config_flags(d)
+    d.set_defaults(func=cmd_distill)
