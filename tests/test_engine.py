@@ -12,6 +12,7 @@ import torch
 
 from napari_dmd.checkpoint import load_checkpoint
 from napari_dmd.config import ConfigError, TrainConfig
+from napari_dmd.data.io import DataError
 from napari_dmd.demo import phantom_cases
 from napari_dmd.distill import engine as engine_mod
 from napari_dmd.distill.engine import Distiller, TrainingError, lr_factor, resolve_num_workers
@@ -268,3 +269,45 @@ def test_cpu_bf16_leaves_3d_models_in_float32(tmp_path):
     d = Distiller(cfg, cases3d, output_dir=tmp_path)
     start = next(iter(d.run()))
     assert d.amp_dtype is None and "3D stays float32" in start.message
+
+
+# ------------------------------------------------------------------ checks and validation
+
+
+def test_unlabelled_cases_are_checked_for_nan_and_constant_images(cases, teacher_path, tmp_path):
+    bad = cases[0].image.astype(np.float32).copy()
+    bad[0, 0] = np.nan
+    unl = [dataclasses.replace(c, label=None) for c in cases[1:4]]
+    teacher = load_teacher(teacher_path)
+    with pytest.raises(DataError, match="NaN"):
+        Distiller(TrainConfig(method="dmd", **TINY), [dataclasses.replace(cases[0], image=bad, label=None)] + unl,
+                  teacher=teacher, output_dir=tmp_path / "nan")
+    flat = np.zeros_like(cases[0].image)
+    with pytest.raises(DataError, match="constant image"):
+        Distiller(TrainConfig(method="dmd", **TINY), [dataclasses.replace(cases[0], image=flat, label=None)] + unl,
+                  teacher=teacher, output_dir=tmp_path / "flat")
+
+
+def test_ignored_voxels_are_left_out_of_validation_dice(cases, tmp_path):
+    from napari_dmd.distill.engine import IGNORE
+    from napari_dmd.metrics import dice_per_class
+
+    label = cases[4].label.copy()
+    label[:, : label.shape[1] // 2] = IGNORE  # half the validation case is marked "ignore"
+    val = [dataclasses.replace(cases[4], label=label)]
+    d = Distiller(TrainConfig(method="none", iterations=1, **TINY), cases[:4], val_cases=val, output_dir=tmp_path)
+    events = list(d.run())  # validates at the last step: no "labels out of range"
+    dice = next(e for e in events if e.kind == "validation").dice
+    pred = d.predict(d._val_images[0]).argmax(0)
+    keep = label != IGNORE
+    from napari_dmd.distill.validation import case_dice
+
+    expected = dice_per_class(pred[keep], label[keep], d.num_classes)
+    np.testing.assert_allclose(np.nan_to_num(dice, nan=-1), np.nan_to_num(expected, nan=-1))
+    assert np.allclose(np.nan_to_num(case_dice(pred, label, d.num_classes), nan=-1), np.nan_to_num(expected, nan=-1))
+
+
+def test_a_run_without_a_folder_goes_under_the_runs_root(cases, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_DMD_RUNS", str(tmp_path))
+    d = Distiller(TrainConfig(method="none", iterations=1, **TINY), cases, role="teacher")
+    assert d.output_dir.parent == tmp_path and d.output_dir.name.startswith("teacher-")

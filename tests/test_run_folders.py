@@ -182,6 +182,27 @@ def test_kill_and_resume_log_each_step_once(cases, tmp_path):
     assert [e["iteration"] for e in lines if e["kind"] == "start"] == [0, 3]
 
 
+def test_resume_keeps_the_score_of_a_best_pt_written_after_last_pt(cases, tmp_path):
+    cfg = _cfg(iterations=4, val_interval=2, checkpoint_interval=2)
+    d = Distiller(cfg, cases, output_dir=tmp_path)
+    gen = d.run()
+    for ev in gen:
+        if ev.kind == "checkpoint" and ev.iteration == 2:
+            break
+    last = (tmp_path / "last.pt").read_bytes()
+    gen.close()
+    # what a kill after a later, better validation leaves: last.pt of step 2 and a best.pt scoring higher
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["best_dice"] < 0.99
+    save_checkpoint(tmp_path / "best.pt", {**best, "best_dice": 0.99, "iteration": 3})
+    (tmp_path / "last.pt").write_bytes(last)
+    resumed = Distiller(cfg, cases, output_dir=tmp_path, resume=tmp_path / "last.pt")
+    assert resumed.best_dice == 0.99
+    resumed.run_to_end()
+    kept = load_checkpoint(tmp_path / "best.pt")
+    assert kept["best_dice"] == 0.99 and kept["iteration"] == 3  # not replaced by a worse model
+
+
 # ------------------------------------------------------------------------------------ failed writes
 def test_full_disk_during_checkpoint_names_file_and_resume_point(cases, tmp_path, monkeypatch):
     d = Distiller(_cfg(iterations=6, checkpoint_interval=2), cases, output_dir=tmp_path)
