@@ -363,3 +363,26 @@ def test_checkpoints_exports_and_run_files_follow_the_umask(cases, tmp_path, mas
     for p in (d.last_path, tmp_path / "run" / "config.yaml", tmp_path / "run" / "events.jsonl",
               tmp_path / "s.torchscript.pt"):
         assert stat.S_IMODE(p.stat().st_mode) == want, (p, oct(p.stat().st_mode))
+
+
+def test_write_image_never_writes_through_a_planted_temp_link(tmp_path, monkeypatch):
+    import secrets
+    import tempfile
+
+    from napari_dmd.data.io import read_image, write_image
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".out.planted.tmp.npy").symlink_to(victim)  # the temp name, guessed (or predicted) in advance
+    names = iter(["planted", "fresh"])
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
+    monkeypatch.setattr(secrets, "token_hex", lambda n=None: "planted")
+    old = os.umask(0o022)
+    try:
+        out = write_image(tmp_path / "out.npy", np.arange(16, dtype=np.uint8).reshape(4, 4))
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "precious"
+    assert np.array_equal(read_image(out).array, np.arange(16).reshape(4, 4))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.planted.tmp.npy", "out.npy", "victim.txt"]

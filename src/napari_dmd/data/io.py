@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from napari_dmd.data.errors import DataError
 from napari_dmd.data.limits import check_size, npy_header
 from napari_dmd.data.raster import gray_from_channels, read_pil
+from napari_dmd.safe_paths import publish
 
 __all__ = [
     "DataError",
@@ -399,9 +400,15 @@ def write_image(
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{where}: cannot create folder {p.parent} ({_reason(exc)})") from exc
-    # Hidden temp name in the same folder (same file system, so os.replace is atomic); created by the
-    # writer itself so it gets the usual permissions (mkstemp would make it owner-only).
-    tmp = p.parent / f".{strip_suffix(p)}.{secrets.token_hex(6)}.tmp{suffix}"
+    # Hidden temp file of random name in the same folder (same file system, so the rename is atomic), created
+    # exclusively (never an existing file, never through a planted link); it ends with the file type's suffix
+    # for the writers, and gets the umask's mode when it is published.
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{strip_suffix(p)}.", suffix=f".tmp{suffix}", dir=p.parent)
+    except OSError as exc:
+        raise DataError(f"{where}: could not write file ({_reason(exc)})") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         if suffix in NIFTI_SUFFIXES:
             _write_nifti(tmp, data, spacing, affine)
@@ -412,7 +419,7 @@ def write_image(
                 np.save(fh, np.ascontiguousarray(data), allow_pickle=False)
         if p.exists() and not overwrite:  # appeared while we were writing
             raise DataError(f"{where}: file already exists; choose another name or allow overwriting")
-        os.replace(tmp, p)
+        publish(tmp, p)
     except DataError:
         tmp.unlink(missing_ok=True)
         raise
