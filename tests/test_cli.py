@@ -87,3 +87,79 @@ def test_console_script_exit_status(tmp_path):
                         "--input", str(tmp_path), "--output", str(tmp_path / "o")], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "x.pt" in r.stderr
+
+
+def _phantom_folder(root):
+    """images/ + labels/ of four small 2D phantoms (NIfTI)."""
+    from napari_dmd.demo import phantom_cases
+
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for c in phantom_cases(4, 2):
+        nib.save(nib.Nifti1Image(c.image.T, np.eye(4)), str(root / "images" / f"{c.name}.nii.gz"))
+        nib.save(nib.Nifti1Image(c.label.T.astype(np.uint8), np.eye(4)), str(root / "labels" / f"{c.name}.nii.gz"))
+    return ["--data", str(root), "--model", "4,8,16", "--patch-size", "32", "32", "--batch-size", "2",
+            "--num-threads", "1", "--val-interval", "100"]
+
+
+def test_default_out_is_a_fresh_folder_under_the_runs_root(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_DMD_RUNS", str(tmp_path / "runs"))
+    data = _phantom_folder(tmp_path / "data")
+    folders = []
+    for _ in range(2):  # the second run never reuses the first one's folder
+        assert main(["train-teacher", *data, "--iterations", "1", "--quiet"]) == 0
+        out = capsys.readouterr().out
+        line = next(ln for ln in out.splitlines() if ln.startswith("run folder: "))
+        folders.append(tmp_path / "runs" / line.split("/")[-1])
+        assert folders[-1].name.startswith("teacher-") and (folders[-1] / "last.pt").is_file()
+        assert f"teacher checkpoint: {folders[-1]}/" in out
+    assert folders[0] != folders[1]
+    assert not (tmp_path / "runs" / "teacher").exists()  # no longer runs/teacher
+
+
+def test_ctrl_c_stops_the_run_and_keeps_a_checkpoint(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from napari_dmd.checkpoint import load_checkpoint
+    from napari_dmd.cli import progress
+
+    real = progress.ProgressPrinter.__call__
+
+    def ctrl_c_at_step_2(self, ev):
+        real(self, ev)
+        if ev.kind == "step" and ev.iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(progress.ProgressPrinter, "__call__", ctrl_c_at_step_2)
+    data = _phantom_folder(tmp_path / "data")
+    assert main(["train-teacher", *data, "--iterations", "200", "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    assert "interrupted: stopping and writing a checkpoint..." in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "t" / "last.pt")["iteration"] <= 3
+
+
+def test_no_library_module_imports_the_cli():
+    """The CLI calls the libraries (export, demo, bench ...), never the reverse (bench/__main__ is the CLI's)."""
+    import ast
+    from pathlib import Path
+
+    import napari_dmd
+
+    root = Path(napari_dmd.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        if rel.parts[1:2] == ("cli",) or rel.parts[1:] == ("bench", "__main__"):
+            continue
+        package = list(rel.parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n == "napari_dmd.cli" or n.startswith("napari_dmd.cli.") for n in names):
+                offenders.append(str(rel))
+    assert offenders == []
