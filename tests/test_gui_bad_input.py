@@ -202,12 +202,12 @@ def test_distill_refuses_mismatched_layers_bad_labels_and_absurd_settings_then_t
     w.start()
     assert not w.running and "patch size" in notes.last() and ">= 4" in notes.last()
     w.patch_edit.setText("32,32")
-    # labels above the teacher's class count: found by the engine inside the worker
+    # labels above the teacher's class count: found by the run's checks (runner.prepare_run) inside the worker
     labels.data = np.where(LABEL == 2, 7, LABEL).astype(np.uint8)
     with qtbot.waitSignal(w.run_finished, timeout=60_000):
         w.start()
     message = notes.last()
-    assert "'scan labels'" in message and "out of range" in message, message
+    assert "'scan labels'" in message and "predicts 3 classes" in message and "label 7" in message, message
     assert not (out / "last.pt").exists()
     assert w.start_button.isEnabled() and not w.running
     # and now a valid run
@@ -218,6 +218,33 @@ def test_distill_refuses_mismatched_layers_bad_labels_and_absurd_settings_then_t
     assert len(notes.errors()) == n, notes.errors()[n:]
     assert list(Path(w.output_edit.text()).glob("last.pt"))
     assert w.start_button.isEnabled()
+
+
+def test_distill_writes_beside_a_folder_holding_run_files_and_shows_teacher_warnings(
+        make_napari_viewer, qtbot, registry, tmp_path):
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    path = Path(_checkpoint(tmp_path / "coarse.pt"))
+    coarse = torch.load(path, weights_only=True)
+    save_checkpoint(path, {**coarse, "spacing": [5.0, 5.0]})  # trained at 5 mm, the layers are at 1 mm
+    _add(registry, str(path), "teacher", TEACHER)
+    viewer = make_napari_viewer()
+    viewer.add_image(IMAGE, name="scan")
+    viewer.add_labels(LABEL.copy(), name="scan labels")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("mine: 1\n")  # the user's own file: no run of ours may replace it
+    w = _distill_widget(viewer, out)
+    w.pair_table.set_pair("scan", "scan labels")
+    start = len(notification_manager.records)
+    with qtbot.waitSignal(w.run_finished, timeout=120_000):
+        w.start()
+    infos = [str(r.message) for r in notification_manager.records[start:]
+             if r.severity == NotificationSeverity.INFO]
+    assert (out / "config.yaml").read_text() == "mine: 1\n"
+    assert w.output_edit.text() == str(tmp_path / "run-2") and (tmp_path / "run-2" / "last.pt").is_file()
+    assert any("already holds a run (config.yaml)" in m and "run-2" in m for m in infos), infos
+    assert any(m.startswith("Distill: ") and "trained at spacing (5.0, 5.0)" in m for m in infos), infos
 
 
 # ------------------------------------------------------------------------------------------------ reader

@@ -44,7 +44,8 @@ def entry_from_checkpoint(path: str | Path, role: str | None = None, device: str
     role = role or ("teacher" if ckpt.get("kind") == "teacher" else "student")
     return ModelEntry(name or f"{role}: {Path(path).parent.name}/{Path(path).name}", role, seg, model, heads,
                       (ckpt.get("heads") or {}).get("feature_scales"), str(path),
-                      {"best_dice": ckpt.get("best_dice"), "iteration": ckpt.get("iteration")})
+                      {"best_dice": ckpt.get("best_dice"), "iteration": ckpt.get("iteration"),
+                       "spacing": ckpt.get("spacing")})
 
 
 def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: str = "auto") -> ModelEntry:
@@ -67,11 +68,13 @@ def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: st
     patch = teacher.patch_size or [64 if teacher.spatial_dims == 2 else 32] * teacher.spatial_dims
     seg = Segmenter(teacher.model, teacher.num_classes, teacher.spatial_dims, list(patch), teacher.normalization,
                     teacher.class_names, dev, name=p.name)
-    return ModelEntry(name, "teacher", seg, checkpoint=str(p), info={"kind": kind, "trusted": trust})
+    return ModelEntry(name, "teacher", seg, checkpoint=str(p),
+                      info={"kind": kind, "trusted": trust, "spacing": getattr(teacher, "spacing", None)})
 
 
 def teacher_from_entry(entry: ModelEntry) -> Any:
-    """A private copy of a registry model as a Teacher (for distillation; the engine moves it to its device)."""
+    """A private copy of a registry model as a Teacher (for distillation; the engine moves it to its device),
+    with the spacing it was trained at where its file recorded one (checked against the data before a run)."""
     import copy
 
     from .teachers import ModelTeacher, load_teacher
@@ -85,7 +88,8 @@ def teacher_from_entry(entry: ModelEntry) -> Any:
         return load_teacher(entry.checkpoint, kind=entry.info.get("kind", "auto"),
                             trust=bool(entry.info.get("trusted", False)))
     return ModelTeacher(model, seg.num_classes, seg.spatial_dims, class_names=seg.class_names,
-                        normalization=seg.normalization, patch_size=seg.patch_size, source=entry.name)
+                        normalization=seg.normalization, patch_size=seg.patch_size,
+                        spacing=entry.info.get("spacing"), source=entry.name)
 
 
 class ModelRegistry:

@@ -8,7 +8,6 @@ training cases. Bad settings raise ConfigError / DataError with one line naming 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,10 +29,12 @@ from qtpy.QtWidgets import (
 from ..config import ConfigError, TrainConfig
 from ..data.io import DataError
 from ..distill.methods import get_method, menu_methods
+from ..runs import runs_root
 from ..runtime import available_devices, cpu_bf16_supported, resolve_device
 from ._choosers import ModelChooser
 from ._geometry import cases_from_layers, dmd_metadata
 from ._tables import PairTable
+from ._workers import training_threads
 
 if TYPE_CHECKING:
     import napari
@@ -122,7 +123,7 @@ class DistillSettings:
             form.addRow("Precision", self.bf16_check)
         out_row = QHBoxLayout()
         self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText(str(Path.home() / "napari-dmd-runs" / "<method>-<time>"))
+        self.output_edit.setPlaceholderText(str(runs_root() / "<method>-<time>"))
         self.output_edit.textChanged.connect(self._update_buttons)
         out_browse = QPushButton("…")
         out_browse.setMaximumWidth(30)
@@ -208,6 +209,6 @@ class DistillSettings:
                           iterations=iterations, patch_size=patch, batch_size=self.batch_spin.value(),
                           flips=self.flips_check.isChecked(), device=str(self.device_combo.currentData()),
                           cpu_bf16=self.bf16_check.isChecked(),
-                          num_threads=max(1, (os.cpu_count() or 2) - 1), **self._intervals(iterations))
+                          num_threads=training_threads(), **self._intervals(iterations))
         cfg.model_channels()  # raises a clear message on a malformed channel list
         return cfg.validate(), single

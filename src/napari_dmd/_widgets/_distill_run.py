@@ -1,5 +1,6 @@
 """The Distill widget's training run on the worker side: its handle, the thread-worker generator that drives
-the engine, and the guard that stops it when the widget is destroyed.
+the engine through the one run path (:mod:`napari_dmd.runner`), and the guard that stops it when the widget
+is destroyed.
 
 Closing the viewer quits the worker; :meth:`RunHandle.close_generator` (connected to the worker's ``aborted``
 signal, run in the worker thread) then closes the engine's generator, which writes ``last.pt``.
@@ -10,11 +11,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import runner
 from ..config import TrainConfig
+from ..runner import free_folder
 from ._workers import Failure
 
 if TYPE_CHECKING:
@@ -23,22 +25,19 @@ if TYPE_CHECKING:
     from ..registry import ModelEntry
     from ._live import LiveStudent
 
-__all__ = ["RunGuard", "RunHandle", "default_output_dir", "free_folder", "train_worker"]
+__all__ = ["Notice", "RunGuard", "RunHandle", "default_output_dir", "free_folder", "train_worker"]
 
 
 def default_output_dir(method: str) -> Path:
-    """A new run folder under ~/napari-dmd-runs named by the method and the time."""
-    return Path.home() / "napari-dmd-runs" / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """A new run folder ``<runs root>/<method>-<time>`` (:func:`napari_dmd.runner.default_output_dir`)."""
+    return runner.default_output_dir(method)
 
 
-def free_folder(path: Path) -> Path:
-    """``path`` if it holds no run (no last.pt), else the first free ``path-2``, ``path-3``, ..."""
-    if not (path / "last.pt").exists():
-        return path
-    i = 2
-    while (path.with_name(f"{path.name}-{i}") / "last.pt").exists():
-        i += 1
-    return path.with_name(f"{path.name}-{i}")
+@dataclass
+class Notice:
+    """A warning from preparing the run (e.g. a teacher trained at another spacing), shown on the main thread."""
+
+    message: str
 
 
 @dataclass
@@ -77,36 +76,35 @@ class RunHandle:
 
 
 def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None]:
-    """Thread-worker generator: build the Distiller, then yield ``(event, snapshot or None)`` per event.
+    """Thread-worker generator: prepare the run (:func:`napari_dmd.runner.prepare_run`: checks, class names,
+    the Distiller), yield its warnings as :class:`Notice`, then ``(event, snapshot or None)`` per event.
 
     Exceptions are yielded as :class:`~napari_dmd._widgets._workers.Failure` (superqt would swallow a
     RuntimeError raised by a generator worker as "worker deleted"). Closing this generator closes the
     engine's, which writes last.pt.
     """
     from ..data.cases import load_msd_folder
-    from ..distill.engine import Distiller
     from ..features import StudentSnapshot
     from ..registry import teacher_from_entry
 
     gen = None
     try:
         cfg = run.config
-        cases = run.cases
+        cases, names = run.cases, None
         if cases is None:
             cases, names = load_msd_folder(run.folder or "")
-            if cfg.class_names is None and names:
-                cfg.class_names = names
         teacher = teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
         if run.patch_single is not None:
             dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else cases[0].ndim)
             cfg.patch_size = [run.patch_single] * dims
-        if cfg.class_names is None and teacher is not None and teacher.class_names:
-            cfg.class_names = list(teacher.class_names)
-        d = Distiller(cfg, cases, teacher=teacher, output_dir=run.output_dir, resume=run.resume)
+        d, warnings = runner.prepare_run(cfg, cases, teacher=teacher, output_dir=run.output_dir,
+                                         resume=run.resume, class_names=names)
         run.distiller = d
         if run.stop:
             run.request_stop()
-        gen = d.run()
+        for message in warnings:
+            yield Notice(message)
+        gen = runner.events(d)
         run.gen = gen
         for ev in gen:
             snap = None

@@ -19,9 +19,17 @@ from typing import Any
 
 from qtpy.QtCore import Qt, QThreadPool
 
-__all__ = ["MIN_POOL_THREADS", "Failure", "StopFlag", "WindowProgress", "ensure_thread_pool", "start_worker"]
+__all__ = ["MIN_POOL_THREADS", "Failure", "StopFlag", "WindowProgress", "ensure_thread_pool", "start_worker",
+           "training_threads"]
 
 MIN_POOL_THREADS = 4
+
+
+def training_threads() -> int:
+    """CPU threads for a run started in napari: the cores this process may use, one left for napari."""
+    from ..runtime import usable_cores
+
+    return max(1, usable_cores() - 1)
 
 
 def ensure_thread_pool() -> None:

@@ -16,7 +16,6 @@ Export… button in :mod:`._distill_export` and the shared live student in :mod:
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +27,10 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 from ..config import ConfigError, TrainConfig
 from ._distill_export import DistillExport, export_formats
 from ._distill_form import METHOD_TIPS, METHODS, STUDENT_PRESETS, DistillSettings, available_devices
-from ._distill_run import RunGuard, RunHandle, default_output_dir, free_folder, train_worker
+from ._distill_run import Notice, RunGuard, RunHandle, default_output_dir, free_folder, train_worker
 from ._live import LIVE, LiveStudent
 from ._notify import notify_error, notify_info
-from ._workers import MIN_POOL_THREADS, Failure, ensure_thread_pool
+from ._workers import MIN_POOL_THREADS, Failure, ensure_thread_pool, training_threads
 from .loss_plot import LossPlot, StatusLine
 
 if TYPE_CHECKING:
@@ -174,8 +173,10 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             out = Path(text).expanduser() if text else default_output_dir(cfg.method)
             free = free_folder(out)
             if free != out:
-                notify_info(f"Distill: {out} already holds a run; writing to {free} (use Resume to continue "
-                            "a run)")
+                from ..runs import run_files_in
+
+                notify_info(f"Distill: {out} already holds a run ({', '.join(run_files_in(out))}); writing to "
+                            f"{free} (use Resume to continue a run)")
             run = RunHandle(cfg, free, cases=cases, folder=folder, teacher_entry=teacher, patch_single=single)
         except Exception as exc:  # noqa: BLE001 - every problem becomes a message
             self._fail(exc)
@@ -205,7 +206,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
                 setattr(cfg, key, value)
             cfg.device = str(self.device_combo.currentData())
             cfg.cpu_bf16 = self.bf16_check.isChecked()
-            cfg.num_threads = max(1, (os.cpu_count() or 2) - 1)
+            cfg.num_threads = training_threads()
             self.set_method(cfg.method)
             self.student_combo.setCurrentText(cfg.model)
             teacher = self._teacher() if cfg.method != "none" else self.teacher_chooser.entry()
@@ -263,6 +264,9 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             return
         if isinstance(item, Failure):
             self._fail(item.exc)
+            return
+        if isinstance(item, Notice):
+            notify_info(f"Distill: {item.message}")
             return
         ev, snap = item
         run.events.append(ev)

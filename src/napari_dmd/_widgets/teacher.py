@@ -2,9 +2,10 @@
 
 * **Load**: a napari-dmd checkpoint, or any format :func:`napari_dmd.teachers.load_teacher` reads (TorchScript,
   nnU-Net v2 folder, MONAI bundle, ONNX; formats that carry code only with "trust"). Loading runs in a worker.
-* **Train**: one or more (image, labels) layer pairs -> :class:`~napari_dmd.distill.engine.Distiller` with
-  method "none", driven by a napari generator worker that yields every engine event; Stop asks the engine to
-  stop before its next step (it then writes ``last.pt``), and the teacher trained so far is registered.
+* **Train**: one or more (image, labels) layer pairs -> the one run path (:func:`napari_dmd.runner.prepare_run`,
+  :func:`~napari_dmd.runner.events`) with method "none", driven by a napari generator worker that yields every
+  engine event; Stop asks the engine to stop before its next step (it then writes ``last.pt``), and the
+  teacher trained so far (:func:`~napari_dmd.runner.final_checkpoint`: best, else last) is registered.
 * **Use demo models**: :func:`napari_dmd.pretrained.phantom_models` (trained at first use, cached) in a worker;
   registers the demo teacher and student.
 
@@ -15,8 +16,6 @@ The chosen teacher's classes, parameter count, device and source are shown below
 from __future__ import annotations
 
 import contextlib
-import os
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +37,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import runner
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import cases_from_layers, dmd_metadata
 from ._notify import notify_error, notify_info
-from ._workers import StopFlag, start_worker
+from ._workers import StopFlag, start_worker, training_threads
 
 if TYPE_CHECKING:
     import napari
@@ -56,8 +56,9 @@ DIMS = {"auto": None, "2D (slices of 3D volumes)": 2, "3D": 3}
 
 
 def default_teacher_dir() -> Path:
-    """Where a teacher trained in the GUI is written unless the user names a folder."""
-    return Path.home() / "napari-dmd-runs" / f"teacher-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """Where a teacher trained in the GUI is written unless the user names a folder:
+    ``<runs root>/teacher-<time>`` (:func:`napari_dmd.runner.default_output_dir`)."""
+    return runner.default_output_dir("teacher")
 
 
 def describe(entry: ModelEntry | None) -> str:
@@ -128,7 +129,7 @@ class TeacherWidget(QWidget):
         self.iterations_spin.setRange(1, 1_000_000)
         self.iterations_spin.setValue(1000)
         self.output_edit = QLineEdit()
-        self.output_edit.setPlaceholderText(str(Path.home() / "napari-dmd-runs" / "teacher-<time>"))
+        self.output_edit.setPlaceholderText(str(runner.runs_root() / "teacher-<time>"))
         self.train_button = QPushButton("Train teacher")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -305,7 +306,7 @@ class TeacherWidget(QWidget):
                               class_names=list(names) if names else None,
                               val_interval=max(1, min(200, iterations // 5)),
                               checkpoint_interval=max(1, min(200, iterations // 5)), log_interval=10,
-                              num_threads=max(1, (os.cpu_count() or 2) - 1))  # a core left for napari
+                              num_threads=training_threads())  # a core left for napari
             cfg.validate()
         except ValueError as exc:  # DataError and ConfigError are ValueErrors
             notify_error(exc, "Train teacher")
@@ -316,21 +317,13 @@ class TeacherWidget(QWidget):
         stop.reset()
 
         def run():
-            from ..distill.engine import Distiller
             from ..registry import entry_from_checkpoint
 
-            d = Distiller(cfg, cases, output_dir=out, role="teacher")
+            d, _ = runner.prepare_run(cfg, cases, output_dir=out, role="teacher")  # no teacher: no warnings
             self.distiller = d
-            gen = d.run()
-            try:
-                for event in gen:
-                    if stop():
-                        d.request_stop()
-                    yield event
-            finally:
-                gen.close()  # quit (the viewer closes): the engine writes last.pt
-            path = d.best_path if d.best_path.exists() else d.last_path
-            return entry_from_checkpoint(path, role="teacher", name=f"teacher: {out.name}")
+            # closing this generator (the viewer closes) closes the engine's, which writes last.pt
+            yield from runner.events(d, should_stop=stop)
+            return entry_from_checkpoint(runner.final_checkpoint(d), role="teacher", name=f"teacher: {out.name}")
 
         self._pbar = progress(total=iterations, desc=f"Train teacher ({out.name})")
         self._busy(True, stoppable=True)
