@@ -121,6 +121,31 @@ def test_exports_reproduce_pytorch(dims, norm, tmp_path):
         assert (t.class_names, t.normalization, t.patch_size, t.spatial_dims) == (CLASSES, "zscore-fg", patch, dims)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("preset", ["student", "student-tiny"])
+def test_fast_students_export_at_full_resolution(preset, dims, tmp_path):
+    """Half-resolution students (strided stem, batch norm) export with their logit upsampling and folded norms."""
+    pytest.importorskip("onnxruntime")
+    from napari_dmd.models.presets import build_model
+
+    torch.manual_seed(0)
+    model = build_model(preset, dims, 3).eval()
+    for m in model.modules():  # non-trivial running statistics, so folding matters
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    patch = [48, 40] if dims == 2 else [16, 32, 24]
+    assert export_torchscript(model, tmp_path / "m.pt", patch_size=patch) <= ATOL
+    assert export_onnx(model, tmp_path / "m.onnx", patch_size=patch) <= ATOL
+    x = torch.randn(2, 1, *([37, 29] if dims == 2 else [13, 19, 22]))
+    with torch.no_grad():
+        ref = model(x)
+        out = torch.jit.load(str(tmp_path / "m.pt"))(x)
+    assert out.shape == ref.shape == (2, 3, *x.shape[2:])
+    assert (out - ref).abs().max() <= ATOL
+    assert np.abs(ort_run(tmp_path / "m.onnx", x) - ref.numpy()).max() <= ATOL
+
+
 def test_a_mismatch_is_caught_and_leaves_no_file(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     model = UNet(2, 1, 3, (4, 8)).eval()

@@ -42,6 +42,7 @@ from .model_card import (
     model_card,
     student_metadata,
 )
+from .models.fold import fold_batchnorm
 from .models.unet import UNet
 from .safe_paths import atomic_write_text, publish, temp_file
 
@@ -90,11 +91,12 @@ def export_torchscript(model: UNet, path: str | Path, *, metadata: dict[str, Any
     """Script the student (no heads) to ``path``; returns the max |TorchScript - PyTorch| on random inputs."""
     path = Path(path)
     model = model.eval().cpu()
+    folded = fold_batchnorm(model)  # conv + batch norm fused, as Segmenter runs it; checked against the original
     tmp = _atomic_target(path, overwrite)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scripted = torch.jit.script(ExportableUNet(model).eval())
+            scripted = torch.jit.script(ExportableUNet(folded).eval())
             torch.jit.save(scripted, str(tmp), _extra_files={"napari_dmd.json": json.dumps(metadata or {})})
             loaded = torch.jit.load(str(tmp), map_location="cpu")
         diff = verify(lambda x: loaded(x), model, _test_shapes(model, patch_size))
@@ -119,6 +121,7 @@ def export_onnx(model: UNet, path: str | Path, *, metadata: dict[str, Any] | Non
         raise ExportError("ONNX export needs the onnx package: pip install 'napari-dmd[onnx]'") from e
     path = Path(path)
     model = model.eval().cpu()
+    folded = fold_batchnorm(model)  # conv + batch norm fused, as Segmenter runs it; checked against the original
     dims = model.spatial_dims
     axes = {0: "batch", **{2 + i: f"{'zyx'[3 - dims + i]}" for i in range(dims)}}
     example = torch.randn(*_test_shapes(model, patch_size)[0])
@@ -126,7 +129,7 @@ def export_onnx(model: UNet, path: str | Path, *, metadata: dict[str, Any] | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(onnx_ready(model), (example,), str(tmp), dynamo=False,
+            torch.onnx.export(onnx_ready(folded), (example,), str(tmp), dynamo=False,
                               input_names=["image"], output_names=["logits"], opset_version=int(opset),
                               dynamic_axes={"image": axes, "logits": axes}, do_constant_folding=True)
         proto = onnx.load(str(tmp))

@@ -32,6 +32,7 @@ class ExportableUNet(nn.Module):
         self.upsamplers = unet.upsamplers
         self.decoder = unet.decoder
         self.out = unet.out
+        self.logit_upsampler = unet.logit_upsampler  # identity unless the net runs at reduced resolution
         self.stride = int(unet.total_stride)
         self.three_d = unet.spatial_dims == 3
 
@@ -51,7 +52,7 @@ class ExportableUNet(nn.Module):
         x = skips.pop()
         for up, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        logits = self.out(x)
+        logits = self.logit_upsampler(self.out(x))
         if self.three_d:
             return logits[:, :, :d, :h, :w]
         return logits[:, :, :h, :w]

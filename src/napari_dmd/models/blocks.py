@@ -69,6 +69,7 @@ class LogitUpsampler(nn.Module):
         self.factor = int(factor)
         self.interp = "trilinear" if spatial_dims == 3 else "bilinear"
         self.learned = mode == "learned" and self.factor > 1
+        self.up: nn.Module = nn.Identity()  # always present, so TorchScript can compile either branch
         if self.learned:
             up = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
             self.up = up(num_classes, num_classes, self.factor, stride=self.factor, groups=num_classes)
