@@ -163,3 +163,14 @@ def test_no_library_module_imports_the_cli():
             if any(n == "napari_dmd.cli" or n.startswith("napari_dmd.cli.") for n in names):
                 offenders.append(str(rel))
     assert offenders == []
+
+
+def test_help_builds_without_torch():
+    """``napari-dmd --help`` answers at once: building the parser imports neither torch nor napari."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_dmd.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'napari', 'monai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -386,3 +386,19 @@ def test_write_image_never_writes_through_a_planted_temp_link(tmp_path, monkeypa
     assert np.array_equal(read_image(out).array, np.arange(16).reshape(4, 4))
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.planted.tmp.npy", "out.npy", "victim.txt"]
+
+
+def test_event_log_is_strict_json(tmp_path):
+    """events.jsonl holds no bare NaN/Infinity: other tools' JSON readers accept every line."""
+    import json
+    import math
+
+    from napari_dmd.runs import EventLog
+
+    log = EventLog(tmp_path / "events.jsonl", tmp_path / "last.pt")
+    log.write({"kind": "start", "eta_s": math.nan, "dice": [0.5, math.inf]})
+    log.close()
+    line = (tmp_path / "events.jsonl").read_text().strip()
+    assert "NaN" not in line and "Infinity" not in line
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
+        "kind": "start", "eta_s": None, "dice": [0.5, None]}

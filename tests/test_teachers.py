@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from napari_dmd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from napari_dmd.cli.flags import add_teacher_flags
 from napari_dmd.config import ConfigError, TrainConfig
 from napari_dmd.data.cases import Case, load_case
 from napari_dmd.distill.engine import Distiller
@@ -26,7 +27,6 @@ from napari_dmd.teachers import (
     ModelTeacher,
     Teacher,
     TeacherError,
-    add_teacher_flags,
     check_teacher,
     detect_kind,
     load_teacher,

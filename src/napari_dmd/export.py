@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import jsonsafe
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .choices import EXPORT_FORMATS
 from .exportable import ExportableUNet, ExportError, onnx_ready
 from .model_card import (
     NORMALIZATION_TEXT,
@@ -55,7 +57,7 @@ TORCHSCRIPT_NAME = "student.torchscript.pt"
 ONNX_NAME = "student.onnx"
 CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
-FORMATS = ("torchscript", "onnx")
+FORMATS = EXPORT_FORMATS
 ATOL = 1e-4
 METADATA_KEY = "napari_dmd"
 
@@ -206,7 +208,7 @@ def export_student(checkpoint: str | Path, out_dir: str | Path, *, formats: Sequ
     card = model_card(checkpoint, cases=cases, teacher=teacher, device=device, latency_runs=latency_runs,
                       split=split, exports=exports)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in ((CARD_JSON, json.dumps(card, indent=2, default=float)), (CARD_MD, card_markdown(card))):
+    for name, text in ((CARD_JSON, jsonsafe.dumps(card, indent=2)), (CARD_MD, card_markdown(card))):
         atomic_write_text(out / name, text)
     card["files"] = {"card_json": str(out / CARD_JSON), "card_markdown": str(out / CARD_MD),
                      **{k: v["path"] for k, v in exports.items()}}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from . import jsonsafe
 from .config import ConfigError
 from .safe_paths import atomic_write_text, resolve_inside
 
@@ -258,7 +259,7 @@ class EventLog:
 
     def write(self, record: dict[str, Any]) -> None:
         try:
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(jsonsafe.dumps(record) + "\n")  # NaN -> null: strict JSON
             self._file.flush()
         except OSError as e:
             raise TrainingError(write_error(self.path, e, "the event log", "the checkpoints are not affected",

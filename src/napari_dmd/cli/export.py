@@ -10,8 +10,8 @@ from .cases import _add_data_flags, _load_cases
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``napari-dmd export`` to the CLI's subparsers (sets ``func=cmd_export``)."""
-    from ..export import FORMATS
-    from ..teachers import add_teacher_flags
+    from ..choices import EXPORT_FORMATS as FORMATS
+    from .flags import add_teacher_flags
 
     p = subparsers.add_parser("export", help="export a student to TorchScript / ONNX with a model card")
     p.add_argument("--model", required=True, help="student checkpoint (.pt)")

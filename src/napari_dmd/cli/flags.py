@@ -9,6 +9,8 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from ..choices import TEACHER_KINDS
+
 
 def _config_fields() -> list[dataclasses.Field]:
     from ..config import TrainConfig
@@ -137,3 +139,24 @@ def _build_config(args: argparse.Namespace, **forced: Any) -> Any:
         src, name = getattr(args, "config", None), str(e).split(" ", 1)[0]
         from_file = src and name in {f.name for f in dataclasses.fields(cfg)} and getattr(args, name, None) is None
         raise ConfigError(f"{src}: {e}" if from_file and str(src) not in str(e) else str(e)) from e
+
+
+def add_teacher_flags(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Add ``--teacher`` and the flags that choose and check a teacher of any format."""
+    g = parser.add_argument_group("teacher (napari-dmd checkpoint, TorchScript, nnU-Net v2, MONAI, ONNX)")
+    g.add_argument("--teacher", required=required,
+                   help="teacher: a napari-dmd checkpoint, a TorchScript or ONNX file, an nnU-Net v2 model folder "
+                        "(or fold_k/checkpoint_*.pth), a MONAI bundle folder, or a MONAI state dict")
+    g.add_argument("--teacher-kind", choices=TEACHER_KINDS, default="auto", help="teacher format (default: detected)")
+    g.add_argument("--trust-teacher", action="store_true",
+                   help="I trust this file: allow formats that carry code (TorchScript, pickles beyond weights, "
+                        "MONAI bundle expressions, ONNX loops without a fixed trip count). Never needed for napari-dmd "
+                        "checkpoints; never lets a file name other classes or download weights")
+    g.add_argument("--nnunet-configuration", help="nnU-Net configuration (2d, 3d_fullres, ...; default: detected)")
+    g.add_argument("--nnunet-folds", nargs="+", help="nnU-Net folds to use (default: all; logits averaged)")
+    g.add_argument("--nnunet-checkpoint", choices=["final", "best"],
+                   help="nnU-Net checkpoint (default: final, else best)")
+    g.add_argument("--monai-network", help="MONAI state dict: the monai.networks.nets class, e.g. UNet")
+    g.add_argument("--monai-args", help="MONAI state dict: the network's arguments as JSON (or a .json file)")
+    g.add_argument("--teacher-normalization", choices=["zscore", "zscore-fg", "ct", "none"],
+                   help="override the intensity normalization the teacher expects")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .. import jsonsafe
 from .cases import _add_data_flags, _check_writable, _load_cases
 from .progress import _progress_line
 
@@ -86,6 +86,10 @@ def _print_evaluation(label: str, summ: dict[str, Any], seg: Any, n_cases: int) 
         hd_s = f"  HD95 {hd[i]:.2f} mm" if i < len(hd) else ""
         print(f"  {cls:<24} Dice {d:.4f}{hd_s}")
     print(f"  mean foreground Dice {summ['mean_dice']:.4f}")
+    if hd:
+        from ..metrics import hd95_label
+
+        print(f"  {hd95_label(summ.get('hd95_convention', 'monai'))}, in mm")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -133,13 +137,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"compression: {r['compression']:.1f}x fewer parameters, {r['speedup']:.1f}x faster, "
               f"Dice retention {100 * r['retention']:.1f} %")
     if report_path is not None:  # random temp file + rename: the report is replaced whole or not at all
-        atomic_write_text(report_path, json.dumps(report, indent=2, default=float))
+        atomic_write_text(report_path, jsonsafe.dumps(report, indent=2))
     return 0
 
 
 def add_predict_parsers(sub: Any) -> None:
     """Add ``predict`` and ``evaluate`` to the CLI's subparsers."""
-    from ..teachers import add_teacher_flags
+    from .flags import add_teacher_flags
 
     r = sub.add_parser("predict", help="segment images with a trained model")
     r.add_argument("--model", required=True, help="checkpoint (.pt)")

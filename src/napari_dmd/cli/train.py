@@ -92,7 +92,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def add_train_parsers(sub: Any) -> None:
     """Add ``train-teacher`` and ``distill`` to the CLI's subparsers."""
-    from ..teachers import add_teacher_flags
+    from .flags import add_teacher_flags
 
     t = sub.add_parser("train-teacher", help="train a teacher U-Net on labelled data")
     t.add_argument("--config", help="YAML file of settings (a run's saved config.yaml works as is)")

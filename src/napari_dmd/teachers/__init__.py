@@ -5,14 +5,13 @@ nnU-Net v2 model folders, MONAI bundles and state dicts, and ONNX files; see ``d
 """
 
 from .base import ModelTeacher, Teacher, TeacherError, check_teacher, checkpoint_teacher, probe_teacher
-from .loader import KINDS, add_teacher_flags, detect_kind, load_teacher, teacher_from_args
+from .loader import KINDS, detect_kind, load_teacher, teacher_from_args
 
 __all__ = [
     "KINDS",
     "ModelTeacher",
     "Teacher",
     "TeacherError",
-    "add_teacher_flags",
     "check_teacher",
     "checkpoint_teacher",
     "detect_kind",

@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..choices import TEACHER_KINDS
 from .base import TeacherError, checkpoint_teacher, load_torch_file
 
-KINDS = ("auto", "checkpoint", "torchscript", "nnunet", "monai-bundle", "monai", "onnx")
+KINDS = TEACHER_KINDS
 
 
 def detect_kind(path: str | Path, *, network: str | None = None, trust: bool = False) -> str:
@@ -165,27 +166,6 @@ def load_teacher(path: str | Path, *, kind: str = "auto", trust: bool = False, c
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-def add_teacher_flags(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """Add ``--teacher`` and the flags that choose and check a teacher of any format."""
-    g = parser.add_argument_group("teacher (napari-dmd checkpoint, TorchScript, nnU-Net v2, MONAI, ONNX)")
-    g.add_argument("--teacher", required=required,
-                   help="teacher: a napari-dmd checkpoint, a TorchScript or ONNX file, an nnU-Net v2 model folder "
-                        "(or fold_k/checkpoint_*.pth), a MONAI bundle folder, or a MONAI state dict")
-    g.add_argument("--teacher-kind", choices=KINDS, default="auto", help="teacher format (default: detected)")
-    g.add_argument("--trust-teacher", action="store_true",
-                   help="I trust this file: allow formats that carry code (TorchScript, pickles beyond weights, "
-                        "MONAI bundle expressions, ONNX loops without a fixed trip count). Never needed for napari-dmd "
-                        "checkpoints; never lets a file name other classes or download weights")
-    g.add_argument("--nnunet-configuration", help="nnU-Net configuration (2d, 3d_fullres, ...; default: detected)")
-    g.add_argument("--nnunet-folds", nargs="+", help="nnU-Net folds to use (default: all; logits averaged)")
-    g.add_argument("--nnunet-checkpoint", choices=["final", "best"],
-                   help="nnU-Net checkpoint (default: final, else best)")
-    g.add_argument("--monai-network", help="MONAI state dict: the monai.networks.nets class, e.g. UNet")
-    g.add_argument("--monai-args", help="MONAI state dict: the network's arguments as JSON (or a .json file)")
-    g.add_argument("--teacher-normalization", choices=["zscore", "zscore-fg", "ct", "none"],
-                   help="override the intensity normalization the teacher expects")
-
-
 def teacher_from_args(args: argparse.Namespace) -> Any:
     """Load the teacher the flags of :func:`add_teacher_flags` describe."""
     network_args = None
