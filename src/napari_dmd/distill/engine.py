@@ -95,35 +95,8 @@ class Distiller:
         self._resumed = resume is not None
         self._stop = False
 
-        # data: classes, dims, split
-        cases = list(cases)
-        if teacher is not None:
-            num_classes = cfg.num_classes or teacher.num_classes
-            if num_classes != teacher.num_classes:
-                raise ConfigError(f"teacher {teacher.source} predicts {teacher.num_classes} classes "
-                                  f"but num_classes is {num_classes}")
-        else:
-            num_classes = cfg.num_classes
-        labelled = [c for c in cases if c.has_label]
-        if teacher is None and not labelled:
-            raise ConfigError("training without a teacher needs labelled cases; none of the cases has a label")
-        n_found = validate_cases(cases, num_classes)  # every image (NaN, constant), labelled or not
-        self.num_classes = int(num_classes or n_found)
-        data_dims = cases[0].ndim
-        spatial_dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else data_dims)
-        if spatial_dims > data_dims:
-            hint = " (a volume with a single slice reads as 2D)" if data_dims == 2 else ""
-            raise ConfigError(f"{cases[0].source}: {data_dims}D image{hint}, but the model is {spatial_dims}D"
-                              + (f" like the teacher {teacher.source}" if teacher is not None else ""))
-        if teacher is not None and teacher.spatial_dims != spatial_dims:
-            raise ConfigError(f"teacher {teacher.source} is {teacher.spatial_dims}D but the student is "
-                              f"{spatial_dims}D; set spatial_dims to {teacher.spatial_dims}")
-        self.spatial_dims = spatial_dims
-        train_cases, val_cases = validation.split_train_val(
-            cases, val_cases, has_teacher=teacher is not None, val_fraction=cfg.val_fraction,
-            max_val_cases=cfg.max_val_cases, seed=cfg.seed)
-        self.train_cases, self.val_cases = train_cases, list(val_cases)
-        self.normalization = teacher.normalization if teacher is not None else cfg.normalization
+        self._resolve_data(list(cases), val_cases, teacher)  # classes, dims, train/validation split
+        spatial_dims, train_cases = self.spatial_dims, self.train_cases
 
         # models
         torch.manual_seed(cfg.seed)
@@ -189,6 +162,39 @@ class Distiller:
             state.load_state(self, resume)
         self._log_file: runs.EventLog | None = None
         self._tb = None
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_data(self, cases: list[Case], val_cases: Sequence[Case] | None, teacher: Teacher | None) -> None:
+        """Check the cases (every image; labels against the class count), choose the class count and the
+        model's dims, split training and validation cases, and take the normalization."""
+        cfg = self.config
+        if teacher is not None:
+            num_classes = cfg.num_classes or teacher.num_classes
+            if num_classes != teacher.num_classes:
+                raise ConfigError(f"teacher {teacher.source} predicts {teacher.num_classes} classes "
+                                  f"but num_classes is {num_classes}")
+        else:
+            num_classes = cfg.num_classes
+        labelled = [c for c in cases if c.has_label]
+        if teacher is None and not labelled:
+            raise ConfigError("training without a teacher needs labelled cases; none of the cases has a label")
+        n_found = validate_cases(cases, num_classes)  # every image (NaN, constant), labelled or not
+        self.num_classes = int(num_classes or n_found)
+        data_dims = cases[0].ndim
+        spatial_dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else data_dims)
+        if spatial_dims > data_dims:
+            hint = " (a volume with a single slice reads as 2D)" if data_dims == 2 else ""
+            raise ConfigError(f"{cases[0].source}: {data_dims}D image{hint}, but the model is {spatial_dims}D"
+                              + (f" like the teacher {teacher.source}" if teacher is not None else ""))
+        if teacher is not None and teacher.spatial_dims != spatial_dims:
+            raise ConfigError(f"teacher {teacher.source} is {teacher.spatial_dims}D but the student is "
+                              f"{spatial_dims}D; set spatial_dims to {teacher.spatial_dims}")
+        self.spatial_dims = spatial_dims
+        train_cases, val_cases = validation.split_train_val(
+            cases, val_cases, has_teacher=teacher is not None, val_fraction=cfg.val_fraction,
+            max_val_cases=cfg.max_val_cases, seed=cfg.seed)
+        self.train_cases, self.val_cases = train_cases, list(val_cases)
+        self.normalization = teacher.normalization if teacher is not None else cfg.normalization
 
     # ------------------------------------------------------------------ public
     @property
