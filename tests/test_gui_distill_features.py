@@ -438,3 +438,19 @@ def test_distill_bf16_checkbox_only_where_the_cpu_has_bfloat16(make_napari_viewe
     assert w.bf16_check.isVisibleTo(w) == cpu_bf16_supported()
     w.bf16_check.setChecked(True)
     assert w._config()[0].cpu_bf16 is True
+
+
+def test_student_chooser_states_each_presets_size_and_measured_speed(make_napari_viewer, qtbot):
+    from napari_dmd.models.presets import PRESET_INFO
+
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
+    names = [w.student_combo.itemText(i) for i in range(w.student_combo.count())]
+    assert names == ["student", "student-tiny", "student-classic", "student-tiny-classic"]
+    for i, name in enumerate(names):
+        tip = w.student_combo.itemData(i, Qt.ItemDataRole.ToolTipRole)
+        assert f"{PRESET_INFO[name]['params']['2d']:,} parameters" in tip and "faster than the teacher" in tip
+    w.student_combo.setCurrentText("student-classic")
+    assert f"{PRESET_INFO['student-classic']['speedup']['3d']:g}x (3D)" in w.student_info.text()
+    w.student_combo.setCurrentText("8,16,32")  # custom channels: nothing measured to state
+    assert w.student_info.text() == ""

@@ -7,6 +7,7 @@ and shows the :class:`CompareResult`. Dice comes from :func:`napari_dmd.metrics.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ class CompareResult:
     dice_ts: np.ndarray
     dice_tg: np.ndarray | None = None
     dice_sg: np.ndarray | None = None
+    timing_runs: int = 1
 
     @property
     def disagreement(self) -> np.ndarray:
@@ -42,10 +44,13 @@ class CompareResult:
 
 def compare_models(teacher: ModelEntry, student: ModelEntry, image: np.ndarray, truth: np.ndarray | None = None,
                    *, progress: Callable[[int, int], object] | None = None,
-                   should_stop: Callable[[], bool] | None = None, source: str = "image") -> CompareResult:
+                   should_stop: Callable[[], bool] | None = None, source: str = "image",
+                   timing_runs: int = 3) -> CompareResult:
     """Run both models on ``image`` and compute per-class Dice (pure function, runs in the worker).
 
-    ``progress(done, total)`` counts windows over both models; ``should_stop()`` is polled before each window.
+    Times are medians of ``timing_runs`` further predictions after a first one (the warm-up, which also gives the
+    labels), teacher and student alternating, so one slow run on a busy machine does not decide the speed-up.
+    ``progress(done, total)`` counts windows over all runs; ``should_stop()`` is polled before each window.
     DataError names what does not match (class counts, ground-truth shape or values).
     """
     from .metrics import dice_per_class
@@ -61,14 +66,24 @@ def compare_models(teacher: ModelEntry, student: ModelEntry, image: np.ndarray, 
         if truth.size and (truth.min() < 0 or truth.max() >= n):
             raise DataError(f"ground-truth labels hold values {int(truth.min())}..{int(truth.max())} but the "
                             f"models know only classes 0..{n - 1}")
-    report = None if progress is None else (lambda stage: (lambda d, t: progress(stage * t + d, 2 * t)))
-    t_lab, t_s = teacher.segmenter.timed(image, progress=report and report(0), should_stop=should_stop,
-                                         source=source)
-    s_lab, s_s = student.segmenter.timed(image, progress=report and report(1), should_stop=should_stop,
-                                         source=source)
+    runs = max(1, int(timing_runs))
+    stages = 2 * (1 + runs)
+
+    def report(stage: int) -> Callable[[int, int], object] | None:
+        return None if progress is None else (lambda d, t: progress(stage * t + d, stages * t))
+
+    kw = {"should_stop": should_stop, "source": source}
+    t_lab = teacher.segmenter(image, progress=report(0), **kw)  # warm-up runs that give the labels
+    s_lab = student.segmenter(image, progress=report(1), **kw)
+    times: dict[str, list[float]] = {"t": [], "s": []}
+    for i in range(runs):
+        order = (("t", teacher), ("s", student)) if i % 2 == 0 else (("s", student), ("t", teacher))
+        for j, (key, entry) in enumerate(order):
+            times[key].append(entry.segmenter.timed(image, progress=report(2 + 2 * i + j), **kw)[1])
+    t_s, s_s = statistics.median(times["t"]), statistics.median(times["s"])
     names = teacher.segmenter.class_names or student.segmenter.class_names
     names = list(names)[1:n] if names and len(names) == n else [f"class {k}" for k in range(1, n)]
-    res = CompareResult(t_lab, s_lab, t_s, s_s, names, dice_per_class(s_lab, t_lab, n))
+    res = CompareResult(t_lab, s_lab, t_s, s_s, names, dice_per_class(s_lab, t_lab, n), timing_runs=runs)
     if truth is not None:
         res.dice_tg = dice_per_class(t_lab, truth, n)
         res.dice_sg = dice_per_class(s_lab, truth, n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -18,6 +19,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -29,6 +31,7 @@ from qtpy.QtWidgets import (
 from ..config import ConfigError, TrainConfig
 from ..data.io import DataError
 from ..distill.methods import get_method, menu_methods
+from ..models.presets import PRESET_INFO, PRESETS, preset_summary
 from ..runs import runs_root
 from ..runtime import available_devices, cpu_bf16_supported, resolve_device
 from ._choosers import ModelChooser
@@ -46,7 +49,7 @@ __all__ = ["METHODS", "METHOD_TIPS", "STUDENT_PRESETS", "DistillSettings", "avai
 
 METHODS = tuple(m.name for m in menu_methods())  # the methods table's menu order
 METHOD_TIPS = {m.name: m.tip for m in menu_methods()}
-STUDENT_PRESETS = ("student", "student-tiny")
+STUDENT_PRESETS = tuple(p for p in PRESETS if p != "teacher")
 
 
 class DistillSettings:
@@ -84,9 +87,19 @@ class DistillSettings:
         form.addRow("Method", self.method_combo)
         self.student_combo = QComboBox()
         self.student_combo.setEditable(True)
-        self.student_combo.addItems(list(STUDENT_PRESETS))
+        for i, name in enumerate(STUDENT_PRESETS):
+            self.student_combo.addItem(name)
+            self.student_combo.setItemData(i, f"{name}: {PRESET_INFO[name]['description']}\n"
+                                              f"{preset_summary(name)}", Qt.ItemDataRole.ToolTipRole)
         self.student_combo.setToolTip("a preset, or channels per level such as 8,16,32,64")
         form.addRow("Student", self.student_combo)
+        self.student_info = QLabel()  # what the chosen preset costs and gains, as measured
+        self.student_info.setWordWrap(True)
+        self.student_info.setStyleSheet("color: gray; font-size: 10px")
+        form.addRow("", self.student_info)
+        self.student_combo.currentTextChanged.connect(
+            lambda text: self.student_info.setText(preset_summary(text.strip())))
+        self.student_info.setText(preset_summary(self.student_combo.currentText()))
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 10_000_000)
         self.iterations_spin.setValue(2000)

@@ -200,7 +200,7 @@ class CompareWidget(QWidget):
         self.times.setText(
             f"teacher {res.teacher_s:.2f} s ({_fmt_params(teacher.segmenter.parameters)} parameters)  ·  "
             f"student {res.student_s:.2f} s ({_fmt_params(student.segmenter.parameters)})  ·  "
-            f"{speed:.1f}× faster on {student.segmenter.device}")
+            f"{speed:.1f}× faster on {student.segmenter.device} (median of {res.timing_runs} runs after a warm-up)")
         agree = 100.0 * (1.0 - res.disagreement.mean()) if res.disagreement.size else 100.0
         self.status.setText(f"teacher and student agree on {agree:.1f} % of the pixels")
 

@@ -62,6 +62,19 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_summary(name: str) -> str:
+    """One line a chooser shows for a preset: parameters and measured speed-up against ``teacher`` ("" if unknown)."""
+    info = PRESET_INFO.get(name)
+    if info is None:
+        return ""
+    p, x = info["params"], info["speedup"]
+    if name == "teacher":
+        return f"{p['2d']:,} parameters (2D) / {p['3d']:,} (3D); the reference for speed-ups"
+    return (f"{p['2d']:,} parameters (2D) / {p['3d']:,} (3D); measured {x['2d']:g}x (2D) / {x['3d']:g}x (3D) "
+            f"faster than the teacher per volume, {x['hippocampus']:g}x on hippocampus and {x['chaos']:g}x on "
+            "CHAOS patches (1 CPU thread)")
+
+
 def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, num_classes: int,
                 in_channels: int = 1, norm: str | None = None, **options: Any) -> UNet:
     """Build a U-Net from a preset name or an explicit channel tuple.
