@@ -25,7 +25,7 @@ from napari_dmd.models.unet import UNet
 S, T = (8, 16, 24, 40, 64), (4, 8, 16, 24, 32)
 CANDIDATES: dict[str, dict] = {
     "teacher": dict(channels=(16, 32, 64, 128, 256)),
-    "student-classic": dict(channels=S),
+    "student": dict(channels=S),
     "tiny-classic": dict(channels=T),
     "S bn": dict(channels=S, norm="batch"),
     "S bn stem2": dict(channels=S, norm="batch", stem=2),

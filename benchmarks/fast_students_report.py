@@ -31,12 +31,12 @@ from napari_dmd.segment import Segmenter  # noqa: E402
 DATASETS = ("hippocampus", "chaos")
 #: which job files hold each preset's Dice: (setting, method prefix, where the classic presets were trained)
 SOURCES = {"teacher": ("teacher", "none"), "student": ("full", "dmd"), "student-tiny": ("tiny", "dmd"),
-           "student-classic": ("full", "dmd"), "student-tiny-classic": ("tiny", "dmd")}
+           "student-fast": ("full", "dmd"), "student-fast-tiny": ("tiny", "dmd")}
 
 
 def _dice(folders: dict[str, Path], ds: str, preset: str) -> list[float]:
     setting, method = SOURCES[preset]
-    folder = folders["classic" if preset.endswith("classic") else "fast"]
+    folder = folders["fast" if preset.startswith("student-fast") else "classic"]
     found = sorted(folder.glob(f"{ds}_{setting}_{method}_*s[0-9].json"))
     found = [f for f in found if "pool" not in f.name]
     return [json.loads(f.read_text())["mean_dice"] for f in found]
@@ -75,7 +75,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", default="docs/benchmarks/bench-b2-fast-students.json")
     p.add_argument("--png", default="docs/images/b2_dice_latency.png")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from the --json file, measure nothing")
     a = p.parse_args()
+    if a.plot_only:
+        _plot(json.loads(Path(a.json).read_text()), Path(a.png))
+        return
     torch.set_num_threads(a.threads)
     folders = {"classic": Path(a.classic_jobs), "fast": Path(a.fast_jobs)}
     res: dict = {"threads": a.threads, "repeats": a.repeats, "datasets": {}}
@@ -116,7 +120,7 @@ def _plot(res: dict, png: Path) -> None:
                 best = y
         ax.plot(*zip(*front), "--", color="0.6", zorder=1, label="Pareto front")
         for n, r in rows.items():
-            fast = n in ("student", "student-tiny")
+            fast = n.startswith("student-fast")
             ax.errorbar(1000 * r["median_s"], r["dice"], yerr=r["dice_sd"], fmt="o" if fast else "s",
                         color="C1" if fast else ("C0" if n != "teacher" else "k"), capsize=3, zorder=2)
             ax.annotate(n, (1000 * r["median_s"], r["dice"]), textcoords="offset points", xytext=(5, 4), fontsize=8)

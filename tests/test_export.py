@@ -122,7 +122,7 @@ def test_exports_reproduce_pytorch(dims, norm, tmp_path):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-@pytest.mark.parametrize("preset", ["student", "student-tiny"])
+@pytest.mark.parametrize("preset", ["student-fast", "student-fast-tiny"])
 def test_fast_students_export_at_full_resolution(preset, dims, tmp_path):
     """Half-resolution students (strided stem, batch norm) export with their logit upsampling and folded norms."""
     pytest.importorskip("onnxruntime")

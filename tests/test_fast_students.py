@@ -44,17 +44,17 @@ def test_every_preset_shapes_and_feature_scales(name, dims, shape):
     for f, stride, ch in zip(feats, net.feature_strides, net.feature_channels):
         assert f.shape[1] == ch
         assert tuple(f.shape[2:]) == tuple(-(-n // stride) for n in shape)
-    assert net.feature_strides[-1] == (2 if name in ("student", "student-tiny") else 1)
+    assert net.feature_strides[-1] == (2 if name in ("student-fast", "student-fast-tiny") else 1)
     assert PRESET_INFO[name]["params"][f"{dims}d"] == count_parameters(net)
 
 
 def test_fast_students_use_batch_norm_unless_overridden():
-    assert build_model("student", 2, 3).norm == "batch"
-    assert build_model("student", 2, 3, norm="auto").norm == "batch"
-    assert build_model("student", 2, 3, norm="instance").norm == "instance"
-    assert build_model("student-classic", 2, 3).norm == "instance"
+    assert build_model("student-fast", 2, 3).norm == "batch"
+    assert build_model("student-fast", 2, 3, norm="auto").norm == "batch"
+    assert build_model("student-fast", 2, 3, norm="instance").norm == "instance"
+    assert build_model("student", 2, 3).norm == "instance"
     assert build_model((4, 8, 16), 2, 3).norm == "instance"
-    assert build_model("student", 2, 3, stem=1).total_stride == 8
+    assert build_model("student-fast", 2, 3, stem=1).total_stride == 8
 
 
 @pytest.mark.parametrize("opts", [dict(stem=2, norm="batch"), dict(stem=2, upsample="learned", block="dsconv"),
@@ -95,7 +95,7 @@ def test_fold_batchnorm_is_equivalent(opts, dims, shape):
 
 
 def test_every_inference_path_gives_the_same_labels():
-    net = _trained_bn(build_model("student", 2, 3), (64, 64))
+    net = _trained_bn(build_model("student-fast", 2, 3), (64, 64))
     image = np.random.default_rng(0).standard_normal((3, 70, 90)).astype(np.float32)
     ref = sliding_window_predict(net, image, (48, 48), batch_size=1).argmax(0)
     folded = fold_batchnorm(net)
@@ -106,7 +106,7 @@ def test_every_inference_path_gives_the_same_labels():
     assert seg.model is net and net.norm == "batch", "Segmenter folds a copy, never the user's model"
 
 
-@pytest.mark.parametrize("model", ["student", "student-tiny"])
+@pytest.mark.parametrize("model", ["student-fast", "student-fast-tiny"])
 def test_dmd_trains_a_half_resolution_student(model, tmp_path):
     cases = phantom_cases(4, 2)
     cfg = TrainConfig(method="dmd", model=model, iterations=2, batch_size=2, patch_size=[32, 32],
@@ -124,11 +124,11 @@ def test_dmd_trains_a_half_resolution_student(model, tmp_path):
 def test_bench_presets_quick_lists_every_model(capsys):
     from napari_dmd.bench.inference import bench_presets
 
-    res = bench_presets("student,student-tiny", repeats=1, quick=True, threads=[1])
+    res = bench_presets("student-fast,student-fast-tiny", repeats=1, quick=True, threads=[1])
     three, two = res["setups"]["3d"]["models"], res["setups"]["2d"]["models"]
-    assert list(three) == ["teacher", "student", "student-tiny", "nnunet-3d-hippocampus"]
-    assert list(two) == ["teacher", "student", "student-tiny"]
-    assert three["teacher"]["speedup_1t"] == 1.0 and three["student"]["median_s_1t"] > 0
+    assert list(three) == ["teacher", "student-fast", "student-fast-tiny", "nnunet-3d-hippocampus"]
+    assert list(two) == ["teacher", "student-fast", "student-fast-tiny"]
+    assert three["teacher"]["speedup_1t"] == 1.0 and three["student-fast"]["median_s_1t"] > 0
     assert three["nnunet-3d-hippocampus"]["params"] > three["teacher"]["params"] * 0.9
     assert "speed-up (1 thr)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown preset"):
