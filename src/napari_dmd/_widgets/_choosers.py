@@ -1,4 +1,4 @@
-"""Choosers kept in sync with napari and the model registry: a layer combo box and a model combo box.
+"""Choosers kept in sync with napari and the model registry: a layer combo box (magicgui) and a model combo box.
 
 Everything here runs on the Qt main thread.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from magicgui.widgets import ComboBox
 from napari.layers import Layer
-from qtpy.QtWidgets import QComboBox, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QWidget
 
 from ..registry import REGISTRY, ModelEntry
 
@@ -21,10 +22,13 @@ NONE_TEXT = "(none)"
 __all__ = ["NONE_TEXT", "LayerChooser", "ModelChooser"]
 
 
-class LayerChooser(QComboBox):
+class LayerChooser(QWidget):
     """A combo box of the viewer's layers of one type, kept in sync with the layer list.
 
-    ``optional=True`` adds a first "(none)" entry. :meth:`layer` returns the chosen layer or None.
+    A thin Qt facade over a :class:`magicgui.widgets.ComboBox` (``self.combo``) whose choices are
+    ``(name, layer)`` pairs from :meth:`_layers`, re-read when layers are inserted, removed, moved or
+    renamed; the chosen layer stays chosen while it exists (also across a rename). ``optional=True``
+    adds a first "(none)" entry. :meth:`layer` returns the chosen layer or None.
     """
 
     def __init__(self, viewer: napari.Viewer, layer_type: type[Layer] | tuple[type[Layer], ...],
@@ -32,54 +36,56 @@ class LayerChooser(QComboBox):
         super().__init__(parent)
         self._viewer = viewer
         self._type = layer_type
-        self._optional = optional
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
+        self.combo = ComboBox(choices=lambda _: [(lay.name, lay) for lay in self._layers()], nullable=optional)
+        self.combo.null_string = NONE_TEXT
+        native = self.combo.native
+        native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        native.setMinimumContentsLength(12)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(native)
+        self.setFocusProxy(native)
+        for ev in self._events():
             ev.connect(self.refresh)
         self.refresh()
+
+    def _events(self) -> list[Any]:
+        events = self._viewer.layers.events
+        return [events.inserted, events.removed, events.moved, events.reordered, events.renamed, events.changed]
 
     def _layers(self) -> list[Layer]:
         return [layer for layer in self._viewer.layers if isinstance(layer, self._type)]
 
     def refresh(self, *_: Any) -> None:
-        """Re-list the layers, keeping the current choice when it still exists."""
+        """Re-list the layers in layer-list order, keeping the chosen layer when it still exists."""
         try:
-            current = self.currentText()
+            chosen = self.combo.value
         except RuntimeError:  # the Qt object is gone: stop listening
-            self._disconnect()
+            for ev in self._events():
+                ev.disconnect(self.refresh)
             return
-        names = [layer.name for layer in self._layers()]
-        for layer in self._layers():
-            layer.events.name.connect(self.refresh)
-        self.blockSignals(True)
-        self.clear()
-        if self._optional:
-            self.addItem(NONE_TEXT)
-        self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
-        self.blockSignals(False)
-        if self.currentText() != current:
-            self.currentIndexChanged.emit(self.currentIndex())
+        with self.combo.changed.blocked():  # one `combo.changed`, below, and only when the choice changed
+            self.combo.native.clear()  # re-filled in layer-list order (magicgui alone keeps old positions)
+            self.combo.reset_choices()
+            if chosen is not None and chosen in self.combo.choices:
+                self.combo.value = chosen
+        if self.combo.value is not chosen:
+            self.combo.changed.emit(self.combo.value)
 
-    def _disconnect(self) -> None:
-        events = self._viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
-            ev.disconnect(self.refresh)
+    def currentText(self) -> str:  # noqa: N802 - the QComboBox name this class had
+        """The text shown: the chosen layer's name, "(none)" or ""."""
+        return self.combo.current_choice
 
     def layer(self) -> Layer | None:
         """The chosen layer, or None ("(none)" or an empty list)."""
-        name = self.currentText()
-        for layer in self._layers():
-            if layer.name == name:
-                return layer
-        return None
+        return self.combo.value
 
     def set_layer(self, layer: Layer | str) -> None:
-        """Choose ``layer`` (a layer or its name)."""
-        self.setCurrentText(layer if isinstance(layer, str) else layer.name)
+        """Choose ``layer`` (a layer or its name); a layer not listed is ignored."""
+        name = layer if isinstance(layer, str) else layer.name
+        match = next((lay for lay in self._layers() if lay.name == name), None)
+        if match is not None:
+            self.combo.value = match
 
 
 class ModelChooser(QComboBox):
