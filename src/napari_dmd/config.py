@@ -57,7 +57,7 @@ def _float_fields() -> list[str]:
 
 @dataclass
 class TrainConfig:
-    """Settings for one run. Defaults follow DESIGN.md §2 and our validation runs (docs/architecture.md)."""
+    """Settings for one run. Defaults follow docs/method.md and our validation runs (docs/architecture.md)."""
 
     # what to train
     method: str = "dmd"  # none | ds | kd | dkd | mfd | dmd ("none" also trains teachers)
@@ -81,7 +81,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_warmup: float = 0.02  # fraction of iterations with a linear LR ramp
     grad_clip: float = 12.0
-    # distillation (DESIGN.md §2)
+    # distillation (docs/method.md)
     temperature: float = 4.0
     alpha: float = 1.0  # DKD target weight
     beta: float = 2.0  # DKD non-target weight (8 is the classification default, too strong here)

@@ -1,6 +1,6 @@
 """Thin Qt views of the napari-dmd engine (one widget per module; shared helpers in ``_``-modules).
 
-Widgets import the core; the core never imports Qt or napari (DESIGN.md §5).
+Widgets import the core; the core never imports Qt or napari (docs/architecture.md).
 """
 
 import os as _os
