@@ -105,7 +105,7 @@ def add_verbs(sub: Any) -> None:
     t.add_argument("--threshold", type=float, default=0.80)
     r = t.add_argument_group("or distil now on this machine (stops at the threshold)")
     r.add_argument("--teacher", help="teacher checkpoint or file")
-    r.add_argument("--data", help="MSD folder, e.g. ../shared/data/msd_hippocampus")
+    r.add_argument("--data", help="MSD folder (imagesTr/, labelsTr/), e.g. data/msd_hippocampus")
     r.add_argument("--out", help="output folder of the run (must not hold a run)")
     r.add_argument("--config", help="YAML settings of the run (e.g. a run's config.yaml); default: DMD, "
                                     "student, lr 3e-3, 10 %% validation (at most 20 cases)")
