@@ -167,6 +167,10 @@ def check_values(path: str | Path, data: dict[str, Any]) -> None:
         raise bad("class_names must be a list of strings")
     if not isinstance(data.get("normalization", ""), str | None):
         raise bad(f"normalization {data['normalization']!r} (must be a scheme name)")
+    summary = data.get("train_data")
+    if summary is not None and not _valid_summary(summary):
+        raise bad("'train_data' must be a training-data summary (spatial_dims, spacing, 3 intensity "
+                  "percentiles, cases)")
     heads = data.get("heads")
     if heads:
         if not isinstance(heads, dict) or not isinstance(heads.get("state_dict"), dict):
@@ -176,6 +180,22 @@ def check_values(path: str | Path, data: dict[str, Any]) -> None:
         scales = heads.get("feature_scales")
         if scales is not None and not (_int_list(scales, 0, 16) and len(scales) == len(heads["in_channels"])):
             raise bad(f"heads feature_scales {scales!r} (must list one decoder stage per head)")
+
+
+def _numbers(value: Any, n: int | None = None) -> bool:
+    return isinstance(value, list | tuple) and (n is None or len(value) == n) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+
+def _valid_summary(summary: Any) -> bool:
+    """A training-data summary as :func:`napari_dmd.guard.data_summary` writes it (every key optional)."""
+    if not isinstance(summary, dict):
+        return False
+    p, sp = summary.get("intensity_percentiles"), summary.get("spacing")
+    return (summary.get("spatial_dims") in (None, 2, 3) and (p is None or _numbers(p, 3))
+            and (sp is None or (_numbers(sp) and all(v > 0 for v in sp)))
+            and (summary.get("image_dims") is None or _int_list(summary.get("image_dims"), 2, 3, max_len=2))
+            and (summary.get("cases") is None or _ints(summary.get("cases"), 0, 1 << 30)))
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> UNet:

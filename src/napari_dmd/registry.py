@@ -45,7 +45,7 @@ def entry_from_checkpoint(path: str | Path, role: str | None = None, device: str
     return ModelEntry(name or f"{role}: {Path(path).parent.name}/{Path(path).name}", role, seg, model, heads,
                       (ckpt.get("heads") or {}).get("feature_scales"), str(path),
                       {"best_dice": ckpt.get("best_dice"), "iteration": ckpt.get("iteration"),
-                       "spacing": ckpt.get("spacing")})
+                       "spacing": ckpt.get("spacing"), "train_data": ckpt.get("train_data")})
 
 
 def entry_from_teacher_file(path: str | Path, *, trust: bool = False, device: str = "auto") -> ModelEntry:

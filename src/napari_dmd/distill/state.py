@@ -18,6 +18,7 @@ import torch
 from .. import runs
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError
+from ..guard import data_summary
 from ..runs import TrainingError
 
 
@@ -36,6 +37,7 @@ def payload(d: Any, with_state: bool) -> dict[str, Any]:
         "class_names": d.config.class_names,
         "normalization": d.normalization,
         "spacing": [float(s) for s in spacing],
+        "train_data": _data_summary(d),
         "patch_size": list(d.patch_size),
         "iteration": d.iteration,
         "best_dice": d.best_dice,
@@ -55,6 +57,15 @@ def payload(d: Any, with_state: bool) -> dict[str, Any]:
             "val_references": {k: torch.from_numpy(v.astype(np.int64)) for k, v in d.val_references.items()},
         }
     return data
+
+
+def _data_summary(d: Any) -> dict[str, Any]:
+    """The training data's summary (:func:`napari_dmd.guard.data_summary`), computed once per run."""
+    summary = getattr(d, "_data_summary", None)
+    if summary is None:
+        summary = data_summary(d.train_cases, d.spatial_dims)
+        d._data_summary = summary
+    return summary
 
 
 def write(d: Any, path: Path, with_state: bool) -> Path:
