@@ -130,6 +130,22 @@ def _cover(path: Path, image: np.ndarray, logits: np.ndarray, class_names: list[
         plt.close(fig)
 
 
+def _validation_section(card: dict[str, Any]) -> str:
+    """The '# Validation' section bioimage.io asks of a model's documentation."""
+    ev = card.get("evaluation") or {}
+    lines = ["", "## Validation", "",
+             "The test input/output pair in this package is a forward pass of the TorchScript weights on the "
+             "input after the declared preprocessing; the ONNX weights reproduce it (max |difference| "
+             f"{((card.get('exports') or {}).get('onnx') or {}).get('max_abs_diff')}).", ""]
+    if ev.get("student"):
+        t = (ev.get("teacher") or {}).get("mean_dice")
+        lines += [f"Mean Dice on {len(ev.get('cases') or [])} {ev.get('split', 'val')} cases: student "
+                  f"{ev['student']['mean_dice']:.4f}" + (f", teacher {t:.4f}" if t else "") + ".", ""]
+    else:
+        lines += ["No labelled cases were given at export, so no Dice is reported here.", ""]
+    return "\n".join(lines)
+
+
 def write_bioimageio(card: dict[str, Any], out_dir: str | Path, *, sample: np.ndarray | None = None,
                      name: str | None = None, overwrite: bool = False, validate: bool = True) -> dict[str, Any]:
     """Pack an exported student (``card`` from ``export_student`` with both TorchScript and ONNX) as a bioimage.io zip.
@@ -190,9 +206,14 @@ def write_bioimageio(card: dict[str, Any], out_dir: str | Path, *, sample: np.nd
         np.save(tmp / "test_input.npy", image[None, None].astype(np.float32))
         np.save(tmp / "test_output.npy", logits)
         _cover(tmp / "cover.png", image, logits[0], classes)
-        for key, fname in (("torchscript", "student.torchscript.pt"), ("onnx", "student.onnx"),
-                           ("card_markdown", "model_card.md")):
+        import tifffile
+
+        tifffile.imwrite(tmp / "sample_input.tif", image[None, None].astype(np.float32))
+        tifffile.imwrite(tmp / "sample_output.tif", logits)
+        for key, fname in (("torchscript", "student.torchscript.pt"), ("onnx", "student.onnx")):
             shutil.copyfile(files[key], tmp / fname)
+        (tmp / "model_card.md").write_text(Path(files["card_markdown"]).read_text(encoding="utf-8")
+                                           + _validation_section(card), encoding="utf-8")
         note = NOT_EXPRESSIBLE.get(scheme)
         in_axes = [BatchAxis(), ChannelAxis(channel_names=[Identifier("image")]),
                    *[SpaceInputAxis(id=AxisId(a), size=ParameterizedSize(min=MIN_SIZE, step=1)) for a in axes]]
@@ -218,10 +239,12 @@ def write_bioimageio(card: dict[str, Any], out_dir: str | Path, *, sample: np.nd
             git_repo="https://github.com/napari-dmd/napari-dmd",
             inputs=[InputTensorDescr(id=TensorId("image"), axes=in_axes, preprocessing=preprocessing_for(scheme),
                                      description=f"single-channel image, normalized as: {scheme}"[:128],
-                                     test_tensor=FileDescr(source=tmp / "test_input.npy"))],
+                                     test_tensor=FileDescr(source=tmp / "test_input.npy"),
+                                     sample_tensor=FileDescr(source=tmp / "sample_input.tif"))],
             outputs=[OutputTensorDescr(id=TensorId("logits"), axes=out_axes,
                                        description="per-pixel class logits; argmax over channel is the label",
-                                       test_tensor=FileDescr(source=tmp / "test_output.npy"))],
+                                       test_tensor=FileDescr(source=tmp / "test_output.npy"),
+                                       sample_tensor=FileDescr(source=tmp / "sample_output.tif"))],
             weights=WeightsDescr(
                 torchscript=TorchscriptWeightsDescr(source=tmp / "student.torchscript.pt",
                                                     pytorch_version=Version(torch.__version__.split("+")[0])),
