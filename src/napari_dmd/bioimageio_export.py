@@ -196,6 +196,8 @@ def write_bioimageio(card: dict[str, Any], out_dir: str | Path, *, sample: np.nd
         raise ExportError(f"{target}: exists; pass overwrite=True (CLI --overwrite) to replace it")
 
     image = _sample(card, sample)
+    if scheme == "ct":  # test input inside its own clip band: bioimage.io runtimes differ in clip/statistics order
+        image = np.clip(image, *np.percentile(image, CT_CLIP)).astype(np.float32)
     net = torch.jit.load(str(files["torchscript"]), map_location="cpu").eval()
     x = bioimageio_normalize(image, scheme)[None, None]
     with torch.inference_mode():

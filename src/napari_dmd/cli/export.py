@@ -1,4 +1,5 @@
-"""``napari-dmd export``: TorchScript / ONNX files and a model card (:func:`napari_dmd.export.export_student`)."""
+"""``napari-dmd export``: TorchScript / ONNX files and a model card (:func:`napari_dmd.export.export_student`), and
+with ``--format bioimageio`` a bioimage.io model zip (:func:`napari_dmd.bioimageio_export.write_bioimageio`)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from .cases import _add_data_flags, _load_cases
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``napari-dmd export`` to the CLI's subparsers (sets ``func=cmd_export``)."""
+    from ..choices import EXPORT_CHOICES
     from ..choices import EXPORT_FORMATS as FORMATS
     from .flags import add_teacher_flags
 
     p = subparsers.add_parser("export", help="export a student to TorchScript / ONNX with a model card")
     p.add_argument("--model", required=True, help="student checkpoint (.pt)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p.add_argument("--formats", "--format", nargs="+", choices=list(EXPORT_CHOICES), default=list(FORMATS),
+                   help="default: torchscript onnx; bioimageio packs both (exported too) as a bioimage.io model zip "
+                        "(needs pip install 'napari-dmd[bioimageio]')")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     p.add_argument("--device", default="auto", help="where latency and Dice are measured")
@@ -41,7 +45,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ..teachers import teacher_from_args
 
         teacher = teacher_from_args(args)
-    card = export_student(args.model, args.out, formats=args.formats, cases=cases, teacher=teacher,
+    formats = list(dict.fromkeys(args.formats))
+    package = "bioimageio" in formats
+    if package:  # fail before the slow export when the optional package is missing
+        from ..bioimageio_export import _require_spec
+
+        _require_spec()
+        formats = ["torchscript", "onnx"]  # the package holds both weights formats
+    card = export_student(args.model, args.out, formats=formats, cases=cases, teacher=teacher,
                           device=args.device, opset=args.opset, overwrite=args.overwrite,
                           latency_runs=args.latency_runs, split=args.split)
     for fmt, e in card["exports"].items():
@@ -56,4 +67,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"mean Dice on {len(ev['cases'])} cases ({ev['split']}): student {ev['student']['mean_dice']:.4f}"
               + (f", teacher {t:.4f}, retention {100 * ev['dice_retention']:.1f} %" if t else ""))
     print(f"model card: {card['files']['card_json']}  {card['files']['card_markdown']}")
+    if package:
+        from ..bioimageio_export import write_bioimageio
+
+        card.setdefault("checkpoint", str(args.model))
+        info = write_bioimageio(card, args.out, sample=cases[0].image if cases else None, overwrite=args.overwrite)
+        v = info["validation"]
+        print(f"bioimageio: {info['path']}  (bioimageio.spec: {v['status']}, {len(v['errors'])} errors, "
+              f"{len(v['warnings'])} warnings)")
+        for w in v["errors"] + v["warnings"]:
+            print(f"  {w}")
+        if info["not_expressible"]:
+            print(f"  normalization: {info['not_expressible']}")
+        if v["errors"]:
+            return 1
     return 0
