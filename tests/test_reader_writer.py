@@ -58,11 +58,14 @@ def test_image_and_labels_layers_keep_spacing_and_affine(oblique_case):
     img_path, lab_path = oblique_case
     ((data, kw, kind),) = get_reader(str(img_path))(str(img_path))
     assert kind == "image"
-    assert data.shape == (6, 16, 20)  # (z, y, x)
-    # spacing = column norms of the affine, in array (z, y, x) order
-    np.testing.assert_allclose(kw["scale"], (2.5, np.hypot(0.1, 0.8), 0.8), rtol=1e-6)
+    # the file's (z, y, x) = (6, 16, 20) voxel axes run along world x, z, y: shown in world axis order
+    assert data.shape == (16, 20, 6)
+    # spacing = column norms of the affine, in the layer's array order
+    np.testing.assert_allclose(kw["scale"], (np.hypot(0.1, 0.8), 0.8, 2.5), rtol=1e-6)
     meta = kw["metadata"]["napari_dmd"]
-    assert np.array_equal(np.array(meta["affine"]), nib.load(str(img_path)).affine)
+    assert meta["file_axes"] == [1, 2, 0]
+    assert np.array_equal(np.array(meta["file_affine"]), nib.load(str(img_path)).affine)
+    np.testing.assert_array_equal(np.transpose(np.asarray(nib.load(str(img_path)).dataobj), (1, 0, 2)), data)
     assert meta["path"] == str(img_path) and list(meta["spacing"]) == list(kw["scale"])
     ((ldata, lkw, lkind),) = read_layers(str(lab_path))
     assert lkind == "labels" and ldata.dtype.kind in "iu" and set(np.unique(ldata)) <= {0, 1, 2}
@@ -159,7 +162,7 @@ def test_viewer_open_and_save_through_npe2(make_napari_viewer, oblique_case, tmp
     [image] = viewer.open(str(img_path), plugin="napari-dmd")
     [labels] = viewer.open(str(lab_path), plugin="napari-dmd")
     assert image._type_string == "image" and labels._type_string == "labels"
-    np.testing.assert_allclose(image.scale, (2.5, np.hypot(0.1, 0.8), 0.8), rtol=1e-6)
+    np.testing.assert_allclose(image.scale, (np.hypot(0.1, 0.8), 0.8, 2.5), rtol=1e-6)
     out = tmp_path / "saved.nii.gz"
     saved = labels.save(str(out), plugin="napari-dmd")
     assert saved == [str(out)]

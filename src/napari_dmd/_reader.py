@@ -1,10 +1,13 @@
 """npe2 reader: NIfTI (.nii, .nii.gz) and TIFF (.tif, .tiff) images and label maps, spacing kept.
 
-Image files become image layers with ``scale`` = voxel spacing (mm, array order ``(z, y, x)``) and
-``metadata["napari_dmd"] = {"affine": ..., "spacing": ..., "path": ...}`` (the file's 4x4 voxel-to-world
-affine, so labels saved from the layer get it back). Integer-valued files in a ``labelsTr/``/``labelsTs/``
-folder or named ``*_seg*``, ``*_label*``, ``*_mask*`` become labels layers. A bad file raises
-:class:`~napari_dmd.data.io.DataError` with a one-line message naming it; napari shows it to the user.
+Image files become image layers placed in world space (:mod:`napari_dmd.data.world`): ``scale`` = voxel
+spacing (mm, array order ``(z, y, x)``), ``affine`` = the file's direction, axis flips and origin, ``units`` mm,
+``axis_labels`` ``z, y, x``; and ``metadata["napari_dmd"] = {"affine": ..., "spacing": ..., "path": ...}``
+(the 4x4 voxel-to-world affine of the layer's array, so labels saved from the layer get it back; a scan
+with voxel axes permuted against the world is transposed into world axis order, and ``file_axes`` /
+``file_affine`` say how, so the writer saves labels in the file's voxel order). Integer-valued files
+in a ``labelsTr/``/``labelsTs/`` folder or named ``*_seg*``, ``*_label*``, ``*_mask*`` become labels layers.
+A bad file raises :class:`~napari_dmd.data.io.DataError` with a one-line message naming it; napari shows it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .data.io import file_suffix, read_image, strip_suffix
+from .data.world import display_axes, layer_kwargs, permute_affine
 
 READABLE = (".nii", ".nii.gz", ".tif", ".tiff")
 LABEL_FOLDERS = ("labelstr", "labelsts", "labels")
@@ -71,15 +75,22 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     layers: list[LayerData] = []
     for p in _paths(path):
         data = read_image(p)
-        meta = {"napari_dmd": {"affine": np.asarray(data.affine).tolist(),
-                               "spacing": [float(s) for s in data.spacing], "path": data.path}}
-        kwargs: dict[str, Any] = {"name": strip_suffix(p), "scale": tuple(data.spacing), "metadata": meta}
-        labels = _as_labels(data.array) if is_label_path(p) else None
+        array, affine, spacing = data.array, np.asarray(data.affine), tuple(data.spacing)
+        meta_extra: dict[str, Any] = {}
+        order = display_axes(affine, array.ndim)
+        if order is not None:  # voxel axes permuted against the world: show them in world axis order
+            array, affine = np.ascontiguousarray(np.transpose(array, order)), permute_affine(affine, order, array.ndim)
+            spacing = tuple(spacing[i] for i in order)
+            meta_extra = {"file_axes": list(order), "file_affine": np.asarray(data.affine).tolist()}
+        meta = {"napari_dmd": {"affine": affine.tolist(), "spacing": [float(s) for s in spacing],
+                               "path": data.path, **meta_extra}}
+        kwargs: dict[str, Any] = {"name": strip_suffix(p), "metadata": meta, **layer_kwargs(affine, spacing)}
+        labels = _as_labels(array) if is_label_path(p) else None
         if labels is not None:
             if not _LABEL_NAME.search(kwargs["name"]):  # labelsTr/case.nii.gz: tell it from imagesTr/case
                 kwargs["name"] += " labels"
             layers.append((labels, kwargs, "labels"))
         else:
             kwargs["colormap"] = "gray"
-            layers.append((data.array, kwargs, "image"))
+            layers.append((array, kwargs, "image"))
     return layers

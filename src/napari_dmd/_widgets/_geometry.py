@@ -13,6 +13,7 @@ import numpy as np
 from napari.layers import Image, Labels, Layer
 
 from ..data.io import affine_from_spacing
+from ..data.world import data_to_world, napari_affine, nifti_affine, same_transform
 
 if TYPE_CHECKING:
     import napari
@@ -63,16 +64,21 @@ def layer_spacing(layer: Layer) -> tuple[float, ...]:
 
 
 def layer_affine(layer: Layer) -> np.ndarray:
-    """4x4 voxel-to-world affine (NIfTI x, y, z index order) of a layer.
+    """4x4 voxel-to-world affine (NIfTI x, y, z index order, RAS mm) of where a layer sits in napari.
 
-    The affine the reader kept in the metadata when it is a 4x4 matrix, else a diagonal affine built from
-    :func:`layer_spacing`.
+    The affine the reader kept in the metadata (bit-exact) while the layer's data-to-world transform is still
+    the one it gives; else (the layer was moved or has no metadata) the affine of the layer's transform.
     """
+    ndim = layer.ndim
+    world = data_to_world({"scale": layer.scale, "translate": layer.translate, "rotate": layer.rotate,
+                           "shear": layer.shear, "affine": layer.affine.affine_matrix}, ndim)
     affine = dmd_metadata(layer).get("affine")
     if affine is not None:
         arr = np.asarray(affine, dtype=np.float64)
-        if arr.shape == (4, 4) and np.all(np.isfinite(arr)):
+        if arr.shape == (4, 4) and np.all(np.isfinite(arr)) and same_transform(world, napari_affine(arr, ndim)):
             return arr
+    if ndim in (2, 3) and np.all(np.isfinite(world)) and abs(np.linalg.det(world[:ndim, :ndim])) > 1e-12:
+        return nifti_affine(world, ndim)
     return affine_from_spacing(layer_spacing(layer))
 
 
@@ -87,9 +93,11 @@ def labels_metadata(source: Layer, **extra: Any) -> dict[str, Any]:
 
 
 def placement_kwargs(layer: Image) -> dict[str, Any]:
-    """Layer keyword arguments that place a new layer exactly over ``layer`` (data-to-world transform)."""
+    """Layer keyword arguments that place a new layer exactly over ``layer``: its data-to-world transform,
+    world units and axis labels."""
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate), "rotate": layer.rotate,
-            "shear": layer.shear, "affine": layer.affine.affine_matrix}
+            "shear": layer.shear, "affine": layer.affine.affine_matrix, "units": tuple(layer.units),
+            "axis_labels": tuple(layer.axis_labels)}
 
 
 def cases_from_layers(pairs: Sequence[tuple[Image, Labels | None]]) -> list[Case]:
