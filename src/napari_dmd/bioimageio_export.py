@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .exportable import ExportError
+from .teachers.bioimageio import package_weights
 
 __all__ = ["MIN_SIZE", "PACKAGE_SUFFIX", "bioimageio_normalize", "export_bioimageio", "package_weights",
            "preprocessing_for", "validate_bioimageio", "write_bioimageio"]
@@ -210,8 +210,8 @@ def write_bioimageio(card: dict[str, Any], out_dir: str | Path, *, sample: np.nd
         _cover(tmp / "cover.png", image, logits[0], classes)
         import tifffile
 
-        tifffile.imwrite(tmp / "sample_input.tif", image[None, None].astype(np.float32))
-        tifffile.imwrite(tmp / "sample_output.tif", logits)
+        tifffile.imwrite(tmp / "sample_input.tif", image[None, None].astype(np.float32), photometric="minisblack")
+        tifffile.imwrite(tmp / "sample_output.tif", logits, photometric="minisblack")
         for key, fname in (("torchscript", "student.torchscript.pt"), ("onnx", "student.onnx")):
             shutil.copyfile(files[key], tmp / fname)
         (tmp / "model_card.md").write_text(Path(files["card_markdown"]).read_text(encoding="utf-8")
@@ -281,43 +281,6 @@ def validate_bioimageio(path: str | Path, *, perform_io_checks: bool = True) -> 
     warnings = [f"{'.'.join(map(str, w.loc))}: {w.msg}" for d in summary.details for w in d.warnings]
     return {"status": str(summary.status), "errors": errors, "warnings": warnings,
             "format_version": str(getattr(rd, "format_version", "?"))}
-
-
-def package_weights(path: str | Path, *, prefer: str = "onnx", into: str | Path | None = None) -> Path:
-    """The ONNX (default) or TorchScript weights of a bioimage.io package (a ``.zip`` or a folder with rdf.yaml).
-
-    A zip's weights file is extracted into ``into`` (default: a new temporary folder); no code is run.
-    """
-    import yaml
-
-    path = Path(path)
-    kinds = [prefer] + [k for k in ("onnx", "torchscript") if k != prefer]
-    if path.is_dir():
-        rdf = next((path / n for n in ("rdf.yaml", "bioimageio.yaml") if (path / n).is_file()), None)
-        if rdf is None:
-            raise ExportError(f"{path}: no rdf.yaml or bioimageio.yaml; not a bioimage.io package")
-        weights = (yaml.safe_load(rdf.read_text()) or {}).get("weights") or {}
-        for k in kinds:
-            if k in weights:
-                return path / str(weights[k]["source"])
-        raise ExportError(f"{path}: the package has no ONNX or TorchScript weights ({', '.join(weights)})")
-    if not zipfile.is_zipfile(path):
-        raise ExportError(f"{path}: not a bioimage.io package (neither a zip nor a folder)")
-    with zipfile.ZipFile(path) as zf:
-        rdf_name = next((n for n in ("rdf.yaml", "bioimageio.yaml") if n in zf.namelist()), None)
-        if rdf_name is None:
-            raise ExportError(f"{path}: the zip holds no rdf.yaml or bioimageio.yaml; not a bioimage.io package")
-        weights = (yaml.safe_load(zf.read(rdf_name)) or {}).get("weights") or {}
-        for k in kinds:
-            if k in weights:
-                member = str(weights[k]["source"])
-                if "/" in member or "\\" in member or member.startswith("."):
-                    raise ExportError(f"{path}: weights file name {member!r} is not a plain file name")
-                dest = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="napari-dmd-bioimageio-"))
-                dest.mkdir(parents=True, exist_ok=True)
-                (dest / member).write_bytes(zf.read(member))
-                return dest / member
-        raise ExportError(f"{path}: the package has no ONNX or TorchScript weights ({', '.join(weights)})")
 
 
 def export_bioimageio(checkpoint: str | Path, out_dir: str | Path, *, sample: np.ndarray | None = None,

@@ -126,6 +126,10 @@ def load_teacher(path: str | Path, *, kind: str = "auto", trust: bool = False, c
     if kind not in KINDS:
         raise TeacherError(f"teacher kind {kind!r} is unknown; choose one of {', '.join(KINDS)}")
     path = Path(path)
+    if kind in ("auto", "onnx", "torchscript") and path.name.lower().endswith(".bioimageio.zip"):
+        from .bioimageio import package_weights  # its ONNX (or TorchScript) weights, extracted
+
+        path = package_weights(path, prefer="torchscript" if kind == "torchscript" else "onnx")
     if kind == "auto":
         kind = detect_kind(path, network=network, trust=trust)
     common = dict(class_names=class_names, normalization=normalization, patch_size=patch_size, probe=probe)
