@@ -102,3 +102,17 @@ def test_data_to_world_matches_napari():
                   affine=np.diag([1.0, -1.0, 1.0, 1.0]))
     mine = data_to_world(layer._get_state(), 3)
     np.testing.assert_allclose(mine, layer._data_to_world.affine_matrix, atol=1e-12)
+
+
+def test_world_kwargs_put_a_physical_space_layer_over_the_image(tmp_path):
+    """The Features widget's maps are placed by scale/translate in the image's physical space; the image's
+    world kwargs (affine with flips, units, axis labels) then overlay them on the image."""
+    from napari_dmd._widgets._geometry import world_kwargs
+
+    path = _nifti(tmp_path / "scan.nii.gz", np.zeros((8, 6, 4), np.float32), FLIPPED)
+    image = _image_layer(path)
+    coarse = Image(np.zeros((2, 3, 4)), scale=tuple(np.asarray(image.scale) * 2),
+                   translate=tuple(np.asarray(image.scale) * 0.5), **world_kwargs(image))
+    world = coarse.data_to_world((1.0, 2.0, 3.0))  # centre of a 2x2x2 block of image voxels
+    np.testing.assert_allclose(image.world_to_data(world), (2.5, 4.5, 6.5), atol=1e-9)
+    assert coarse.units == image.units and tuple(coarse.axis_labels) == ("z", "y", "x")

@@ -33,6 +33,7 @@ __all__ = [
     "layer_affine",
     "layer_spacing",
     "placement_kwargs",
+    "world_kwargs",
 ]
 
 
@@ -92,12 +93,19 @@ def labels_metadata(source: Layer, **extra: Any) -> dict[str, Any]:
     return {META_KEY: meta}
 
 
+def world_kwargs(layer: Layer) -> dict[str, Any]:
+    """Layer keyword arguments that put a layer in ``layer``'s world: its ``affine`` (the physical-to-world
+    part of its transform: direction, flips, origin), ``units`` and ``axis_labels``. For layers placed by
+    their own scale and translate in ``layer``'s physical space (the Features widget's maps)."""
+    return {"affine": layer.affine.affine_matrix, "units": tuple(layer.units),
+            "axis_labels": tuple(layer.axis_labels)}
+
+
 def placement_kwargs(layer: Image) -> dict[str, Any]:
     """Layer keyword arguments that place a new layer exactly over ``layer``: its data-to-world transform,
     world units and axis labels."""
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate), "rotate": layer.rotate,
-            "shear": layer.shear, "affine": layer.affine.affine_matrix, "units": tuple(layer.units),
-            "axis_labels": tuple(layer.axis_labels)}
+            "shear": layer.shear, **world_kwargs(layer)}
 
 
 def cases_from_layers(pairs: Sequence[tuple[Image, Labels | None]]) -> list[Case]:
