@@ -72,7 +72,32 @@ class DistillSettings:
         fl.addWidget(browse)
         self.data_tabs.addTab(folder_page, "MSD folder")
         data_layout.addWidget(self.data_tabs)
+        self.pairs_label = QLabel("")  # which checked images have labels: what Start trains on
+        self.pairs_label.setWordWrap(True)
+        data_layout.addWidget(self.pairs_label)
+        self.pair_table.pairs_changed.connect(self._show_pairs)
+        self.data_tabs.currentChanged.connect(self._show_pairs)
+        self._show_pairs()
         return data_box
+
+    def _show_pairs(self, *_: object) -> None:
+        """State, before Start, which checked images have labels (layers tab) or where the data comes from."""
+        try:
+            if self.data_tabs.currentIndex() == 1:
+                self.pairs_label.setText("Training on the MSD folder's imagesTr/ (with labelsTr/ where present)")
+            else:
+                self.pairs_label.setText(f"Training images: {self.pair_table.summary()}")
+        except RuntimeError:  # the widget is being deleted
+            pass
+
+    def _guard_teacher(self, teacher: ModelEntry | None) -> list[str]:
+        """Warnings (shown as notifications) for checked images unlike the teacher's training data."""
+        if teacher is None or self.data_tabs.currentIndex() == 1:
+            return []
+        from ._notify import guard_layer
+
+        warnings = [guard_layer(teacher, image, "Distill") for image, _ in self.pair_table.pairs()]
+        return [w for w in warnings if w]
 
     def _build_settings_box(self) -> QGroupBox:
         """The "Distillation" box: teacher, method, student, schedule, device, precision, output folder."""

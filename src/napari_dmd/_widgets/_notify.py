@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from napari.utils.notifications import show_error, show_info
+from typing import Any
 
-__all__ = ["error_message", "notify_error", "notify_info", "report_inference_error"]
+from napari.utils.notifications import show_error, show_info, show_warning
+
+__all__ = ["error_message", "guard_layer", "notify_error", "notify_info", "notify_warning", "report_inference_error"]
 
 
 def error_message(exc: BaseException, context: str | None = None) -> str:
@@ -57,3 +59,24 @@ def report_inference_error(exc: BaseException, where: str) -> str:
         notify_info(f"{where}: {exc}")
         return str(exc)
     return notify_error(exc, where)
+
+
+def notify_warning(message: str) -> None:
+    """Show a warning notification."""
+    show_warning(message)
+
+
+def guard_layer(entry: Any, layer: Any, where: str) -> str | None:
+    """Warn (napari notification) when the image layer ``layer`` is unlike the data ``entry`` was trained on
+    (:func:`napari_dmd.guard.check_entry`: dims, spacing, intensity range); return the warning or None.
+    A warning, not a refusal: the caller proceeds."""
+    from ..guard import check_entry
+
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    try:
+        message = check_entry(entry, data, image_name=layer.name, image_spacing=tuple(float(s) for s in layer.scale))
+    except Exception:  # noqa: BLE001 - the guard never stops a run: an image it cannot read is reported later
+        return None
+    if message:
+        show_warning(f"{where}: {message}")
+    return message

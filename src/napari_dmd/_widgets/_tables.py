@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from ._geometry import image_layers, is_feature_layer, labels_layers
@@ -17,17 +18,55 @@ if TYPE_CHECKING:
 
 NO_LABELS = "(none: teacher's prediction)"
 
-__all__ = ["NO_LABELS", "PairTable"]
+__all__ = ["NO_LABELS", "PairTable", "class_features", "class_list", "label_axes"]
+
+
+def class_features(names: list[str] | tuple[str, ...] | None) -> dict[str, list[Any]] | None:
+    """A labels layer's ``features`` naming each label value (napari shows "class: liver" on hover)."""
+    if not names:
+        return None
+    return {"index": list(range(len(names))), "class": [str(n) for n in names]}
+
+
+def class_list(values: Any, names: list[str] | tuple[str, ...] | None) -> str:
+    """The label values present (background left out), by name where the model has names: "liver, kidney"."""
+    found = [int(v) for v in values if int(v)]
+    if not found:
+        return "none"
+    return ", ".join(str(names[v]) if names and 0 <= v < len(names) else str(v) for v in found)
+
+
+def label_axes(viewer: napari.Viewer) -> None:
+    """Name the viewer's axes z, y, x when it shows a volume and its axes still carry napari's numbered labels."""
+    dims = viewer.dims
+    if dims.ndim == 3 and all(str(a).lstrip("-").isdigit() for a in dims.axis_labels):
+        dims.axis_labels = ("z", "y", "x")
+
+
+_LABEL_SUFFIX = re.compile(r"^[ _.-]*(labels?|seg|segmentation|mask|gt|ground truth)?( \[\d+\])?$", re.IGNORECASE)
+
+
+def pairs_by_name(image: str, labels: str) -> bool:
+    """Whether the labels layer ``labels`` is named after the image layer ``image``: ``x labels``, ``x_seg``,
+    ``x_label``, ``x_labels``, ``x_mask``, ``x_gt``, or ``x [1]`` (napari's name for a second ``x``)."""
+    return labels != image and labels.startswith(image) and bool(_LABEL_SUFFIX.match(labels[len(image):]))
 
 
 class PairTable(QTableWidget):
-    """Image layers (checkable) each paired with an optional labels layer of the same shape."""
+    """Image layers (checkable) each paired with an optional labels layer of the same shape.
+
+    A pairing follows the layers until the user picks one: an image opened before its labels pairs with them
+    when they arrive. ``pairs_changed`` is emitted whenever the listing or a choice changes.
+    """
+
+    pairs_changed = Signal()
 
     def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(0, 2, parent)
         self._viewer = viewer
         self._checked: dict[str, bool] = {}
         self._labels: dict[str, str] = {}
+        self._chosen: set[str] = set()  # images whose labels the user picked (kept); others follow the layers
         self.setHorizontalHeaderLabels(["Image", "Labels"])
         self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -46,8 +85,10 @@ class PairTable(QTableWidget):
 
     @staticmethod
     def _default_labels(image: Image, candidates: list[Labels]) -> str:
+        """The labels layer named after ``image`` (``x labels``, ``x_seg``, ``x_label(s)``, ``x_mask``, ``x [1]``
+        ...), else the only one whose name starts with the image's, else the only one of its shape."""
         for lab in candidates:
-            if lab.name == f"{image.name} labels":
+            if pairs_by_name(image.name, lab.name):
                 return lab.name
         starts = [lab for lab in candidates if lab.name.startswith(image.name)]
         if len(starts) == 1:
@@ -79,7 +120,7 @@ class PairTable(QTableWidget):
             same = [lab for lab in labels if tuple(lab.data.shape) == tuple(image.data.shape)]
             combo = QComboBox()
             combo.addItems([NO_LABELS] + [lab.name for lab in same])
-            choice = self._labels.get(image.name)
+            choice = self._labels.get(image.name) if image.name in self._chosen else None
             if choice is None or (choice != NO_LABELS and choice not in [lab.name for lab in same]):
                 choice = self._default_labels(image, same)
             combo.setCurrentText(choice)
@@ -87,6 +128,7 @@ class PairTable(QTableWidget):
             combo.currentTextChanged.connect(partial(self._set_label, image.name))
             self.setCellWidget(row, 1, combo)
         self.blockSignals(False)
+        self.pairs_changed.emit()
 
     def _disconnect(self) -> None:
         events = self._viewer.layers.events
@@ -97,14 +139,18 @@ class PairTable(QTableWidget):
     def _remember(self, item: QTableWidgetItem) -> None:
         if item.column() == 0:
             self._checked[item.text()] = item.checkState() == Qt.CheckState.Checked
+            self.pairs_changed.emit()
 
     def _set_label(self, image_name: str, text: str) -> None:
         self._labels[image_name] = text
+        self._chosen.add(image_name)
+        self.pairs_changed.emit()
 
     def set_pair(self, image: str, labels: str | None, checked: bool = True) -> None:
         """Choose (or un-check) an image and its labels layer by name."""
         self._checked[image] = checked
         self._labels[image] = labels or NO_LABELS
+        self._chosen.add(image)
         self.refresh()
 
     def pairs(self) -> list[tuple[Image, Labels | None]]:
@@ -117,3 +163,17 @@ class PairTable(QTableWidget):
             lab = self._labels.get(image.name, NO_LABELS)
             out.append((image, layers.get(lab) if lab != NO_LABELS else None))
         return out
+
+    def summary(self) -> str:
+        """Which checked images have labels, in a line: what Start will train on."""
+        pairs = self.pairs()
+        if not pairs:
+            return "no image is checked"
+        labelled = [f"{im.name} ({lab.name})" for im, lab in pairs if lab is not None]
+        bare = [im.name for im, lab in pairs if lab is None]
+        parts = []
+        if labelled:
+            parts.append(f"with labels: {', '.join(labelled)}")
+        if bare:
+            parts.append(f"without labels (the teacher's prediction is the target): {', '.join(bare)}")
+        return "; ".join(parts)

@@ -34,7 +34,8 @@ from ..compare import CompareResult, compare_models
 from ..data.io import DataError
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import labels_metadata, placement_kwargs
-from ._notify import notify_error, report_inference_error
+from ._notify import guard_layer, notify_error, report_inference_error
+from ._tables import class_features, label_axes
 from ._workers import StopFlag, WindowProgress, start_worker
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class CompareWidget(QWidget):
         self.layers: dict[str, Labels] = {}
         self._stop = StopFlag()  # Cancel, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar: WindowProgress | None = None
+        self._warning = ""  # the model-data guard's warnings for the run in flight
         self.destroyed.connect(self._stop.set)
 
         self.teacher_box = ModelChooser("teacher")
@@ -132,9 +134,19 @@ class CompareWidget(QWidget):
                     raise DataError(f"{entry.name} is {entry.segmenter.spatial_dims}D and cannot segment the "
                                     f"{layer.ndim}D layer {layer.name!r}")
         except ValueError as exc:
-            notify_error(exc, "Compare")
+            self._clear_result(notify_error(exc, "Compare"))
             return None
+        warnings = [guard_layer(entry, layer, "Compare") for entry in (teacher, student)
+                    if entry is teacher or student is not teacher]
+        self._warning = "".join(f"\nWarning: {w}" for w in warnings if w)
         return self._start(teacher, student, layer, truth)
+
+    def _clear_result(self, message: str) -> None:
+        """Show ``message`` in place of the previous result (no stale Dice table or timings)."""
+        self.result = None
+        self.table.setRowCount(0)
+        self.times.setText("")
+        self.status.setText(message)
 
     def cancel(self) -> None:
         """Stop the running comparison before its next window."""
@@ -157,7 +169,7 @@ class CompareWidget(QWidget):
         self._pbar = WindowProgress(f"Compare on {layer.name}")
         self.compare_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"running {teacher.name} and {student.name} on {layer.name!r} …")
+        self.status.setText(f"running {teacher.name} and {student.name} on {layer.name!r} …" + self._warning)
         self.worker = start_worker(run, on_returned=lambda res: self._show(res, teacher, student, layer),
                                    on_failed=self._on_error, on_finished=self._on_finished,
                                    stop=stop)
@@ -176,6 +188,8 @@ class CompareWidget(QWidget):
             old.data = data
             old.name = name
             old.metadata = meta
+            if "features" in kwargs:
+                old.features = kwargs["features"] or {}
             for attr, value in placement_kwargs(source).items():
                 setattr(old, attr, value)
             return old
@@ -185,10 +199,11 @@ class CompareWidget(QWidget):
 
     def _show(self, res: CompareResult, teacher: ModelEntry, student: ModelEntry, layer: Image) -> None:
         self.result = res
+        names = ["background", *res.class_names]
         self._put_layer("teacher", res.teacher, f"{layer.name} teacher ({teacher.name})", layer,
-                        extra={"model": teacher.name, "inference_s": res.teacher_s})
+                        features=class_features(names), extra={"model": teacher.name, "inference_s": res.teacher_s})
         self._put_layer("student", res.student, f"{layer.name} student ({student.name})", layer,
-                        extra={"model": student.name, "inference_s": res.student_s})
+                        features=class_features(names), extra={"model": student.name, "inference_s": res.student_s})
         self._put_layer("disagreement", res.disagreement, f"{layer.name} teacher ≠ student", layer,
                         colormap=DISAGREE_COLORS, extra={"models": [teacher.name, student.name]})
         if self.grid_check.isChecked():
@@ -202,7 +217,19 @@ class CompareWidget(QWidget):
             f"student {res.student_s:.2f} s ({_fmt_params(student.segmenter.parameters)})  ·  "
             f"{speed:.1f}× faster on {student.segmenter.device} (median of {res.timing_runs} runs after a warm-up)")
         agree = 100.0 * (1.0 - res.disagreement.mean()) if res.disagreement.size else 100.0
-        self.status.setText(f"teacher and student agree on {agree:.1f} % of the pixels")
+        if res.teacher.ndim == 3:
+            label_axes(self.viewer)
+        self.status.setText(f"teacher and student agree on {agree:.1f} % of the pixels{self._worst(res)}"
+                            + self._warning)
+
+    @staticmethod
+    def _worst(res: CompareResult) -> str:
+        """The class teacher and student agree on least, by name (empty when none is scored)."""
+        dice = np.asarray(res.dice_ts, dtype=float) if res.dice_ts is not None else np.zeros(0)
+        if dice.size < 1 or not np.isfinite(dice).any():
+            return ""
+        worst = int(np.nanargmin(dice))
+        return f"; least agreement on {res.class_names[worst]} (Dice {dice[worst]:.3f})"
 
     def _fill_table(self, res: CompareResult) -> None:
         cols = [res.dice_ts, res.dice_tg, res.dice_sg]
@@ -218,7 +245,7 @@ class CompareWidget(QWidget):
             self.table.setItem(len(res.class_names), c, QTableWidgetItem(_fmt(mean)))
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.setText(report_inference_error(exc, "Compare"))
+        self._clear_result(report_inference_error(exc, "Compare"))
 
     def _on_finished(self) -> None:
         if self._pbar is not None:

@@ -167,6 +167,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             cfg, single = self._config()
             teacher = self._teacher()
             cases, folder, names = self._cases()
+            warnings = self._guard_teacher(teacher)
             if names and cfg.class_names is None:
                 cfg.class_names = list(names)
             text = self.output_edit.text().strip()
@@ -184,6 +185,8 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         self.output_edit.setText(str(free))
         self.plot.clear()
         self._launch(run, start_iteration=0)
+        if warnings:  # a warning, not a refusal: the run goes on
+            self.status_label.setText(self.status_label.text() + "".join(f"\nWarning: {w}" for w in warnings))
 
     def resume(self) -> None:
         """Continue the run in the output folder (its last.pt) up to the Iterations setting."""

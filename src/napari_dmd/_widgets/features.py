@@ -40,6 +40,7 @@ from ._choosers import LayerChooser
 from ._geometry import META_KEY, is_feature_layer, layer_spacing
 from ._live import LIVE
 from ._notify import notify_error
+from ._tables import class_features
 from ._workers import ensure_thread_pool, start_worker
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class _Job:
     head_stages: list[int] | None = None
     snapshot: StudentSnapshot | None = None
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None  # names the head labels layers' values on hover
 
 
 class _LiveCache:
@@ -317,6 +319,8 @@ class FeaturesWidget(QWidget):
             if entry.model is None:
                 raise ValueError(f"{entry.name}: has no U-Net decoder to inspect (only napari-dmd models do)")
             job.model, job.heads = entry.model, entry.heads
+            names = entry.segmenter.class_names
+            job.class_names = list(names) if names else None
             job.head_stages = list(entry.feature_scales) if entry.feature_scales is not None else None
             job.normalization = entry.segmenter.normalization
         return job
@@ -380,7 +384,7 @@ class FeaturesWidget(QWidget):
                                        sf.channel(job.channel), dict(colormap="viridis", opacity=0.8, **common)))
             if "head" in job.kinds and sf.head_labels is not None:
                 names.append(self._put("labels", layer_name(job.image_name, "head", sf.stride), sf.head_labels,
-                                       dict(opacity=0.5, **common)))
+                                       dict(opacity=0.5, features=class_features(job.class_names), **common)))
         self.computations += 1
         it = job.extra_meta.get("iteration")
         self.status_label.setText(f"{len(names)} layers from {job.model_name}"
@@ -399,6 +403,8 @@ class FeaturesWidget(QWidget):
                 layer.scale = kwargs["scale"]
                 layer.translate = kwargs["translate"]
                 layer.metadata = kwargs["metadata"]
+                if kind == "labels":
+                    layer.features = kwargs.get("features") or {}
                 if kind == "image" and not kwargs.get("rgb"):
                     layer.reset_contrast_limits()
                 return name

@@ -21,7 +21,8 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxL
 from ..data.io import DataError
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import labels_metadata, placement_kwargs
-from ._notify import notify_error, report_inference_error
+from ._notify import guard_layer, notify_error, report_inference_error
+from ._tables import class_features, class_list, label_axes
 from ._workers import StopFlag, WindowProgress, start_worker
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class SegmentWidget(QWidget):
         self._finished_run = True  # no run in flight: window counts are ignored
         self._stop = StopFlag()  # Cancel, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
+        self._warning: str | None = None  # the model-data guard's warning for the run in flight
         self.destroyed.connect(self._stop.set)
 
         self.model_box = ModelChooser("student", fallback_roles=("teacher",))
@@ -114,8 +116,9 @@ class SegmentWidget(QWidget):
                 raise DataError(f"{entry.name} is a {entry.segmenter.spatial_dims}D model and cannot segment "
                                 f"the {layer.ndim}D layer {layer.name!r}")
         except ValueError as exc:
-            notify_error(exc, "Segment")
+            self.status.setText(notify_error(exc, "Segment"))
             return None
+        self._warning = guard_layer(entry, layer, "Segment")
         return self._start(entry, layer)
 
     def cancel(self) -> None:
@@ -141,7 +144,7 @@ class SegmentWidget(QWidget):
         self._finished_run = False
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …")
+        self.status.setText(f"segmenting {layer.name!r} with {entry.name} on {seg.device} …" + self._warned())
         self.worker = start_worker(predict, on_returned=lambda result: self._add_layer(result, entry, layer),
                                    on_failed=self._on_error, on_finished=self._on_finished,
                                    stop=stop)
@@ -153,7 +156,7 @@ class SegmentWidget(QWidget):
         if self._finished_run or bar is None or not bar.due(done, total):
             return
         # the text first: the bar's update may deliver the result
-        self.status.setText(f"segmenting: {done}/{total} windows")
+        self.status.setText(f"segmenting: {done}/{total} windows" + self._warned())
         bar.update(done, total)
 
     def _add_layer(self, result: tuple[np.ndarray, float], entry: ModelEntry, layer: Image) -> None:
@@ -163,9 +166,15 @@ class SegmentWidget(QWidget):
         meta = labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
                                inference_s=seconds)
         name = f"{layer.name} segmentation ({entry.name})"
-        self.viewer.add_labels(labels, name=name, metadata=meta, **placement_kwargs(layer))
-        found = [int(v) for v in np.unique(labels) if v]
-        self.status.setText(f"{name}: {seconds:.2f} s, classes present {found or 'none'}")
+        self.viewer.add_labels(labels, name=name, metadata=meta, features=class_features(names),
+                               **placement_kwargs(layer))
+        if labels.ndim == 3:
+            label_axes(self.viewer)
+        self.status.setText(f"{name}: {seconds:.2f} s, classes present: {class_list(np.unique(labels), names)}"
+                            + self._warned())
+
+    def _warned(self) -> str:
+        return f"\nWarning: {self._warning}" if self._warning else ""
 
     def _on_error(self, exc: BaseException) -> None:
         self._finished_run = True
