@@ -15,4 +15,4 @@ fi
 # CPU wheel of torch (a plain "torch" would pull several GB of CUDA libraries)
 .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch \
   --index-url https://download.pytorch.org/whl/cpu
-.venv/bin/python -m pip install -q -e ".[dev,onnx]"
+.venv/bin/python -m pip install -q -e ".[dev,onnx,bioimageio]"
