@@ -167,3 +167,24 @@ def test_viewer_open_and_save_through_npe2(make_napari_viewer, oblique_case, tmp
     saved = labels.save(str(out), plugin="napari-dmd")
     assert saved == [str(out)]
     assert np.array_equal(nib.load(str(out)).affine, nib.load(str(img_path)).affine)
+
+
+@pytest.mark.gui
+def test_reader_preference_makes_plain_viewer_open_use_the_plugin(make_napari_viewer, oblique_case, monkeypatch):
+    """napari's own reader also claims *.nii.gz / *.tif (and viewer.open defaults to plugin='napari'); the user
+    guide's reader preference makes File > Open, drag and drop and viewer.open(path, plugin=None) pick
+    napari-dmd, with the world geometry."""
+    import napari.settings
+    from napari.settings import NapariSettings, get_settings
+
+    monkeypatch.setattr(napari.settings, "_SETTINGS", NapariSettings(config_path=None))  # never saved
+    img_path, _ = oblique_case
+    viewer = make_napari_viewer()
+    prefs = get_settings().plugins
+    prefs.extension2reader = {**prefs.extension2reader, "*.nii.gz": "napari-dmd", "*.nii": "napari-dmd",
+                              "*.tif": "napari-dmd", "*.tiff": "napari-dmd"}
+    [image] = viewer.open(str(img_path), plugin=None)
+    assert image.metadata["napari_dmd"]["file_axes"] == [1, 2, 0]
+    world = (OBLIQUE @ np.array([3.0, 4.0, 5.0, 1.0]))[:3][::-1]
+    np.testing.assert_allclose(image.world_to_data(world), (4.0, 3.0, 5.0), atol=1e-6)
+    assert [str(u) for u in image.units] == ["millimeter"] * 3
