@@ -149,3 +149,15 @@ def test_distill_warns_for_teacher_unlike_the_images(make_napari_viewer, registr
     viewer.layers.clear()
     viewer.add_image(img, name="phantom")
     assert w._guard_teacher(w.teacher_chooser.entry()) == []
+
+
+def test_teacher_status_shows_the_failure(make_napari_viewer, shown):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Teacher")
+    w.status.setText("loaded teacher: earlier")
+    w.path_edit.setText("")
+    assert w.load() is None
+    assert w.status.text() == shown["error"][-1] and "give the path" in w.status.text()
+    w.status.setText("loaded teacher: earlier")
+    w.add_pair()  # no layers chosen
+    assert w.status.text() == shown["error"][-1] == "Teacher: choose an image layer and a labels layer first"

@@ -248,7 +248,8 @@ class TeacherWidget(QWidget):
             return None
         text = (path or self.path_edit.text()).strip()
         if not text:
-            notify_error("give the path of a teacher checkpoint or folder (Browse…)", "Load teacher")
+            self.status.setText(notify_error("give the path of a teacher checkpoint or folder (Browse…)",
+                                             "Load teacher"))
             return None
         trust = self.trust_check.isChecked()
         self._busy(True)
@@ -266,7 +267,7 @@ class TeacherWidget(QWidget):
         """Add the chosen image + labels layers to the training pairs."""
         image, labels = self.image_box.layer(), self.labels_box.layer()
         if image is None or labels is None:
-            notify_error("choose an image layer and a labels layer first", "Teacher")
+            self.status.setText(notify_error("choose an image layer and a labels layer first", "Teacher"))
             return
         if any(i is image and lab is labels for i, lab in self.pairs):
             return
@@ -309,7 +310,7 @@ class TeacherWidget(QWidget):
                               num_threads=training_threads())  # a core left for napari
             cfg.validate()
         except ValueError as exc:  # DataError and ConfigError are ValueErrors
-            notify_error(exc, "Train teacher")
+            self.status.setText(notify_error(exc, "Train teacher"))
             return None
         text = self.output_edit.text().strip()
         out = Path(text).expanduser() if text else default_teacher_dir()
