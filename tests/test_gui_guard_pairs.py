@@ -137,14 +137,26 @@ def test_labels_pair_with_their_image_on_insertion(make_napari_viewer, registry,
     assert combo.currentText() == NO_LABELS
 
 
-def test_distill_warns_for_teacher_unlike_the_images(make_napari_viewer, registry, shown):
+def test_distill_warns_for_teacher_unlike_the_images(make_napari_viewer, qtbot, registry, shown, tmp_path):
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
-    viewer.add_image(_mri_like((40, 40)), name="mri slice")
+    viewer.add_image(_mri_like((48, 48)), name="mri slice")
     w.teacher_chooser.setCurrentText(MODEL)
-    warnings = w._guard_teacher(w.teacher_chooser.entry())
-    assert len(warnings) == 1 and shown["warning"] == [f"Distill: {warnings[0]}"]
-    assert "'mri slice'" in warnings[0] and "very different range" in warnings[0]
+    w.set_method("dmd")
+    w.student_combo.setCurrentText("2,4,8")
+    w.iterations_spin.setValue(2)
+    w.patch_edit.setText("32,32")
+    w.batch_spin.setValue(2)
+    w.device_combo.setCurrentText("cpu")
+    w.output_edit.setText(str(tmp_path / "run"))
+    assert w.pairs_label.text() == ("Training images: without labels (the teacher's prediction is the target): "
+                                    "mri slice")
+    w.start()  # a warning, not a refusal: the run starts
+    assert len(shown["warning"]) == 1 and shown["warning"][0].startswith(f"Distill: {MODEL} was trained on")
+    assert "'mri slice'" in shown["warning"][0] and "very different range" in shown["warning"][0]
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert shown["error"] == [] and w.events[-1].kind == "done"
+    assert "its labels may be meaningless" in w.status_label.text()  # kept beside the result
     img, _ = make_phantom((48, 48), seed=3)
     viewer.layers.clear()
     viewer.add_image(img, name="phantom")

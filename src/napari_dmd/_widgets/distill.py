@@ -80,6 +80,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         self.export_worker = None
         self.last_export: dict[str, Any] | None = None  # the model card of the last export
         self.last_error = ""
+        self._data_note = ""  # the model-data guard's warnings for the run, kept in the status line
         self._last_step: Event | None = None
         self._checkpoint_path: str | None = None  # shown at the next status tick
         self._guard = RunGuard()
@@ -184,9 +185,8 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             return
         self.output_edit.setText(str(free))
         self.plot.clear()
+        self._data_note = "".join(f"\nWarning: {w}" for w in warnings)  # a warning, not a refusal: it runs
         self._launch(run, start_iteration=0)
-        if warnings:  # a warning, not a refusal: the run goes on
-            self.status_label.setText(self.status_label.text() + "".join(f"\nWarning: {w}" for w in warnings))
 
     def resume(self) -> None:
         """Continue the run in the output folder (its last.pt) up to the Iterations setting."""
@@ -214,6 +214,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             self.student_combo.setCurrentText(cfg.model)
             teacher = self._teacher() if cfg.method != "none" else self.teacher_chooser.entry()
             cases, folder, _ = self._cases()
+            self._data_note = "".join(f"\nWarning: {w}" for w in self._guard_teacher(teacher))
             run = RunHandle(cfg.validate(), out, cases=cases, folder=folder, teacher_entry=teacher, resume=last)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
@@ -254,7 +255,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         LIVE.name = f"live: {run.output_dir.name}"
         LIVE.latest = None
         LIVE.changed.emit()
-        self.status_label.setText(f"preparing {run.config.method} run in {run.output_dir} …")
+        self.status_label.setText(f"preparing {run.config.method} run in {run.output_dir} …{self._data_note}")
         self._update_buttons()
         self._timer.start()
         worker.start()
@@ -284,7 +285,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             if ev.path:
                 self._checkpoint_path = ev.path
         if ev.kind == "start":
-            self.status_label.setText(ev.message)
+            self.status_label.setText(ev.message + self._data_note)
         if snap is not None:
             LIVE.latest = snap
             LIVE.snapshot.emit(snap)
@@ -340,7 +341,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         if run is not None and run.events and run.events[-1].kind in ("done", "stopped"):
             ev = run.events[-1]
             best = f" · best validation Dice {ev.mean_dice:.3f}" if ev.mean_dice is not None else ""
-            self.status_label.setText(f"{ev.message}{best}")
+            self.status_label.setText(f"{ev.message}{best}{self._data_note}")
         if run is None or not run.aborted:  # aborted: the viewer is closing, start no more threads
             self.plot.flush()
         self.run_finished.emit(run)
