@@ -173,3 +173,19 @@ def test_teacher_status_shows_the_failure(make_napari_viewer, shown):
     w.status.setText("loaded teacher: earlier")
     w.add_pair()  # no layers chosen
     assert w.status.text() == shown["error"][-1] == "Teacher: choose an image layer and a labels layer first"
+
+
+def test_folder_cases_guarded_against_the_teacher(registry):
+    from napari_dmd._widgets._distill_run import folder_warning
+    from napari_dmd.data.cases import Case
+
+    def case(image, name):
+        return Case(image, None, (1.0,) * image.ndim, np.eye(4), name, image_path=f"/d/imagesTr/{name}.nii.gz")
+
+    teacher = registry.get(MODEL)
+    phantom = [case(make_phantom((48, 48), seed=s)[0], f"p{s}") for s in range(2)]
+    assert folder_warning(teacher, phantom) is None
+    mri = [case(_mri_like((40, 40)), f"m{s}") for s in range(3)]
+    note = folder_warning(teacher, phantom + mri)
+    assert note is not None and "'/d/imagesTr/m0.nii.gz' is a 2D image" in note
+    assert note.endswith("(2 more of the 5 cases are unlike it too)")

@@ -38,6 +38,19 @@ class Notice:
     """A warning from preparing the run (e.g. a teacher trained at another spacing), shown on the main thread."""
 
     message: str
+    warning: bool = False  # the model-data guard's: shown as a warning and kept in the status line
+
+
+def folder_warning(entry: ModelEntry, cases: list[Case]) -> str | None:
+    """The model-data guard's warning for an MSD folder's cases against the teacher (the first case unlike its
+    training data, and how many more are), or None."""
+    from ..guard import check_entry
+
+    found = [w for c in cases if (w := check_entry(entry, c.image, image_name=c.source, image_spacing=c.spacing))]
+    if not found:
+        return None
+    return found[0] + (f" ({len(found) - 1} more of the {len(cases)} cases are unlike it too)" if len(found) > 1
+                       else "")
 
 
 @dataclass
@@ -93,6 +106,8 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
         cases, names = run.cases, None
         if cases is None:
             cases, names = load_msd_folder(run.folder or "")
+            if run.teacher_entry is not None and (note := folder_warning(run.teacher_entry, cases)):
+                yield Notice(note, warning=True)
         teacher = teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
         if run.patch_single is not None:
             dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else cases[0].ndim)

@@ -29,7 +29,7 @@ from ._distill_export import DistillExport, export_formats
 from ._distill_form import METHOD_TIPS, METHODS, STUDENT_PRESETS, DistillSettings, available_devices
 from ._distill_run import Notice, RunGuard, RunHandle, default_output_dir, free_folder, train_worker
 from ._live import LIVE, LiveStudent
-from ._notify import notify_error, notify_info
+from ._notify import notify_error, notify_info, notify_warning
 from ._workers import MIN_POOL_THREADS, Failure, ensure_thread_pool, training_threads
 from .loss_plot import LossPlot, StatusLine
 
@@ -270,7 +270,12 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             self._fail(item.exc)
             return
         if isinstance(item, Notice):
-            notify_info(f"Distill: {item.message}")
+            if item.warning:  # a warning, not a refusal: the run goes on
+                notify_warning(f"Distill: {item.message}")
+                self._data_note += f"\nWarning: {item.message}"
+                self.status_label.setText(self.status_label.text() + f"\nWarning: {item.message}")
+            else:
+                notify_info(f"Distill: {item.message}")
             return
         ev, snap = item
         run.events.append(ev)
