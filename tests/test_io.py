@@ -275,9 +275,9 @@ def test_not_a_nifti_at_all(tmp_path):
 
 
 def test_unsupported_extension(tmp_path):
-    path = tmp_path / "scan.mha"
+    path = tmp_path / "scan.mnc"
     path.write_bytes(b"ObjectType = Image\n")
-    _raises_naming(path, "unsupported file type '.mha'")
+    _raises_naming(path, "unsupported file type '.mnc'")
 
 
 def test_4d_nifti_refused(tmp_path):
@@ -339,7 +339,7 @@ def test_overwrite_refused_leaves_old_file_untouched(tmp_path):
 
 def test_write_errors_name_the_file(tmp_path):
     for path, arr, match in [
-        (tmp_path / "a.mha", np.zeros((3, 3)), "cannot write file type"),
+        (tmp_path / "a.mnc", np.zeros((3, 3)), "cannot write file type"),
         (tmp_path / "a.nii.gz", np.zeros((2, 2, 2, 2)), "2D or 3D"),
         (tmp_path / "b.nii.gz", np.zeros(5), "2D or 3D"),
     ]:

@@ -1,4 +1,4 @@
-"""npe2 reader: NIfTI (.nii, .nii.gz) and TIFF (.tif, .tiff) images and label maps, spacing kept.
+"""npe2 reader: NIfTI, TIFF, NRRD and MetaImage (.mha/.mhd, with SimpleITK) images and label maps in world space.
 
 Image files become image layers placed in world space (:mod:`napari_dmd.data.world`): ``scale`` = voxel
 spacing (mm, array order ``(z, y, x)``), ``affine`` = the file's direction, axis flips and origin, ``units`` mm,
@@ -23,7 +23,7 @@ import numpy as np
 from .data.io import file_suffix, read_image, strip_suffix
 from .data.world import display_axes, layer_kwargs, permute_affine
 
-READABLE = (".nii", ".nii.gz", ".tif", ".tiff")
+READABLE = (".nii", ".nii.gz", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABEL_FOLDERS = ("labelstr", "labelsts", "labels")
 _LABEL_NAME = re.compile(r"(^|[_\-.])(seg|segmentation|label|labels|mask)([_\-.0-9]|$)", re.IGNORECASE)
 
@@ -40,7 +40,7 @@ def _paths(path: PathOrPaths) -> list[str]:
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
-    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF file, else None."""
+    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD file, else None."""
     paths = _paths(path)
     if not paths or any(file_suffix(p) not in READABLE or Path(p).is_dir() for p in paths):
         return None

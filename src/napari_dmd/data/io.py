@@ -1,4 +1,4 @@
-"""Read and write images and label maps (NIfTI, TIFF, NumPy, PNG/JPEG) with spacing and affine.
+"""Read and write images and label maps (NIfTI, TIFF, NRRD/MHA via SimpleITK, NumPy, PNG/JPEG) with geometry.
 
 Array convention (see ``docs/architecture.md``): arrays hold spatial axes only, ``(z, y, x)`` for 3D and
 ``(y, x)`` for 2D. NIfTI data (stored ``x, y, z``) is transposed on read and back on write. ``spacing`` is in
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dmd.data.errors import DataError
+from napari_dmd.data.itk_io import ITK_SUFFIXES, ITK_WRITABLE_SUFFIXES, read_itk, write_itk
 from napari_dmd.data.limits import check_size, npy_header
 from napari_dmd.data.raster import gray_from_channels, read_pil
 from napari_dmd.safe_paths import publish
@@ -40,8 +41,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 TIFF_SUFFIXES = (".tif", ".tiff")
 NPY_SUFFIXES = (".npy",)
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
-SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES + PIL_SUFFIXES
-WRITABLE_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES
+SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + ITK_SUFFIXES + NPY_SUFFIXES + PIL_SUFFIXES
+WRITABLE_SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + ITK_WRITABLE_SUFFIXES + NPY_SUFFIXES
 
 # Length units found in TIFF/ImageJ metadata -> factor to millimetres.
 _UNIT_TO_MM = {
@@ -171,7 +172,7 @@ def _check_dims(array: np.ndarray, where: str, channel_axis: int = -1) -> np.nda
 
 
 def read_image(path: str | os.PathLike) -> ImageData:
-    """Read a 2D/3D image from NIfTI, TIFF, NumPy ``.npy``, PNG or JPEG.
+    """Read a 2D/3D image from NIfTI, TIFF, NRRD/MHA/MHD (SimpleITK), NumPy ``.npy``, PNG or JPEG.
 
     Returns the spatial array in ``(z, y, x)`` / ``(y, x)`` order with spacing in the same order.
     Raises :class:`DataError` (message naming the file) for anything unreadable or unsupported.
@@ -201,6 +202,9 @@ def read_image(path: str | os.PathLike) -> ImageData:
             data = _read_tiff(p)
         elif suffix in NPY_SUFFIXES:
             data = _read_npy(p)
+        elif suffix in ITK_SUFFIXES:
+            array, spacing, affine = read_itk(p, check_size, _check_kind, _check_dims)
+            data = ImageData(array=array, spacing=spacing, affine=affine)
         else:
             data = _from_array(_check_dims(read_pil(p), str(p)))
     except DataError:
@@ -209,7 +213,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         raise DataError(f"{where}: not enough memory to read this file") from exc
     except Exception as exc:  # any library error on a bad file becomes one clear line
         kind = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".tif": "TIFF", ".tiff": "TIFF", ".npy": "NumPy"}
-        fmt = kind.get(suffix, "image")
+        fmt = kind.get(suffix, suffix.lstrip(".").upper() if suffix in ITK_SUFFIXES else "image")
         raise DataError(
             f"{where}: cannot read {fmt} file, it may be corrupt or truncated ({_reason(exc)})"
         ) from exc
@@ -366,9 +370,9 @@ def write_image(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a 2D/3D array (``(z, y, x)`` / ``(y, x)``) to NIfTI, TIFF or ``.npy`` (chosen by suffix).
+    """Write a 2D/3D array (``(z, y, x)`` / ``(y, x)``) to NIfTI, TIFF, MHA/NRRD or ``.npy`` (by suffix).
 
-    ``spacing`` is in array order; ``affine`` (NIfTI only) is used as given, so a label map written with its
+    ``spacing`` is in array order; ``affine`` (NIfTI, MHA/NRRD) is used as given, so a label map written with its
     image's affine round-trips exactly. Integer/bool arrays are stored as uint8/int16/int32. The file is
     written to a temporary file in the same folder and moved into place; an existing file is refused
     unless ``overwrite=True``. Returns the written path.
@@ -414,6 +418,8 @@ def write_image(
             _write_nifti(tmp, data, spacing, affine)
         elif suffix in TIFF_SUFFIXES:
             _write_tiff(tmp, data, spacing)
+        elif suffix in ITK_WRITABLE_SUFFIXES:
+            write_itk(tmp, data, spacing, affine)
         else:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(data), allow_pickle=False)
