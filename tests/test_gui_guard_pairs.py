@@ -135,6 +135,12 @@ def test_labels_pair_with_their_image_on_insertion(make_napari_viewer, registry,
     assert pairs == {"case": None, "other": "other_seg", "third": "third_mask"}
     combo = w.pair_table.cellWidget(0, 1)
     assert combo.currentText() == NO_LABELS
+    # a model's prediction is offered but never paired by itself: it is no ground truth
+    viewer.add_image(img, name="fresh")
+    viewer.add_labels(lab, name="fresh segmentation (student)", metadata={"napari_dmd": {"model": "student"}})
+    assert dict((i.name, la) for i, la in w.pair_table.pairs())["fresh"] is None
+    combo = w.pair_table.cellWidget(3, 1)
+    assert "fresh segmentation (student)" in [combo.itemText(k) for k in range(combo.count())]
 
 
 def test_distill_warns_for_teacher_unlike_the_images(make_napari_viewer, qtbot, registry, shown, tmp_path):

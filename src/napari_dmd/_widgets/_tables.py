@@ -11,7 +11,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from ._geometry import image_layers, is_feature_layer, labels_layers
+from ._geometry import dmd_metadata, image_layers, is_feature_layer, labels_layers
 
 if TYPE_CHECKING:
     import napari
@@ -44,6 +44,12 @@ def label_axes(viewer: napari.Viewer) -> None:
 
 
 _LABEL_SUFFIX = re.compile(r"^[ _.-]*(labels?|seg|segmentation|mask|gt|ground truth)?( \[\d+\])?$", re.IGNORECASE)
+
+
+def _predicted(layer: Labels) -> bool:
+    """Whether a labels layer holds a model's prediction (its napari-dmd metadata names the model)."""
+    meta = dmd_metadata(layer)
+    return bool(meta.get("model") or meta.get("models") or meta.get("features"))
 
 
 def pairs_by_name(image: str, labels: str) -> bool:
@@ -86,7 +92,9 @@ class PairTable(QTableWidget):
     @staticmethod
     def _default_labels(image: Image, candidates: list[Labels]) -> str:
         """The labels layer named after ``image`` (``x labels``, ``x_seg``, ``x_label(s)``, ``x_mask``, ``x [1]``
-        ...), else the only one whose name starts with the image's, else the only one of its shape."""
+        ...), else the only one whose name starts with the image's, else the only one of its shape. A model's
+        prediction (Segment, Compare, Features layers) is never chosen by itself: it is no ground truth."""
+        candidates = [lab for lab in candidates if not _predicted(lab)]
         for lab in candidates:
             if pairs_by_name(image.name, lab.name):
                 return lab.name
