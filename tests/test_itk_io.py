@@ -126,3 +126,49 @@ def test_cli_predict_reads_mha_and_nrrd_and_keeps_their_geometry(tmp_path, capsy
     assert main(["predict", "--model", str(ckpt), "--input", str(tmp_path / "in.mha"), "--output",
                  str(tmp_path / "out.mhd"), "--quiet"]) == 2
     assert "out.mhd: cannot write labels as '.mhd'" in capsys.readouterr().err
+
+
+def _dicom_series(folder, vol: np.ndarray, affine: np.ndarray) -> None:
+    """Write ``vol`` ((z, y, x), int16) as a DICOM series with the world geometry of the RAS ``affine``."""
+    folder.mkdir()
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+    spacing = np.linalg.norm(lps, axis=0)
+    direction = lps / spacing
+    uid = "1.2.826.0.1.3680043.2.1125.1.99"
+    for k in range(vol.shape[0]):
+        img = sitk.GetImageFromArray(vol[k : k + 1])
+        img.SetSpacing(tuple(spacing))
+        img.SetDirection(tuple(direction.ravel()))
+        origin = np.diag([-1.0, -1.0, 1.0]) @ (affine @ np.array([0.0, 0.0, k, 1.0]))[:3]
+        img.SetOrigin(tuple(origin))
+        for tag, value in [("0020|000e", uid), ("0020|0013", str(k + 1)), ("0008|0060", "CT"),
+                           ("0020|0037", "\\".join(f"{v:.10f}" for v in direction[:, :2].T.ravel())),
+                           ("0020|0032", "\\".join(f"{v:.10f}" for v in origin)),
+                           ("0018|0050", f"{spacing[2]:.10f}")]:
+            img.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"slice{(vol.shape[0] - k):03d}.dcm"))  # names in reverse order
+        writer.Execute(img)
+
+
+def test_dicom_series_folder_reads_with_the_nifti_geometry(tmp_path):
+    vol = np.random.default_rng(4).integers(0, 1000, (6, 8, 10)).astype(np.int16)
+    affine = np.eye(4)
+    affine[:3, :3] = ROT @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, 3] = (20.0, -30.0, 5.0)
+    _dicom_series(tmp_path / "series", vol, affine)
+    data = read_image(tmp_path / "series")
+    assert np.array_equal(data.array, vol)
+    np.testing.assert_allclose(data.affine, affine, atol=1e-4)
+    assert get_reader(str(tmp_path / "series")) is read_layers
+    ((_, kw, kind),) = read_layers(str(tmp_path / "series"))
+    assert kind == "image" and kw["name"] == "series"
+    (tmp_path / "empty").mkdir()
+    assert get_reader(str(tmp_path / "empty")) is None
+    with pytest.raises(DataError, match=r"empty: is a folder, not an image file"):
+        read_image(tmp_path / "empty")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.dcm").write_bytes(b"not dicom")
+    with pytest.raises(DataError, match=r"junk: no readable DICOM series"):
+        read_image(tmp_path / "junk")

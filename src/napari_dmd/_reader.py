@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .data.io import file_suffix, read_image, strip_suffix
+from .data.itk_io import is_dicom_folder
 from .data.world import display_axes, layer_kwargs, permute_affine
 
 READABLE = (".nii", ".nii.gz", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -40,9 +41,11 @@ def _paths(path: PathOrPaths) -> list[str]:
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
-    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD file, else None."""
+    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD file or a
+    folder of DICOM files, else None."""
     paths = _paths(path)
-    if not paths or any(file_suffix(p) not in READABLE or Path(p).is_dir() for p in paths):
+    if not paths or not all(is_dicom_folder(Path(p)) if Path(p).is_dir() else file_suffix(p) in READABLE
+                            for p in paths):
         return None
     return read_layers
 

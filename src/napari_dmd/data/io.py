@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dmd.data import itk_io
 from napari_dmd.data.errors import DataError
-from napari_dmd.data.itk_io import ITK_SUFFIXES, ITK_WRITABLE_SUFFIXES, read_itk, write_itk
+from napari_dmd.data.itk_io import ITK_SUFFIXES, ITK_WRITABLE_SUFFIXES
 from napari_dmd.data.limits import check_size, npy_header
 from napari_dmd.data.raster import gray_from_channels, read_pil
 from napari_dmd.safe_paths import publish
@@ -172,7 +173,7 @@ def _check_dims(array: np.ndarray, where: str, channel_axis: int = -1) -> np.nda
 
 
 def read_image(path: str | os.PathLike) -> ImageData:
-    """Read a 2D/3D image from NIfTI, TIFF, NRRD/MHA/MHD (SimpleITK), NumPy ``.npy``, PNG or JPEG.
+    """Read a 2D/3D image from NIfTI, TIFF, NRRD/MHA/MHD or a DICOM series folder (SimpleITK), ``.npy``, PNG, JPEG.
 
     Returns the spatial array in ``(z, y, x)`` / ``(y, x)`` order with spacing in the same order.
     Raises :class:`DataError` (message naming the file) for anything unreadable or unsupported.
@@ -182,7 +183,9 @@ def read_image(path: str | os.PathLike) -> ImageData:
     if not p.exists():
         raise DataError(f"{where}: file not found")
     if p.is_dir():
-        raise DataError(f"{where}: is a folder, not an image file")
+        if not itk_io.is_dicom_folder(p):
+            raise DataError(f"{where}: is a folder, not an image file (nor a DICOM series)")
+        return ImageData(*itk_io.read_dicom_series(p, check_size, _check_kind, _check_dims), path=where)
     suffix = file_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(
@@ -203,7 +206,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         elif suffix in NPY_SUFFIXES:
             data = _read_npy(p)
         elif suffix in ITK_SUFFIXES:
-            array, spacing, affine = read_itk(p, check_size, _check_kind, _check_dims)
+            array, spacing, affine = itk_io.read_itk(p, check_size, _check_kind, _check_dims)
             data = ImageData(array=array, spacing=spacing, affine=affine)
         else:
             data = _from_array(_check_dims(read_pil(p), str(p)))
@@ -419,7 +422,7 @@ def write_image(
         elif suffix in TIFF_SUFFIXES:
             _write_tiff(tmp, data, spacing)
         elif suffix in ITK_WRITABLE_SUFFIXES:
-            write_itk(tmp, data, spacing, affine)
+            itk_io.write_itk(tmp, data, spacing, affine)
         else:
             with open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(data), allow_pickle=False)

@@ -1,4 +1,6 @@
-"""NRRD and MetaImage (MHA/MHD) files through SimpleITK (optional extra ``itk``: ``pip install 'napari-dmd[itk]'``).
+"""NRRD and MetaImage (MHA/MHD) files and DICOM series (a folder) through SimpleITK.
+
+SimpleITK is the optional extra ``itk``: ``pip install 'napari-dmd[itk]'``.
 
 ITK geometry is in LPS+ (x towards the patient's Left, y Posterior, z Superior): a voxel index ``(i, j, k)``
 lies at ``origin + direction @ diag(spacing) @ (i, j, k)``. napari-dmd keeps NIfTI's RAS+ affine (see
@@ -21,7 +23,8 @@ import numpy as np
 
 from napari_dmd.data.errors import DataError
 
-__all__ = ["ITK_SUFFIXES", "ITK_WRITABLE_SUFFIXES", "affine_from_itk", "itk_from_affine", "read_itk", "write_itk"]
+__all__ = ["ITK_SUFFIXES", "ITK_WRITABLE_SUFFIXES", "affine_from_itk", "is_dicom_folder", "itk_from_affine",
+           "read_dicom_series", "read_itk", "write_itk"]
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 ITK_WRITABLE_SUFFIXES = (".nrrd", ".mha")  # one file each (.nhdr / .mhd need a companion data file)
@@ -90,35 +93,33 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(null)
 
 
-def read_itk(p: Path, check_size, check_kind, check_dims) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
-    """(array in (z, y, x) order, spacing in array order, RAS affine) of an NRRD/MHA/MHD file.
-
-    ``check_size``, ``check_kind`` and ``check_dims`` are io's checks, run before the voxels are read.
-    """
-    where, suffix = str(p), p.suffix.lower()
-    sitk = _sitk(where, suffix)
+def _info(sitk: Any, path: str, where: str, fmt: str) -> Any:
+    """An ImageFileReader of ``path`` with its header read (DataError naming ``where`` if it cannot be)."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
+    reader.SetFileName(path)
     try:
         with _quiet_stderr():
             reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise DataError(f"{where}: cannot read {suffix.lstrip('.').upper()} file, it may be corrupt or truncated"
-                        f"{_itk_reason(exc)}") from exc
+        raise DataError(f"{where}: cannot read {fmt} file, it may be corrupt or truncated{_itk_reason(exc)}") from exc
     comps = reader.GetNumberOfComponents()
     if comps != 1:
         raise DataError(f"{where}: image with {comps} components per voxel (colour or vector) is not "
                         "supported; save a single-channel image")
-    size = tuple(int(s) for s in reader.GetSize())[::-1]
-    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype)
-    check_size(size, dtype, where)
-    check_kind(dtype, where, suffix.lstrip(".").upper())
+    return reader
+
+
+def _execute(reader: Any, where: str, fmt: str) -> Any:
+    """Run a SimpleITK reader (DataError naming ``where`` if the voxels cannot be read)."""
     try:
         with _quiet_stderr():
-            image = reader.Execute()
+            return reader.Execute()
     except RuntimeError as exc:
-        raise DataError(f"{where}: cannot read the {suffix.lstrip('.').upper()} file's voxels, it may be truncated"
-                        f"{_itk_reason(exc)}") from exc
+        raise DataError(f"{where}: cannot read the {fmt} file's voxels, it may be truncated{_itk_reason(exc)}") from exc
+
+
+def _geometry(sitk: Any, image: Any, where: str, check_dims) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """(array (z, y, x), spacing in array order, RAS affine) of a SimpleITK image."""
     array = check_dims(np.asarray(sitk.GetArrayFromImage(image)), where, 0)
     ndim = array.ndim
     spacing, origin = image.GetSpacing()[:ndim], image.GetOrigin()[:ndim]
@@ -126,6 +127,71 @@ def read_itk(p: Path, check_size, check_kind, check_dims) -> tuple[np.ndarray, t
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(full, full)[:ndim, :ndim]
     affine = affine_from_itk(spacing, origin, direction)
     return np.ascontiguousarray(array), tuple(float(s) for s in reversed(spacing)), affine
+
+
+def _dtype(sitk: Any, reader: Any, ndim: int) -> np.dtype:
+    """NumPy voxel type of a reader's pixel type."""
+    return np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * ndim, reader.GetPixelID())).dtype)
+
+
+def read_itk(p: Path, check_size, check_kind, check_dims) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """(array in (z, y, x) order, spacing in array order, RAS affine) of an NRRD/MHA/MHD file.
+
+    ``check_size``, ``check_kind`` and ``check_dims`` are io's checks, run before the voxels are read.
+    """
+    where, fmt = str(p), p.suffix.lower().lstrip(".").upper()
+    sitk = _sitk(where, p.suffix.lower())
+    reader = _info(sitk, str(p), where, fmt)
+    size = tuple(int(s) for s in reader.GetSize())[::-1]
+    dtype = _dtype(sitk, reader, len(size))
+    check_size(size, dtype, where)
+    check_kind(dtype, where, fmt)
+    return _geometry(sitk, _execute(reader, where, fmt), where, check_dims)
+
+
+def is_dicom_folder(p: Path) -> bool:
+    """Whether folder ``p`` holds DICOM files (``.dcm`` names or the ``DICM`` mark), checking a few files."""
+    try:
+        files = [q for q in sorted(p.iterdir())[:50] if q.is_file() and not q.name.startswith(".")]
+    except OSError:
+        return False
+    for q in files[:5]:
+        try:
+            with open(q, "rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return any(q.suffix.lower() == ".dcm" for q in files)
+
+
+def read_dicom_series(p: Path, check_size, check_kind, check_dims) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """(array (z, y, x), spacing, RAS affine) of the one DICOM series in folder ``p`` (slices sorted by GDCM
+    along the slice normal, geometry from ImagePositionPatient / ImageOrientationPatient / PixelSpacing)."""
+    where = str(p)
+    sitk = _sitk(where, "DICOM")
+    with _quiet_stderr():
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))
+    if not ids:
+        raise DataError(f"{where}: no readable DICOM series in this folder")
+    if len(ids) > 1:
+        raise DataError(f"{where}: {len(ids)} DICOM series in one folder; put each series in a folder of its own")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), ids[0])
+    first = _info(sitk, files[0], f"{where} ({Path(files[0]).name})", "DICOM")
+    size = (len(files), *(int(s) for s in first.GetSize()[:2][::-1]))
+    dtype = _dtype(sitk, first, first.GetDimension())
+    check_size(size, dtype, where)
+    check_kind(dtype, where, "DICOM")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return _geometry(sitk, _execute(reader, where, "DICOM"), where, check_dims)
+    except (DataError, MemoryError):
+        raise
+    except Exception as exc:  # GDCM / NumPy on a broken series
+        raise DataError(f"{where}: cannot read the DICOM series ({type(exc).__name__}: {exc})"
+                        .splitlines()[0]) from exc
 
 
 def write_itk(tmp: Path, data: np.ndarray, spacing, affine) -> None:
