@@ -92,7 +92,7 @@ class DemoRecipe:
         settings = asdict(self)
         settings.pop("num_threads")
         blob = json.dumps(settings, sort_keys=True).encode()
-        return (f"phantom2d-v3-t{self.teacher_iterations}-s{self.student_iterations}-"
+        return (f"phantom2d-v4-t{self.teacher_iterations}-s{self.student_iterations}-"
                 f"{hashlib.sha1(blob).hexdigest()[:10]}")
 
 
