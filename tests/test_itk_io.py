@@ -172,3 +172,16 @@ def test_dicom_series_folder_reads_with_the_nifti_geometry(tmp_path):
     (tmp_path / "junk" / "a.dcm").write_bytes(b"not dicom")
     with pytest.raises(DataError, match=r"junk: no readable DICOM series"):
         read_image(tmp_path / "junk")
+
+
+def test_napari_writer_saves_labels_of_a_nifti_scan_as_mha_in_the_same_place(tmp_path):
+    from napari_dmd._writer import write_labels
+
+    nii = _nifti(tmp_path / "scan.nii.gz")
+    ((image, kw, _),) = read_layers(str(nii))
+    labels = (np.asarray(image) > 100).astype(np.uint8)
+    out = tmp_path / "seg.mha"
+    assert write_labels(str(out), labels, {"scale": kw["scale"], "metadata": kw["metadata"]}) == [str(out)]
+    back = read_image(out)
+    np.testing.assert_allclose(back.affine, read_image(nii).affine, atol=1e-9)
+    assert np.array_equal(back.array, labels)

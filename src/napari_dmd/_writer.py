@@ -1,4 +1,4 @@
-"""npe2 writer: a labels layer to NIfTI (.nii.gz, .nii) with its source image's affine, or to TIFF.
+"""npe2 writer: a labels layer to NIfTI (.nii.gz, .nii), MHA or NRRD with its source image's geometry, or to TIFF.
 
 The affine is where the layer sits in napari's world (mm, RAS, see :mod:`napari_dmd.data.world`): exactly
 ``metadata["napari_dmd"]["affine"]`` (set by the reader on the image and copied onto labels made by the
@@ -23,7 +23,7 @@ import numpy as np
 from .data.io import DataError, affine_from_spacing, file_suffix, write_image
 from .data.world import data_to_world, napari_affine, nifti_affine, permute_affine, same_transform
 
-WRITABLE = (".nii.gz", ".nii", ".tif", ".tiff")
+WRITABLE = (".nii.gz", ".nii", ".tif", ".tiff", ".mha", ".nrrd")  # .mha/.nrrd need SimpleITK
 
 __all__ = ["write_labels"]
 
@@ -61,7 +61,7 @@ def _affine_and_spacing(meta: dict[str, Any], ndim: int, where: str) -> tuple[np
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write one labels layer to ``path`` (.nii.gz, .nii, .tif, .tiff); return ``[path]``."""
+    """Write one labels layer to ``path`` (.nii.gz, .nii, .tif, .tiff, .mha, .nrrd); return ``[path]``."""
     where = os.fspath(path)
     suffix = file_suffix(where)
     if suffix not in WRITABLE:
