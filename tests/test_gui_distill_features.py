@@ -228,6 +228,7 @@ def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, 
     image = viewer.layers["phantom 2D"]
     image.scale = (0.5, 0.8)
     image.translate = (3.0, -2.0)
+    image.affine = np.array([[1.0, 0.0, 5.0], [0.0, -1.0, 120.0], [0.0, 0.0, 1.0]])  # x flipped, shifted
     _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
     assert isinstance(fw, FeaturesWidget)
     fw.set_model(STUDENT)
@@ -258,6 +259,7 @@ def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, 
 
     for name in names:
         np.testing.assert_allclose(edges(viewer.layers[name]), edges(image), err_msg=name)
+        np.testing.assert_array_equal(viewer.layers[name].affine.affine_matrix, image.affine.affine_matrix)
 
     # a second click updates the same layers in place
     n_layers = len(viewer.layers)

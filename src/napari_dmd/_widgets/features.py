@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._choosers import LayerChooser
-from ._geometry import META_KEY, is_feature_layer, layer_spacing
+from ._geometry import META_KEY, is_feature_layer, layer_spacing, world_kwargs
 from ._live import LIVE
 from ._notify import notify_error
 from ._tables import class_features
@@ -372,7 +372,8 @@ class FeaturesWidget(QWidget):
             meta = {META_KEY: {"features": True, "source": job.image_name, "stride": sf.stride,
                                "stage": sf.stage, "model": job.model_name, "slice": job.slice_index,
                                **job.extra_meta}}
-            common = {"scale": sf.scale, "translate": sf.translate, "metadata": meta}
+            common = {"scale": sf.scale, "translate": sf.translate, "metadata": meta,
+                      **world_kwargs(self.viewer.layers[job.image_name])}  # the image's flips, origin, units
             if "PCA" in job.kinds:
                 names.append(self._put("image", layer_name(job.image_name, "PCA", sf.stride), sf.pca_rgb,
                                        dict(rgb=True, opacity=0.8, **common)))
@@ -402,6 +403,7 @@ class FeaturesWidget(QWidget):
                 layer.data = data
                 layer.scale = kwargs["scale"]
                 layer.translate = kwargs["translate"]
+                layer.affine = kwargs["affine"]
                 layer.metadata = kwargs["metadata"]
                 if kind == "labels":
                     layer.features = kwargs.get("features") or {}
