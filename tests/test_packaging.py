@@ -22,7 +22,7 @@ URL = "https://github.com/napari-dmd/napari-dmd"
 
 
 def _pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 
 
 def test_one_version_source(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,7 +41,7 @@ def test_one_version_source(capsys: pytest.CaptureFixture[str]) -> None:
 def test_metadata_license_urls_classifiers() -> None:
     project = _pyproject()["project"]
     assert project["license"] == "BSD-3-Clause" and project["license-files"] == ["LICENSE"]
-    text = (REPO / "LICENSE").read_text()
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("BSD 3-Clause License") and "napari-dmd developers" in text
     assert "Neither the name of the copyright holder" in text  # the third clause
     urls = project["urls"]
@@ -57,13 +57,13 @@ def test_metadata_license_urls_classifiers() -> None:
     # a lower bound only: the CPU wheel scripts/setup.sh installs first satisfies it, so pip adds nothing
     assert all(s.operator in (">=", ">") for s in torch.specifier)
     assert torch.specifier.contains("2.13.0") and torch.specifier.contains("99.0")
-    assert 'torch==2.13.0' in (REPO / "scripts" / "setup.sh").read_text()
-    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert 'torch==2.13.0' in (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
     assert "## [Unreleased]" in changelog and f"## [{napari_dmd.__version__}]" in changelog
 
 
 def test_readme_links_are_absolute() -> None:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     targets = re.findall(r"\]\(([^)\s]+)\)", text)
     assert targets, "README has no links"
     relative = [t for t in targets if not t.startswith(("https://", "http://", "#"))]
@@ -77,7 +77,7 @@ def test_manifest_menus_categories_icon() -> None:
     npe2 = pytest.importorskip("npe2")
     path = REPO / "src" / "napari_dmd" / "napari.yaml"
     if (REPO / "napari.yaml").exists():  # the top-level file is a link to the package's
-        assert (REPO / "napari.yaml").read_text() == path.read_text()
+        assert (REPO / "napari.yaml").read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
     mf = npe2.PluginManifest.from_file(path)  # validates against npe2's schema
     assert [str(c) for c in mf.categories] == ["Segmentation", "Utilities"]
     package, _, name = mf.icon.partition(":")

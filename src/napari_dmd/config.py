@@ -206,7 +206,7 @@ class TrainConfig:
             if size > MAX_CONFIG_BYTES:
                 raise ConfigError(f"{path}: config file of {size:,} bytes is implausibly large for a few settings "
                                   f"(limit {MAX_CONFIG_BYTES:,})")
-            data = yaml.load(Path(path).read_text(), Loader=_ConfigLoader) or {}  # noqa: S506 - safe loader
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}  # noqa: S506 - safe loader
         except ConfigError as e:
             raise ConfigError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
         except RecursionError:
