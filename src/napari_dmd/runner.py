@@ -52,11 +52,9 @@ def prepare_run(cfg: TrainConfig, cases: Sequence[Case], *, teacher: Any = None,
     """
     from .distill.engine import Distiller
 
-    if teacher is not None:
-        check_dims(cases, cfg.spatial_dims or teacher.spatial_dims,
-                   f"the teacher {teacher.source}" if cfg.spatial_dims is None else "the model (spatial_dims)")
-    else:
-        check_dims(cases, cfg.spatial_dims, "the model (spatial_dims)")
+    by_teacher = teacher is not None and cfg.spatial_dims is None
+    check_dims(cases, teacher.spatial_dims if by_teacher else cfg.spatial_dims,
+               f"the teacher {teacher.source}" if by_teacher else "the model (spatial_dims)")
     warnings: list[str] = []
     if teacher is not None:
         from .teachers import check_teacher

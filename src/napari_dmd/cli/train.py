@@ -43,14 +43,13 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     """Run ``napari-dmd train-teacher``."""
     from ..data.cases import check_patch_size
     from ..data.checks import resolve_class_names
-    from ..runner import check_dims, final_checkpoint, prepare_run
+    from ..runner import final_checkpoint, prepare_run
 
     cfg = _build_config(args, method="none" if args.method is None else None)
     if args.model is None and not getattr(args, "config", None):
         cfg.model = "teacher"
     out = _start(args, "teacher")
     cases, names = _load_cases(args)
-    check_dims(cases, cfg.spatial_dims, "the model (spatial_dims)")
     check_patch_size(cfg.patch_size, cases)
     cfg.num_classes, cfg.class_names = resolve_class_names(  # dataset.json's classes fix the class count
         cfg.num_classes, (args.config, cfg.class_names), (f"{args.data}/dataset.json", names))
@@ -65,15 +64,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     """Run ``napari-dmd distill``."""
     from ..data.cases import check_patch_size
     from ..data.checks import resolve_class_names
-    from ..runner import check_dims, final_checkpoint, prepare_run
+    from ..runner import final_checkpoint, prepare_run
     from ..teachers import teacher_from_args
 
     cfg = _build_config(args)
     out = _start(args, f"student-{cfg.method}")
     teacher = teacher_from_args(args)
     cases, names = _load_cases(args)
-    check_dims(cases, cfg.spatial_dims or teacher.spatial_dims,
-               f"the teacher {teacher.source}" if cfg.spatial_dims is None else "the model (spatial_dims)")
     check_patch_size(cfg.patch_size, cases)
     _, cfg.class_names = resolve_class_names(cfg.num_classes or teacher.num_classes, (args.config, cfg.class_names),
                                              (teacher.source, teacher.class_names),
