@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ablation_specs import CPU_BF16, SETTINGS, SPECS, Job, Spec, apply_scale, dataset, plan
+from ablation_specs import CPU_BF16, SETTINGS, SPECS, Job, Spec, apply_scale, committed_teacher, dataset, plan
 
 
 def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
@@ -47,8 +47,8 @@ def evaluate_model(model: Any, spec: Spec, val: list, num_classes: int) -> dict[
 
 
 def teacher_path(out: Path, ds: str) -> Path:
-    """Where the dataset's cached teacher lives."""
-    return out / "teachers" / ds / "last.pt"
+    """Where the dataset's teacher lives: the committed one (benchmarks/teachers/), else the one cached in OUT."""
+    return committed_teacher(ds) or out / "teachers" / ds / "last.pt"
 
 
 def run_job(job: Job, out: Path) -> dict[str, Any]:
@@ -67,6 +67,16 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     target = out / "jobs" / f"{job.id}.json"
     run_dir = out / "runs" / job.id
     t0 = time.perf_counter()
+    if job.setting == "teacher" and committed_teacher(job.dataset):  # evaluated, not trained
+        ck = load_checkpoint(teacher_path(out, job.dataset))
+        net = model_from_checkpoint(ck, teacher_path(out, job.dataset))
+        res = evaluate_model(net, spec, val, num_classes)
+        res.update(job.__dict__, id=job.id, train_s=0.0, iterations=ck.get("iteration"),
+                   params=count_parameters(net), flops_per_patch=count_flops(net, [1, 1, *spec.patch]),
+                   patch=spec.patch, n_train=len(train), n_val=len(val), committed=str(teacher_path(out, job.dataset)))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(res, indent=1))
+        return res
     if job.setting == "teacher":
         cfg = _config(spec, job, "teacher", spec.teacher_iters)
         cfg.checkpoint_interval = 100  # an interrupted teacher resumes

@@ -13,7 +13,8 @@ import numpy as np
 from ablation_specs import SPECS, TUNE_DATASET
 
 CLASS_NAMES = {
-    "hippocampus": ["anterior", "posterior"], "chaos": ["liver", "R kidney", "L kidney", "spleen"],
+    "hippocampus": ["anterior", "posterior"], "hippocampus3d": ["anterior", "posterior"],
+    "chaos": ["liver", "R kidney", "L kidney", "spleen"],
     "hc18": ["head"], "phantom2d": ["body", "liver", "kidney", "spleen", "lesion"],
     "phantom3d": ["body", "liver", "kidney", "spleen", "lesion"],
 }

@@ -61,7 +61,21 @@ SPECS = {
     "hc18": Spec("hc18", 2, [64, 96], 8, 600, 900),
     "phantom2d": Spec("phantom2d", 2, [96, 96], 4, 600, 900),
     "phantom3d": Spec("phantom3d", 3, [16, 32, 32], 2, 300, 900),
+    # 3D, with the committed teacher (benchmarks/teachers/hippocampus3d) and its 16 validation cases
+    "hippocampus3d": Spec("hippocampus3d", 3, [40, 56, 40], 2, 400, 0, low_labels=6),
 }
+DEFAULT_DATASETS = ("hippocampus3d", "chaos", "hc18", "phantom3d")  # the table of the committed teachers
+TEACHERS = Path(__file__).resolve().parent / "teachers"
+COMMITTED = {"hippocampus3d": "hippocampus3d", "chaos": "chaos", "hc18": "hc18", "phantom3d": "phantom3d"}
+
+
+def committed_teacher(name: str) -> Path | None:
+    """The dataset's committed teacher (``benchmarks/teachers/<folder>/teacher.pt``), or None (the ablation trains
+    its own); ``NAPARI_DMD_ABLATION_OWN_TEACHERS=1`` ignores the committed ones."""
+    if os.environ.get("NAPARI_DMD_ABLATION_OWN_TEACHERS") == "1" or name not in COMMITTED:
+        return None
+    path = TEACHERS / COMMITTED[name] / "teacher.pt"
+    return path if path.exists() else None
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -90,6 +104,13 @@ def load_dataset(name: str) -> tuple[list, list, int]:
         cases, _ = load_msd_folder(DATA / "msd_hippocampus", require_labels=True)
         tr, va = split_cases(len(cases), 0.1, seed=0)
         return [cases[i] for i in tr], [cases[i] for i in va], 3
+    if name == "hippocampus3d":  # the committed teacher's validation cases; every other case trains
+        import torch
+
+        cases, _ = load_msd_folder(DATA / "msd_hippocampus", require_labels=True)
+        ck = torch.load(TEACHERS / "hippocampus3d" / "teacher.pt", map_location="cpu", weights_only=True)
+        val_names = set(ck["val_cases"])
+        return [c for c in cases if c.name not in val_names], [c for c in cases if c.name in val_names], 3
     if name == "chaos":
         cases, _ = load_msd_folder(DATA / "chaos_mr_t2", require_labels=True)
         for c in cases:
@@ -150,7 +171,7 @@ def plan(datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] 
                 jobs += [Job(ds, "full", m, s, WEIGHTS.get(m, {})) for m in FULL_METHODS]
             if spec.low_labels and "lowlabel" in settings:
                 jobs += [Job(ds, "lowlabel", m, s, WEIGHTS.get(m, {})) for m in LOW_METHODS]
-            if ds in ("hippocampus", "chaos") and "tiny" in settings:
+            if ds in ("hippocampus", "hippocampus3d", "chaos") and "tiny" in settings:
                 jobs += [Job(ds, "tiny", m, s, WEIGHTS.get(m, {})) for m in TINY_METHODS]
             if ds in ("hippocampus", "chaos") and "pool" in settings:  # rows of the full table
                 jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-pool")]) for m in POOL_METHODS]
