@@ -1,4 +1,5 @@
-"""npe2 reader: NIfTI, TIFF, NRRD and MetaImage (.mha/.mhd, with SimpleITK) images and label maps in world space.
+"""npe2 reader: NIfTI, TIFF, NRRD and MetaImage (.mha/.mhd, with SimpleITK), DICOM series and OME-Zarr folders,
+and HC18-style PNG images, as images and label maps in world space.
 
 Image files become image layers placed in world space (:mod:`napari_dmd.data.world`): ``scale`` = voxel
 spacing (mm, array order ``(z, y, x)``), ``affine`` = the file's direction, axis flips and origin, ``units`` mm,
@@ -7,6 +8,9 @@ spacing (mm, array order ``(z, y, x)``), ``affine`` = the file's direction, axis
 with voxel axes permuted against the world is transposed into world axis order, and ``file_axes`` /
 ``file_affine`` say how, so the writer saves labels in the file's voxel order). Integer-valued files
 in a ``labelsTr/``/``labelsTs/`` folder or named ``*_seg*``, ``*_label*``, ``*_mask*`` become labels layers.
+An OME-Zarr image (a folder with ``multiscales`` metadata, :mod:`napari_dmd.data.zarr_io`) opens as its
+full-resolution level (the array every widget computes on) with the scale and translation of its metadata
+(in mm) and its axis names.
 A bad file raises :class:`~napari_dmd.data.io.DataError` with a one-line message naming it; napari shows it.
 """
 
@@ -23,6 +27,7 @@ import numpy as np
 from .data.io import file_suffix, read_image, strip_suffix
 from .data.itk_io import is_dicom_folder
 from .data.world import display_axes, layer_kwargs, permute_affine
+from .data.zarr_io import is_ome_zarr, ome_zarr_name
 
 READABLE = (".nii", ".nii.gz", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABEL_FOLDERS = ("labelstr", "labelsts", "labels")
@@ -41,11 +46,11 @@ def _paths(path: PathOrPaths) -> list[str]:
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
-    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD file or a
-    folder of DICOM files, else None."""
+    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD file, a
+    folder of DICOM files or an OME-Zarr image, else None."""
     paths = _paths(path)
-    if not paths or not all(is_dicom_folder(Path(p)) if Path(p).is_dir() else file_suffix(p) in READABLE
-                            for p in paths):
+    if not paths or not all((is_ome_zarr(Path(p)) or is_dicom_folder(Path(p))) if Path(p).is_dir()
+                            else file_suffix(p) in READABLE for p in paths):
         return None
     return read_layers
 
@@ -87,7 +92,11 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
             meta_extra = {"file_axes": list(order), "file_affine": np.asarray(data.affine).tolist()}
         meta = {"napari_dmd": {"affine": affine.tolist(), "spacing": [float(s) for s in spacing],
                                "path": data.path, **meta_extra}}
-        kwargs: dict[str, Any] = {"name": strip_suffix(p), "metadata": meta, **layer_kwargs(affine, spacing)}
+        zarr = is_ome_zarr(Path(p))
+        kwargs: dict[str, Any] = {"name": ome_zarr_name(Path(p)) if zarr else strip_suffix(p), "metadata": meta,
+                                  **layer_kwargs(affine, spacing)}
+        if data.axes is not None and order is None:  # the file's own axis names (OME-Zarr)
+            kwargs["axis_labels"] = tuple(data.axes)
         labels = _as_labels(array) if is_label_path(p) else None
         if labels is not None:
             if not _LABEL_NAME.search(kwargs["name"]):  # labelsTr/case.nii.gz: tell it from imagesTr/case

@@ -22,6 +22,22 @@ def _output_path(out: Path, src_name: str, many: bool) -> Path:
     return out
 
 
+def _volume_folder(p: Path) -> bool:
+    """Whether folder ``p`` is one image: a DICOM series or an OME-Zarr image."""
+    from ..data.itk_io import is_dicom_folder
+    from ..data.zarr_io import is_ome_zarr
+
+    return p.is_dir() and (is_ome_zarr(p) or is_dicom_folder(p))
+
+
+def _label_name(src: Path) -> str:
+    """The file name of an input's labels in an output folder: the input's name, or ``<folder>.nii.gz`` for a
+    DICOM series or OME-Zarr folder (NIfTI keeps their world geometry)."""
+    from ..data.zarr_io import ome_zarr_name
+
+    return f"{ome_zarr_name(src)}.nii.gz" if _volume_folder(src) else src.name
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``napari-dmd predict``."""
     from ..data.checks import shape_text
@@ -32,15 +48,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs: list[Path] = []
     for item in args.input:
         p = Path(item)
-        if p.is_dir():
-            inputs += sorted(q for q in p.iterdir() if q.is_file() and is_supported_file(q))
+        if p.is_dir() and not _volume_folder(p):  # a folder of images (files, DICOM series, OME-Zarr folders)
+            inputs += sorted(q for q in p.iterdir() if (q.is_file() and is_supported_file(q)) or _volume_folder(q))
         else:
             inputs.append(p)
     if not inputs:
         raise DataError(f"{' '.join(args.input)}: no input images")
     out = Path(args.output)
-    many = len(inputs) > 1
-    targets = [_output_path(out, p.name, many) for p in inputs]
+    many = len(inputs) > 1 or any(Path(i).is_dir() and not _volume_folder(Path(i)) for i in args.input)  # -> a folder
+    targets = [_output_path(out, _label_name(p), many) for p in inputs]
     for src, dst in zip(inputs, targets):
         if file_suffix(dst) not in WRITABLE_SUFFIXES:
             raise DataError(f"{dst}: cannot write labels as '{file_suffix(dst) or dst.name}'; use one of "
@@ -147,7 +163,8 @@ def add_predict_parsers(sub: Any) -> None:
 
     r = sub.add_parser("predict", help="segment images with a trained model")
     r.add_argument("--model", required=True, help="checkpoint (.pt)")
-    r.add_argument("--input", required=True, nargs="+", help="image files or a folder")
+    r.add_argument("--input", required=True, nargs="+",
+                   help="image files, DICOM series folders, OME-Zarr images, or a folder of them")
     r.add_argument("--output", required=True, help="output file (one input) or folder")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r.add_argument("--device", default="auto")

@@ -37,6 +37,7 @@ from napari_dmd.data.io import (
     read_image,
     strip_suffix,
 )
+from napari_dmd.data.zarr_io import is_ome_zarr, ome_zarr_name
 
 __all__ = [
     "DEFAULT_IGNORE_INDEX",
@@ -90,8 +91,9 @@ def _to_label_dtype(label: np.ndarray, where: str) -> np.ndarray:
 
 
 def _case_name(path: str | os.PathLike) -> str:
-    """Case name from a file name: suffix and an nnU-Net ``_0000`` channel suffix removed."""
-    stem = strip_suffix(path)
+    """Case name from a file name: suffix (``.ome.zarr`` of a folder) and an nnU-Net ``_0000`` channel suffix
+    removed."""
+    stem = ome_zarr_name(Path(path)) if is_ome_zarr(Path(path)) else strip_suffix(path)
     return stem[: -len(_NNUNET_CHANNEL)] if stem.endswith(_NNUNET_CHANNEL) else stem
 
 
@@ -151,8 +153,9 @@ def load_case(
 
 
 def _list_images(folder: Path) -> list[Path]:
-    """Visible files with a supported image suffix, sorted by name (hidden and ``._*`` files skipped)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_supported_file(p))
+    """Visible files with a supported image suffix and OME-Zarr folders, sorted by name (hidden and ``._*``
+    files skipped)."""
+    return sorted(p for p in folder.iterdir() if (p.is_file() and is_supported_file(p)) or is_ome_zarr(p))
 
 
 def _label_index(folder: Path | None) -> dict[str, Path]:

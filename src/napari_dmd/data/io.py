@@ -1,4 +1,4 @@
-"""Read and write images and label maps (NIfTI, TIFF, NRRD/MHA via SimpleITK, NumPy, PNG/JPEG) with geometry.
+"""Read and write images and label maps (NIfTI, TIFF, NRRD/MHA via SimpleITK, OME-Zarr, NumPy, PNG) with geometry.
 
 Array convention (see ``docs/architecture.md``): arrays hold spatial axes only, ``(z, y, x)`` for 3D and
 ``(y, x)`` for 2D. NIfTI data (stored ``x, y, z``) is transposed on read and back on write. ``spacing`` is in
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_dmd.data import itk_io
+from napari_dmd.data import itk_io, zarr_io
 from napari_dmd.data.errors import DataError
 from napari_dmd.data.itk_io import ITK_SUFFIXES, ITK_WRITABLE_SUFFIXES
 from napari_dmd.data.limits import check_size, npy_header
@@ -76,6 +76,7 @@ class ImageData:
     spacing: tuple[float, ...]
     affine: np.ndarray
     path: str | None = None
+    axes: tuple[str, ...] | None = None  # the spatial axes' names where the file names them (OME-Zarr)
 
     @property
     def ndim(self) -> int:
@@ -173,7 +174,7 @@ def _check_dims(array: np.ndarray, where: str, channel_axis: int = -1) -> np.nda
 
 
 def read_image(path: str | os.PathLike) -> ImageData:
-    """Read a 2D/3D image from NIfTI, TIFF, NRRD/MHA/MHD or a DICOM series folder (SimpleITK), ``.npy``, PNG, JPEG.
+    """Read a 2D/3D image: NIfTI, TIFF, NRRD/MHA/MHD or a DICOM series folder (SimpleITK), OME-Zarr, ``.npy``, PNG.
 
     Returns the spatial array in ``(z, y, x)`` / ``(y, x)`` order with spacing in the same order.
     Raises :class:`DataError` (message naming the file) for anything unreadable or unsupported.
@@ -183,8 +184,11 @@ def read_image(path: str | os.PathLike) -> ImageData:
     if not p.exists():
         raise DataError(f"{where}: file not found")
     if p.is_dir():
+        if zarr_io.is_ome_zarr(p):  # level 0 of the pyramid, spacing and origin in mm, axis names
+            array, spacing, affine, axes = zarr_io.read_ome_zarr(p, check_size, _check_kind, _check_dims)
+            return ImageData(_native(array), spacing, affine, path=where, axes=axes)
         if not itk_io.is_dicom_folder(p):
-            raise DataError(f"{where}: is a folder, not an image file (nor a DICOM series)")
+            raise DataError(f"{where}: is a folder, not an image file (nor a DICOM series or an OME-Zarr image)")
         return ImageData(*itk_io.read_dicom_series(p, check_size, _check_kind, _check_dims), path=where)
     suffix = file_suffix(p)
     if suffix not in SUPPORTED_SUFFIXES:
