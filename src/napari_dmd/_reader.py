@@ -11,6 +11,9 @@ in a ``labelsTr/``/``labelsTs/`` folder or named ``*_seg*``, ``*_label*``, ``*_m
 An OME-Zarr image (a folder with ``multiscales`` metadata, :mod:`napari_dmd.data.zarr_io`) opens as its
 full-resolution level (the array every widget computes on) with the scale and translation of its metadata
 (in mm) and its axis names.
+A PNG has no geometry of its own: an HC18-style CSV (``filename`` and ``pixel size(mm)`` columns) in its folder
+or the folder above that lists its file name gives its pixel size in mm
+(:func:`napari_dmd.data.cases.find_pixel_size`), else it opens with scale 1.
 A bad file raises :class:`~napari_dmd.data.io.DataError` with a one-line message naming it; napari shows it.
 """
 
@@ -24,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from .data.io import file_suffix, read_image, strip_suffix
+from .data.cases import find_pixel_size
+from .data.io import PIL_SUFFIXES, affine_from_spacing, file_suffix, read_image, strip_suffix
 from .data.itk_io import is_dicom_folder
 from .data.world import display_axes, layer_kwargs, permute_affine
 from .data.zarr_io import is_ome_zarr, ome_zarr_name
 
-READABLE = (".nii", ".nii.gz", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd")
+READABLE = (".nii", ".nii.gz", ".tif", ".tiff", ".nrrd", ".nhdr", ".mha", ".mhd", ".png")
 LABEL_FOLDERS = ("labelstr", "labelsts", "labels")
 _LABEL_NAME = re.compile(r"(^|[_\-.])(seg|segmentation|label|labels|mask)([_\-.0-9]|$)", re.IGNORECASE)
 
@@ -46,7 +50,7 @@ def _paths(path: PathOrPaths) -> list[str]:
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
-    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD file, a
+    """The reader for ``path`` (one path or a list) when every path is a NIfTI/TIFF/NRRD/MHA/MHD/PNG file, a
     folder of DICOM files or an OME-Zarr image, else None."""
     paths = _paths(path)
     if not paths or not all((is_ome_zarr(Path(p)) or is_dicom_folder(Path(p))) if Path(p).is_dir()
@@ -85,6 +89,10 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
         data = read_image(p)
         array, affine, spacing = data.array, np.asarray(data.affine), tuple(data.spacing)
         meta_extra: dict[str, Any] = {}
+        found = find_pixel_size(p) if file_suffix(p) in PIL_SUFFIXES and array.ndim == 2 else None
+        if found is not None:  # HC18: the pixel size in mm from a CSV beside the PNG
+            spacing, affine = (found[0],) * 2, affine_from_spacing((found[0],) * 2)
+            meta_extra["spacing_csv"] = str(found[1])
         order = display_axes(affine, array.ndim)
         if order is not None:  # voxel axes permuted against the world: show them in world axis order
             array, affine = np.ascontiguousarray(np.transpose(array, order)), permute_affine(affine, order, array.ndim)

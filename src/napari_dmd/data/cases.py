@@ -44,6 +44,7 @@ __all__ = [
     "Case",
     "check_class_names",
     "check_patch_size",
+    "find_pixel_size",
     "infer_num_classes",
     "load_case",
     "load_folder_pairs",
@@ -354,6 +355,44 @@ def _read_spacing_csv(csv_path: Path) -> dict[str, float]:
             raise DataError(f"{csv_path}: line {line_no}: pixel size {value} must be positive")
         table[row[name_col].strip()] = value
     return table
+
+
+def _is_spacing_csv(csv_path: Path) -> bool:
+    """Whether a CSV's header has the ``filename`` and ``pixel size...`` columns of a spacing CSV."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip().lower() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return "filename" in header and any(h.startswith("pixel size") for h in header)
+
+
+def find_pixel_size(image_path: str | os.PathLike) -> tuple[float, Path] | None:
+    """(pixel size in mm, CSV) of a 2D image without geometry (PNG, JPEG) from an HC18-style CSV beside it.
+
+    The rule: the CSV files (``*.csv``, by name) of the image's folder, then of its parent folder, that have a
+    ``filename`` and a ``pixel size...`` column; the first that lists the image's file name gives its pixel
+    size (HC18's ``X_HC_Annotation.png`` is looked up as ``X_HC.png``). None when no CSV lists it; a listed
+    file with a bad pixel size raises DataError naming the CSV line.
+    """
+    p = Path(image_path)
+    names = [p.name]
+    stem = strip_suffix(p)
+    if stem.lower().endswith("_annotation"):
+        names.append(stem[: -len("_annotation")] + file_suffix(p))
+    for folder in (p.parent, p.parent.parent):
+        try:
+            found = sorted(q for q in folder.glob("*.csv") if q.is_file())
+        except OSError:
+            continue
+        for csv_path in found:
+            if not _is_spacing_csv(csv_path):
+                continue
+            table = _read_spacing_csv(csv_path)
+            for name in names:
+                if name in table:
+                    return table[name], csv_path
+    return None
 
 
 def load_folder_pairs(
