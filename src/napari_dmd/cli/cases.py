@@ -16,7 +16,8 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="folder in Medical Segmentation Decathlon layout (imagesTr/, labelsTr/), "
                                   "or a folder with images/ and labels/ subfolders")
-    g.add_argument("--images", nargs="+", help="image files (or one folder of images)")
+    g.add_argument("--images", nargs="+", help="image files, DICOM series or OME-Zarr folders (or one folder of "
+                                               "images)")
     g.add_argument("--labels", nargs="+", help="label files matching --images (or one folder)")
     g.add_argument("--spacing-csv", help="CSV with 'filename' and 'pixel size' columns (2D images)")
     g.add_argument("--max-cases", type=int, help="use at most this many cases (after sorting by name)")
@@ -29,7 +30,7 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 def _load_cases(args: argparse.Namespace) -> tuple[list[Any], list[str] | None]:
     """The cases the data flags name, sorted by name, and the class names of a dataset.json (else None)."""
     from ..config import ConfigError
-    from ..data.cases import load_folder_pairs, load_msd_folder, load_pair_lists
+    from ..data.cases import is_image_folder, load_folder_pairs, load_msd_folder, load_pair_lists
     from ..data.io import DataError
 
     if args.max_cases is not None and args.max_cases < 1:
@@ -50,7 +51,8 @@ def _load_cases(args: argparse.Namespace) -> tuple[list[Any], list[str] | None]:
         else:
             raise DataError(f"{root}: found neither imagesTr/ (MSD layout) nor images/ in this folder")
     elif args.images:
-        if len(args.images) == 1 and Path(args.images[0]).is_dir():
+        one = Path(args.images[0])
+        if len(args.images) == 1 and one.is_dir() and not is_image_folder(one):  # a folder of images
             lab = args.labels[0] if args.labels else None
             cases = load_folder_pairs(args.images[0], lab, spacing_csv=args.spacing_csv)
         else:

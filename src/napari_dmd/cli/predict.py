@@ -24,10 +24,9 @@ def _output_path(out: Path, src_name: str, many: bool) -> Path:
 
 def _volume_folder(p: Path) -> bool:
     """Whether folder ``p`` is one image: a DICOM series or an OME-Zarr image."""
-    from ..data.itk_io import is_dicom_folder
-    from ..data.zarr_io import is_ome_zarr
+    from ..data.cases import is_image_folder
 
-    return p.is_dir() and (is_ome_zarr(p) or is_dicom_folder(p))
+    return is_image_folder(p)
 
 
 def _label_name(src: Path) -> str:

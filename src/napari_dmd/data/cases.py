@@ -37,6 +37,7 @@ from napari_dmd.data.io import (
     read_image,
     strip_suffix,
 )
+from napari_dmd.data.itk_io import ITK_SUFFIXES, is_dicom_folder
 from napari_dmd.data.zarr_io import is_ome_zarr, ome_zarr_name
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "check_class_names",
     "check_patch_size",
     "find_pixel_size",
+    "is_image_folder",
     "infer_num_classes",
     "load_case",
     "load_folder_pairs",
@@ -92,9 +94,9 @@ def _to_label_dtype(label: np.ndarray, where: str) -> np.ndarray:
 
 
 def _case_name(path: str | os.PathLike) -> str:
-    """Case name from a file name: suffix (``.ome.zarr`` of a folder) and an nnU-Net ``_0000`` channel suffix
-    removed."""
-    stem = ome_zarr_name(Path(path)) if is_ome_zarr(Path(path)) else strip_suffix(path)
+    """Case name from a file name (a DICOM folder's name, ``.ome.zarr`` removed from an OME-Zarr folder's):
+    suffix and an nnU-Net ``_0000`` channel suffix removed."""
+    stem = ome_zarr_name(Path(path)) if Path(path).is_dir() else strip_suffix(path)
     return stem[: -len(_NNUNET_CHANNEL)] if stem.endswith(_NNUNET_CHANNEL) else stem
 
 
@@ -111,7 +113,8 @@ def load_case(
     file); the label shape must equal the image shape and its geometry (spacing, orientation, origin) the
     image's (:func:`~napari_dmd.data.checks.check_label_geometry`). An image with NaN/Inf voxels or a single
     value is refused, labelled or not. ``spacing`` (array order) overrides the file's; for files without a
-    world affine (TIFF, PNG, NumPy) the affine is rebuilt from it.
+    world affine (TIFF, PNG, NumPy) the affine is rebuilt from it, files with one (NIfTI, NRRD, MetaImage, DICOM,
+    OME-Zarr) keep theirs, so that labels written with it overlay the source.
     """
     img = read_image(image_path)
     check_image(img.array, str(img.path), img.path)
@@ -124,7 +127,7 @@ def load_case(
                 f"{img.path}: spacing {case_spacing} does not fit a {img.ndim}D image (need {img.ndim} "
                 "positive values)"
             )
-        if file_suffix(image_path) not in NIFTI_SUFFIXES:
+        if not _has_world(image_path):
             affine = affine_from_spacing(case_spacing)
     label = None
     lab_path = None
@@ -153,10 +156,20 @@ def load_case(
 # ------------------------------------------------------------------------------------------------ folders
 
 
+def is_image_folder(p: Path) -> bool:
+    """Whether folder ``p`` is one image: an OME-Zarr image or a DICOM series."""
+    return p.is_dir() and not p.name.startswith(".") and (is_ome_zarr(p) or is_dicom_folder(p))
+
+
 def _list_images(folder: Path) -> list[Path]:
-    """Visible files with a supported image suffix and OME-Zarr folders, sorted by name (hidden and ``._*``
-    files skipped)."""
-    return sorted(p for p in folder.iterdir() if (p.is_file() and is_supported_file(p)) or is_ome_zarr(p))
+    """Visible files with a supported image suffix, OME-Zarr and DICOM series folders, sorted by name (hidden and
+    ``._*`` files skipped)."""
+    return sorted(p for p in folder.iterdir() if (p.is_file() and is_supported_file(p)) or is_image_folder(p))
+
+
+def _has_world(path: str | os.PathLike) -> bool:
+    """Whether an image file records a world affine (NIfTI, NRRD, MetaImage, a DICOM or OME-Zarr folder)."""
+    return file_suffix(path) in NIFTI_SUFFIXES + ITK_SUFFIXES or Path(path).is_dir()
 
 
 def _label_index(folder: Path | None) -> dict[str, Path]:
@@ -431,7 +444,7 @@ def load_folder_pairs(
         case = load_case(image, label)
         if spacing is not None:
             case.spacing = (spacing,) * case.ndim
-            if file_suffix(image) not in NIFTI_SUFFIXES:
+            if not _has_world(image):
                 case.affine = affine_from_spacing(case.spacing)
         cases.append(case)
     return cases

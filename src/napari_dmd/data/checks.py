@@ -3,18 +3,22 @@
 Every problem raises :class:`~napari_dmd.data.io.DataError` naming the file (or case); things worth knowing that
 are not errors are issued as :class:`DataWarning` (one line, printed as ``warning: ...`` by the CLI and shown as
 a notification by napari). Shapes and spacings in messages are given in the file's own axis order: ``(x, y, z)``
-for NIfTI (as nibabel and NIfTI viewers show them), ``(z, y, x)`` for TIFF and NumPy.
+for NIfTI, NRRD, MetaImage and DICOM (as nibabel, ITK and their viewers show them), ``(z, y, x)`` for TIFF,
+NumPy and OME-Zarr. Files with a world geometry (those and OME-Zarr) are compared by their affines.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from napari_dmd.data.case import Case
 from napari_dmd.data.io import NIFTI_SUFFIXES, DataError, ImageData, file_suffix
+from napari_dmd.data.itk_io import ITK_SUFFIXES
+from napari_dmd.data.zarr_io import is_ome_zarr
 
 __all__ = [
     "DEFAULT_IGNORE_INDEX",
@@ -63,11 +67,23 @@ warnings.formatwarning = _format_warning
 
 
 def _is_nifti(path: str | None) -> bool:
-    return path is not None and file_suffix(path) in NIFTI_SUFFIXES
+    """Whether the file stores its voxels in ``(x, y, z)`` order with a world affine: NIfTI, NRRD, MetaImage,
+    a DICOM series folder."""
+    if path is None:
+        return False
+    if file_suffix(path) in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        return True
+    p = Path(path)
+    return p.is_dir() and not is_ome_zarr(p)
+
+
+def _has_world(path: str | None) -> bool:
+    """Whether the file records a world geometry (spacing, orientation, origin) to compare labels by."""
+    return _is_nifti(path) or (path is not None and is_ome_zarr(Path(path)))
 
 
 def _in_file_order(values: Sequence, path: str | None) -> tuple:
-    """Array-order values ((z, y, x)) in the file's own axis order: reversed for NIfTI."""
+    """Array-order values ((z, y, x)) in the file's own axis order: reversed for NIfTI, NRRD, MHA, DICOM."""
     values = tuple(values)
     return tuple(reversed(values)) if _is_nifti(path) else values
 
@@ -112,12 +128,13 @@ def check_image(image: np.ndarray, where: str, path: str | None = None) -> None:
 def check_label_geometry(img: ImageData, lab: ImageData) -> None:
     """Refuse a label map whose voxel grid is not its image's: spacing, orientation (flips) or origin differ.
 
-    Two NIfTI files are compared by spacing and affine. Otherwise only a label that records its own spacing (not
-    all 1) is compared by spacing: a TIFF/PNG mask without metadata takes its image's spacing.
+    Two files with a world geometry (NIfTI, NRRD, MetaImage, DICOM, OME-Zarr, in any mix) are compared by spacing
+    and affine. Otherwise only a label that records its own spacing (not all 1) is compared by spacing: a
+    TIFF/PNG mask without metadata takes its image's spacing.
     """
     where = f"{lab.path}: label geometry differs from its image {img.path}"
     fix = "resample the label onto the image grid or fix the header; the label would be placed wrongly"
-    both_nifti = _is_nifti(img.path) and _is_nifti(lab.path)
+    both_nifti = _has_world(img.path) and _has_world(lab.path)
     if not both_nifti and all(float(s) == 1.0 for s in lab.spacing):
         return
     a, b = np.asarray(img.spacing, float), np.asarray(lab.spacing, float)
