@@ -48,7 +48,9 @@ class PatchSampler:
     arrays of the same shape or ``None`` (unlabelled case). With ``spatial_dims == 2`` a 3D case gives a
     2D patch from a random slice along axis 0. With probability ``fg_fraction`` a labelled sample is
     centred (with jitter) on a voxel of a random foreground class present in the case. Volumes smaller
-    than the patch are zero-padded (image 0 = the mean after z-score, label 0 = background).
+    than the patch are zero-padded (image 0 = the mean after z-score, label 0 = background). ``focus``: per
+    case a boolean mask (or None) of voxels to centre a ``focus_fraction`` of the samples on (a corrections
+    round's painted voxels); without it the stream is the one it always was.
 
     All randomness comes from one ``np.random.Generator``; ``state_dict`` / ``load_state_dict`` make a
     resumed sampler produce exactly the same future batches.
@@ -68,6 +70,8 @@ class PatchSampler:
         flips: bool = True,
         ignore_index: int = 255,
         seed: int = 0,
+        focus: Sequence[np.ndarray | None] | None = None,
+        focus_fraction: float = 0.5,
     ) -> None:
         if len(images) == 0:
             raise ValueError("PatchSampler needs at least one case")
@@ -124,7 +128,37 @@ class PatchSampler:
             self._images.append(img)
             self._labels.append(lab)
             self._fg.append(self._foreground_indices(i, lab, init_rng))
+        self._focus = self._focus_indices(focus, seed)
+        self._focus_cases = [i for i, f in enumerate(self._focus) if f is not None]
+        if not 0.0 <= focus_fraction <= 1.0:
+            raise ValueError(f"focus_fraction must be in [0, 1], got {focus_fraction}")
+        self.focus_fraction = float(focus_fraction)
         self._rng = np.random.default_rng(seed)
+
+    def _focus_indices(self, focus: Sequence[np.ndarray | None] | None, seed: int) -> list[np.ndarray | None]:
+        """Flat indices of each case's focus voxels (e.g. painted corrections), subsampled like the foreground.
+
+        With focus voxels, a sample is centred on one of them with probability ``focus_fraction`` (a case with
+        focus chosen uniformly); without any, sampling draws exactly as before (the same random stream).
+        """
+        if focus is None:
+            return [None] * len(self._images)
+        if len(focus) != len(self._images):
+            raise ValueError(f"got {len(focus)} focus masks for {len(self._images)} cases (use None for a case)")
+        rng = np.random.default_rng([int(seed), 0xF0C5])
+        out: list[np.ndarray | None] = []
+        for i, mask in enumerate(focus):
+            if mask is None:
+                out.append(None)
+                continue
+            if np.shape(mask) != self._images[i].shape:
+                raise ValueError(f"case {i}: focus mask shape {np.shape(mask)} differs from image shape "
+                                 f"{self._images[i].shape}")
+            idx = np.flatnonzero(np.asarray(mask).reshape(-1))
+            if idx.size > MAX_FG_INDICES_PER_CLASS:
+                idx = np.sort(rng.choice(idx, MAX_FG_INDICES_PER_CLASS, replace=False))
+            out.append(idx.astype(np.int64) if idx.size else None)
+        return out
 
     def _foreground_indices(
         self, case: int, lab: np.ndarray | None, rng: np.random.Generator
@@ -167,12 +201,20 @@ class PatchSampler:
 
     def _sample_one(self) -> tuple[np.ndarray, np.ndarray, bool]:
         rng = self._rng
-        case = int(rng.integers(self.num_cases))
+        focus = self._focus_cases
+        centre: tuple[int, ...] | None = None
+        if focus and rng.random() < self.focus_fraction:  # centred on a focus voxel (e.g. a painted correction)
+            case = focus[int(rng.integers(len(focus)))]
+            idx = self._focus[case]
+            assert idx is not None
+            centre = tuple(int(c) for c in np.unravel_index(int(idx[int(rng.integers(idx.size))]),
+                                                            self._images[case].shape))
+        else:
+            case = int(rng.integers(self.num_cases))
         img = self._images[case]
         lab = self._labels[case]
         fg = self._fg[case]
-        centre: tuple[int, ...] | None = None
-        if fg and rng.random() < self.fg_fraction:
+        if centre is None and fg and rng.random() < self.fg_fraction:
             classes = sorted(fg)
             cls = classes[int(rng.integers(len(classes)))]
             idx = fg[cls]

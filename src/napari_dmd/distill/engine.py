@@ -68,12 +68,15 @@ class Distiller:
     """Train ``config.model`` on ``cases`` with ``config.method``, optionally taught by ``teacher``.
 
     With ``teacher=None`` only method "none" or "ds" is possible (teacher training, or a student alone).
-    Cases without labels take the teacher's prediction as their target class.
+    Cases without labels take the teacher's prediction as their target class (so do voxels labelled IGNORE).
+    ``focus``: boolean masks by case name of voxels to centre half the patches on (a corrections round's painted
+    voxels, :func:`napari_dmd.corrections.start_round`).
     """
 
     def __init__(self, config: TrainConfig, cases: Sequence[Case], *, val_cases: Sequence[Case] | None = None,
                  teacher: Teacher | None = None, output_dir: str | Path | None = None,
-                 resume: str | Path | None = None, role: str = "student") -> None:
+                 resume: str | Path | None = None, role: str = "student",
+                 focus: dict[str, np.ndarray] | None = None) -> None:
         self.config = config.validate()
         cfg = self.config
         if teacher is None and get_method(cfg.method).needs_teacher:
@@ -148,7 +151,8 @@ class Distiller:
             [normalize(c.image, self.normalization) for c in train_cases],
             [c.label for c in train_cases], tuple(self.patch_size), batch_size=cfg.batch_size,
             spatial_dims=spatial_dims, fg_fraction=cfg.fg_fraction, num_classes=self.num_classes,
-            augment=cfg.augment, flips=cfg.flips, ignore_index=IGNORE, seed=cfg.seed + 1000 * self.dist.rank)
+            augment=cfg.augment, flips=cfg.flips, ignore_index=IGNORE, seed=cfg.seed + 1000 * self.dist.rank,
+            focus=[focus.get(c.name) for c in train_cases] if focus else None)
         self.num_workers = resolve_num_workers(cfg.num_workers, self.device)
         self._loader: torch.utils.data.DataLoader | None = None
         self._batches: Iterator | None = None
