@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 NO_LABELS = "(none: teacher's prediction)"
 
-__all__ = ["NO_LABELS", "PairTable", "class_features", "class_list", "label_axes"]
+__all__ = ["NO_LABELS", "PairTable", "class_features", "class_list", "fit_rows", "label_axes"]
 
 
 def class_features(names: list[str] | tuple[str, ...] | None) -> dict[str, list[Any]] | None:
@@ -41,6 +41,21 @@ def label_axes(viewer: napari.Viewer) -> None:
     dims = viewer.dims
     if dims.ndim == 3 and all(str(a).lstrip("-").isdigit() for a in dims.axis_labels):
         dims.axis_labels = ("z", "y", "x")
+
+
+MIN_ROWS, MAX_ROWS = 2, 8  # a table shows at least / at most this many rows without scrolling
+
+
+def fit_rows(table: QTableWidget, min_rows: int = MIN_ROWS, max_rows: int = MAX_ROWS) -> int:
+    """Give ``table`` the fixed height that shows all its rows (at least ``min_rows``, at most ``max_rows``;
+    more rows scroll) below an uncut header; its dock scrolls instead (see ``_scroll``). Returns the height."""
+    rows = min(max(table.rowCount(), min_rows), max_rows)
+    header = table.horizontalHeader()
+    head = 0 if header.isHidden() else max(header.sizeHint().height(), header.minimumHeight())
+    row_h = max([table.rowHeight(r) for r in range(table.rowCount())] + [table.verticalHeader().defaultSectionSize()])
+    height = head + rows * row_h + 2 * table.frameWidth() + 2
+    table.setFixedHeight(height)
+    return height
 
 
 _LABEL_SUFFIX = re.compile(r"^[ _.-]*(labels?|seg|segmentation|mask|gt|ground truth)?( \[\d+\])?$", re.IGNORECASE)
@@ -77,8 +92,10 @@ class PairTable(QTableWidget):
         self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.verticalHeader().setVisible(False)
-        self.setMinimumHeight(90)
-        self.setMaximumHeight(150)
+        row_h = max(self.verticalHeader().defaultSectionSize(), QComboBox().sizeHint().height() + 2)
+        self.verticalHeader().setDefaultSectionSize(row_h)  # a labels combo box fits its row
+        self.horizontalHeader().setMinimumHeight(self.fontMetrics().height() + 8)  # header text never cut
+        fit_rows(self)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.moved, events.changed):
             ev.connect(self.refresh)
@@ -136,6 +153,7 @@ class PairTable(QTableWidget):
             combo.currentTextChanged.connect(partial(self._set_label, image.name))
             self.setCellWidget(row, 1, combo)
         self.blockSignals(False)
+        fit_rows(self)
         self.pairs_changed.emit()
 
     def _disconnect(self) -> None:

@@ -35,7 +35,8 @@ from ..data.io import DataError
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
-from ._tables import class_features, label_axes
+from ._scroll import make_scrollable
+from ._tables import class_features, fit_rows, label_axes
 from ._workers import StopFlag, WindowProgress, start_worker
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["CompareResult", "CompareWidget", "compare_models"]
 
 DISAGREE_COLORS = {None: "transparent", 0: "transparent", 1: "magenta"}
+DICE_ROWS, MAX_DICE_ROWS = 4, 16  # the Dice table shows 4 rows when empty, up to 16 classes + mean unscrolled
 
 
 def _fmt(value: float) -> str:
@@ -83,10 +85,12 @@ class CompareWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["teacher vs student", "teacher vs GT", "student vs GT"])
+        self.table.setHorizontalHeaderLabels(["teacher\nvs student", "teacher\nvs GT", "student\nvs GT"])
+        self.table.horizontalHeader().setMinimumHeight(2 * self.fontMetrics().lineSpacing() + 10)  # 2 lines, uncut
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setToolTip("Dice per class (– : class absent from both maps, or no ground truth chosen)")
+        fit_rows(self.table, min_rows=DICE_ROWS, max_rows=MAX_DICE_ROWS)
         self.times = QLabel("")
         self.times.setWordWrap(True)
         self.status = QLabel("Choose a teacher, a student and an image, then click Compare.")
@@ -105,13 +109,14 @@ class CompareWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(QLabel("Dice per class"))
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table)
         layout.addWidget(self.times)
         layout.addWidget(self.status)
 
         self.compare_button.clicked.connect(self.compare)
         self.cancel_button.clicked.connect(self.cancel)
         self.progressed.connect(self._on_progress)
+        make_scrollable(self)  # the dock scrolls instead of growing past a small screen
 
     # ---------------------------------------------------------------------------------------- actions
     def compare(self) -> FunctionWorker | None:
@@ -145,6 +150,7 @@ class CompareWidget(QWidget):
         """Show ``message`` in place of the previous result (no stale Dice table or timings)."""
         self.result = None
         self.table.setRowCount(0)
+        fit_rows(self.table, min_rows=DICE_ROWS, max_rows=MAX_DICE_ROWS)
         self.times.setText("")
         self.status.setText(message)
 
@@ -243,6 +249,7 @@ class CompareWidget(QWidget):
             if values is not None and np.isfinite(values).any():
                 mean = float(np.nanmean(values))
             self.table.setItem(len(res.class_names), c, QTableWidgetItem(_fmt(mean)))
+        fit_rows(self.table, min_rows=DICE_ROWS, max_rows=MAX_DICE_ROWS)
 
     def _on_error(self, exc: BaseException) -> None:
         self._clear_result(report_inference_error(exc, "Compare"))

@@ -30,6 +30,7 @@ from ._distill_form import METHOD_TIPS, METHODS, STUDENT_PRESETS, DistillSetting
 from ._distill_run import Notice, RunGuard, RunHandle, default_output_dir, free_folder, train_worker
 from ._live import LIVE, LiveStudent
 from ._notify import notify_error, notify_info, notify_warning
+from ._scroll import make_scrollable
 from ._workers import MIN_POOL_THREADS, Failure, ensure_thread_pool, training_threads
 from .loss_plot import LossPlot, StatusLine
 
@@ -129,6 +130,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         self._timer.setInterval(int(1000 / STATUS_HZ))
         self._timer.timeout.connect(self._tick)
         self._update_buttons()
+        make_scrollable(self)  # the dock scrolls instead of growing past a small screen
 
     # ------------------------------------------------------------------ state
     @property

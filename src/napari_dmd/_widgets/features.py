@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -40,6 +41,7 @@ from ._choosers import LayerChooser
 from ._geometry import META_KEY, is_feature_layer, layer_spacing, world_kwargs
 from ._live import LIVE
 from ._notify import notify_error
+from ._scroll import make_scrollable
 from ._tables import class_features
 from ._workers import ensure_thread_pool, start_worker
 
@@ -141,17 +143,17 @@ class FeaturesWidget(QWidget):
         layout.addLayout(form)
 
         self.scales_box = QGroupBox("Decoder scales")
-        self.scales_layout = QHBoxLayout(self.scales_box)
+        self.scales_layout = QGridLayout(self.scales_box)  # 3 a row: no clipping in a narrow dock
         layout.addWidget(self.scales_box)
 
         show_box = QGroupBox("Layers")
-        show = QHBoxLayout(show_box)
+        show = QGridLayout(show_box)  # 2 a row: no clipping in a narrow dock
         self.kind_boxes: dict[str, QCheckBox] = {}
-        for kind, text in zip(KINDS, ("PCA (RGB)", "energy", "channel", "head labels")):
+        for i, (kind, text) in enumerate(zip(KINDS, ("PCA (RGB)", "energy", "channel", "head labels"))):
             box = QCheckBox(text)
             box.setChecked(True)
             self.kind_boxes[kind] = box
-            show.addWidget(box)
+            show.addWidget(box, i // 2, i % 2)
         layout.addWidget(show_box)
         row = QHBoxLayout()
         row.addWidget(QLabel("Channel"))
@@ -191,6 +193,7 @@ class FeaturesWidget(QWidget):
         key = id(self)
         self.destroyed.connect(lambda *_: _forget(key, self._refresh_models, self._on_snapshot))
         self._refresh_models()
+        make_scrollable(self)  # the dock scrolls instead of growing past a small screen
 
     # ------------------------------------------------------------------ models
     def _refresh_models(self, *_: Any) -> None:
@@ -255,6 +258,8 @@ class FeaturesWidget(QWidget):
         previous = {stride: box.isChecked() for stride, box in self._scale_boxes}
         for _, box in self._scale_boxes:
             self.scales_layout.removeWidget(box)
+            box.hide()  # not drawn under the new boxes until the deferred delete
+            box.setParent(None)
             box.deleteLater()
         self._scale_boxes = []
         strides, heads, channels = self._model_layout()
@@ -264,7 +269,7 @@ class FeaturesWidget(QWidget):
             box.setToolTip(f"decoder stage {stage}: 1/{stride} of the input, {channels[stage]} channels")
             default = stage in heads if heads else stage < len(strides) - 1 or len(strides) == 1
             box.setChecked(previous.get(stride, default))
-            self.scales_layout.addWidget(box)
+            self.scales_layout.addWidget(box, stage // 3, stage % 3)
             self._scale_boxes.append((stride, box))
         if channels:
             self.channel_spin.setMaximum(max(channels) - 1)

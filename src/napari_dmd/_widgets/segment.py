@@ -22,6 +22,7 @@ from ..data.io import DataError
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
+from ._scroll import make_scrollable
 from ._tables import class_features, class_list, label_axes
 from ._workers import StopFlag, WindowProgress, start_worker
 
@@ -83,6 +84,7 @@ class SegmentWidget(QWidget):
         self.progressed.connect(self._on_progress)
         napari_viewer.layers.selection.events.active.connect(self._follow_active)
         self._follow_active()
+        make_scrollable(self)  # the dock scrolls instead of growing past a small screen
 
     # ---------------------------------------------------------------------------------------- actions
     def _follow_active(self, *_: Any) -> None:

@@ -41,6 +41,7 @@ from .. import runner
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import cases_from_layers, dmd_metadata
 from ._notify import notify_error, notify_info
+from ._scroll import make_scrollable
 from ._workers import StopFlag, start_worker, training_threads
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ class TeacherWidget(QWidget):
         self.teacher_box.currentIndexChanged.connect(self._show_info)
         self.demo_progressed.connect(self._on_demo_progress)
         self._show_info()
+        make_scrollable(self)  # the dock scrolls instead of growing past a small screen
 
     # ------------------------------------------------------------------------------------------ helpers
     def _busy(self, busy: bool, stoppable: bool = False) -> None:
