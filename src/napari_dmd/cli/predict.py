@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import jsonsafe
 from .cases import _add_data_flags, _check_writable, _load_cases
-from .progress import _progress_line
+from .progress import window_progress
 
 
 def _output_path(out: Path, src_name: str, many: bool) -> Path:
@@ -74,19 +73,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             "every dimension needs "
                             ">= 2 voxels")
         t0 = time.perf_counter()
-        shown = [False]
-
-        def progress(done: int, total: int, name: str = src.name, shown: list[bool] = shown) -> None:
-            if not args.quiet:
-                shown[0] = True
-                print(_progress_line(done, total, name), end="", file=sys.stderr, flush=True)
-
+        progress, close = window_progress(src.name, args.quiet)  # a tqdm bar on a terminal
         try:
             labels = seg(img.array, progress=progress, source=str(src))
             write_image(dst, labels, img.spacing, img.affine, overwrite=args.overwrite)
         finally:
-            if shown[0]:  # end the progress line, so that an error message gets a line of its own
-                print(file=sys.stderr)
+            close()  # end the bar's line, so that an error message gets a line of its own
         print(f"{src} -> {dst}  ({time.perf_counter() - t0:.2f} s)")
     return 0
 
