@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from .distill.engine import Distiller
 
 __all__ = ["IGNORE", "LR_SCALE", "ROUND_FILE", "corrections_labels", "load_corrections", "match_files",
-           "merge_labels", "painted_mask", "resume_round", "round_info", "save_corrections", "split_by_record",
-           "start_round"]
+           "merge_labels", "painted_mask", "recorded_teacher", "resume_round", "round_info", "save_corrections",
+           "split_by_record", "start_round"]
 
 IGNORE = 255
 ROUND_FILE = "round.json"
@@ -190,7 +190,8 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", name).strip("._") or "case"
 
 
-def _load_teacher(ckpt: dict[str, Any], where: str) -> Any:
+def recorded_teacher(ckpt: dict[str, Any], where: str) -> Any:
+    """The teacher a checkpoint's run was taught by (its recorded source), loaded; one line when it cannot be."""
     source = ckpt.get("teacher_source")
     if not source:
         raise ConfigError(f"{where}: records no teacher; give one (--teacher)")
@@ -301,7 +302,7 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     prior = round_info(parent) or {}
     cfg = _round_config(ckpt, iterations, dict(overrides), prior.get("base_lr"))
     if teacher is None:
-        teacher = _load_teacher(ckpt, str(parent))
+        teacher = recorded_teacher(ckpt, str(parent))
     where = list(sources) if sources else [f"corrections of {c.name}" for c in cases]
     new_voxels = sum(int(painted_mask(c).sum()) for c in corrections if c is not None)
     if carry:
@@ -356,7 +357,7 @@ def resume_round(last: str | Path, cases: Sequence[Case], *, teacher: Any = None
     for k, v in safe.items():
         setattr(cfg, k, v)
     if teacher is None:
-        teacher = _load_teacher(ckpt, str(last))
+        teacher = recorded_teacher(ckpt, str(last))
     dropped = set(info.get("labels_dropped", []))
     train, focus = _training_cases(dropped, train, corrections, int(ckpt["model"]["num_classes"]),
                                    [str(last.parent / by_file.get(c.name, "")) for c in train])
