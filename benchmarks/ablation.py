@@ -45,7 +45,7 @@ from ablation_jobs import (
     run_job,
     teacher_path,
 )
-from ablation_report import CLASS_NAMES, LABEL, ORDER, bar_chart, report
+from ablation_report import CLASS_NAMES, LABEL, ORDER, bar_chart, expectations, report
 from ablation_specs import (
     CPU_BF16,
     DATA,
@@ -72,8 +72,8 @@ from ablation_specs import (
 __all__ = [  # the names this script has always offered to an importer (tests, notebooks)
     "CLASS_NAMES", "CPU_BF16", "DATA", "DEFAULT_DATASETS", "EXTRA_SETTINGS", "FULL_METHODS", "GRID", "LABEL",
     "LOW_METHODS", "ORDER", "POOL_METHODS", "SEEDS", "SETTINGS", "SPECS", "TINY_METHODS", "TUNE_DATASET", "WEIGHTS",
-    "Job", "Spec",
-    "_config", "_worker", "apply_scale", "bar_chart", "dataset", "evaluate_model", "load_dataset", "main",
+    "Job", "Spec", "_config", "_worker", "apply_scale", "bar_chart", "dataset", "expectations", "evaluate_model",
+    "load_dataset", "main",
     "measure_latency", "plan", "report", "run_all", "run_job", "teacher_path",
 ]
 
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--report", help="write the Markdown tables to this file (no training)")
     ap.add_argument("--precision", help="with --report: a float32 run's --out folder to compare with")
+    ap.add_argument("--expectations", help="write the Distill widget's expectation file (e.g. "
+                    "src/napari_dmd/resources/expectations.json) from the run's job files (no training)")
     ap.add_argument("--latency", action="store_true", help="measure teacher/student latency per volume only")
     ap.add_argument("--no-latency", action="store_true", help="train only: no latency measurement afterwards")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration budget (smoke tests)")
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     apply_scale(args.scale)
     if args.latency:
         measure_latency(out, args.datasets)
+        return
+    if args.expectations:
+        expectations(out, Path(args.expectations))
         return
     if args.report:
         report(out, Path(args.report), Path(args.precision) if args.precision else None)

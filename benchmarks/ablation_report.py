@@ -160,6 +160,32 @@ def _time_section(out: Path, rows: list[dict]) -> list[str]:
     return lines
 
 
+def expectations(out: Path, path: Path, method: str = "dmd") -> dict[str, Any]:
+    """Write what the Distill widget's defaults give (default student, ``method``, full labels) per dataset:
+    retention, speed-up (latency.json, one thread) and training seconds per iteration, means over the seeds."""
+    rows = _load(out)
+    teachers = {r["dataset"]: r for r in rows if r["setting"] == "teacher"}
+    lat = json.loads((out / "latency.json").read_text()) if (out / "latency.json").exists() else {}
+    result = []
+    for ds, spec in SPECS.items():
+        jobs = [r for r in rows if r["dataset"] == ds and r["setting"] == "full" and r["method"] == method]
+        if not jobs or ds not in teachers or "student" not in lat.get(ds, {}):
+            continue
+        result.append({
+            "dataset": ds, "dims": spec.dims, "method": method, "student": "student", "seeds": len(jobs),
+            "retention": float(np.mean([r["mean_dice"] for r in jobs]) / teachers[ds]["mean_dice"]),
+            "student_dice": float(np.mean([r["mean_dice"] for r in jobs])),
+            "teacher_dice": float(teachers[ds]["mean_dice"]),
+            "speedup": float(lat[ds]["teacher"] / lat[ds]["student"]),
+            "seconds_per_iteration": float(np.mean([r["train_s"] / r["iterations"] for r in jobs])),
+            "threads": int(lat[ds].get("threads", 1)), "patch": jobs[0].get("patch"),
+            "iterations": int(jobs[0]["iterations"])})
+    data = {"source": f"benchmarks/ablation.py --expectations, from {out}/jobs/*.json and {out}/latency.json",
+            "rows": result}
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return data
+
+
 def report(out: Path, path: Path, precision: Path | None = None) -> None:
     """Write the Markdown results of run folder ``out`` to ``path`` and its chart to ``path.parent/images``."""
     rows = _load(out)

@@ -1,0 +1,41 @@
+"""The Distill widget's expectation: read from the committed file, which the ablation's job files reproduce."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_dmd.expectation import expectation_lines, load_expectations, matching_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_expectations_come_from_the_job_files(tmp_path, monkeypatch):
+    data = load_expectations()
+    assert data["rows"], "src/napari_dmd/resources/expectations.json holds no rows"
+    folder = ROOT / re.search(r"from (\S+)/jobs/", data["source"]).group(1)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import ablation_report
+
+    fresh = ablation_report.expectations(folder, tmp_path / "e.json")
+    sys.modules.pop("ablation_report", None)
+    assert json.loads(json.dumps(fresh["rows"])) == data["rows"]
+
+
+def test_lines_state_retention_speedup_and_time():
+    row = matching_rows("dmd", "student")[0]
+    lines = expectation_lines("dmd", "student", 500, row["dims"])
+    line = next(x for x in lines if x.startswith(row["dataset"]))
+    assert f"{100 * row['retention']:.0f} % of the teacher's Dice" in line
+    assert f"{row['speedup']:.1f}x faster" in line
+    assert f"~{row['seconds_per_iteration'] * 500 / 60:.0f} min for 500 iterations" in line
+
+
+@pytest.mark.parametrize("method,student", [("kd", "student-fast-tiny"), ("nonsense", "student")])
+def test_unmeasured_settings_say_so(method, student):
+    (line,) = expectation_lines(method, student, 100, 3)
+    assert line.startswith("No measurement")
