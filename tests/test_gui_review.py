@@ -1,0 +1,206 @@
+"""Review dock in a real napari viewer (pytest-qt, Xvfb): rank, step through, paint (with undo), fine-tune.
+
+Tiny 2-3 iteration 2D models trained in-process run slice by slice on a small 3D phantom; the teacher and student
+labels layers are made by hand so the ranking's order is known.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_dmd.config import TrainConfig
+from napari_dmd.distill.engine import Distiller
+from napari_dmd.phantom import PHANTOM_CLASS_NAMES, make_phantom
+from napari_dmd.registry import REGISTRY, entry_from_checkpoint
+from napari_dmd.teachers import load_teacher
+
+TEACHER, STUDENT = "teacher: tiny", "student: tiny"
+SHAPE = (6, 40, 40)
+SCALE = (2.0, 0.5, 0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """A 3-iteration 2D teacher and a 2-iteration DMD student on slices of a 3D phantom."""
+    from napari_dmd.data.cases import Case
+
+    image, label = make_phantom((4, 40, 40), seed=3)
+    cases = [Case(image=image, label=label, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), name="p0")]
+    common = dict(model="4,8,16", spatial_dims=2, patch_size=[32, 32], batch_size=2, num_threads=1, device="cpu",
+                  class_names=list(PHANTOM_CLASS_NAMES), num_classes=6, val_interval=100, checkpoint_interval=100)
+    out = tmp_path_factory.mktemp("tiny")
+    t = Distiller(TrainConfig(method="none", iterations=3, **common), cases, output_dir=out / "t", role="teacher")
+    t.run_to_end()
+    s = Distiller(TrainConfig(method="dmd", iterations=2, **common), cases, teacher=load_teacher(t.last_path),
+                  output_dir=out / "s")
+    s.run_to_end()
+    return {"teacher": str(t.last_path), "student": str(s.last_path)}
+
+
+@pytest.fixture
+def registry(tiny_models):
+    REGISTRY.clear()
+    REGISTRY.add(entry_from_checkpoint(tiny_models["teacher"], role="teacher", device="cpu", name=TEACHER))
+    REGISTRY.add(entry_from_checkpoint(tiny_models["student"], role="student", device="cpu", name=STUDENT))
+    yield REGISTRY
+    REGISTRY.clear()
+
+
+@pytest.fixture
+def errors(monkeypatch) -> list[str]:
+    from napari_dmd._widgets import _notify
+
+    shown: list[str] = []
+    monkeypatch.setattr(_notify, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def review(make_napari_viewer, registry):
+    """Viewer with the phantom (scaled), teacher labels, and student labels that differ most on slice 4, then
+    on slice 1; the Review dock with those layers chosen."""
+    viewer = make_napari_viewer()
+    image, label = make_phantom(SHAPE, seed=5)
+    student = label.copy()
+    student[4, 5:35, 5:35] = 0  # most disagreement
+    student[1, 10:20, 10:20] = 0
+    viewer.add_image(image, name="phantom", scale=SCALE)
+    viewer.add_labels(label, name="teacher labels", scale=SCALE)
+    viewer.add_labels(student, name="student labels", scale=SCALE)
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Review")
+    w.image_box.set_layer("phantom")
+    w.teacher_labels_box.set_layer("teacher labels")
+    w.student_labels_box.set_layer("student labels")
+    w.weight_spin.setValue(0.0)  # rank by disagreement alone: the order is known
+    return viewer, w
+
+
+def _rank(qtbot, w) -> None:
+    w.rank_button.click()
+    qtbot.waitUntil(lambda: w.rank_worker is None, timeout=60_000)
+
+
+def test_review_dock_is_registered(make_napari_viewer):
+    from napari_dmd._widgets.review import ReviewWidget
+
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Review")
+    assert isinstance(w, ReviewWidget)
+    assert w.count_label.text().startswith("no student labels layer")
+
+
+def test_rank_fills_table_and_next_jumps_to_the_top_slice(qtbot, review, errors):
+    viewer, w = review
+    _rank(qtbot, w)
+    assert not errors
+    assert w.table.rowCount() == len(w.regions) == 2  # the slices where the labels differ
+    assert [w.table.item(r, 0).text() for r in range(2)] == ["z 4", "z 1"]
+    assert w.table.item(0, 2).text().endswith("%") and w.table.item(0, 3).text() != "–"  # student uncertainty
+    assert "top: z 4" in w.status.text()
+    w.next_button.click()
+    assert viewer.dims.current_step[0] == 4
+    top = w.regions[0]
+    world = viewer.layers["phantom"].data_to_world(np.asarray(top.center))
+    assert np.allclose(viewer.scene.camera.center[1:], world[1:])  # centred on the region, in world units (mm)
+    assert w.where_label.text() == "z 4: 1 of 2"
+    w.next_button.click()
+    assert viewer.dims.current_step[0] == 1
+    w.prev_button.click()
+    assert viewer.dims.current_step[0] == 4 and w.table.currentRow() == 0
+
+
+def test_rank_runs_the_models_when_no_labels_layers_are_chosen(qtbot, review, errors):
+    viewer, w = review
+    w.teacher_labels_box.combo.value = None
+    w.student_labels_box.combo.value = None
+    _rank(qtbot, w)
+    assert not errors
+    names = [layer.name for layer in viewer.layers]
+    assert f"phantom teacher ({TEACHER})" in names and f"phantom student ({STUDENT})" in names
+    assert w.student_labels_box.layer().name == f"phantom student ({STUDENT})"  # the layer to correct
+    assert tuple(w.student_labels_box.layer().scale) == SCALE
+    assert w.table.rowCount() == len(w.regions)
+
+
+def test_painted_voxels_are_counted_exactly_through_undo_and_redo(review):
+    viewer, w = review
+    layer = viewer.layers["student labels"]
+    layer.brush_size = 3
+    before = layer.data.copy()
+    layer.paint((4, 10, 10), 5)
+    first = layer.data != before
+    n1 = int(first.sum())
+    assert n1 > 0 and w.count_label.text() == f"{n1} voxels corrected in 1 slice since the last round"
+    layer.data_setitem((np.array([2, 2]), np.array([3, 4]), np.array([3, 3])), 4)
+    changed = layer.data != before
+    assert w.tracker().count == int(changed.sum()) == n1 + 2
+    assert w.count_label.text() == f"{n1 + 2} voxels corrected in 2 slices since the last round"
+    assert np.array_equal(w.tracker().mask(), changed)
+    layer.undo()
+    assert w.tracker().count == n1 and np.array_equal(w.tracker().mask(), first)
+    assert w.count_label.text() == f"{n1} voxels corrected in 1 slice since the last round"
+    layer.redo()
+    assert w.tracker().count == n1 + 2
+    layer.undo()
+    layer.undo()
+    assert w.tracker().count == 0 and w.count_label.text().startswith("0 voxels corrected in 0 slices")
+    layer.undo()  # nothing left in napari's history: still nothing painted
+    layer.redo()
+    assert w.tracker().count == n1
+    layer.paint((4, 10, 10), int(before[4, 10, 10]))  # painted back to the student's label: still corrected
+    assert w.tracker().count == n1
+    layer.redo()  # the new stroke dropped napari's redo item (the data_setitem)
+    assert w.tracker().count == n1
+
+
+def test_paint_toggle_selects_the_student_layer_in_paint_mode(review):
+    viewer, w = review
+    viewer.dims.ndisplay = 3
+    w.paint_button.click()
+    layer = viewer.layers["student labels"]
+    assert viewer.layers.selection.active is layer and layer.mode == "paint" and viewer.dims.ndisplay == 2
+    w.paint_button.click()
+    assert layer.mode == "pan_zoom"
+
+
+def test_fine_tune_writes_a_round_folder_and_resets_the_count(qtbot, review, errors, tiny_models):
+    viewer, w = review
+    layer = viewer.layers["student labels"]
+    w.fine_tune()
+    assert errors and "no voxels painted on 'student labels'" in errors[-1]  # nothing painted yet
+    layer.brush_size = 5
+    layer.paint((4, 20, 20), 3)
+    painted = w.tracker().mask()
+    w.steps_spin.setValue(3)
+    assert w.fine_tune() is not None
+    qtbot.waitUntil(lambda: w.tune_worker is None, timeout=120_000)
+    assert errors == [errors[0]]
+    folder = Path(w.round_folder)
+    info = json.loads((folder / "round.json").read_text())
+    assert info["parent"] == tiny_models["student"] and info["painted_voxels"] == int(painted.sum())
+    assert (folder / "last.pt").is_file() and (folder / info["corrections"][0]).is_file()
+    assert "round done at step 3" in w.status.text() and str(folder) in w.status.text()
+    new = REGISTRY.latest("student")
+    assert new is not None and folder.name in new.name and w.student_box.currentText() == new.name
+    assert w.student_labels_box.layer() is None  # the next Rank runs the new student
+    w.student_labels_box.set_layer("student labels")
+    assert w.tracker().count == 0 and w.count_label.text().startswith("0 voxels corrected")
+
+
+def test_stop_keeps_the_painted_voxels(qtbot, review, errors):
+    viewer, w = review
+    layer = viewer.layers["student labels"]
+    layer.paint((4, 20, 20), 3)
+    n = w.tracker().count
+    w.steps_spin.setValue(5000)
+    w.fine_tune()
+    qtbot.waitUntil(lambda: w._tune.distiller is not None, timeout=60_000)
+    w.stop_button.click()
+    qtbot.waitUntil(lambda: w.tune_worker is None, timeout=60_000)
+    assert not errors and "round stopped" in w.status.text()
+    assert (Path(w.round_folder) / "last.pt").is_file()
+    assert w.tracker().count == n and w.student_labels_box.layer() is layer
