@@ -1,6 +1,8 @@
 """Choosers kept in sync with napari and the model registry: a layer combo box (magicgui) and a model combo box.
 
-Everything here runs on the Qt main thread.
+Everything here runs on the Qt main thread. Layers the plugin adds (predictions, comparisons, feature maps) carry
+``metadata["napari_dmd_output"]`` (:func:`mark_output`); the layer choosers list them but never choose one by
+themselves: only the user's pick makes a plugin output an input.
 """
 
 from __future__ import annotations
@@ -13,13 +15,26 @@ from napari.layers import Layer
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QWidget
 
 from ..registry import REGISTRY, ModelEntry
+from ._geometry import is_feature_layer
 
 if TYPE_CHECKING:
     import napari
 
 NONE_TEXT = "(none)"
+OUTPUT_KEY = "napari_dmd_output"  # layer metadata key: which napari-dmd widget made the layer
 
-__all__ = ["NONE_TEXT", "LayerChooser", "ModelChooser"]
+__all__ = ["NONE_TEXT", "OUTPUT_KEY", "LayerChooser", "ModelChooser", "is_output", "mark_output"]
+
+
+def mark_output(metadata: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``metadata`` (a new layer's) with the mark of a plugin output of ``kind`` ("segmentation", "compare", ...)."""
+    return {**metadata, OUTPUT_KEY: kind}
+
+
+def is_output(layer: Any) -> bool:
+    """Whether napari-dmd made ``layer`` (a marked prediction or comparison, or a Features map)."""
+    meta = getattr(layer, "metadata", None)
+    return (isinstance(meta, dict) and bool(meta.get(OUTPUT_KEY))) or is_feature_layer(layer)
 
 
 class LayerChooser(QWidget):
@@ -29,6 +44,10 @@ class LayerChooser(QWidget):
     ``(name, layer)`` pairs from :meth:`_layers`, re-read when layers are inserted, removed, moved or
     renamed; the chosen layer stays chosen while it exists (also across a rename). ``optional=True``
     adds a first "(none)" entry. :meth:`layer` returns the chosen layer or None.
+
+    When nothing is chosen yet (or the chosen layer was removed) the first layer that is not a plugin output
+    (:func:`is_output`) is chosen; an optional chooser stays on "(none)"; with only outputs listed nothing is
+    chosen (the box is blank) until the user picks one.
     """
 
     def __init__(self, viewer: napari.Viewer, layer_type: type[Layer] | tuple[type[Layer], ...],
@@ -36,11 +55,13 @@ class LayerChooser(QWidget):
         super().__init__(parent)
         self._viewer = viewer
         self._type = layer_type
+        self._optional = optional
         self.combo = ComboBox(choices=lambda _: [(lay.name, lay) for lay in self._layers()], nullable=optional)
         self.combo.null_string = NONE_TEXT
         native = self.combo.native
         native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         native.setMinimumContentsLength(12)
+        native.setPlaceholderText("choose a layer")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(native)
@@ -69,8 +90,20 @@ class LayerChooser(QWidget):
             self.combo.reset_choices()
             if chosen is not None and chosen in self.combo.choices:
                 self.combo.value = chosen
+            else:
+                self._auto_choose()
         if self.combo.value is not chosen:
             self.combo.changed.emit(self.combo.value)
+
+    def _auto_choose(self) -> None:
+        """Choose the first listed layer that is not a plugin output; "(none)" or nothing when there is none."""
+        pick = next((lay for lay in self._layers() if not is_output(lay)), None)
+        if pick is not None and not self._optional:
+            self.combo.value = pick
+        elif self._optional:
+            self.combo.value = None
+        else:
+            self.combo.native.setCurrentIndex(-1)  # listed, but not chosen: the user picks
 
     def currentText(self) -> str:  # noqa: N802 - the QComboBox name this class had
         """The text shown: the chosen layer's name, "(none)" or ""."""

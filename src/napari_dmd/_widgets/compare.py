@@ -3,9 +3,11 @@
 Both models run in one napari thread worker (timed separately, progress over both in the activity dock,
 Cancel before the next window). On the main thread the widget then adds (or updates) three labels layers
 placed over the image — the teacher's labels, the student's labels and a disagreement map (1 where they
-differ) — switches napari's grid view on (``viewer.canvas.grid``, one shared camera, one layer per cell) and
-fills a per-class Dice table: teacher vs student, and each vs a ground-truth labels layer when one is chosen.
-Both runs and the Dice scores are :func:`napari_dmd.compare.compare_models` (Qt-free core, re-exported here).
+differ) — and switches napari's grid view on (``viewer.canvas.grid``, one shared camera, one layer per cell:
+the image, its ground truth and these three; the other layers are hidden until the grid is left; the view is
+reset to fit and a volume shows its middle slice). A per-class Dice table shows teacher vs student, and each
+vs a ground-truth labels layer when one is chosen. Both runs and the Dice scores are
+:func:`napari_dmd.compare.compare_models` (Qt-free core, re-exported here).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from qtpy.QtWidgets import (
 
 from ..compare import CompareResult, compare_models
 from ..data.io import DataError
-from ._choosers import LayerChooser, ModelChooser
+from ._choosers import LayerChooser, ModelChooser, mark_output
 from ._geometry import labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
 from ._scroll import make_scrollable
@@ -116,6 +118,11 @@ class CompareWidget(QWidget):
         self.compare_button.clicked.connect(self.compare)
         self.cancel_button.clicked.connect(self.cancel)
         self.progressed.connect(self._on_progress)
+        self._hidden: list[Any] = []  # layers hidden while the grid shows the comparison
+        self.grid_check.toggled.connect(self._grid_toggled)
+        grid_events = napari_viewer.canvas.grid.events.enabled
+        grid_events.connect(self._on_grid)
+        self.destroyed.connect(lambda *_: grid_events.disconnect(self._on_grid))
         make_scrollable(self)  # the dock scrolls instead of growing past a small screen
 
     # ---------------------------------------------------------------------------------------- actions
@@ -176,7 +183,7 @@ class CompareWidget(QWidget):
         self.compare_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"running {teacher.name} and {student.name} on {layer.name!r} …" + self._warning)
-        self.worker = start_worker(run, on_returned=lambda res: self._show(res, teacher, student, layer),
+        self.worker = start_worker(run, on_returned=lambda res: self._show(res, teacher, student, layer, truth),
                                    on_failed=self._on_error, on_finished=self._on_finished,
                                    stop=stop)
         return self.worker
@@ -189,7 +196,7 @@ class CompareWidget(QWidget):
     def _put_layer(self, key: str, data: np.ndarray, name: str, source: Image, **kwargs: Any) -> Labels:
         """Add a labels layer, or update the one this widget added before under ``key``."""
         old = self.layers.get(key)
-        meta = labels_metadata(source, **kwargs.pop("extra", {}))
+        meta = mark_output(labels_metadata(source, **kwargs.pop("extra", {})), "compare")
         if old is not None and old in self.viewer.layers and old.data.shape == data.shape:
             old.data = data
             old.name = name
@@ -203,7 +210,40 @@ class CompareWidget(QWidget):
         self.layers[key] = layer
         return layer
 
-    def _show(self, res: CompareResult, teacher: ModelEntry, student: ModelEntry, layer: Image) -> None:
+    def _grid_on(self, own: list[Any]) -> None:
+        """napari's grid with only ``own`` layers (the others hidden until the grid is left), the view reset to
+        fit them, and a volume at its middle slice."""
+        for other in self.viewer.layers:
+            if other.visible and not any(other is o for o in own):
+                other.visible = False
+                self._hidden.append(other)
+        for layer in own:
+            layer.visible = True
+        grid = self.viewer.canvas.grid
+        grid.stride = 1
+        grid.enabled = True
+        self.viewer.reset_view()
+        image = own[0]
+        dims = self.viewer.dims
+        if image.ndim == 3 and dims.ndim == 3 and dims.ndisplay == 2:
+            low, high = image.extent.world[:, 0]
+            dims.set_point(0, (low + high) / 2)  # the middle slice, not slice 0
+
+    def _on_grid(self, *_: Any) -> None:
+        """Grid view left (here or in napari): show the layers the grid hid again."""
+        if self.viewer.canvas.grid.enabled:
+            return
+        hidden, self._hidden = self._hidden, []
+        for layer in hidden:
+            if layer in self.viewer.layers:
+                layer.visible = True
+
+    def _grid_toggled(self, on: bool) -> None:
+        if not on:
+            self.viewer.canvas.grid.enabled = False
+
+    def _show(self, res: CompareResult, teacher: ModelEntry, student: ModelEntry, layer: Image,
+              truth: Labels | None = None) -> None:
         self.result = res
         names = ["background", *res.class_names]
         self._put_layer("teacher", res.teacher, f"{layer.name} teacher ({teacher.name})", layer,
@@ -213,9 +253,7 @@ class CompareWidget(QWidget):
         self._put_layer("disagreement", res.disagreement, f"{layer.name} teacher ≠ student", layer,
                         colormap=DISAGREE_COLORS, extra={"models": [teacher.name, student.name]})
         if self.grid_check.isChecked():
-            grid = self.viewer.canvas.grid
-            grid.stride = 1
-            grid.enabled = True
+            self._grid_on([layer, *([truth] if truth is not None else []), *self.layers.values()])
         self._fill_table(res)
         speed = res.teacher_s / res.student_s if res.student_s > 0 else float("nan")
         self.times.setText(

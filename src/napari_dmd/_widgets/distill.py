@@ -221,10 +221,8 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
             return
-        history = ckpt.get("history") or []
-        self.plot.clear()
-        for h in history:
-            self.plot.add_dice(int(h.get("iteration", 0)), h.get("mean_dice"))
+        # the whole curve so far: loss parts and Dice from the run's events.jsonl (else the checkpoint's Dice)
+        self.plot.load_history(out / "events.jsonl", done, ckpt.get("history") or [])
         self._launch(run, start_iteration=done)
 
     def stop(self) -> None:

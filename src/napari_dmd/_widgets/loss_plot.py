@@ -10,13 +10,16 @@ OpenGL, also with the GIL held). For the same reason the plot (and :class:`Statu
 of being a ``QLabel``: ``QLabel.setText`` / ``setPixmap`` ask the whole window to lay out again, which repaints it
 two more times.
 API of :class:`LossPlot`: :meth:`~LossPlot.clear`, :meth:`~LossPlot.set_run`, :meth:`~LossPlot.add_parts`,
-:meth:`~LossPlot.add_dice`, then :meth:`~LossPlot.refresh` (throttled) or :meth:`~LossPlot.flush` (now).
+:meth:`~LossPlot.add_dice` (or :meth:`~LossPlot.load_history`: a resumed run's whole curve from its events.jsonl), then
+:meth:`~LossPlot.refresh` (throttled) or :meth:`~LossPlot.flush` (now).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +29,32 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ._notify import notify_error
 
-__all__ = ["PART_NAMES", "LossPlot", "PlotRenderer", "StatusLine"]
+__all__ = ["PART_NAMES", "LossPlot", "PlotRenderer", "StatusLine", "read_events"]
 
 PART_NAMES = {"task": "task (CE + Dice)", "tckd": "TCKD", "nckd": "NCKD", "kd": "KD", "mfd": "MFD",
               "ds": "deep supervision", "total": "total"}
 PLOT_MIN_INTERVAL_S = 1.0  # at most one redraw a second
 PLOT_MAX_SHARE = 0.1  # ... and drawing at most 10 % of the time (the last draw's duration sets the interval)
 PLOT_MAX_INTERVAL_S = 2.0  # ... but at least every 2 s while data change
+
+
+def read_events(path: str | Path, up_to: int | None = None) -> list[dict[str, Any]]:
+    """The records of a run's ``events.jsonl`` (up to iteration ``up_to``); a line cut by a kill and a missing or
+    unreadable file are skipped (the plot then shows less, never an error)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+            it = int(rec.get("iteration", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if up_to is None or it <= up_to:
+            out.append(rec)
+    return out
 
 
 def _downsample(x: np.ndarray, y: np.ndarray, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -246,6 +268,25 @@ class LossPlot(QWidget):
             self._dice[0].append(iteration)
             self._dice[1].append(float(dice))
             self._dirty = True
+
+    def load_history(self, events: str | Path, up_to: int | None = None,
+                     history: list[dict[str, Any]] | None = None) -> int:
+        """Replace the points with a run's whole history: the loss parts and validation Dice of its
+        ``events.jsonl`` up to iteration ``up_to`` (what a resumed run keeps); without a readable events file,
+        the Dice of ``history`` (the checkpoint's validations). Returns the number of events read."""
+        self.clear()
+        records = read_events(events, up_to)
+        for rec in records:
+            it = int(rec.get("iteration", 0))
+            if rec.get("kind") == "step" and isinstance(rec.get("parts"), dict):
+                self.add_parts(it, {k: v for k, v in rec["parts"].items() if isinstance(v, (int, float))})
+            elif rec.get("kind") == "validation":
+                self.add_dice(it, rec.get("mean_dice"))
+        if not records:
+            for h in history or []:
+                if up_to is None or int(h.get("iteration", 0)) <= up_to:
+                    self.add_dice(int(h.get("iteration", 0)), h.get("mean_dice"))
+        return len(records)
 
     @property
     def series(self) -> dict[str, int]:

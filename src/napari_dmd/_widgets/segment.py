@@ -1,10 +1,12 @@
 """Segment: one click turns an image layer into a labels layer predicted by a loaded model.
 
-The image follows the active layer. Prediction (:class:`napari_dmd.segment.Segmenter`, tiled with Gaussian
-blending; a 2D model runs slice by slice on a 3D volume) runs in a napari thread worker; its window count
-drives a progress bar in napari's activity dock, and Cancel stops it before the next window. The labels layer
-is added on the main thread with the image's scale, translate, rotation, shear and affine, and the image's
-napari-dmd metadata (file affine), so saving it to NIfTI writes the scan's affine.
+The image follows the active layer (never to a layer the plugin made). Prediction
+(:class:`napari_dmd.segment.Segmenter`, tiled with Gaussian blending; a 2D model runs slice by slice on a 3D
+volume) runs in a napari thread worker; its window count drives a progress bar in napari's activity dock, and
+Cancel stops it before the next window. The labels layer is added on the main thread with the image's scale,
+translate, rotation, shear and affine, and the image's napari-dmd metadata (file affine), so saving it to NIfTI
+writes the scan's affine. "Segment all open images…" / "Segment a folder…" write label files into a folder
+(:mod:`._batch`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..data.io import DataError
-from ._choosers import LayerChooser, ModelChooser
+from ._choosers import LayerChooser, ModelChooser, is_output, mark_output
 from ._geometry import labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
 from ._scroll import make_scrollable
@@ -88,9 +90,9 @@ class SegmentWidget(QWidget):
 
     # ---------------------------------------------------------------------------------------- actions
     def _follow_active(self, *_: Any) -> None:
-        """Choose the active layer when it is an image."""
+        """Choose the active layer when it is an image the plugin did not make (not a Features map)."""
         active = self.viewer.layers.selection.active
-        if isinstance(active, Image):
+        if isinstance(active, Image) and not is_output(active):
             try:
                 self.image_box.set_layer(active)
             except RuntimeError:  # widget already deleted
@@ -165,8 +167,8 @@ class SegmentWidget(QWidget):
         labels, seconds = result
         self._finished_run = True
         names = entry.segmenter.class_names
-        meta = labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
-                               inference_s=seconds)
+        meta = mark_output(labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
+                                           inference_s=seconds), "segmentation")
         name = f"{layer.name} segmentation ({entry.name})"
         self.viewer.add_labels(labels, name=name, metadata=meta, features=class_features(names),
                                **placement_kwargs(layer))
