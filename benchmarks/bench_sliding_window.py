@@ -1,4 +1,6 @@
-"""B3: the project's sliding-window inference vs MONAI's, same network, windows and overlap.
+"""B3: what the project's sliding-window inference adds to MONAI's (whose tiling and blending it uses), same network,
+windows and overlap: the wrapper's overhead on a 3D net, and a 2D net slice-wise on a volume (slices as MONAI's batch
+axis in one call) against one MONAI call per slice.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_sliding_window.py --size 96 --patch 64 --repeats 3
 
