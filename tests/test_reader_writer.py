@@ -37,14 +37,14 @@ def oblique_case(tmp_path) -> tuple[Path, Path]:
 
 
 def test_get_reader_accepts_only_nifti_and_tiff(tmp_path):
-    for name in ("a.nii", "a.nii.gz", "a.NII.GZ", "a.tif", "a.tiff"):
+    for name in ("a.nii", "a.nii.gz", "a.NII.GZ", "a.tif", "a.tiff", "a.png"):  # PNG: HC18 pixel-size CSVs
         assert get_reader(str(tmp_path / name)) is read_layers, name
-    for name in ("a.png", "a.npy", "a.gz", "a.txt", "a"):
+    for name in ("a.npy", "a.gz", "a.txt", "a"):
         assert get_reader(str(tmp_path / name)) is None, name
     (tmp_path / "folder.nii").mkdir()
     assert get_reader(str(tmp_path / "folder.nii")) is None
     assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.tif")]) is read_layers
-    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.png")]) is None
+    assert get_reader([str(tmp_path / "a.nii"), str(tmp_path / "b.npy")]) is None
 
 
 def test_label_names():
