@@ -143,3 +143,17 @@ def test_cli_round_and_mismatched_corrections(runs, tmp_path, capsys):
     small = save_corrections(tmp_path / f"s-{name}.npz", np.full((8, 8), IGNORE, np.uint8))
     assert main(["distill", "--resume", str(parent), "--corrections", str(small), *data]) == 2
     assert "do not match the image" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)  # about 10 s on one idle core; the budget leaves room for a loaded machine
+def test_bench_corrections_quick(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--out", str(out),
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert "round 1: 15 slices" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]["rows"]
+    assert [r["round"] for r in rows] == [0, 1] and rows[0]["voxels_painted"] == 0
+    assert rows[1]["slices_corrected"] == 15 and rows[1]["voxels_painted"] > 0
+    assert len(rows[1]["student_dice"]) == 3 and 0 <= rows[1]["teacher_mean_dice"] <= 1
+    info = round_info(out / "round-1")
+    assert info["round"] == 1 and len(info["cases"]) == 3 and info["parent"] == str(out / "student" / "last.pt")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .corrections import DATASETS, bench_corrections
 from .dice_time import run_time_to_dice, time_to_dice
 from .gui import bench_gui
 from .inference import bench_inference, bench_presets
@@ -29,7 +30,7 @@ from .memory import bench_memory
 from .sliding_window import bench_sliding_window
 from .step import bench_step
 
-VERBS = ("step", "inference", "sliding-window", "memory", "gui", "time-to-dice", "all")
+VERBS = ("step", "inference", "sliding-window", "memory", "gui", "time-to-dice", "corrections", "all")
 
 
 def _common(p: argparse.ArgumentParser, device: str = "auto") -> None:
@@ -116,6 +117,25 @@ def add_verbs(sub: Any) -> None:
     r.add_argument("--keep-going", action="store_true", help="train all iterations instead of stopping")
     _common(t)
 
+    c = sub.add_parser("corrections", help="the correction loop: a scripted painter corrects the most-disagreeing "
+                       "slices, rounds fine-tune the student; validation Dice per round")
+    c.add_argument("--dataset", choices=DATASETS, default="phantom2d")
+    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--slices", type=int, default=5, help="slices (2D: tiles) painted per case and round")
+    c.add_argument("--cases", type=int, default=3, help="training cases painted per round")
+    c.add_argument("--iterations", type=int, help="steps per round (default 300; --quick 10)")
+    c.add_argument("--student-iterations", type=int, help="steps of the first, label-free student (default 600)")
+    c.add_argument("--teacher-iterations", type=int, help="phantom/chaos without --teacher: teacher steps")
+    c.add_argument("--data", help="MSD folder (default: ../shared/data/<dataset>)")
+    c.add_argument("--teacher", help="teacher checkpoint (hippocampus default: the committed 3D teacher)")
+    c.add_argument("--max-train", type=int, default=40, help="training pool of the student (cases)")
+    c.add_argument("--student-model", default="student")
+    c.add_argument("--method", help="distillation method of the student and the rounds (default dmd; --quick kd)")
+    c.add_argument("--uncertainty-weight", type=float, default=0.5, help="ranking: weight of the student's entropy")
+    c.add_argument("--out", help="folder of the runs (default: a new temporary folder)")
+    _patch_arg(c)
+    _common(c, device="cpu")
+
     a = sub.add_parser("all", help="B1, B3, B5, then B2 / B4 / B6 when their inputs (or a display) are given")
     a.add_argument("--teacher", help="teacher checkpoint for B2")
     a.add_argument("--student", help="student checkpoint for B2")
@@ -159,6 +179,10 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("give --events EVENTS.jsonl, or --teacher, --data and --out to distil now")
         return run_time_to_dice(a.teacher, a.data, a.out, a.threshold, a.iterations, a.val_interval, a.config,
                                 a.student_model, a.num_threads, a.device, a.keep_going, a.quick)
+    if verb == "corrections":
+        return bench_corrections(a.dataset, a.rounds, a.slices, a.cases, a.iterations, a.quick, a.out, a.data,
+                                 a.teacher, a.student_iterations, a.teacher_iterations, a.max_train, a.student_model,
+                                 a.method, a.uncertainty_weight, a.device, a.patch)
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

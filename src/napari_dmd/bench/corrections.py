@@ -1,0 +1,197 @@
+"""``napari-dmd bench corrections``: the correction loop measured with a scripted painter.
+
+A teacher (trained briefly, or a committed one) and a student distilled without labels; then per round: the
+student predicts the training pool, :func:`napari_dmd.review.rank_slices` ranks each case's slices (2D: tiles) by
+teacher-student disagreement and student entropy, the painter copies the ground truth into the ``slices`` top
+regions (not painted before) of the ``cases`` cases that disagree most, :func:`napari_dmd.corrections.start_round`
+fine-tunes from the previous round's ``last.pt``, and student and teacher are evaluated on the validation cases
+(:func:`napari_dmd.evaluation.evaluate_cases`, Dice only). Rows: round, slices corrected (cumulative), voxels
+painted, student per-class and mean Dice, teacher mean Dice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATASETS = ("phantom2d", "phantom3d", "hippocampus", "chaos")
+HIPPOCAMPUS_TEACHER = Path(__file__).resolve().parents[3] / "benchmarks" / "teachers" / "hippocampus3d" / "teacher.pt"
+DATA_DIRS = {"hippocampus": "msd_hippocampus", "chaos": "chaos_mr_t2"}
+LOST_GAP = 0.10  # a class is "lost" at round 0 when the student is this far below the teacher
+RECOVERED_GAP = 0.05  # ... and "recovered" when it is back within this of the teacher
+
+
+def _phantom(dims: int, quick: bool) -> tuple[list[Any], list[Any], int]:
+    from ..data.case import Case
+    from ..phantom import make_phantom_dataset
+
+    shape = ((64, 64) if quick else (128, 128)) if dims == 2 else ((16, 48, 48) if quick else (32, 64, 64))
+    n_train, n_val = (6, 2) if quick else (12, 4)
+    data = make_phantom_dataset(n_train + n_val, shape, num_classes=4 if quick else 6, seed=11)
+    cases = [Case(image=i, label=lab, spacing=(1.0,) * dims, affine=np.eye(4), name=f"phantom_{k:03d}")
+             for k, (i, lab) in enumerate(data)]
+    return cases[:n_train], cases[n_train:], 4 if quick else 6
+
+
+def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: int) -> tuple[list, list, Any]:
+    """(train pool, validation cases, teacher) of a real dataset; the committed teacher for hippocampus."""
+    from ..checkpoint import load_checkpoint
+    from ..data.cases import load_msd_folder
+    from ..data.io import DataError
+    from ..teachers import load_teacher
+
+    root = Path(data) if data else Path(__file__).resolve().parents[3].parent / "shared" / "data" / \
+        DATA_DIRS[dataset]
+    if not root.is_dir():
+        raise DataError(f"{root}: {dataset} data not found; give --data FOLDER (MSD layout)")
+    cases, _ = load_msd_folder(root)
+    cases = sorted((c for c in cases if c.label is not None), key=lambda c: c.name)
+    path = teacher_path or (str(HIPPOCAMPUS_TEACHER) if dataset == "hippocampus" else None)
+    if path is None:
+        return cases, [], None
+    val_names = set(load_checkpoint(path).get("val_cases") or []) if path.endswith(".pt") else set()
+    val = [c for c in cases if c.name in val_names] or cases[-max(1, len(cases) // 5):]
+    names = {c.name for c in val}
+    train = [c for c in cases if c.name not in names][:max_train]
+    return train, val, load_teacher(path)
+
+
+def _settings(dims: int, quick: bool, patch: list[int] | None) -> dict[str, Any]:
+    if quick:
+        return dict(model="4,8,16", patch_size=patch or ([32, 32] if dims == 2 else [16, 32, 32]), batch_size=2,
+                    num_threads=1, val_interval=10**6, checkpoint_interval=10**6, log_interval=50)
+    return dict(patch_size=patch, batch_size=2, val_interval=10**6, checkpoint_interval=10**6, log_interval=50)
+
+
+def _train(cfg: Any, cases: list, out: Path, teacher: Any = None, role: str = "student") -> Path:
+    from ..distill.engine import Distiller
+    from ..runner import drive
+
+    d = Distiller(cfg, cases, val_cases=[], teacher=teacher, output_dir=out, role=role)
+    drive(d)
+    return d.last_path
+
+
+def _evaluate(seg: Any, val: list) -> dict[str, Any]:
+    from ..evaluation import evaluate_cases
+
+    ev = evaluate_cases(seg, val, hd95=False)
+    return {"dice": [round(float(v), 4) for v in ev["dice_per_class"]], "mean": round(float(ev["mean_dice"]), 4)}
+
+
+def _paint(student: Any, teacher_labels: dict[str, np.ndarray], pool: list, painted: dict[str, np.ndarray],
+           slices: int, n_cases: int, weight: float, tile: int) -> tuple[dict[str, np.ndarray], int]:
+    """The scripted painter: new painted masks (ground truth copied there) of the ``n_cases`` cases whose top
+    ``slices`` regions not yet painted score highest; returns (masks by case name, regions painted)."""
+    from ..review import rank_slices, region_slices
+
+    picks = []
+    for case in pool:
+        probs = student.probabilities(case.image)
+        regions = rank_slices(teacher_labels[case.name], probs.argmax(0), probs, uncertainty_weight=weight,
+                              tile=tile)
+        done = painted[case.name]
+        fresh = [r for r in regions if not done[region_slices(r, done.shape)].all()][:slices]
+        picks.append((sum(r.score for r in fresh), case, fresh))
+    picks.sort(key=lambda p: -p[0])
+    new, count = {}, 0
+    for _, case, fresh in picks[:n_cases]:
+        mask = np.zeros(case.image.shape, bool)
+        for r in fresh:
+            mask[region_slices(r, mask.shape)] = True
+        new[case.name] = mask & ~painted[case.name]
+        painted[case.name] |= mask
+        count += len(fresh)
+    return new, count
+
+
+def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int = 5, cases: int = 3,
+                      iterations: int | None = None, quick: bool = False, out: str | None = None,
+                      data: str | None = None, teacher: str | None = None, student_iterations: int | None = None,
+                      teacher_iterations: int | None = None, max_train: int = 40, student_model: str = "student",
+                      method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
+                      patch: list[int] | None = None) -> dict[str, Any]:
+    """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``."""
+    from ..config import TrainConfig
+    from ..corrections import corrections_labels, start_round
+    from ..evaluation import teacher_segmenter
+    from ..segment import Segmenter
+    from ..teachers import load_teacher
+
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    t_start = time.perf_counter()
+    root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
+    iterations = iterations or (10 if quick else 300)
+    if dataset.startswith("phantom"):
+        train, val, _ = _phantom(2 if dataset == "phantom2d" else 3, quick)
+        tmodel = None
+    else:
+        train, val, tmodel = _real(dataset, data, teacher, max_train)
+        if not val:
+            val, train = train[-max(1, len(train) // 5):], train[:-max(1, len(train) // 5)][:max_train]
+    dims = train[0].ndim
+    base = _settings(dims, quick, patch or (list(tmodel.patch_size) if tmodel is not None and tmodel.patch_size
+                                            else None))
+    base["device"] = device
+    print(f"corrections bench: {dataset}, {len(train)} training / {len(val)} validation cases, folder {root}",
+          flush=True)
+    if tmodel is None:  # a teacher trained here, with the labels
+        t_iters = teacher_iterations or (40 if quick else 1500)
+        cfg = TrainConfig(method="none", iterations=t_iters, **{**base, "model": base.get("model", "teacher")})
+        tmodel = load_teacher(_train(cfg, train, root / "teacher", role="teacher"))
+        print(f"teacher trained: {t_iters} iterations ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    unlabelled = [dataclasses.replace(c, label=None) for c in train]
+    s_iters = student_iterations or (20 if quick else 600)
+    cfg = TrainConfig(method=method or ("kd" if quick else "dmd"), iterations=s_iters,
+                      **{**base, "model": base.get("model", student_model)})
+    parent = _train(cfg, unlabelled, root / "student", teacher=tmodel)
+    print(f"student distilled without labels: {s_iters} iterations ({time.perf_counter() - t_start:.0f} s)",
+          flush=True)
+    tseg = teacher_segmenter(tmodel, fallback_patch=cfg.patch_size, device=device)
+    teacher_ev = _evaluate(tseg, val)
+    teacher_labels = {c.name: tseg(c.image) for c in train}
+    gt = {c.name: c.label for c in train}
+    painted = {c.name: np.zeros(c.image.shape, bool) for c in train}
+    tile = 16 if quick else 32
+    rows: list[dict[str, Any]] = []
+    total_slices = total_voxels = 0
+    for rnd in range(rounds + 1):
+        seg = Segmenter.from_checkpoint(parent, device=device)
+        ev = _evaluate(seg, val)
+        row = {"round": rnd, "slices_corrected": total_slices, "voxels_painted": total_voxels,
+               "student_dice": ev["dice"], "student_mean_dice": ev["mean"], "teacher_mean_dice": teacher_ev["mean"],
+               "seconds": round(time.perf_counter() - t_start, 1)}
+        rows.append(row)
+        print(f"round {rnd}: {total_slices} slices ({total_voxels:,} voxels) corrected; student Dice "
+              f"{ev['mean']:.4f} {ev['dice']}; teacher {teacher_ev['mean']:.4f} {teacher_ev['dice']}", flush=True)
+        if rnd == rounds:
+            break
+        new, count = _paint(seg, teacher_labels, train, painted, slices, cases, uncertainty_weight, tile)
+        corr = [corrections_labels(gt[c.name], new[c.name]) if c.name in new else None for c in unlabelled]
+        run = start_round(parent, unlabelled, corr, teacher=tmodel, iterations=iterations,
+                          out=root / f"round-{rnd + 1}", num_threads=base.get("num_threads"))
+        from ..runner import drive
+
+        drive(run)
+        parent = run.last_path
+        total_slices += count
+        total_voxels += int(sum(int(m.sum()) for m in new.values()))
+    first, last = rows[0], rows[-1]
+    lost = [i for i, (s, t) in enumerate(zip(first["student_dice"], teacher_ev["dice"])) if t - s > LOST_GAP]
+    targets = {"student_beats_teacher_mean": last["student_mean_dice"] > teacher_ev["mean"],
+               "lost_classes_at_round_0": [i + 1 for i in lost],
+               "lost_classes_recovered": [i + 1 for i in lost
+                                          if teacher_ev["dice"][i] - last["student_dice"][i] <= RECOVERED_GAP]}
+    settings = {"dataset": dataset, "rounds": rounds, "slices": slices, "cases": cases, "iterations": iterations,
+                "student_iterations": s_iters, "train_cases": len(train), "val_cases": len(val),
+                "uncertainty_weight": uncertainty_weight, "tile": tile if dims == 2 else None, "quick": quick,
+                "folder": str(root), "student": cfg.model, "method": cfg.method}
+    print(f"targets: {targets}", flush=True)
+    return {"settings": settings, "teacher": teacher_ev, "rows": rows, "targets": targets,
+            "wall_s": round(time.perf_counter() - t_start, 1)}
