@@ -21,6 +21,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..data.io import DataError
+from ._batch import BatchBox
 from ._choosers import LayerChooser, ModelChooser, is_output, mark_output
 from ._geometry import labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
@@ -79,6 +80,8 @@ class SegmentWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        self.batch = BatchBox(napari_viewer, self.model_box.entry)  # all open images / a folder -> label files
+        layout.addWidget(self.batch)
         layout.addStretch(1)
 
         self.segment_button.clicked.connect(self.segment)
