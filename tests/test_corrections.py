@@ -140,6 +140,10 @@ def test_cli_round_and_mismatched_corrections(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "other.nii.gz: names none of the parent run's" in err
     assert not (tmp_path / "no").exists()
+    assert main(["distill", *data]) == 2  # no --teacher and nothing to resume: as before, one line
+    assert "required: --teacher" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(root / "t" / "last.pt"), "--corrections", str(corr), *data]) == 2
+    assert "--corrections needs --resume" in capsys.readouterr().err
     small = save_corrections(tmp_path / f"s-{name}.npz", np.full((8, 8), IGNORE, np.uint8))
     assert main(["distill", "--resume", str(parent), "--corrections", str(small), *data]) == 2
     assert "do not match the image" in capsys.readouterr().err
