@@ -6,12 +6,13 @@ teacher-student disagreement and student entropy, the painter copies the ground 
 regions (not painted before) of the ``cases`` cases that disagree most, :func:`napari_dmd.corrections.start_round`
 fine-tunes from the previous round's ``last.pt``, and student and teacher are evaluated on the validation cases
 (:func:`napari_dmd.evaluation.evaluate_cases`, Dice only). Rows: round, slices corrected (cumulative), voxels
-painted, student per-class and mean Dice, teacher mean Dice.
+painted, student per-class and mean Dice, teacher mean Dice (also appended to ``<out>/rows.jsonl`` as they come).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -168,6 +169,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                "student_dice": ev["dice"], "student_mean_dice": ev["mean"], "teacher_mean_dice": teacher_ev["mean"],
                "seconds": round(time.perf_counter() - t_start, 1)}
         rows.append(row)
+        with open(root / "rows.jsonl", "a") as fh:  # as it goes: a long run's finished rounds survive a stop
+            fh.write(json.dumps(row) + "\n")
         print(f"round {rnd}: {total_slices} slices ({total_voxels:,} voxels) corrected; student Dice "
               f"{ev['mean']:.4f} {ev['dice']}; teacher {teacher_ev['mean']:.4f} {teacher_ev['dice']}", flush=True)
         if rnd == rounds:
