@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -134,3 +135,27 @@ def test_loss_plot_history_from_events_file(qtbot, tmp_path):
     assert n == 10 and plot.series == {"task": 6, "total": 6, "dice": 3}
     assert plot.load_history(tmp_path / "missing.jsonl", up_to=5, history=[{"iteration": 5, "mean_dice": 0.5}]) == 0
     assert plot.series == {"dice": 1}  # no events file: the checkpoint's validation history
+
+
+def test_demo_shows_time_left_and_load_stays_usable(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_dmd._widgets import _notify
+    from napari_dmd._widgets.teacher import TeacherWidget, duration_text
+
+    assert [duration_text(s) for s in (4.4, 200, 3900)] == ["4 s", "3 min 20 s", "1 h 5 min"]
+    viewer = make_napari_viewer()
+    w = TeacherWidget(viewer)
+    w.worker = object()  # the demo pair is training (the state use_demo_models puts the widget in)
+    w._busy(True, stoppable=True)
+    assert w.load_button.isEnabled() and not w.demo_button.isEnabled() and not w.train_button.isEnabled()
+    w.demo_progressed.emit(10, 100)
+    qtbot.wait(1100)
+    w.demo_progressed.emit(20, 100)
+    assert re.search(r"step 20/100, about (8|9|1\d) s left", w.status.text()), w.status.text()
+    shown: list[str] = []
+    monkeypatch.setattr(_notify, "show_error", shown.append)
+    assert w.load(str(tmp_path / "missing.pt")) is not None  # Load works beside the demo
+    assert not w.load_button.isEnabled()
+    qtbot.waitUntil(lambda: w.load_worker is None, timeout=20_000)
+    assert shown and "missing.pt" in shown[-1]
+    assert w.load_button.isEnabled() and not w.demo_button.isEnabled() and w.stop_button.isEnabled()
+    w.worker = None

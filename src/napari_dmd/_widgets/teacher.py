@@ -16,6 +16,7 @@ The chosen teacher's classes, parameter count, device and source are shown below
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,16 @@ def default_teacher_dir() -> Path:
     return runner.default_output_dir("teacher")
 
 
+def duration_text(seconds: float) -> str:
+    """A rough duration: "40 s", "3 min 20 s", "1 h 5 min"."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
 def describe(entry: ModelEntry | None) -> str:
     """Classes, parameters, device and origin of a registry entry, as rich text for a QLabel."""
     if entry is None:
@@ -94,6 +105,8 @@ class TeacherWidget(QWidget):
         self.worker = None
         self.distiller: Distiller | None = None
         self.pairs: list[tuple[Image, Labels]] = []
+        self.load_worker = None  # a Load in flight (also beside training or the demo)
+        self._eta_start: tuple[float, int] | None = None  # (time, step) of the demo's first progress report
         self.last_event: Event | None = None
         self._stop = StopFlag()  # Stop, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
@@ -155,7 +168,8 @@ class TeacherWidget(QWidget):
         # demo + info
         self.demo_button = QPushButton("Use demo models (phantom)")
         self.demo_button.setToolTip("A small teacher + DMD student for the synthetic phantom sample data, "
-                                    "trained at first use (under a minute) and cached")
+                                    "trained at first use (about a minute on a free multi-core CPU, longer on a busy "
+                                    "one: the status line shows the time left) and cached")
         self.teacher_box = ModelChooser("teacher")
         self.info = QLabel()
         self.info.setWordWrap(True)
@@ -189,8 +203,9 @@ class TeacherWidget(QWidget):
 
     # ------------------------------------------------------------------------------------------ helpers
     def _busy(self, busy: bool, stoppable: bool = False) -> None:
-        for button in (self.load_button, self.train_button, self.demo_button):
+        for button in (self.train_button, self.demo_button):
             button.setEnabled(not busy)
+        self.load_button.setEnabled(self.load_worker is None)  # Load stays usable while training / the demo runs
         self.stop_button.setEnabled(busy and stoppable)
 
     def _show_info(self, *_: Any) -> None:
@@ -211,8 +226,17 @@ class TeacherWidget(QWidget):
             self._pbar = None
         self.worker = None
         self.distiller = None
+        self._eta_start = None
         with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
             self._busy(False)
+
+    def _load_finished(self, shared: bool) -> None:
+        self.load_worker = None
+        if shared:  # the widget was idle and waited for this load
+            self._finish()
+            return
+        with contextlib.suppress(RuntimeError):
+            self.load_button.setEnabled(True)
 
     def _register(self, entries: list[ModelEntry], message: str) -> None:
         from ..registry import REGISTRY
@@ -245,8 +269,11 @@ class TeacherWidget(QWidget):
             self.load()
 
     def load(self, path: str | None = None):
-        """Load the teacher at ``path`` (default: the path field) in a worker; returns the worker."""
-        if not self._check_idle():
+        """Load the teacher at ``path`` (default: the path field) in a worker; returns the worker.
+
+        Also while a teacher trains or the demo models are prepared: the load then runs beside them."""
+        if self.load_worker is not None:
+            notify_error("a teacher is being loaded; wait for it", "Load teacher")
             return None
         text = (path or self.path_edit.text()).strip()
         if not text:
@@ -254,15 +281,21 @@ class TeacherWidget(QWidget):
                                              "Load teacher"))
             return None
         trust = self.trust_check.isChecked()
-        self._busy(True)
+        shared = self.worker is None  # idle: the widget waits for the load; else it runs beside the work
         self.status.setText(f"loading {text} …")
         from ..registry import entry_from_teacher_file
 
-        self.worker = start_worker(entry_from_teacher_file, text, trust=trust,
-                                   on_returned=lambda e: self._register([e], f"loaded {e.name}"),
-                                   on_failed=lambda exc: self._on_error(exc, "Load teacher"),
-                                   on_finished=self._finish)
-        return self.worker
+        worker = start_worker(entry_from_teacher_file, text, trust=trust,
+                              on_returned=lambda e: self._register([e], f"loaded {e.name}"),
+                              on_failed=lambda exc: self._on_error(exc, "Load teacher"),
+                              on_finished=lambda: self._load_finished(shared))
+        self.load_worker = worker
+        if shared:
+            self.worker = worker
+            self._busy(True)
+        else:
+            self.load_button.setEnabled(False)
+        return worker
 
     # ------------------------------------------------------------------------------------------ train
     def add_pair(self) -> None:
@@ -391,4 +424,12 @@ class TeacherWidget(QWidget):
             if self._pbar.total != total:
                 self._pbar.total = total
             self._pbar.update(done - self._pbar.n)
-        self.status.setText(f"training the demo models: step {done}/{total}")
+        now = time.perf_counter()
+        if self._eta_start is None or done < self._eta_start[1]:
+            self._eta_start = (now, done)
+        t0, d0 = self._eta_start
+        eta = ""
+        if done > d0 and now - t0 >= 1.0:
+            eta = f", about {duration_text((total - done) * (now - t0) / (done - d0))} left"
+        self.status.setText(f"training the demo models (first use, cached after): step {done}/{total}{eta}; "
+                            "Load stays usable meanwhile")
