@@ -204,3 +204,39 @@ def test_stop_keeps_the_painted_voxels(qtbot, review, errors):
     assert not errors and "round stopped" in w.status.text()
     assert (Path(w.round_folder) / "last.pt").is_file()
     assert w.tracker().count == n and w.student_labels_box.layer() is layer
+
+
+def test_quitting_the_worker_as_the_closing_viewer_does_saves_the_round(qtbot, review, errors):
+    viewer, w = review
+    viewer.layers["student labels"].paint((4, 20, 20), 3)
+    w.steps_spin.setValue(5000)
+    worker = w.fine_tune()
+    qtbot.waitUntil(lambda: w.progress_bar.value() >= 1, timeout=60_000)  # training has begun
+    worker.quit()  # what napari does to every worker when its window closes
+    qtbot.waitUntil(lambda: w.tune_worker is None, timeout=60_000)
+    assert not errors and (Path(w.round_folder) / "last.pt").is_file()
+
+
+def test_2d_image_ranks_tiles_and_centres_the_camera_on_the_worst(qtbot, make_napari_viewer, registry, errors):
+    viewer = make_napari_viewer()
+    image, label = make_phantom((80, 80), seed=2)
+    student = label.copy()
+    student[66:76, 66:78] = (label[66:76, 66:78] + 1) % 6  # the bottom-right tile (64 x 64 tiles: 2 x 2)
+    kw = dict(scale=(0.5, 0.5), translate=(10.0, 20.0))
+    viewer.add_image(image, name="slice", **kw)
+    viewer.add_labels(label, name="teacher labels", **kw)
+    viewer.add_labels(student, name="student labels", **kw)
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Review")
+    w.image_box.set_layer("slice")
+    w.teacher_labels_box.set_layer("teacher labels")
+    w.student_labels_box.set_layer("student labels")
+    w.weight_spin.setValue(0.0)
+    _rank(qtbot, w)
+    assert not errors and w.table.item(0, 0).text() == "tile 3" and w.table.rowCount() == 1
+    w.next()
+    world = viewer.layers["slice"].data_to_world(np.asarray(w.regions[0].center))
+    assert np.allclose(viewer.scene.camera.center[1:], world) and world[0] > 10 + 0.5 * 64
+    layer = viewer.layers["student labels"]
+    layer.paint((70, 70), 1)
+    n = int(w.tracker().count)
+    assert n > 0 and w.count_label.text() == f"{n} pixels corrected since the last round"

@@ -82,7 +82,8 @@ def round_folder(parent: Path) -> Path | None:
 
 
 def tune_worker(handle: TuneHandle, parent: Path, case: Case, corrections: np.ndarray,
-                teacher: ModelEntry | None, iterations: int, threads: int) -> Generator[Any, None, dict[str, Any]]:
+                teacher: ModelEntry | None, iterations: int, threads: int,
+                source: str = "the student labels layer") -> Generator[Any, None, dict[str, Any]]:
     """Thread-worker generator: build the round (teacher copy, round folder, engine), yield
     :class:`RoundStarted`, then every engine event; returns the engine's result."""
     from .. import runner
@@ -91,7 +92,7 @@ def tune_worker(handle: TuneHandle, parent: Path, case: Case, corrections: np.nd
 
     copy = teacher_from_entry(teacher) if teacher is not None else None  # None: the parent's recorded teacher
     d = start_round(parent, [case], [corrections], teacher=copy, iterations=iterations, out=round_folder(parent),
-                    num_threads=threads)
+                    sources=[source], num_threads=threads)
     handle.distiller = d
     if handle.stop:
         d.request_stop()
@@ -134,7 +135,8 @@ class ReviewTuning:
         self.paint_button.setChecked(False)
         self.status.setText(f"preparing a round from {parent} …")
         self.tune_worker = start_worker(tune_worker, self._tune, parent, case, corrections, self.teacher_box.entry(),
-                                        steps, training_threads(), on_yielded=self._on_tune_event,
+                                        steps, training_threads(), f"layer {labels.name!r}",
+                                        on_yielded=self._on_tune_event,
                                         on_returned=lambda res: self._round_done(res, tracker),
                                         on_failed=self._tune_failed, on_finished=self._tune_finished)
         self._update_buttons()
@@ -167,8 +169,12 @@ class ReviewTuning:
 
         d = self._tune.distiller
         self.progress_bar.setValue(int(result.get("iteration", 0)))
-        entry = entry_from_checkpoint(final_checkpoint(d), role="student", device=d.config.device) \
-            if d is not None else None
+        try:
+            entry = entry_from_checkpoint(final_checkpoint(d), role="student", device=d.config.device) \
+                if d is not None else None
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+            entry = None
+            notify_error(exc, "Review")
         stopped = self._tune.stop
         if entry is not None:
             REGISTRY.add(entry)  # the newest student: chosen here and in Compare / Segment
