@@ -1,9 +1,12 @@
-"""The Distill widget's training run on the worker side: its handle, the thread-worker generator that drives
-the engine through the one run path (:mod:`napari_dmd.runner`), and the guard that stops it when the widget
-is destroyed.
+"""The Distill widget's training run: its handle, the thin worker thread that starts the run in a child process
+(:mod:`napari_dmd.child`, the one run path of :mod:`napari_dmd.runner` there) and relays what it streams, and
+the guard that stops it when the widget is destroyed.
 
-Closing the viewer quits the worker; :meth:`RunHandle.close_generator` (connected to the worker's ``aborted``
-signal, run in the worker thread) then closes the engine's generator, which writes ``last.pt``.
+The engine never runs in napari's process, so it cannot hold the Qt event loop (the GIL, the CPU of the GUI
+thread). The worker thread only waits on the child's pipe and hands each message to the main thread; Stop sets
+the child's stop event (the engine stops before its next step and writes ``last.pt``). Closing the viewer quits
+the worker: :meth:`RunHandle.close_generator` (connected to the worker's ``aborted`` signal, run in the worker
+thread) asks the child to stop, waits up to 1.5 s, then terminates it (it writes ``last.pt`` as it exits).
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import runner
+from ..child import folder_warning  # noqa: F401 - the model-data guard's folder warning, importable here
 from ..config import TrainConfig
 from ..runner import free_folder
 from ._workers import Failure
 
 if TYPE_CHECKING:
+    from ..child import ChildProcess
     from ..data.cases import Case
-    from ..distill.engine import Distiller, Event
+    from ..distill.engine import Event
     from ..registry import ModelEntry
     from ._live import LiveStudent
 
-__all__ = ["Notice", "RunGuard", "RunHandle", "default_output_dir", "free_folder", "train_worker"]
+__all__ = ["Notice", "RunGuard", "RunHandle", "RunView", "default_output_dir", "free_folder", "train_worker"]
+
+#: How often the worker thread looks at the child when it has nothing to say (s): quitting acts this fast.
+POLL_S = 0.1
 
 
 def default_output_dir(method: str) -> Path:
@@ -41,21 +49,68 @@ class Notice:
     warning: bool = False  # the model-data guard's: shown as a warning and kept in the status line
 
 
-def folder_warning(entry: ModelEntry, cases: list[Case]) -> str | None:
-    """The model-data guard's warning for an MSD folder's cases against the teacher (the first case unlike its
-    training data, and how many more are), or None."""
-    from ..guard import check_entry
+class RunView:
+    """What the widget knows of the engine in the child: its folder, checkpoints and progress.
 
-    found = [w for c in cases if (w := check_entry(entry, c.image, image_name=c.source, image_spacing=c.spacing))]
-    if not found:
-        return None
-    return found[0] + (f" ({len(found) - 1} more of the {len(cases)} cases are unlike it too)" if len(found) > 1
-                       else "")
+    Stands where the in-process :class:`~napari_dmd.distill.engine.Distiller` stood (``iteration``,
+    ``last_path``, ``best_path``, ``val_cases``, ``teacher``, ``request_stop``).
+    """
+
+    def __init__(self, run: RunHandle) -> None:
+        self._run = run
+        self.config = run.config
+        self.output_dir = Path(run.output_dir)
+        self.iteration = 0
+        self.total = run.config.iterations
+        self.best_dice: float | None = None
+        self._val_cases: list[Case] | None = None
+        self._teacher: Any = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / "best.pt"
+
+    def request_stop(self) -> None:
+        self._run.request_stop()
+
+    def see(self, ev: Event) -> None:
+        """Follow the run's events."""
+        self.iteration = max(self.iteration, int(ev.iteration)) if ev.kind != "start" else int(ev.iteration)
+        if ev.kind == "validation" and ev.mean_dice is not None:
+            self.best_dice = max(self.best_dice or -1.0, float(ev.mean_dice))
+
+    @property
+    def teacher(self) -> Any:
+        """The run's teacher (a private copy of the registry model), built on first use."""
+        entry = self._run.teacher_entry
+        if self._teacher is None and entry is not None:
+            from ..registry import teacher_from_entry
+
+            self._teacher = teacher_from_entry(entry)
+        return self._teacher
+
+    @property
+    def val_cases(self) -> list[Case]:
+        """The run's validation cases: the engine's seeded split, done again here (a folder is read again)."""
+        if self._val_cases is None:
+            from ..data.cases import load_msd_folder
+            from ..distill.validation import split_train_val
+
+            run, cfg = self._run, self.config
+            cases = run.cases if run.cases is not None else load_msd_folder(run.folder or "")[0]
+            self._val_cases = split_train_val(cases, None, has_teacher=run.teacher_entry is not None,
+                                              val_fraction=cfg.val_fraction, max_val_cases=cfg.max_val_cases,
+                                              seed=cfg.seed)[1]
+        return self._val_cases
 
 
 @dataclass
 class RunHandle:
-    """One training run: its inputs, then the live engine and its generator."""
+    """One training run: its inputs, then its child process and what it reported."""
 
     config: TrainConfig
     output_dir: Path
@@ -64,75 +119,95 @@ class RunHandle:
     teacher_entry: ModelEntry | None = None
     resume: Path | None = None
     patch_single: int | None = None
-    distiller: Distiller | None = None
-    gen: Generator | None = None
+    distiller: RunView | None = None
+    child: ChildProcess | None = None
     stop: bool = False
     stop_requested_at: int | None = None
     aborted: bool = False
     events: list[Event] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.distiller = RunView(self)
+
     def request_stop(self) -> None:
+        """Ask the engine to stop before its next step (it then writes last.pt)."""
         self.stop = True
-        d = self.distiller
-        if d is not None:
-            if self.stop_requested_at is None:
-                self.stop_requested_at = d.iteration
-            d.request_stop()
+        if self.stop_requested_at is None and self.distiller is not None:
+            self.stop_requested_at = self.distiller.iteration
+        if self.child is not None:
+            self.child.request_stop()
 
     def close_generator(self) -> None:
-        """Close the engine's generator (writes last.pt); called in the worker thread when it is quit."""
+        """The viewer closes (the worker was quit; called in the worker thread): stop the child, wait up to
+        1.5 s, then terminate it (it writes last.pt as it exits)."""
         self.aborted = True
-        gen = self.gen
-        if gen is not None:
+        self.stop = True
+        child = self.child
+        if child is not None:
             with contextlib.suppress(Exception):
-                gen.close()
+                for kind, payload in child.close():
+                    if kind == "event" and self.distiller is not None:
+                        self.distiller.see(payload)
+
+
+def run_spec(run: RunHandle) -> Any:
+    """The child's :class:`~napari_dmd.child.RunSpec` (the teacher copied from its registry entry)."""
+    from ..child import GuardInfo, RunSpec, spec_teacher
+
+    entry = run.teacher_entry
+    return RunSpec(run.config, str(run.output_dir), cases=run.cases, folder=run.folder,
+                   teacher=spec_teacher(entry) if entry is not None else None,
+                   guard=GuardInfo.of(entry) if entry is not None and run.cases is None else None,
+                   resume=str(run.resume) if run.resume is not None else None, patch_single=run.patch_single,
+                   snapshot_name=f"live: {run.output_dir.name}")
 
 
 def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None]:
-    """Thread-worker generator: prepare the run (:func:`napari_dmd.runner.prepare_run`: checks, class names,
-    the Distiller), yield its warnings as :class:`Notice`, then ``(event, snapshot or None)`` per event.
+    """Thread-worker generator: start the run in a child process and relay what it streams: warnings as
+    :class:`Notice`, each engine event as ``(event, None)``, each student snapshot as ``(None, snapshot)``,
+    and ``None`` when there is nothing new (every :data:`POLL_S`, so that a quit acts at once).
 
-    Exceptions are yielded as :class:`~napari_dmd._widgets._workers.Failure` (superqt would swallow a
-    RuntimeError raised by a generator worker as "worker deleted"). Closing this generator closes the
-    engine's, which writes last.pt.
+    Failures (in the child or here, or a child that dies) are yielded as
+    :class:`~napari_dmd._widgets._workers.Failure`. Closing this generator closes the child (last.pt kept).
     """
-    from ..data.cases import load_msd_folder
-    from ..features import StudentSnapshot
-    from ..registry import teacher_from_entry
+    from ..child import ChildProcess, distill_target
+    from ..distill.engine import TrainingError
 
-    gen = None
+    child = None
     try:
-        cfg = run.config
-        cases, names = run.cases, None
-        if cases is None:
-            cases, names = load_msd_folder(run.folder or "")
-            if run.teacher_entry is not None and (note := folder_warning(run.teacher_entry, cases)):
-                yield Notice(note, warning=True)
-        teacher = teacher_from_entry(run.teacher_entry) if run.teacher_entry is not None else None
-        if run.patch_single is not None:
-            dims = cfg.spatial_dims or (teacher.spatial_dims if teacher is not None else cases[0].ndim)
-            cfg.patch_size = [run.patch_single] * dims
-        d, warnings = runner.prepare_run(cfg, cases, teacher=teacher, output_dir=run.output_dir,
-                                         resume=run.resume, class_names=names)
-        run.distiller = d
+        child = ChildProcess(distill_target, run_spec(run), live_every=live.every, name="napari-dmd-distill")
+        run.child = child
         if run.stop:
-            run.request_stop()
-        for message in warnings:
-            yield Notice(message)
-        gen = runner.events(d)
-        run.gen = gen
-        for ev in gen:
-            snap = None
-            if (ev.kind == "step" and live.due(ev.iteration)) or ev.kind in ("done", "stopped"):
-                snap = StudentSnapshot.take(d.model, heads=d.heads, feature_scales=d.feature_scales,
-                                            normalization=d.normalization, iteration=d.iteration,
-                                            name=f"live: {run.output_dir.name}")
-            yield ev, snap
+            child.request_stop()
+        child.start()
+        while not child.done:
+            child.set_live_every(live.every)
+            if live.take_request():
+                child.request_snapshot()
+            messages = child.poll(POLL_S)
+            if not messages:
+                yield None
+            for kind, payload in messages:
+                if kind == "event":
+                    run.distiller.see(payload)
+                    yield payload, None
+                elif kind == "snapshot":
+                    yield None, payload
+                elif kind == "notice":
+                    yield Notice(*payload)
+                elif kind == "failure":
+                    yield Failure(payload)
+        if child.process is not None:
+            child.process.join(10)  # its pipe closes just before it exits
+        if (message := child.ended_message()) is not None and not run.aborted:
+            yield Failure(TrainingError(message))
     except GeneratorExit:
-        if gen is not None:
-            gen.close()
+        if child is not None:
+            child.close()
         raise
     except Exception as exc:  # noqa: BLE001 - shown to the user on the main thread
+        if child is not None:
+            child.close()
         yield Failure(exc)
 
 
@@ -146,4 +221,3 @@ class RunGuard:
         """Ask the current run (if any) to stop before its next step."""
         if self.run is not None:
             self.run.request_stop()
-

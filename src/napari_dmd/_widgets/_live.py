@@ -19,10 +19,10 @@ __all__ = ["LIVE", "LiveStudent"]
 class LiveStudent:
     """The student a Distill widget trains, shared with the Features widget's live mode.
 
-    Features widgets :meth:`subscribe` with a step interval; the training worker then copies the student's
-    weights (between steps) every that many steps, and the Distill widget emits :attr:`snapshot` with the
-    :class:`~napari_dmd.features.StudentSnapshot` on the main thread. :attr:`changed` fires when a run starts
-    or ends.
+    Features widgets :meth:`subscribe` with a step interval; the training child process then copies the
+    student's weights (between steps) every that many steps and sends them, and the Distill widget emits
+    :attr:`snapshot` with the :class:`~napari_dmd.features.StudentSnapshot` on the main thread.
+    :attr:`changed` fires when a run starts or ends.
     """
 
     snapshot = PSignal(object)
@@ -49,6 +49,11 @@ class LiveStudent:
     def request(self) -> None:
         """Ask for a snapshot after the next step."""
         self._requested = True
+
+    def take_request(self) -> bool:
+        """Whether a snapshot was requested since the last call (the request is then cleared)."""
+        requested, self._requested = self._requested, False
+        return requested
 
     def due(self, iteration: int) -> bool:
         """Called by the training worker after each step."""

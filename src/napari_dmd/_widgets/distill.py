@@ -1,14 +1,16 @@
-"""Distill widget: train a student from a teacher on layers or an MSD folder, live, in the background.
+"""Distill widget: train a student from a teacher on layers or an MSD folder, live, in a child process.
 
-A thin view of :class:`napari_dmd.distill.engine.Distiller`: the widget collects settings, builds the run in a
-napari thread worker (cases are loaded and normalized there, never on the Qt thread) and forwards the engine's
-events (one per step) to the main thread, where they are only recorded; a timer (``STATUS_HZ``) then updates the
-progress bar, the status line, the live plot (:mod:`.loss_plot`) and the checkpoint path together, in one window
-repaint. Stop asks the engine to stop before its next step; closing the
-viewer quits the worker, which closes the engine's generator so that it writes ``last.pt``. When a run ends its
-checkpoints are added to :data:`napari_dmd.registry.REGISTRY` as students, and :data:`LIVE` shares snapshots of
-the student being trained with the Features widget. Export… writes the finished student with
-:func:`napari_dmd.export.export_student` (TorchScript, ONNX, model card) in a worker.
+A thin view of :class:`napari_dmd.distill.engine.Distiller`: the widget collects settings, and the run is built
+and trained in a child process (:mod:`napari_dmd.child`: the cases, config and teacher travel as a spec file;
+the engine cannot hold napari's event loop from there). A thin worker thread relays the engine's events (one
+per step) to the main thread, where they are only recorded; a timer (``STATUS_HZ``) then updates the progress
+bar, the status line, the live plot (:mod:`.loss_plot`) and the checkpoint path together, in one window
+repaint. Warning events (e.g. a class the student lost) are shown at once. Stop asks the engine to stop before
+its next step; closing the viewer stops the child (waits up to 1.5 s, then terminates it; ``last.pt`` is
+written either way). When a run ends its checkpoints are added to :data:`napari_dmd.registry.REGISTRY` as
+students, and :data:`LIVE` shares snapshots of the student being trained (sent by the child every N steps)
+with the Features widget. Export… writes the finished student with :func:`napari_dmd.export.export_student`
+(TorchScript, ONNX, model card) in a worker.
 
 The settings boxes are in :mod:`._distill_form`, the worker side of a run in :mod:`._distill_run`, the
 Export… button in :mod:`._distill_export` and the shared live student in :mod:`._live`.
@@ -37,7 +39,8 @@ from .loss_plot import LossPlot, StatusLine
 if TYPE_CHECKING:
     import napari
 
-    from ..distill.engine import Distiller, Event
+    from ..distill.engine import Event
+    from ._distill_run import RunView
 
 __all__ = [
     "LIVE",
@@ -139,8 +142,8 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         return self.worker is not None
 
     @property
-    def distiller(self) -> Distiller | None:
-        """The live engine of the current (or last) run."""
+    def distiller(self) -> RunView | None:
+        """The current (or last) run's engine as the widget sees it (folder, checkpoints, iteration)."""
         return self.run.distiller if self.run is not None else None
 
     @property
@@ -248,7 +251,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         worker = create_worker(train_worker, run, LIVE, _start_thread=False)
         worker.yielded.connect(self._on_yield)
         worker.finished.connect(self._on_finished)
-        # quit (e.g. the viewer closes): close the engine's generator in the worker thread -> last.pt
+        # quit (e.g. the viewer closes): stop the child from the worker thread (<= 1.5 s, then terminated) -> last.pt
         worker.aborted.connect(run.close_generator, Qt.ConnectionType.DirectConnection)
         self.worker = worker
         LIVE.running = True
@@ -266,6 +269,8 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         run = self.run
         if run is None:
             return
+        if item is None:  # the worker's heartbeat
+            return
         if isinstance(item, Failure):
             self._fail(item.exc)
             return
@@ -278,7 +283,16 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
                 notify_info(f"Distill: {item.message}")
             return
         ev, snap = item
+        if snap is not None:
+            LIVE.latest = snap
+            LIVE.snapshot.emit(snap)
+        if ev is None:
+            return
         run.events.append(ev)
+        if ev.kind == "warning":  # e.g. a class the student lost: shown at once, kept in the status line
+            notify_warning(f"Distill: {ev.message}")
+            self._data_note += f"\nWarning: {ev.message}"
+            self.status_label.setText(self.status_label.text() + f"\nWarning: {ev.message}")
         if ev.kind == "step":
             self._last_step = ev
             self.plot.add_parts(ev.iteration, ev.parts)
@@ -291,9 +305,6 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
                 self._checkpoint_path = ev.path
         if ev.kind == "start":
             self.status_label.setText(ev.message + self._data_note)
-        if snap is not None:
-            LIVE.latest = snap
-            LIVE.snapshot.emit(snap)
         self.run_event.emit(ev)
 
     def _checkpoint_message(self, path: str) -> str:

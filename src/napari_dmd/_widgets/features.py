@@ -9,9 +9,14 @@ layers over the image, placed with the scale and translate the core computes:
 * ``<image> features s<stride> channel <k>`` — one channel,
 * ``<image> features head s<stride>`` — the scale head's argmax (labels; students trained with heads).
 
+By default one view is shown: the PCA of one decoder scale (the finest with a class head, else the one at
+stride 2); other scales and kinds are computed and added only when ticked. Every later computation updates
+the same layer objects in place (``layer.data = ...``; a layer is never removed and added again), so live
+mode costs one texture upload per layer, not a new layer.
+
 "live" re-computes every N training steps of the Distill widget's run (on a copy of the student's weights
-taken between steps, shared through :data:`._live.LIVE`) and when the slice changes. Closing the viewer quits
-the worker: its result is dropped and no pending computation starts.
+that the training child process sends every N steps, shared through :data:`._live.LIVE`) and when the slice
+changes. Closing the viewer quits the worker: its result is dropped and no pending computation starts.
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ if TYPE_CHECKING:
 
 LIVE_ITEM = "live"
 KINDS = ("PCA", "energy", "channel", "head")
+DEFAULT_KIND = "PCA"  # the one kind ticked by default (an RGB summary of all channels)
+
+
+def default_stage(n_stages: int, heads: list[int]) -> int:
+    """The one decoder stage ticked by default: the finest with a class head, else the one at stride 2 (the
+    stage before full resolution), else the only one."""
+    if heads:
+        return max(heads)
+    return max(0, n_stages - 2)
 
 
 class _ImageChooser(LayerChooser):
@@ -151,7 +165,7 @@ class FeaturesWidget(QWidget):
         self.kind_boxes: dict[str, QCheckBox] = {}
         for i, (kind, text) in enumerate(zip(KINDS, ("PCA (RGB)", "energy", "channel", "head labels"))):
             box = QCheckBox(text)
-            box.setChecked(True)
+            box.setChecked(kind == DEFAULT_KIND)  # one view by default; the others on demand
             self.kind_boxes[kind] = box
             show.addWidget(box, i // 2, i % 2)
         layout.addWidget(show_box)
@@ -267,8 +281,7 @@ class FeaturesWidget(QWidget):
             text = f"s{stride}" + (" (head)" if stage in heads else "")
             box = QCheckBox(text)
             box.setToolTip(f"decoder stage {stage}: 1/{stride} of the input, {channels[stage]} channels")
-            default = stage in heads if heads else stage < len(strides) - 1 or len(strides) == 1
-            box.setChecked(previous.get(stride, default))
+            box.setChecked(previous.get(stride, stage == default_stage(len(strides), heads)))
             self.scales_layout.addWidget(box, stage // 3, stage % 3)
             self._scale_boxes.append((stride, box))
         if channels:
@@ -405,10 +418,14 @@ class FeaturesWidget(QWidget):
             same_type = isinstance(layer, Labels) if kind == "labels" else isinstance(layer, Image)
             rgb_ok = kind != "image" or bool(layer.rgb) == bool(kwargs.get("rgb", False))
             if same_type and rgb_ok and layer.ndim == data.ndim - (1 if kwargs.get("rgb") else 0):
-                layer.data = data
-                layer.scale = kwargs["scale"]
-                layer.translate = kwargs["translate"]
-                layer.affine = kwargs["affine"]
+                layer.data = data  # in place: the same layer object, one texture upload
+                for key in ("scale", "translate"):  # each change re-slices and redraws: only when it moved
+                    if not np.allclose(getattr(layer, key), kwargs[key]):
+                        setattr(layer, key, kwargs[key])
+                affine = kwargs["affine"]
+                matrix = getattr(affine, "affine_matrix", affine)
+                if not np.allclose(layer.affine.affine_matrix, matrix):
+                    layer.affine = affine
                 layer.metadata = kwargs["metadata"]
                 if kind == "labels":
                     layer.features = kwargs.get("features") or {}
@@ -448,6 +465,8 @@ class FeaturesWidget(QWidget):
     def _on_slice(self, *_: Any) -> None:
         try:
             live = self.live_check.isChecked() and self.image_chooser.layer() is not None
+            if self.model_combo.currentData() == LIVE_ITEM and LIVE.latest is None:
+                return  # nothing to show yet (or any more: the run's snapshot was dropped)
         except RuntimeError:
             return
         if live and self.computations:

@@ -1,0 +1,122 @@
+"""The Distill widget trains in a child process (pytest-qt, Xvfb): live features update the same layers, one
+visible by default; closing the viewer mid-run ends the child and keeps last.pt; a killed child is one line;
+a warning event shows at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_dmd.checkpoint import load_checkpoint
+from napari_dmd.config import TrainConfig
+from napari_dmd.demo import phantom_cases
+from napari_dmd.distill.engine import Distiller
+from napari_dmd.distill.events import Event
+from napari_dmd.registry import REGISTRY, entry_from_checkpoint
+
+pytestmark = pytest.mark.gui
+
+TINY = "4,8,16"
+TEACHER = "teacher: tiny live"
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory) -> str:
+    t = Distiller(TrainConfig(method="none", model=TINY, iterations=2, patch_size=[32, 32], batch_size=1,
+                              num_threads=1), phantom_cases(2, 2), output_dir=tmp_path_factory.mktemp("t") / "t",
+                  role="teacher")
+    t.run_to_end()
+    return str(t.last_path)
+
+
+@pytest.fixture
+def registry(teacher_path):
+    from napari_dmd._widgets._live import LIVE
+
+    REGISTRY.clear()
+    REGISTRY.add(entry_from_checkpoint(teacher_path, role="teacher", device="cpu", name=TEACHER))
+    yield REGISTRY
+    REGISTRY.clear()
+    LIVE.latest, LIVE.running, LIVE.name = None, False, ""
+
+
+def _distill(viewer, out, iterations: int):
+    viewer.open_sample("napari-dmd", "phantom-2d")
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
+    w.teacher_chooser.setCurrentText(TEACHER)
+    w.set_method("dmd")
+    w.student_combo.setCurrentText(TINY)
+    w.iterations_spin.setValue(iterations)
+    w.patch_edit.setText("32,32")
+    w.batch_spin.setValue(1)
+    w.device_combo.setCurrentText("cpu")
+    w.output_edit.setText(str(out))
+    return w
+
+
+def _steps(w) -> int:
+    return sum(1 for e in w.events if e.kind == "step")
+
+
+def test_live_features_update_the_same_layers_one_visible_by_default(make_napari_viewer, qtbot, registry,
+                                                                    tmp_path):
+    viewer = make_napari_viewer()
+    w = _distill(viewer, tmp_path / "live", iterations=12)
+    _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
+    fw.live_steps.setValue(3)
+    fw.live_check.setChecked(True)
+    seen: list[tuple[int, int]] = []  # (id of the layer, iteration) at each update
+
+    def updated(names):
+        [name] = names  # one view by default: one layer
+        layer = viewer.layers[name]
+        seen.append((id(layer), layer.metadata["napari_dmd"]["iteration"]))
+
+    fw.layers_updated.connect(updated)
+    with qtbot.waitSignal(w.run_finished, timeout=120_000):
+        qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not fw._busy, timeout=30_000)
+    assert w.events[-1].kind == "done", w.last_error
+    assert w.run.child is not None and not w.run.child.alive  # the engine ran in the child, now gone
+    assert len(seen) >= 2 and len({i for i, _ in seen}) == 1, "live updates must reuse the layer object"
+    assert [it for _, it in seen] == sorted(it for _, it in seen) and seen[-1][1] == 12
+    features = [lay for lay in viewer.layers if " features " in lay.name]
+    assert [lay.name for lay in features] == ["phantom 2D features s2 PCA"] and features[0].visible
+
+
+def test_closing_the_viewer_mid_run_ends_the_child_and_keeps_last_pt(make_napari_viewer, qtbot, registry,
+                                                                     tmp_path):
+    viewer = make_napari_viewer()
+    out = tmp_path / "closed"
+    w = _distill(viewer, out, iterations=100_000)
+    w.start()
+    qtbot.waitUntil(lambda: _steps(w) >= 3, timeout=120_000)
+    run, worker = w.run, w.worker
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=30_000)
+    assert run.aborted and not run.child.alive
+    assert load_checkpoint(out / "last.pt")["iteration"] >= 3
+
+
+def test_a_killed_child_is_one_line_and_warning_events_show_at_once(make_napari_viewer, qtbot, registry,
+                                                                     tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    w = _distill(viewer, tmp_path / "killed", iterations=100_000)
+    w.start()
+    qtbot.waitUntil(lambda: _steps(w) >= 1, timeout=120_000)
+    seen = len(notification_manager.records)
+    w._on_yield((Event("warning", 5, 10, message="class 'kidney' lost: Dice 0.0 for 3 validations"), None))
+    assert "Warning: class 'kidney' lost" in w.status_label.text()
+    assert any("class 'kidney' lost" in str(n.message) for n in notification_manager.records[seen:])
+    with qtbot.waitSignal(w.run_finished, timeout=30_000):
+        os.kill(w.run.child.process.pid, signal.SIGKILL)
+    assert "ended unexpectedly (killed by SIGKILL)" in w.last_error and "\n" not in w.last_error
+    assert w.start_button.isEnabled() and not w.running
