@@ -236,6 +236,8 @@ def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, 
     assert fw.scale_strides() == [2, 1]
     fw.set_scales([2, 1])
     fw.channel_spin.setValue(3)
+    for box in fw.kind_boxes.values():  # every kind (by default only PCA is shown)
+        box.setChecked(True)
     with qtbot.waitSignal(fw.layers_updated, timeout=30_000) as blocker:
         qtbot.mouseClick(fw.show_button, Qt.MouseButton.LeftButton)
     names = blocker.args[0]
