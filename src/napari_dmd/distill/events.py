@@ -11,7 +11,7 @@ from typing import Any
 class Event:
     """A progress report from :meth:`Distiller.run`."""
 
-    kind: str  # start | step | validation | checkpoint | done | stopped
+    kind: str  # start | step | validation | warning | checkpoint | done | stopped
     iteration: int
     total: int
     parts: dict[str, float] = field(default_factory=dict)
@@ -20,6 +20,8 @@ class Event:
     eta_s: float = float("nan")
     dice: list[float] | None = None
     mean_dice: float | None = None
+    teacher_dice: list[float] | None = None  # validation: the teacher's Dice per class on the same cases
+    lost: list[str] | None = None  # validation, warning: the classes lost (teacher >= 0.70, student < 0.50)
     path: str | None = None
     message: str = ""
 

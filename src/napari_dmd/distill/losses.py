@@ -70,6 +70,7 @@ __all__ = [
     "dmd_terms",
     "dmd_loss",
     "RESAMPLE_MODES",
+    "class_balanced_mean",
 ]
 
 _MFD_PARTS = ("kd", "tckd", "nckd")
@@ -77,14 +78,19 @@ _NCKD_BINARY_WARNED = False
 
 
 # ------------------------------------------------------------------------------------ logit distillation
-def kd_loss(student: Tensor, teacher: Tensor, T: float = 4.0, *, valid: Tensor | None = None) -> Tensor:
+def kd_loss(student: Tensor, teacher: Tensor, T: float = 4.0, *, valid: Tensor | None = None,
+            classes: Tensor | None = None, ignore_index: int = 255) -> Tensor:
     """Classic KD: ``T² KL(softmax(z_t/T) || softmax(z_s/T))`` per pixel, averaged over ``valid`` pixels.
 
     student, teacher (N, C, *spatial); valid optional bool (N, *spatial) (None: every pixel). Scalar.
+    ``classes`` (N, *spatial) int, optional: the average is then class-balanced (:func:`class_balanced_mean`
+    over the pixels' classes, ``ignore_index`` pixels left out) instead of the plain pixel mean.
     """
     _check_pair(student, teacher)
     s = _as_float(student)
     t = _as_float(teacher.detach()).to(s.dtype)
+    if classes is not None:
+        return class_balanced_mean(_kd_map(s, t, T), _check_target(s, classes), s.shape[1], ignore_index)
     if valid is not None:
         expected = (s.shape[0], *s.shape[2:])
         if tuple(valid.shape) != expected:
@@ -93,15 +99,38 @@ def kd_loss(student: Tensor, teacher: Tensor, T: float = 4.0, *, valid: Tensor |
     return _masked_mean(_kd_map(s, t, T), valid)
 
 
+def class_balanced_mean(per_pixel: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """``(1/|P|) Σ_{c∈P} mean_{i: y_i=c} per_pixel_i``: the mean over the classes ``P`` present in ``target``
+    (``ignore_index`` pixels left out) of each class's pixel mean, so that every class present weighs the
+    same whatever its pixel count (background does not outweigh a small class). No class present: 0.
+
+    per_pixel (N, *spatial) float; target (N, *spatial) int. Scalar.
+    """
+    valid, safe = _valid_and_safe(target, ignore_index)
+    onehot = _target_mask(safe, num_classes) & valid.unsqueeze(1)  # (N, C, *spatial)
+    w = onehot.to(per_pixel.dtype)
+    dims = [0, *range(2, w.dim())]
+    count = w.sum(dim=dims)  # pixels per class (C,)
+    sums = (w * per_pixel.unsqueeze(1)).sum(dim=dims)
+    present = count > 0
+    per_class = sums / count.clamp_min(1)
+    return per_class.sum() / present.sum().clamp_min(1).to(per_pixel.dtype)
+
+
 def tckd_loss(
-    student: Tensor, teacher: Tensor, target: Tensor, T: float = 4.0, *, ignore_index: int = 255
+    student: Tensor, teacher: Tensor, target: Tensor, T: float = 4.0, *, ignore_index: int = 255,
+    balance: bool = False,
 ) -> Tensor:
     """Target-class KD: ``T² KL(b_t || b_s)``, ``b = [p_y, 1 - p_y]``, averaged over non-ignored pixels.
 
-    student, teacher (N, C, *spatial); target (N, *spatial) int. Scalar.
+    student, teacher (N, C, *spatial); target (N, *spatial) int. Scalar. ``balance``: the class-balanced
+    average (:func:`class_balanced_mean` over the target classes) instead of the pixel mean.
     """
     s, t, valid, mask = _prepare(student, teacher, target, ignore_index)
-    return _masked_mean(_tckd_map(s, t, mask, T), valid)
+    per_pixel = _tckd_map(s, t, mask, T)
+    if balance:
+        return class_balanced_mean(per_pixel, _check_target(s, target), s.shape[1], ignore_index)
+    return _masked_mean(per_pixel, valid)
 
 
 def _binary_nckd_zero(student: Tensor) -> Tensor:

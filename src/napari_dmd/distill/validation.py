@@ -1,4 +1,5 @@
-"""Validation of a run: which cases validate, their reference labels, and the mean Dice of the student.
+"""Validation of a run: which cases validate, their reference labels, the student's Dice per class and the
+teacher's (what the lost-class guard of :mod:`.collapse` compares it with).
 
 A validation case's reference is its label map, or for a case without one the teacher's prediction (computed
 once and kept in the checkpoint). Voxels labelled :data:`IGNORE` (255) are left out of the Dice, as they are
@@ -69,14 +70,14 @@ def case_dice(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray
     return dice_per_class(pred, ref, num_classes)
 
 
-def mean_dice(d: Any) -> tuple[list[float], float]:
-    """(Dice per foreground class, mean over the classes present) of the run ``d`` (a Distiller) over its
-    validation cases. Under DDP each rank validates its share and the sums are reduced."""
+def _per_class(d: Any, dice_of: Any) -> tuple[list[float], float]:
+    """(Dice per foreground class, mean over the classes present) of ``dice_of(i)`` (case ``i``'s per-class Dice)
+    over the validation cases; under DDP each rank takes its share and the sums are reduced."""
     sums = torch.zeros(2, d.num_classes - 1, dtype=torch.float64)
-    for i, img in enumerate(d._val_images):
+    for i in range(len(d._val_images)):
         if i % d.dist.world_size != d.dist.rank:
             continue
-        dice = case_dice(d.predict(img).argmax(0), reference(d, i), d.num_classes)
+        dice = dice_of(i)
         sums[0] += torch.from_numpy(np.nan_to_num(dice, nan=0.0))
         sums[1] += torch.from_numpy((~np.isnan(dice)).astype(np.float64))
     if d.dist.enabled:
@@ -84,3 +85,38 @@ def mean_dice(d: Any) -> tuple[list[float], float]:
     per_class = (sums[0] / sums[1]).numpy()
     mean = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
     return [float(v) for v in per_class], mean
+
+
+def mean_dice(d: Any) -> tuple[list[float], float]:
+    """(Dice per foreground class, mean over the classes present) of the run ``d`` (a Distiller) over its
+    validation cases. Under DDP each rank validates its share and the sums are reduced."""
+    return _per_class(d, lambda i: case_dice(d.predict(d._val_images[i]).argmax(0), reference(d, i),
+                                             d.num_classes))
+
+
+def teacher_dice(d: Any) -> list[float]:
+    """The teacher's Dice per foreground class on the run's validation cases (against each case's reference:
+    its label, else the teacher's own prediction, where the teacher scores 1 on every class it predicts)."""
+    def dice_of(i: int) -> np.ndarray:
+        ref = reference(d, i)
+        if d.val_cases[i].label is None:
+            return case_dice(ref, ref, d.num_classes)
+        probs = sliding_window_predict(d.teacher, d._val_images[i], d.patch_size, num_classes=d.num_classes,
+                                       device=str(d.device))
+        return case_dice(probs.argmax(0), ref, d.num_classes)
+    return _per_class(d, dice_of)[0]
+
+
+def reference_dice(d: Any) -> list[float]:
+    """What the student's per-class Dice is compared with by the lost-class guard (:mod:`.collapse`): the
+    teacher's (:func:`teacher_dice`), else 1.0 for every class the validation references hold (NaN for the
+    others). Computed at the first validation and kept on ``d._reference_dice`` for the rest of the run."""
+    cached = getattr(d, "_reference_dice", None)
+    if cached is not None:
+        return cached
+    if d.teacher is not None:
+        ref = teacher_dice(d)
+    else:  # a class is "present" where some reference holds it: Dice of the reference with itself is 1, else NaN
+        ref = _per_class(d, lambda i: case_dice(reference(d, i), reference(d, i), d.num_classes))[0]
+    d._reference_dice = ref
+    return ref
