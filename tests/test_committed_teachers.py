@@ -31,3 +31,24 @@ def test_hippocampus_3d_teacher_segments_its_validation_cases(hippocampus_dir):
     # the recorded validation Dice is over 16 cases; 4 of them stay well above the 0.80 of the old 2D teachers
     assert ev["mean_dice"] > 0.83, ev["per_case"]
     assert np.isfinite(ckpt["best_dice"]) and ckpt["best_dice"] >= 0.88
+
+
+def test_chaos_teacher_segments_the_ablation_validation_patients():
+    import sys
+
+    path = TEACHERS / "chaos" / "teacher.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not committed yet")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from ablation_specs import DATA, load_dataset
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    if not (DATA / "chaos_mr_t2").is_dir():
+        pytest.skip("CHAOS data not found")
+    teacher = load_teacher(path)
+    assert (teacher.spatial_dims, teacher.num_classes) == (2, 5)
+    assert teacher.class_names == ["background", "liver", "right kidney", "left kidney", "spleen"]
+    _, val, _ = load_dataset("chaos")
+    ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), val, hd95=False)
+    assert ev["mean_dice"] > 0.80, ev["per_case"]
