@@ -116,6 +116,20 @@ def test_start_round_folder_weights_and_override(runs, tmp_path):
     assert np.array_equal(r2.train_cases[0].label, d.train_cases[0].label)  # corrections carry over
 
 
+def test_background_only_paint_starts_a_round(runs, tmp_path):
+    """Removing a false positive paints background only; the engine needs some foreground label, so the unpainted
+    voxels of that case take the teacher's prediction (what they would be taught anyway)."""
+    root, _, cases = runs
+    parent = root / "s" / "last.pt"
+    case = cases[load_checkpoint(parent)["run"]["data"]["train"][0][0]]
+    painted = np.zeros(case.image.shape, bool)
+    painted[:8, :8] = True
+    corr = corrections_labels(np.zeros(painted.shape, np.uint8), painted)
+    d = start_round(parent, [case], [corr], iterations=1, out=tmp_path / "bg")
+    label = d.train_cases[0].label
+    assert (label[painted] == 0).all() and not (label == IGNORE).any() and (label > 0).any()
+
+
 def test_cli_round_and_mismatched_corrections(runs, tmp_path, capsys):
     root, data, cases = runs
     parent = root / "s" / "last.pt"

@@ -248,10 +248,36 @@ def _training_cases(unlabelled: set[str], cases: Sequence[Case], corrections: Se
     return train, focus
 
 
+def _ensure_foreground(train: list[Case], focus: dict[str, np.ndarray], teacher: Any, cfg: Any) -> list[Case]:
+    """Background-only paint (a false positive removed) and no other foreground label: the engine refuses label
+    maps without foreground, so the corrected cases' unpainted voxels take the teacher's prediction now (the
+    target the engine would give them anyway). Refused with one line when the teacher predicts none either."""
+    import dataclasses
+
+    labels = [np.asarray(c.label) for c in train if c.label is not None]
+    if not labels or any(((lab > 0) & (lab != IGNORE)).any() for lab in labels):
+        return train
+    from .evaluation import teacher_segmenter
+    from .runtime import resolve_device
+
+    seg = teacher_segmenter(teacher, fallback_patch=cfg.patch_size, device=str(resolve_device(cfg.device)))
+    out = []
+    for c in train:
+        if c.label is not None and c.name in focus:
+            c = dataclasses.replace(c, label=np.where(c.label == IGNORE, seg(c.image), c.label).astype(np.uint8))
+        out.append(c)
+    if not any((np.asarray(c.label) > 0).any() for c in out if c.label is not None):
+        raise DataError(f"the corrections of {', '.join(sorted(focus))[:200]} paint background only and the "
+                        f"teacher finds no foreground there: nothing but background to learn; paint a foreground "
+                        f"voxel too, or correct a case that has some")
+    return out
+
+
 def _distiller(cfg: Any, train: list[Case], val: Sequence[Case], teacher: Any, focus: dict[str, np.ndarray],
                **kw: Any) -> Distiller:
     from .distill.engine import Distiller
 
+    train = _ensure_foreground(train, focus, teacher, cfg)
     with warnings.catch_warnings():  # 255 = unpainted is meant here: no "label 255 marks voxels" warning
         warnings.filterwarnings("ignore", message=".*marks voxels to ignore.*")
         return Distiller(cfg, train, val_cases=list(val), teacher=teacher, focus=focus or None, **kw)
