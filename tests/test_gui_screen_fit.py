@@ -124,6 +124,8 @@ def test_tabbed_panel_fits_1366x768(make_napari_viewer, qtbot):
     panel.show_tab("Distill")
     _settle(qtbot, window)
     assert table_defects(panel.widgets["Distill"].pair_table) == []
+    distill = panel.widgets["Distill"]
+    assert distill.data_tabs.height() < distill.pair_table.height() + 70  # no empty space under the rows
     panel.show_tab("Compare")
     _settle(qtbot, window)
     assert panel.widgets["Compare"].table.rowCount() == 6 and table_defects(panel.widgets["Compare"].table) == []

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTabWidget,
     QVBoxLayout,
@@ -60,6 +61,7 @@ class DistillSettings:
         data_box = QGroupBox("Training data")
         data_layout = QVBoxLayout(data_box)
         self.data_tabs = QTabWidget()
+        self.data_tabs.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # no empty space
         self.pair_table = PairTable(napari_viewer)
         self.data_tabs.addTab(self.pair_table, "Layers")
         folder_page = QWidget()

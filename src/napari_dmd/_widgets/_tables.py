@@ -8,7 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QSize, Qt, Signal
 from qtpy.QtWidgets import QComboBox, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from ._geometry import dmd_metadata, image_layers, is_feature_layer, labels_layers
@@ -101,6 +101,11 @@ class PairTable(QTableWidget):
             ev.connect(self.refresh)
         self.itemChanged.connect(self._remember)
         self.refresh()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        """The fixed height :func:`fit_rows` set (a tab page asks its table's hint, not its maximum)."""
+        hint = super().sizeHint()
+        return QSize(hint.width(), min(hint.height(), self.maximumHeight()))
 
     def _images(self) -> list[Image]:
         return [lay for lay in image_layers(self._viewer)
