@@ -240,3 +240,22 @@ def test_2d_image_ranks_tiles_and_centres_the_camera_on_the_worst(qtbot, make_na
     layer.paint((70, 70), 1)
     n = int(w.tracker().count)
     assert n > 0 and w.count_label.text() == f"{n} pixels corrected since the last round"
+
+
+def test_bad_input_gets_one_line_each(qtbot, make_napari_viewer, errors):
+    REGISTRY.clear()
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Review")
+    assert w.rank() is None and errors[-1] == "Review: no image layer to review; open an image first"
+    viewer.add_image(np.zeros((4, 20, 20), np.float32), name="empty")
+    w.rank()
+    qtbot.waitUntil(lambda: w.rank_worker is None, timeout=30_000)
+    assert errors[-1].startswith("Review: choose a teacher labels layer, or load a teacher model")
+    w.paint_button.click()
+    assert "no student labels layer to paint on" in errors[-1] and not w.paint_button.isChecked()
+    assert w.fine_tune() is None and errors[-1].startswith("Review: no student model is chosen")
+    viewer.add_labels(np.zeros((4, 20, 21), np.uint8), name="wrong shape")
+    w.teacher_labels_box.set_layer("wrong shape")
+    assert w.rank() is None and errors[-1] == ("Review: teacher labels layer 'wrong shape' of shape (4, 20, 21) does "
+                                               "not match image layer 'empty' of shape (4, 20, 20)")
+    assert len(errors) == 5 and all("\n" not in e for e in errors) and w.table.rowCount() == 0

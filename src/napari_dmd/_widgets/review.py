@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,6 +63,18 @@ __all__ = ["ReviewWidget"]
 COLUMNS = ("region", "score", "disagreement", "uncertainty")
 
 
+def _level0(layer: Any) -> Any:
+    """A layer's full-resolution data (the first level of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def _detach_all(trackers: dict[int, PaintTracker], *_: Any) -> None:
+    for tracker in trackers.values():
+        with contextlib.suppress(Exception):  # a layer already deleted
+            tracker.detach()
+    trackers.clear()
+
+
 class ReviewWidget(ReviewTuning, QWidget):
     """Rank where teacher and student disagree, step through it, paint corrections, fine-tune the student."""
 
@@ -83,6 +96,7 @@ class ReviewWidget(ReviewTuning, QWidget):
         self._shown_at = 0.0
         self.destroyed.connect(self._rank_stop.set)
         self.destroyed.connect(self._tune.request_stop)
+        self.destroyed.connect(partial(_detach_all, self.trackers))  # the layers get their own undo / redo back
 
         self.image_box = LayerChooser(napari_viewer, Image)
         self.teacher_box = ModelChooser("teacher")
@@ -202,14 +216,19 @@ class ReviewWidget(ReviewTuning, QWidget):
                 if entry is not None and given is None and layer.ndim < entry.segmenter.spatial_dims:
                     raise DataError(f"{entry.name} is {entry.segmenter.spatial_dims}D and cannot segment the "
                                     f"{layer.ndim}D layer {layer.name!r}")
+            shape = tuple((layer.data[0] if layer.multiscale else layer.data).shape)
+            for role, lab in (("teacher", t_layer), ("student", s_layer)):
+                if lab is not None and tuple(_level0(lab).shape) != shape:
+                    raise DataError(f"{role} labels layer {lab.name!r} of shape {tuple(_level0(lab).shape)} does "
+                                    f"not match image layer {layer.name!r} of shape {shape}")
         except DataError as exc:
             self.status.setText(notify_error(exc, "Review"))
             return None
         stop = self._rank_stop
         stop.reset()
-        image = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-        t_lab = None if t_layer is None else np.asarray(t_layer.data)
-        s_lab = None if s_layer is None else np.asarray(s_layer.data)
+        image = np.asarray(_level0(layer))
+        t_lab = None if t_layer is None else np.asarray(_level0(t_layer))
+        s_lab = None if s_layer is None else np.asarray(_level0(s_layer))
         kwargs = dict(teacher=teacher if t_layer is None else None, student=student, teacher_labels=t_lab,
                       student_labels=s_lab, axis=self.axis_combo.currentIndex(),
                       uncertainty_weight=self.weight_spin.value(), should_stop=stop,
@@ -332,8 +351,8 @@ class ReviewWidget(ReviewTuning, QWidget):
             tracker.detach()
 
     def _show_count(self, *_: Any) -> None:
-        tracker = self.tracker()
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
+            tracker = self.tracker()
             if tracker is None:
                 self.count_label.setText("no student labels layer to correct yet: Rank, or choose one")
                 return
