@@ -10,13 +10,14 @@ A class is lost when the teacher's Dice is >= 0.70 and the student's < 0.50 (:mo
     .venv/bin/python benchmarks/lost_class.py --out /tmp/lost --diagnose --dataset hippocampus
     .venv/bin/python benchmarks/lost_class.py --out /tmp/lost --table
 
-Variants (``VARIANTS``): ``base`` the method as configured; ``T1`` temperature 1 for every term; ``tT1`` the
-target part (TCKD of DMD, KD) at T = 1, NCKD at T; ``balanced`` the target part class-balanced (each target
-class present weighs the same, :func:`napari_dmd.distill.losses.class_balanced_mean`); ``warm30`` distill_warmup
-0.3; ``lr3e-3`` learning rate 3e-3. Every run appends one JSON line to ``OUT/results.jsonl`` and is skipped when
-that line exists. ``--diagnose`` writes the per-class soft targets and gradient shares (``OUT/diagnose.json``).
-The teacher is the ablation's (``OUT_ABLATION/teachers/<dataset>/last.pt``, trained by ``benchmarks/ablation.py``);
-give it with ``--teacher``.
+Variants (``VARIANTS``): ``base`` the shipped defaults; ``legacy`` the method before the fix (every term at
+T = 4, pixel mean); ``T1`` temperature 1 for every term; ``tT1`` the target part (TCKD of DMD, KD) at T = 1, NCKD
+at T (the fix, now the default); ``balanced`` the target part at T, class-balanced (each target class present
+weighs the same, :func:`napari_dmd.distill.losses.class_balanced_mean`); ``warm30`` legacy with distill_warmup
+0.3; ``lr3e-3`` legacy with learning rate 3e-3. Every run appends one JSON line to ``OUT/results.jsonl`` and is
+skipped when that line exists. ``--diagnose`` writes the per-class soft targets and gradient shares
+(``OUT/diagnose_<dataset>.json``). The teacher is the ablation's (``<ablation out>/teachers/<dataset>/last.pt``,
+trained by ``benchmarks/ablation.py``): give it with ``--teacher`` (default ``OUT/teachers/<dataset>/last.pt``).
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_specs import SPECS, WEIGHTS, Job, dataset  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "base": {},
+    "base": {},  # the shipped defaults (since the fix: the target part at target_temperature = 1)
+    "legacy": {"target_T": None, "balance": False},  # before the fix: every term at T (4), pixel mean
     "T1": {"config": {"temperature": 1.0}},
     "tT1": {"target_T": 1.0},
-    "balanced": {"balance": True},
-    "default": {"default": True},  # the shipped defaults (after the fix), whatever they are
-    "legacy": {"target_T": None, "balance": False},  # the method as before the fix (T for every term, pixel mean)
-    "warm30": {"config": {"distill_warmup": 0.3}},
-    "lr3e-3": {"config": {"lr": 3e-3}},
+    "balanced": {"target_T": None, "balance": True},  # at T (4), class-balanced
+    "warm30": {"target_T": None, "config": {"distill_warmup": 0.3}},  # legacy terms, longer warm-up
+    "lr3e-3": {"target_T": None, "config": {"lr": 3e-3}},  # legacy terms, lower learning rate
 }
 
 
@@ -76,7 +76,7 @@ def install(method: str, variant: str) -> dict[str, Any]:
     original = {"kd": methods.kd.METHOD, "dmd": methods.dmd.METHOD}
     for name, m in original.items():
         methods._BY_NAME[name] = m  # reset
-    if method in original and not v.get("default") and ("target_T" in v or "balance" in v):
+    if method in original and ("target_T" in v or "balance" in v):
         methods._BY_NAME[method] = dataclasses.replace(
             original[method], terms=_terms(method, v.get("target_T"), bool(v.get("balance"))))
     return dict(v.get("config", {}))

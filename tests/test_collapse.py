@@ -174,3 +174,52 @@ def test_class_balanced_tckd_matches_an_independent_formula(T):
     want = _tckd_balanced_reference(zs.numpy(), zt.numpy(), y.numpy(), T)
     assert got == pytest.approx(want, rel=1e-9)
     assert float(tckd_loss(zs, zt, y, T)) != pytest.approx(want, rel=1e-3)  # the pixel mean differs
+
+
+def _pixel_terms(zs: np.ndarray, zt: np.ndarray, y: np.ndarray, T: float, kind: str) -> list[float]:
+    """Per labelled pixel, written out: T² KL(p_t||p_s) ("kd") or T² KL of the binary [p_y, 1-p_y] ("tckd")."""
+    out = []
+    for i, a, b in np.ndindex(y.shape):
+        k = int(y[i, a, b])
+        if k == 255:
+            continue
+        ps = np.exp(zs[i, :, a, b] / T) / np.exp(zs[i, :, a, b] / T).sum()
+        pt = np.exp(zt[i, :, a, b] / T) / np.exp(zt[i, :, a, b] / T).sum()
+        if kind == "tckd":
+            ps, pt = np.array([ps[k], 1 - ps[k]]), np.array([pt[k], 1 - pt[k]])
+        out.append(T * T * float((pt * np.log(pt / ps)).sum()))
+    return out
+
+
+def test_the_default_target_temperature_is_1_and_the_engine_uses_it(tmp_path, monkeypatch):
+    from napari_dmd.distill import engine as engine_mod
+
+    assert TrainConfig().target_temperature == 1.0 and TrainConfig().temperature == 4.0
+    seen = []
+    real = engine_mod.distill_loss
+    monkeypatch.setattr(engine_mod, "distill_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    d = _run(tmp_path, iterations=1, val_interval=100)
+    d.run_to_end()
+    assert seen[0]["target_T"] == 1.0 and seen[0]["T"] == 4.0
+
+
+@pytest.mark.parametrize("method", ["kd", "dkd", "dmd"])
+def test_target_terms_at_the_target_temperature_match_the_formula(method):
+    from napari_dmd.distill.losses import task_loss
+    from napari_dmd.distill.methods import distill_loss
+
+    g = torch.Generator().manual_seed(5)
+    zs, zt = (torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64) * 4 for _ in range(2))
+    y = torch.randint(0, 3, (2, 4, 5), generator=g)
+    y[0, 0, 0] = 255
+    # DKD with beta 0 and DMD with lambda_feat 0 leave their target term alone; KD is all target term
+    total, parts = distill_loss(method, zs, [zs], zt, y, T=4.0, target_T=1.0, alpha=1.0, beta=0.0, lambda_logit=1.0,
+                                lambda_feat=0.0, kd_weight=1.0)
+    extra = float(total - task_loss(zs, y))
+    want = float(np.mean(_pixel_terms(zs.numpy(), zt.numpy(), y.numpy(), 1.0, "kd" if method == "kd" else "tckd")))
+    at_t4 = float(np.mean(_pixel_terms(zs.numpy(), zt.numpy(), y.numpy(), 4.0, "kd" if method == "kd" else "tckd")))
+    assert extra == pytest.approx(want, rel=1e-9) and abs(want - at_t4) > 1e-3
+    # target_T None: the published method (every term at T)
+    total4, _ = distill_loss(method, zs, [zs], zt, y, T=4.0, alpha=1.0, beta=0.0, lambda_logit=1.0, lambda_feat=0.0,
+                             kd_weight=1.0)
+    assert float(total4 - task_loss(zs, y)) == pytest.approx(at_t4, rel=1e-9)

@@ -83,6 +83,7 @@ class TrainConfig:
     grad_clip: float = 12.0
     # distillation (docs/method.md)
     temperature: float = 4.0
+    target_temperature: float | None = 1.0  # KD and the TCKD of DKD/DMD; None: temperature (docs/method.md)
     alpha: float = 1.0  # DKD target weight
     beta: float = 2.0  # DKD non-target weight (8 is the classification default, too strong here)
     kd_weight: float = 1.0
@@ -129,6 +130,9 @@ class TrainConfig:
         if not lo_t <= self.temperature <= hi_t:
             raise ConfigError(f"temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (typical 1 to 8), got "
                               f"{self.temperature}")
+        if self.target_temperature is not None and not lo_t <= self.target_temperature <= hi_t:
+            raise ConfigError(f"target_temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (1 keeps small classes; "
+                              f"none = temperature), got {self.target_temperature}")
         for name in ("lr_warmup", "distill_warmup"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be in [0, 1] (a fraction of the iterations), got "
@@ -239,6 +243,8 @@ HELP: dict[str, str] = {
     "lr_warmup": "fraction of iterations with a linear learning-rate ramp (then cosine decay)",
     "grad_clip": "gradient-norm clip (0 = off)",
     "temperature": "distillation temperature T",
+    "target_temperature": "temperature of the target-class terms: KD and the TCKD of DKD/DMD (default 1: at T=4 "
+                          "they pushed small classes out in short runs, docs/method.md); none = temperature",
     "alpha": "DKD weight of the target part (TCKD)",
     "beta": "DKD weight of the non-target part (NCKD)",
     "kd_weight": "KD weight",

@@ -309,17 +309,20 @@ def dmd_terms(
     weights: Sequence[float] | None = None,
     ignore_index: int = 255,
     resample: str = "up",
+    T_target: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """DMD's distillation terms (everything but the task loss): the one place the DMD combination is written.
 
     ``extra = lambda_logit · TCKD(z_s, z_t) + lambda_feat · Σ_k w_k · NCKD(z_s^k, z_t)`` (NCKD at every scale as in
     :func:`mfd_loss` with ``part="nckd"``); ``lambda_feat=None`` is :func:`default_lambda_feat` of the number of
-    scales. Returns ``(extra, {"tckd": ..., "nckd": ...})``, the parts unweighted and still attached.
+    scales. TCKD is taken at ``T_target`` (None: ``T``; the engine uses ``TrainConfig.target_temperature``,
+    default 1, see docs/method.md), NCKD at ``T``. Returns ``(extra, {"tckd": ..., "nckd": ...})``, the parts
+    unweighted and still attached.
     """
     scales = _check_scales(student_scales)
     if lambda_feat is None:
         lambda_feat = default_lambda_feat(len(scales))
-    tckd = tckd_loss(student, teacher, target, T, ignore_index=ignore_index)
+    tckd = tckd_loss(student, teacher, target, T if T_target is None else T_target, ignore_index=ignore_index)
     nckd = mfd_loss(scales, teacher, target, T, part="nckd", weights=weights, ignore_index=ignore_index,
                     resample=resample)
     return lambda_logit * tckd + lambda_feat * nckd, {"tckd": tckd, "nckd": nckd}
@@ -338,6 +341,7 @@ def dmd_loss(
     ignore_index: int = 255,
     pixel_weight: Tensor | None = None,
     resample: str = "up",
+    T_target: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Decoupled Multi-scale Distillation.
 
@@ -346,11 +350,11 @@ def dmd_loss(
     ``2 / len(student_scales)`` (:func:`default_lambda_feat`; 2/3 for three scales).
     student, teacher (N, C, *spatial); student_scales list of (N, C, *spatial_k); target (N, *spatial) int.
     Returns ``(total, parts)`` with detached, unweighted parts "task", "tckd", "nckd" (= Σ_k w_k NCKD_k)
-    and "total".
+    and "total". ``T_target``: the temperature of TCKD (None: ``T``), as in :func:`dmd_terms`.
     """
     task = task_loss(student, target, ignore_index=ignore_index, pixel_weight=pixel_weight)
     extra, terms = dmd_terms(student, student_scales, teacher, target, T, lambda_logit, lambda_feat,
-                             weights=weights, ignore_index=ignore_index, resample=resample)
+                             weights=weights, ignore_index=ignore_index, resample=resample, T_target=T_target)
     total = task + extra
     parts = {"task": task.detach(), **{k: v.detach() for k, v in terms.items()}, "total": total.detach()}
     return total, parts

@@ -30,6 +30,12 @@ class Inputs:
     weights: Sequence[float] | None = None  # w_k per scale (None: 1 each)
     ignore_index: int = 255
     resample: str = "up"  # how a coarse scale meets the teacher: "up" or "pool"
+    T_target: float | None = None  # temperature of the target-class terms (KD, TCKD); None: T
+
+    @property
+    def t_target(self) -> float:
+        """The temperature of the target-class terms (KD, TCKD): ``T_target``, else ``T``."""
+        return self.T if self.T_target is None else self.T_target
 
 
 #: ``terms(inputs, settings) -> (extra, parts)``: ``extra`` is the method's weighted terms beyond the task loss

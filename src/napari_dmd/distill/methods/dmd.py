@@ -15,11 +15,12 @@ if TYPE_CHECKING:
 
 
 def terms(x: Inputs, w: Mapping[str, float | None]) -> tuple[Tensor | None, dict[str, Tensor]]:
-    """``lambda_logit · TCKD(z_s, z_t) + lambda_feat · Σ_k w_k · NCKD(z_s^k, z_t)`` (lambda_feat None: 2/S)."""
+    """``lambda_logit · TCKD(z_s, z_t) + lambda_feat · Σ_k w_k · NCKD(z_s^k, z_t)`` (lambda_feat None: 2/S);
+    TCKD at the target temperature (``target_temperature``, default 1), NCKD at T."""
     from ..losses import dmd_terms
 
     return dmd_terms(x.student, x.student_scales, x.teacher, x.target, x.T, w["lambda_logit"], w["lambda_feat"],
-                     weights=x.weights, ignore_index=x.ignore_index, resample=x.resample)
+                     weights=x.weights, ignore_index=x.ignore_index, resample=x.resample, T_target=x.t_target)
 
 
 METHOD = Method(
