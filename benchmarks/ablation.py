@@ -19,7 +19,7 @@ iteration budget, learning rate, batch and patch, differing only in the method a
 Every job writes ``OUT/jobs/<id>.json`` (final weights evaluated on the fixed validation split: per-class
 Dice and HD95, latency per volume) and is skipped when that file exists, so an interrupted run continues.
 Datasets are read from $NAPARI_DMD_DATA (default: ``shared/data`` beside the repository folder):
-msd_hippocampus, chaos_mr_t2 (in-plane 2x down-sampled to 128x128), hc18_fetal_head (4x down-sampled), and the
+msd_hippocampus, chaos_mr_t2 (in-plane 2x down-sampled to 128x128), hc18_fetal_head (8x down-sampled), and the
 project's phantom (2D and 3D). 2D models on the 3D MRI sets (slice-wise training and inference) keep the whole
 table within ~90 minutes on 2 CPU cores.
 
