@@ -52,3 +52,20 @@ def test_chaos_teacher_segments_the_ablation_validation_patients():
     _, val, _ = load_dataset("chaos")
     ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), val, hd95=False)
     assert ev["mean_dice"] > 0.80, ev["per_case"]
+
+
+def test_phantom_3d_teacher_segments_its_validation_volumes():
+    from napari_dmd.phantom import make_phantom_dataset
+
+    path = TEACHERS / "phantom3d" / "teacher.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not committed yet")
+    teacher = load_teacher(path)
+    assert (teacher.spatial_dims, teacher.num_classes) == (3, 6)
+    val = make_phantom_dataset(16, (24, 64, 64), seed=7)[:4]  # the ablation's validation volumes
+    from napari_dmd.data.cases import Case
+
+    cases = [Case(image=i, label=lab, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), name=f"p{k}")
+             for k, (i, lab) in enumerate(val)]
+    ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), cases, hd95=False)
+    assert ev["mean_dice"] > 0.85, ev["per_case"]
