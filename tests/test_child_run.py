@@ -121,3 +121,20 @@ def test_a_failure_in_the_child_comes_back_as_the_exception(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__])
+
+
+def test_bench_gui_takes_live_features_and_load(monkeypatch):
+    """``napari-dmd bench gui --live-features N --load K`` reaches bench_gui; the load processes end with it."""
+    from napari_dmd.bench import cli as bench_cli
+    from napari_dmd.bench.gui import start_load, stop_load
+    from napari_dmd.cli.main import build_parser
+
+    got = {}
+    monkeypatch.setattr(bench_cli, "bench_gui", lambda *a, **k: got.update(k) or {})
+    a = build_parser().parse_args(["bench", "gui", "--live-features", "10", "--load", "2", "--quick"])
+    bench_cli._run_verb("gui", a)
+    assert got == {"live_features": 10, "load": 2}
+    procs = start_load(1)
+    assert procs[0].is_alive()
+    stop_load(procs)
+    assert not procs[0].is_alive()

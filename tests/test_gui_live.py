@@ -5,6 +5,7 @@ a warning event shows at once.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
@@ -81,7 +82,8 @@ def test_live_features_update_the_same_layers_one_visible_by_default(make_napari
         qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not fw._busy, timeout=30_000)
     assert w.events[-1].kind == "done", w.last_error
-    assert w.run.child is not None and not w.run.child.alive  # the engine ran in the child, now gone
+    assert w.run.child is not None
+    qtbot.waitUntil(lambda: not w.run.child.alive, timeout=30_000)  # the engine ran in the child, now gone
     assert len(seen) >= 2 and len({i for i, _ in seen}) == 1, "live updates must reuse the layer object"
     assert [it for _, it in seen] == sorted(it for _, it in seen) and seen[-1][1] == 12
     features = [lay for lay in viewer.layers if " features " in lay.name]
@@ -120,3 +122,28 @@ def test_a_killed_child_is_one_line_and_warning_events_show_at_once(make_napari_
         os.kill(w.run.child.process.pid, signal.SIGKILL)
     assert "ended unexpectedly (killed by SIGKILL)" in w.last_error and "\n" not in w.last_error
     assert w.start_button.isEnabled() and not w.running
+
+
+def test_closing_the_viewer_during_demo_training_stops_its_child(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The demo pair trains in a child process: closing the viewer mid-training ends it, caches nothing."""
+    from dataclasses import replace
+
+    from napari_dmd import pretrained
+
+    monkeypatch.setenv("NAPARI_DMD_CACHE", str(tmp_path))
+    tiny = replace(pretrained.RECIPE, teacher_model=TINY, student_model="2,4,8", teacher_iterations=100_000,
+                   student_iterations=2, teacher_patch=32, student_patch=32, teacher_batch=1, student_batch=1,
+                   n_2d=1, sizes_2d=(48,), n_3d=1, shape_3d=(4, 48, 48), slice_step=2, num_threads=1)
+    monkeypatch.setattr(pretrained, "RECIPE", tiny)
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Teacher")
+    done: list[int] = []
+    w.demo_progressed.connect(lambda d, total: done.append(d))
+    worker = w.use_demo_models()
+    finished: list[bool] = []
+    worker.finished.connect(lambda: finished.append(True))
+    qtbot.waitUntil(lambda: len(done) >= 2, timeout=120_000)  # steps arrive from the child
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=30_000)
+    assert pretrained.cached_models(tiny) is None
+    assert not [p for p in multiprocessing.active_children() if p.name == "napari-dmd-demo"]

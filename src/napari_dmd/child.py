@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildProcess", "GuardInfo", "RunSpec", "TeacherSpec", "Terminated", "demo_target", "distill_target"]
+__all__ = ["ChildDied", "ChildProcess", "GuardInfo", "RunSpec", "TeacherSpec", "Terminated", "demo_target",
+           "distill_target", "run_in_child"]
 
 Message = tuple[str, Any]
 
@@ -319,7 +320,7 @@ class ChildProcess:
         self.process = self._ctx.Process(
             target=_child_main, name=self.name, daemon=False,
             args=(self.target, self._spec_path, self._send, self.stop_event, self._live_every, self._snapshot))
-        self.process.start()
+        _start_without_main(self.process)
         self._send.close()  # the child holds the only writer: its death ends the pipe (EOFError here)
         _LIVE.add(self)
 
@@ -415,6 +416,69 @@ class ChildProcess:
             if self._spec_path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self._spec_path)  # the child died before reading it
+
+
+_START_LOCK = threading.Lock()
+
+
+def _start_without_main(process: Any) -> None:
+    """Start a spawned process without running the parent's ``__main__`` in it again.
+
+    multiprocessing's spawn runs the parent's main script in the child (as ``__mp_main__``); a napari script
+    without an ``if __name__ == "__main__"`` guard would open a second viewer there. The targets here live in
+    importable modules, so the child needs no main module at all.
+    """
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+
+    def preparation_data(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _START_LOCK:
+        spawn.get_preparation_data = preparation_data
+        try:
+            process.start()
+        finally:
+            spawn.get_preparation_data = original
+
+
+def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
+                 on_progress: Callable[[int, int], Any] | None = None,
+                 should_stop: Callable[[], bool] | None = None, name: str = "napari-dmd-child") -> Any:
+    """Run ``target(spec, channel)`` in a child process and return its result (for a worker thread: blocks).
+
+    ``on_progress(done, total)`` gets its progress messages; when ``should_stop()`` turns True the child is
+    closed (:meth:`ChildProcess.close`). Its failure is raised here; a child that died raises
+    :class:`ChildDied`.
+    """
+    child = ChildProcess(target, spec, name=name)
+    child.start()
+    try:
+        while not child.done:
+            messages = child.poll(0.1)
+            if should_stop is not None and should_stop():
+                messages += child.close()
+            for kind, payload in messages:
+                if kind == "progress" and on_progress is not None:
+                    on_progress(*payload)
+            if should_stop is not None and should_stop() and not child.alive:
+                break
+    finally:
+        if child.alive:
+            child.close()
+    if child.failure is not None:
+        raise child.failure
+    if child.ended_cleanly:
+        return child.result
+    raise ChildDied(child.ended_message() or "the child process was stopped before it finished")
+
+
+class ChildDied(RuntimeError):
+    """A child process ended without a result (killed, crashed, or terminated)."""
 
 
 def _close_all() -> None:

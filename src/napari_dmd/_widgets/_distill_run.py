@@ -197,8 +197,6 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
                     yield Notice(*payload)
                 elif kind == "failure":
                     yield Failure(payload)
-        if child.process is not None:
-            child.process.join(10)  # its pipe closes just before it exits
         if (message := child.ended_message()) is not None and not run.aborted:
             yield Failure(TrainingError(message))
     except GeneratorExit:

@@ -6,8 +6,9 @@
   :func:`~napari_dmd.runner.events`) with method "none", driven by a napari generator worker that yields every
   engine event; Stop asks the engine to stop before its next step (it then writes ``last.pt``), and the
   teacher trained so far (:func:`~napari_dmd.runner.final_checkpoint`: best, else last) is registered.
-* **Use demo models**: :func:`napari_dmd.pretrained.phantom_models` (trained at first use, cached) in a worker;
-  registers the demo teacher and student.
+* **Use demo models**: :func:`napari_dmd.pretrained.phantom_models` (trained at first use, cached); the training
+  runs in a child process (:func:`napari_dmd.child.run_in_child`), which a worker thread waits on; registers
+  the demo teacher and student.
 
 The chosen teacher's classes, parameter count, device and source are shown below. Every model lands in
 :data:`napari_dmd.registry.REGISTRY`, where the Distill, Features, Compare and Segment widgets find it.
@@ -403,11 +404,24 @@ class TeacherWidget(QWidget):
         stop.reset()
 
         def run() -> list[ModelEntry]:
-            from ..pretrained import phantom_models
+            from ..child import ChildDied, demo_target, run_in_child
+            from ..pretrained import DemoCancelled, cached_models, current_recipe
             from ..registry import entry_from_checkpoint
 
-            teacher, student = phantom_models(progress=stop.unless_stopped(self.demo_progressed.emit),
-                                             should_stop=stop)
+            recipe = current_recipe()
+            progress_fn = stop.unless_stopped(self.demo_progressed.emit)
+            paths = cached_models(recipe)
+            if paths is not None:
+                progress_fn(recipe.total, recipe.total)
+            else:  # trained in a child process: it cannot hold napari's event loop, and closing the viewer
+                try:  # stops it (1.5 s, then terminated) instead of tearing down a training thread
+                    paths = run_in_child(demo_target, {"recipe": recipe}, on_progress=progress_fn,
+                                         should_stop=stop, name="napari-dmd-demo")
+                except ChildDied as exc:
+                    if stop():
+                        raise DemoCancelled("demo model training was stopped; nothing was cached") from exc
+                    raise
+            teacher, student = paths
             return [entry_from_checkpoint(teacher, role="teacher", name="demo teacher (phantom)"),
                     entry_from_checkpoint(student, role="student", name="demo student (phantom)")]
 

@@ -97,6 +97,10 @@ def add_verbs(sub: Any) -> None:
     g.add_argument("--dims", type=int, choices=[2, 3], default=2)
     g.add_argument("--batch", type=int, default=2)
     g.add_argument("--rounds", type=int, default=1, help="GUI + headless pairs (median reported)")
+    g.add_argument("--live-features", type=int, default=0, metavar="N",
+                   help="Features widget in live mode, updated every N steps (default 0: no Features widget)")
+    g.add_argument("--load", type=int, default=0, metavar="K",
+                   help="K busy processes saturating the CPU during the whole benchmark (default 0)")
     _patch_arg(g)
     _model_args(g)
     _common(g, device="cpu")
@@ -171,7 +175,7 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
         return bench_memory(a.steps, a.batch, a.dims, a.teacher_model, a.student_model, a.device, a.quick)
     if verb == "gui":
         return bench_gui(a.steps, a.warmup, a.dims, a.batch, a.patch, a.teacher_model, a.student_model, a.device,
-                         a.rounds, a.quick)
+                         a.rounds, a.quick, live_features=getattr(a, "live_features", 0), load=getattr(a, "load", 0))
     if verb == "time-to-dice":
         if a.events:
             return time_to_dice(a.events, a.threshold)

@@ -36,9 +36,80 @@ def _rate(stamps: Sequence[float], batch: int) -> float:
     return batch * (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
 
+def _busy() -> None:  # pragma: no cover - runs in a load process
+    """Keep one core busy until terminated (``--load``)."""
+    x = 0
+    while True:
+        x = (x * 1103515245 + 12345) % 2147483648
+
+
+def start_load(k: int) -> list[Any]:
+    """``k`` busy processes (spawned, daemonic) that saturate the CPU for the benchmark; stop with :func:`stop_load`."""
+    import multiprocessing as mp
+
+    procs = [mp.get_context("spawn").Process(target=_busy, daemon=True, name=f"napari-dmd-load-{i}")
+             for i in range(max(0, int(k)))]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def stop_load(procs: Sequence[Any]) -> None:
+    """End the processes :func:`start_load` started."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join(5)
+
+
+def _wait(app_loop: Any, until: Any, timeout_s: float) -> bool:
+    """Run the event loop in 20 ms slices until ``until()`` or the timeout; whether ``until()`` became true."""
+    from qtpy.QtCore import QTimer
+
+    deadline = time.perf_counter() + timeout_s
+    while not until():
+        if time.perf_counter() > deadline:
+            return False
+        QTimer.singleShot(20, app_loop.quit)
+        app_loop.exec()
+    return True
+
+
+def _time_stop_and_close(viewer: Any, w: Any, tmp: Path, app_loop: Any, step_at: list[float],
+                         warmup: int) -> dict[str, Any]:
+    """Stop a long run mid-way (Stop to its end), then close the viewer during another one."""
+    w.iterations_spin.setValue(1_000_000)
+    w.output_edit.setText(str(tmp / "stop"))
+    step_at.clear()
+    w.start()
+    _wait(app_loop, lambda: len(step_at) >= warmup, 600)
+    t0 = time.perf_counter()
+    w.stop()
+    _wait(app_loop, lambda: not w.running, 120)
+    stop_s = time.perf_counter() - t0
+    out = tmp / "close"
+    w.output_edit.setText(str(out))
+    step_at.clear()
+    w.start()
+    _wait(app_loop, lambda: len(step_at) >= warmup, 600)
+    worker = w.worker
+    ended: list[float] = []
+    if worker is not None:
+        worker.finished.connect(lambda: ended.append(time.perf_counter()))
+    t0 = time.perf_counter()
+    viewer.close()
+    close_return_s = time.perf_counter() - t0
+    _wait(app_loop, lambda: bool(ended) or worker is None, 120)
+    close_done_s = (ended[0] if ended else time.perf_counter()) - t0
+    _wait(app_loop, lambda: (out / "last.pt").is_file(), 5)
+    return {"stop_s": stop_s, "close_return_s": close_return_s, "close_done_s": close_done_s,
+            "close_kept_last_pt": (out / "last.pt").is_file()}
+
+
 def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2, batch: int = 2,
               patch: Sequence[int] | None = None, teacher_model: str | None = None, student_model: str | None = None,
-              device: str = "cpu", rounds: int = 1, quick: bool = False, timeout_s: float = 1800) -> dict[str, Any]:
+              device: str = "cpu", rounds: int = 1, quick: bool = False, timeout_s: float = 1800,
+              live_features: int = 0, load: int = 0) -> dict[str, Any]:
     """B4: event-loop stalls while the Distill widget trains in a real viewer, and GUI vs headless samples/s.
 
     Each round trains the same configuration (the widget's: threads, validation and checkpoint intervals) on the
@@ -46,6 +117,12 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
     thread of this process, alternating which goes first, after one short uncounted GUI run (first-use costs).
     Samples/s count from the end of warm-up to the last step; after each GUI run the widget's last plot draw and
     notification are let finish before anything else is timed.
+
+    ``live_features`` N > 0 docks the Features widget in live mode (every N steps, its default view) on the
+    phantom image; ``load`` K starts K busy processes that saturate the CPU for the whole benchmark (GUI and
+    headless alike). At the end, Stop and closing the viewer mid-run are timed: ``stop_s`` (Stop pressed to
+    the run's end), ``close_return_s`` (``viewer.close()`` returning) and ``close_done_s`` (until the run's
+    worker has finished).
     """
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                                                  or os.environ.get("QT_QPA_PLATFORM")):
@@ -66,6 +143,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
     student_model = student_model or (QUICK_STUDENT if quick else "student")
     tmp = Path(tempfile.mkdtemp(prefix="napari-dmd-bench-gui-"))
 
+    load_procs = start_load(load)
     viewer = napari.Viewer(title="napari-dmd bench gui")
     viewer.open_sample("napari-dmd", f"phantom-{dims}d")
     for i, (img, lab) in enumerate(make_phantom_dataset(2, (128, 128) if dims == 2 else (32, 64, 64), seed=7)):
@@ -89,6 +167,12 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
         w.iterations_spin.setValue(steps)
         w.patch_edit.setText(",".join(map(str, patch)))
         w.batch_spin.setValue(batch)
+        fw = None
+        if live_features > 0:  # Features in live mode on the phantom image, with its default view
+            _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
+            fw.image_chooser.set_layer(f"phantom {dims}D")
+            fw.live_steps.setValue(live_features)
+            fw.live_check.setChecked(True)
         idx = w.device_combo.findData(device)
         if idx < 0:
             raise ValueError(f"device {device!r} is not offered by the Distill widget on this machine")
@@ -143,6 +227,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
             step_at.clear()
             ticks.clear()
             renders = getattr(w.plot, "renders", 0)
+            computed = fw.computations if fw is not None else 0
             guard.start(int(timeout_s * 1000))
             w.start()
             if not w.running:
@@ -163,7 +248,11 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                                "samples_per_s": _rate(step_at[warmup - 1:], batch),
                                "engine_samples_per_s": next(e.samples_per_s for e in reversed(w.events)
                                                             if e.kind == "step"),
-                               "plot_renders": getattr(w.plot, "renders", 0) - renders})
+                               "plot_renders": getattr(w.plot, "renders", 0) - renders,
+                               "feature_updates": (fw.computations - computed) if fw is not None else 0,
+                               "feature_layers": sum(1 for lay in viewer.layers if " features " in lay.name),
+                               "visible_feature_layers": sum(1 for lay in viewer.layers
+                                                             if " features " in lay.name and lay.visible)})
             settle()
 
         def headless_round(r: int) -> None:
@@ -189,16 +278,20 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
             for run_round in order:
                 run_round(r)
         timer.stop()
+        stop_close = _time_stop_and_close(viewer, w, tmp, app_loop, step_at, warmup)
     finally:
         with contextlib.suppress(Exception):
             REGISTRY.remove(name)
-        viewer.close()
+        with contextlib.suppress(Exception):
+            viewer.close()
+        stop_load(load_procs)
         shutil.rmtree(tmp, ignore_errors=True)
     ratios = [g["samples_per_s"] / h["samples_per_s"] for g, h in zip(gui_rounds, head_rounds)]
     stall = {k: statistics.median(g[k] for g in gui_rounds) for k in ("p50_ms", "p99_ms", "max_ms")}
     stall["max_ms"] = max(g["max_ms"] for g in gui_rounds)
     res = {"settings": {"dims": dims, "patch": patch, "batch": batch, "teacher": teacher_model,
                         "student": student_model, "steps": steps, "warmup": warmup, "rounds": rounds,
+                        "live_features": live_features, "load": load,
                         "device": device, "num_threads": cfg.num_threads if cfg else None,
                         "val_interval": cfg.val_interval if cfg else None,
                         "checkpoint_interval": cfg.checkpoint_interval if cfg else None,
@@ -207,7 +300,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
            "idle": idle, "gui": gui_rounds, "headless": head_rounds, "stall": stall,
            "gui_samples_per_s": statistics.median(g["samples_per_s"] for g in gui_rounds),
            "headless_samples_per_s": statistics.median(h["samples_per_s"] for h in head_rounds),
-           "ratio": statistics.median(ratios)}
+           "ratio": statistics.median(ratios), **stop_close}
     print(f"B4 GUI: napari {napari.__version__}, Distill widget, DMD {dims}D patch {patch} x {batch}, teacher "
           f"{teacher_model}, student {student_model}, {steps} steps ({warmup} warm-up steps not counted), "
           f"{res['settings']['num_threads']} torch thread(s), validation every {res['settings']['val_interval']} "
@@ -222,4 +315,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                  [[i + 1, f"{g['samples_per_s']:.2f}", f"{h['samples_per_s']:.2f}", f"{q:.3f}"]
                   for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
     print(f"ratio GUI / headless samples/s = {res['ratio']:.3f}  (target >= 0.9)")
+    print(f"Stop to the run's end {res['stop_s']:.2f} s (target <= 1); closing the viewer mid-run: close() returned "
+          f"in {res['close_return_s']:.2f} s, the run's worker ended after {res['close_done_s']:.2f} s (target <= 2), "
+          f"last.pt kept: {res['close_kept_last_pt']}")
     return res
