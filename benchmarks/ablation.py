@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(SPECS))
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", help="run only these methods' student jobs (default: every method)")
     ap.add_argument("--report", help="write the Markdown tables to this file (no training)")
     ap.add_argument("--precision", help="with --report: a float32 run's --out folder to compare with")
     ap.add_argument("--expectations", help="write the Distill widget's expectation file (e.g. "
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{sys.version.split()[0]}; command: {' '.join(sys.argv)}", flush=True)
-    run_all(out, args.datasets, tuple(args.seeds), args.jobs, args.scale, tuple(args.settings))
+    run_all(out, args.datasets, tuple(args.seeds), args.jobs, args.scale, tuple(args.settings), args.methods)
     if not args.no_latency:
         measure_latency(out, args.datasets)  # one process after the training: the latency table
 

@@ -145,12 +145,14 @@ def _worker(args: tuple[Job, str, float]) -> str:
 
 
 def run_all(out: Path, datasets: list[str], seeds: tuple[int, ...], jobs: int, scale: float = 1.0,
-            settings: tuple[str, ...] = SETTINGS) -> None:
-    """Train the missing teachers, then every missing student job, ``jobs`` at a time; log the run in runs.json."""
+            settings: tuple[str, ...] = SETTINGS, methods: list[str] | None = None) -> None:
+    """Train the missing teachers, then every missing student job (of ``methods``, default all), ``jobs`` at a
+    time; log the run in runs.json."""
     import multiprocessing as mp
 
     t0 = time.perf_counter()
-    todo = [j for j in plan(datasets, seeds, settings) if not (out / "jobs" / f"{j.id}.json").exists()]
+    todo = [j for j in plan(datasets, seeds, settings) if not (out / "jobs" / f"{j.id}.json").exists()
+            and (not methods or j.method in methods)]
     teachers = [Job(ds, "teacher", "none") for ds in datasets
                 if not (out / "jobs" / f"{ds}_teacher_none_s0.json").exists()]
     print(f"{len(teachers)} teachers and {len(todo)} student jobs to run with {jobs} worker(s)", flush=True)
