@@ -143,6 +143,7 @@ def test_closing_the_viewer_during_demo_training_stops_its_child(make_napari_vie
     finished: list[bool] = []
     worker.finished.connect(lambda: finished.append(True))
     qtbot.waitUntil(lambda: len(done) >= 2, timeout=120_000)  # steps arrive from the child
+    assert [p for p in multiprocessing.active_children() if p.name == "napari-dmd-demo"]  # trained there
     viewer.close()
     qtbot.waitUntil(lambda: bool(finished), timeout=30_000)
     assert pretrained.cached_models(tiny) is None

@@ -228,12 +228,14 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
             ticks.clear()
             renders = getattr(w.plot, "renders", 0)
             computed = fw.computations if fw is not None else 0
+            cpu0 = time.process_time()  # this (the GUI) process's CPU time, all its threads
             guard.start(int(timeout_s * 1000))
             w.start()
             if not w.running:
                 raise ValueError(f"the Distill widget did not start: {w.last_error or 'unknown reason'}")
             app_loop.exec()
             t_end = time.perf_counter()
+            gui_cpu_s = time.process_time() - cpu0
             guard.stop()
             if w.running or not w.events or w.events[-1].kind != "done":
                 w.stop()
@@ -249,6 +251,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                                "engine_samples_per_s": next(e.samples_per_s for e in reversed(w.events)
                                                             if e.kind == "step"),
                                "plot_renders": getattr(w.plot, "renders", 0) - renders,
+                               "gui_process_cpu_s": gui_cpu_s, "wall_s": t_end - step_at[0],
                                "feature_updates": (fw.computations - computed) if fw is not None else 0,
                                "feature_layers": sum(1 for lay in viewer.layers if " features " in lay.name),
                                "visible_feature_layers": sum(1 for lay in viewer.layers
