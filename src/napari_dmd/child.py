@@ -12,15 +12,12 @@ pipe as ``(kind, payload)`` messages:
 * ``("progress", (done, total))`` — a generic target's progress (the demo pair),
 * ``("result", value)`` / ``("failure", exception)`` — how the target ended.
 
-The parent polls (:meth:`ChildProcess.poll`) and never blocks longer than it asks. Stop is a
-``multiprocessing.Event`` that the engine is asked after each event (it stops before its next step and writes
-``last.pt``). :meth:`ChildProcess.close` (the viewer closes) asks for a stop, waits up to 1.5 s, then sends
-SIGTERM: the child then closes the engine's generator (which writes ``last.pt``) or, when a step was cut
-short, writes ``last.pt`` itself, and exits. A child whose parent dies stops the same way. A child that dies
-(killed, out of memory) is reported by :meth:`ChildProcess.ended_message` as one line.
-
-The spec (cases with their arrays, config, teacher) travels in a temporary pickle file, not through the
-process start, so starting never waits for the child's imports.
+The parent polls (:meth:`ChildProcess.poll`), never blocking longer than it asks. Stop is a
+``multiprocessing.Event`` the engine is asked after each event (it stops before its next step, writes
+``last.pt``). :meth:`ChildProcess.close` asks for a stop, waits up to 1.5 s, then sends SIGTERM: the child
+closes the engine's generator (which writes ``last.pt``) or, when a step was cut short, writes it itself, and
+exits; likewise when its parent dies. A child that dies (killed, out of memory) is one line
+(:meth:`ChildProcess.ended_message`). The spec travels in a temporary file (:func:`write_spec`).
 """
 
 from __future__ import annotations
@@ -128,13 +125,12 @@ class Channel:
     def send(self, kind: str, payload: Any = None) -> None:
         """Send one message (pickled here, so that a failure to pickle is raised here)."""
         data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
-        if self.lost:
-            return
-        try:
-            self._conn.send_bytes(data)
-        except OSError:  # the parent is gone or closed its end: stop the run
-            self.lost = True
-            self._stop.set()
+        if not self.lost:
+            try:
+                self._conn.send_bytes(data)
+            except OSError:  # the parent is gone or closed its end: stop the run
+                self.lost = True
+                self._stop.set()
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -238,8 +234,7 @@ def read_spec(path: str) -> Any:
     """The spec :func:`write_spec` wrote."""
     with open(path, "rb") as f:
         n_head, sizes = pickle.load(f)
-        head = f.read(n_head)
-        buffers = [bytearray(n) for n in sizes]
+        head, buffers = f.read(n_head), [bytearray(n) for n in sizes]
         for b in buffers:
             f.readinto(b)
     return pickle.loads(head, buffers=buffers)
@@ -386,11 +381,8 @@ class ChildProcess:
                 "(Resume continues from it)")
 
     def close(self, wait_s: float = STOP_WAIT_S, term_wait_s: float = 0.4) -> list[Message]:
-        """Stop the child for good: ask for a stop, wait ``wait_s``, then SIGTERM (it writes last.pt and exits).
-
-        Returns the messages read meanwhile. A child still saving after ``term_wait_s`` is left to finish
-        (it exits by itself; :func:`_close_all` waits for it when the interpreter exits).
-        """
+        """Ask for a stop, wait ``wait_s``, then SIGTERM (the child writes last.pt and exits); returns the messages
+        read meanwhile. A child still saving after ``term_wait_s`` is left to finish (:func:`_close_all`)."""
         got: list[Message] = []
         if self.process is None:
             return got
@@ -416,6 +408,10 @@ class ChildProcess:
             if self._spec_path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self._spec_path)  # the child died before reading it
+
+
+class ChildDied(RuntimeError):
+    """A child process ended without a result (killed, crashed, or terminated)."""
 
 
 _START_LOCK = threading.Lock()
@@ -475,10 +471,6 @@ def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
     if child.ended_cleanly:
         return child.result
     raise ChildDied(child.ended_message() or "the child process was stopped before it finished")
-
-
-class ChildDied(RuntimeError):
-    """A child process ended without a result (killed, crashed, or terminated)."""
 
 
 def _close_all() -> None:
