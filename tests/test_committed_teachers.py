@@ -69,3 +69,23 @@ def test_phantom_3d_teacher_segments_its_validation_volumes():
              for k, (i, lab) in enumerate(val)]
     ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), cases, hd95=False)
     assert ev["mean_dice"] > 0.85, ev["per_case"]
+
+
+def test_hc18_teacher_segments_the_ablation_validation_images():
+    import sys
+
+    path = TEACHERS / "hc18" / "teacher.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not committed yet")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from ablation_specs import DATA, load_dataset
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    if not (DATA / "hc18_fetal_head").is_dir():
+        pytest.skip("HC18 data not found")
+    teacher = load_teacher(path)
+    assert (teacher.spatial_dims, teacher.num_classes) == (2, 2)
+    _, val, _ = load_dataset("hc18")
+    ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), val, hd95=False)
+    assert ev["mean_dice"] > 0.95, ev["per_case"]
