@@ -101,6 +101,15 @@ class DistillSettings:
         warnings = [guard_layer(teacher, image, "Distill") for image, _ in self.pair_table.pairs()]
         return [w for w in warnings if w]
 
+    def _update_expectation(self, *_: object) -> None:
+        """State before Start what the chosen method and student gave in the ablation, per measured dataset."""
+        from ..expectation import expectation_lines
+
+        lines = expectation_lines(self.method_combo.currentData() or "dmd", self.student_combo.currentText().strip(),
+                                  self.iterations_spin.value())
+        self.expect_info.setText("measured with full labels (docs/results.md):\n" + "\n".join(lines)
+                                 if not lines[0].startswith("No measurement") else lines[0])
+
     def _build_settings_box(self) -> QGroupBox:
         """The "Distillation" box: teacher, method, student, schedule, device, precision, output folder."""
         form_box = QGroupBox("Distillation")
@@ -131,6 +140,14 @@ class DistillSettings:
         self.iterations_spin.setRange(1, 10_000_000)
         self.iterations_spin.setValue(2000)
         form.addRow("Iterations", self.iterations_spin)
+        self.expect_info = QLabel()  # what these settings gave in the ablation (resources/expectations.json)
+        self.expect_info.setWordWrap(True)
+        self.expect_info.setStyleSheet("color: gray; font-size: 10px")
+        form.addRow("Expect", self.expect_info)
+        self.method_combo.currentIndexChanged.connect(self._update_expectation)
+        self.student_combo.currentTextChanged.connect(self._update_expectation)
+        self.iterations_spin.valueChanged.connect(self._update_expectation)
+        self._update_expectation()
         self.patch_edit = QLineEdit()
         self.patch_edit.setPlaceholderText("auto (e.g. 128,128 or 64,64,64)")
         form.addRow("Patch size", self.patch_edit)

@@ -1,0 +1,17 @@
+"""The Distill widget states before Start what its settings gave in the ablation."""
+
+from __future__ import annotations
+
+from napari_dmd._widgets.distill import DistillWidget
+from napari_dmd.expectation import expectation_lines, matching_rows
+
+
+def test_distill_shows_the_measured_expectation_and_follows_the_settings(make_napari_viewer):
+    w = DistillWidget(make_napari_viewer())
+    w.iterations_spin.setValue(600)
+    row = matching_rows("dmd", "student")[0]
+    text = w.expect_info.text()
+    assert expectation_lines("dmd", "student", 600)[0] in text
+    assert f"{100 * row['retention']:.0f} % of the teacher's Dice" in text
+    w.student_combo.setCurrentText("student-fast-tiny")
+    assert w.expect_info.text().startswith("No measurement for DMD with the 'student-fast-tiny' student")
