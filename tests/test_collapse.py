@@ -191,35 +191,44 @@ def _pixel_terms(zs: np.ndarray, zt: np.ndarray, y: np.ndarray, T: float, kind: 
     return out
 
 
-def test_the_default_target_temperature_is_1_and_the_engine_uses_it(tmp_path, monkeypatch):
+def test_the_defaults_balance_the_target_terms_and_the_engine_uses_them(tmp_path, monkeypatch):
     from napari_dmd.distill import engine as engine_mod
 
-    assert TrainConfig().target_temperature == 1.0 and TrainConfig().temperature == 4.0
+    cfg = TrainConfig()
+    assert cfg.target_balance is True and cfg.target_temperature is None and cfg.temperature == 4.0
     seen = []
     real = engine_mod.distill_loss
     monkeypatch.setattr(engine_mod, "distill_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     d = _run(tmp_path, iterations=1, val_interval=100)
     d.run_to_end()
-    assert seen[0]["target_T"] == 1.0 and seen[0]["T"] == 4.0
+    assert seen[0]["target_balance"] is True and seen[0]["target_T"] is None and seen[0]["T"] == 4.0
+
+
+def _mean(values: list[float], y: np.ndarray, balance: bool) -> float:
+    """The pixel mean, or the mean over the classes present of each class's pixel mean."""
+    if not balance:
+        return float(np.mean(values))
+    labels = [int(k) for k in y.reshape(-1) if k != 255]  # the order of np.ndindex over y
+    per = {k: [v for v, lab in zip(values, labels) if lab == k] for k in set(labels)}
+    return float(np.mean([np.mean(v) for v in per.values()]))
 
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "dmd"])
-def test_target_terms_at_the_target_temperature_match_the_formula(method):
+@pytest.mark.parametrize(("target_T", "balance"), [(None, True), (1.0, False), (None, False)])
+def test_target_terms_match_the_formula(method, target_T, balance):
     from napari_dmd.distill.losses import task_loss
     from napari_dmd.distill.methods import distill_loss
 
     g = torch.Generator().manual_seed(5)
     zs, zt = (torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64) * 4 for _ in range(2))
-    y = torch.randint(0, 3, (2, 4, 5), generator=g)
+    y = torch.zeros(2, 4, 5, dtype=torch.long)
+    y[0, 1:3, 1:4] = 1
+    y[1, 2, 2] = 2  # one pixel of class 2
     y[0, 0, 0] = 255
     # DKD with beta 0 and DMD with lambda_feat 0 leave their target term alone; KD is all target term
-    total, parts = distill_loss(method, zs, [zs], zt, y, T=4.0, target_T=1.0, alpha=1.0, beta=0.0, lambda_logit=1.0,
-                                lambda_feat=0.0, kd_weight=1.0)
-    extra = float(total - task_loss(zs, y))
-    want = float(np.mean(_pixel_terms(zs.numpy(), zt.numpy(), y.numpy(), 1.0, "kd" if method == "kd" else "tckd")))
-    at_t4 = float(np.mean(_pixel_terms(zs.numpy(), zt.numpy(), y.numpy(), 4.0, "kd" if method == "kd" else "tckd")))
-    assert extra == pytest.approx(want, rel=1e-9) and abs(want - at_t4) > 1e-3
-    # target_T None: the published method (every term at T)
-    total4, _ = distill_loss(method, zs, [zs], zt, y, T=4.0, alpha=1.0, beta=0.0, lambda_logit=1.0, lambda_feat=0.0,
-                             kd_weight=1.0)
-    assert float(total4 - task_loss(zs, y)) == pytest.approx(at_t4, rel=1e-9)
+    total, _ = distill_loss(method, zs, [zs], zt, y, T=4.0, target_T=target_T, target_balance=balance, alpha=1.0,
+                            beta=0.0, lambda_logit=1.0, lambda_feat=0.0, kd_weight=1.0)
+    kind = "kd" if method == "kd" else "tckd"
+    want = _mean(_pixel_terms(zs.numpy(), zt.numpy(), y.numpy(), target_T or 4.0, kind), y.numpy(), balance)
+    other = _mean(_pixel_terms(zs.numpy(), zt.numpy(), y.numpy(), 4.0, kind), y.numpy(), not balance)
+    assert float(total - task_loss(zs, y)) == pytest.approx(want, rel=1e-9) and abs(want - other) > 1e-3

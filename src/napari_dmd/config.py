@@ -83,7 +83,8 @@ class TrainConfig:
     grad_clip: float = 12.0
     # distillation (docs/method.md)
     temperature: float = 4.0
-    target_temperature: float | None = 1.0  # KD and the TCKD of DKD/DMD; None: temperature (docs/method.md)
+    target_balance: bool = True  # KD and the TCKD of DKD/DMD averaged per class, not per pixel (docs/method.md)
+    target_temperature: float | None = None  # KD and the TCKD of DKD/DMD at this T; None: temperature
     alpha: float = 1.0  # DKD target weight
     beta: float = 2.0  # DKD non-target weight (8 is the classification default, too strong here)
     kd_weight: float = 1.0
@@ -131,7 +132,7 @@ class TrainConfig:
             raise ConfigError(f"temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (typical 1 to 8), got "
                               f"{self.temperature}")
         if self.target_temperature is not None and not lo_t <= self.target_temperature <= hi_t:
-            raise ConfigError(f"target_temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (1 keeps small classes; "
+            raise ConfigError(f"target_temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (typical 1 to 8; "
                               f"none = temperature), got {self.target_temperature}")
         for name in ("lr_warmup", "distill_warmup"):
             if not 0 <= getattr(self, name) <= 1:
@@ -243,8 +244,11 @@ HELP: dict[str, str] = {
     "lr_warmup": "fraction of iterations with a linear learning-rate ramp (then cosine decay)",
     "grad_clip": "gradient-norm clip (0 = off)",
     "temperature": "distillation temperature T",
-    "target_temperature": "temperature of the target-class terms: KD and the TCKD of DKD/DMD (default 1: at T=4 "
-                          "they pushed small classes out in short runs, docs/method.md); none = temperature",
+    "target_balance": "average KD and the TCKD of DKD/DMD per class (each class present in the batch weighs the "
+                      "same) instead of per pixel: background pixels no longer push small classes out of short "
+                      "runs (docs/method.md); --no-target-balance: the published methods' pixel mean",
+    "target_temperature": "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: "
+                          "temperature); 1 alone kept fewer small classes than target_balance (docs/method.md)",
     "alpha": "DKD weight of the target part (TCKD)",
     "beta": "DKD weight of the non-target part (NCKD)",
     "kd_weight": "KD weight",

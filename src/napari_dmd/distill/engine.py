@@ -395,7 +395,7 @@ class Distiller:
             cfg.method, logits, scales, teacher_logits, y, T=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
             lambda_logit=cfg.lambda_logit, lambda_feat=cfg.lambda_feat, kd_weight=cfg.kd_weight,
             ds_weight=cfg.ds_weight, head_supervision=cfg.head_supervision, weights=cfg.scale_weights,
-            ignore_index=IGNORE, target_T=cfg.target_temperature,
+            ignore_index=IGNORE, target_T=cfg.target_temperature, target_balance=cfg.target_balance,
             pixel_weight=pixel_weight, distill_scale=distill_scale, resample=cfg.scale_resample)
         bad = torch.tensor([float(not torch.isfinite(loss).item())], device=self.device)
         if all_reduce_sum(bad, self.dist).item() > 0:

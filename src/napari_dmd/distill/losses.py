@@ -310,19 +310,21 @@ def dmd_terms(
     ignore_index: int = 255,
     resample: str = "up",
     T_target: float | None = None,
+    balance: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """DMD's distillation terms (everything but the task loss): the one place the DMD combination is written.
 
     ``extra = lambda_logit · TCKD(z_s, z_t) + lambda_feat · Σ_k w_k · NCKD(z_s^k, z_t)`` (NCKD at every scale as in
     :func:`mfd_loss` with ``part="nckd"``); ``lambda_feat=None`` is :func:`default_lambda_feat` of the number of
     scales. TCKD is taken at ``T_target`` (None: ``T``; the engine uses ``TrainConfig.target_temperature``,
-    default 1, see docs/method.md), NCKD at ``T``. Returns ``(extra, {"tckd": ..., "nckd": ...})``, the parts
-    unweighted and still attached.
+    see docs/method.md), NCKD at ``T``; ``balance``: TCKD class-balanced (:func:`tckd_loss`). Returns
+    ``(extra, {"tckd": ..., "nckd": ...})``, the parts unweighted and still attached.
     """
     scales = _check_scales(student_scales)
     if lambda_feat is None:
         lambda_feat = default_lambda_feat(len(scales))
-    tckd = tckd_loss(student, teacher, target, T if T_target is None else T_target, ignore_index=ignore_index)
+    tckd = tckd_loss(student, teacher, target, T if T_target is None else T_target, ignore_index=ignore_index,
+                     balance=balance)
     nckd = mfd_loss(scales, teacher, target, T, part="nckd", weights=weights, ignore_index=ignore_index,
                     resample=resample)
     return lambda_logit * tckd + lambda_feat * nckd, {"tckd": tckd, "nckd": nckd}

@@ -64,6 +64,7 @@ def distill_loss(
     head_supervision: float = 0.0,
     resample: str = "up",
     target_T: float | None = None,
+    target_balance: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One entry point for the training engine: task loss plus the method's extra terms.
 
@@ -75,7 +76,8 @@ def distill_loss(
     ``head_supervision · deep supervision`` (the task loss at every scale head, part "ds") to the methods with
     heads that distil (MFD and DMD; an extension: 0 is the method as specified). Shapes as in
     :func:`napari_dmd.distill.losses.dmd_loss`. ``target_T`` is the temperature of the target-class terms (KD;
-    TCKD of DKD and DMD), None: ``T`` (the engine passes ``TrainConfig.target_temperature``, default 1).
+    TCKD of DKD and DMD), None: ``T`` (the engine passes ``TrainConfig.target_temperature``); ``target_balance``
+    averages those terms per class (:func:`~napari_dmd.distill.losses.class_balanced_mean`).
     Returns ``(total, parts)``; parts are detached and always hold "task" and "total" plus the method's
     unweighted parts (its ``Method.parts``; "ds" with head supervision).
     """
@@ -89,7 +91,8 @@ def distill_loss(
     given = {"alpha": alpha, "beta": beta, "kd_weight": kd_weight, "ds_weight": ds_weight,
              "lambda_logit": lambda_logit, "lambda_feat": lambda_feat, "head_supervision": head_supervision}
     task = task_loss(student, target, ignore_index=ignore_index, pixel_weight=pixel_weight)
-    inputs = Inputs(student, student_scales, teacher, target, T, weights, ignore_index, resample, target_T)
+    inputs = Inputs(student, student_scales, teacher, target, T, weights, ignore_index, resample, target_T,
+                    bool(target_balance))
     extra, parts = m.terms(inputs, {k: given[k] for k in m.settings})
     if head_supervision and m.needs_heads and m.needs_teacher:
         ds_term = deep_supervision_loss(student_scales, target, weights=weights, ignore_index=ignore_index)

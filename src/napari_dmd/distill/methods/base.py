@@ -31,6 +31,7 @@ class Inputs:
     ignore_index: int = 255
     resample: str = "up"  # how a coarse scale meets the teacher: "up" or "pool"
     T_target: float | None = None  # temperature of the target-class terms (KD, TCKD); None: T
+    balance: bool = False  # the target-class terms averaged per class, not per pixel
 
     @property
     def t_target(self) -> float:

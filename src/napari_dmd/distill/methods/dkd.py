@@ -15,7 +15,7 @@ def terms(x: Inputs, w: Mapping[str, float | None]) -> tuple[Tensor | None, dict
     """``alpha · TCKD(z_s, z_t) + beta · NCKD(z_s, z_t)``: TCKD at the target temperature, NCKD at T."""
     from ..losses import nckd_loss, tckd_loss
 
-    tckd = tckd_loss(x.student, x.teacher, x.target, x.t_target, ignore_index=x.ignore_index)
+    tckd = tckd_loss(x.student, x.teacher, x.target, x.t_target, ignore_index=x.ignore_index, balance=x.balance)
     nckd = nckd_loss(x.student, x.teacher, x.target, x.T, ignore_index=x.ignore_index)
     return w["alpha"] * tckd + w["beta"] * nckd, {"tckd": tckd, "nckd": nckd}
 

@@ -20,7 +20,8 @@ def terms(x: Inputs, w: Mapping[str, float | None]) -> tuple[Tensor | None, dict
     from ..losses import dmd_terms
 
     return dmd_terms(x.student, x.student_scales, x.teacher, x.target, x.T, w["lambda_logit"], w["lambda_feat"],
-                     weights=x.weights, ignore_index=x.ignore_index, resample=x.resample, T_target=x.t_target)
+                     weights=x.weights, ignore_index=x.ignore_index, resample=x.resample, T_target=x.t_target,
+                     balance=x.balance)
 
 
 METHOD = Method(

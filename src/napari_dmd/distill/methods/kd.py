@@ -18,7 +18,8 @@ def terms(x: Inputs, w: Mapping[str, float | None]) -> tuple[Tensor | None, dict
     from .._common import _check_target
     from ..losses import kd_loss
 
-    kd = kd_loss(x.student, x.teacher, x.t_target, valid=_check_target(x.student, x.target) != x.ignore_index)
+    kd = kd_loss(x.student, x.teacher, x.t_target, valid=_check_target(x.student, x.target) != x.ignore_index,
+                 classes=x.target if x.balance else None, ignore_index=x.ignore_index)
     return w["kd_weight"] * kd, {"kd": kd}
 
 
