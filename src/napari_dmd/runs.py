@@ -177,6 +177,20 @@ def _saved_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
                               feature_scales=heads.get("feature_scales"), normalization=ckpt.get("normalization"))
 
 
+# settings added after runs were already written, with the value every run written before them used
+LEGACY_SETTINGS: dict[str, Any] = {"target_balance": False, "target_temperature": None}
+
+
+def apply_legacy_settings(cfg: Any, ckpt: dict[str, Any]) -> list[str]:
+    """Give ``cfg`` (a TrainConfig being resumed) the old value of each setting its checkpoint predates, so an older
+    run resumes as it was trained instead of being refused; returns the names set."""
+    saved = _saved_settings(ckpt)
+    names = [k for k in LEGACY_SETTINGS if k not in saved]
+    for key in names:
+        setattr(cfg, key, LEGACY_SETTINGS[key])
+    return names
+
+
 def _short(v: Any) -> str:
     text = json.dumps(v) if not isinstance(v, str) else v
     return text if len(text) <= 60 else text[:57] + "..."
@@ -199,7 +213,7 @@ def resume_changes(ckpt: dict[str, Any], record: dict[str, Any], teacher_source:
     saved, now = _saved_settings(ckpt), record["settings"]
     changes = []
     for key in sorted(set(saved) | set(now)):
-        old, new = saved.get(key), now.get(key)
+        old, new = saved.get(key, LEGACY_SETTINGS.get(key)), now.get(key)
         if old is None and key in _RESOLVED and "run" not in ckpt:
             continue  # an older checkpoint does not say what the run chose
         if old != new:
