@@ -1,7 +1,7 @@
 """Demo pair (``napari_dmd.pretrained``): how long the first-use training takes and how good the pair is.
 
-    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_pair.py
-    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_pair.py --threads 1
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_pair.py              # threads as the button: demo_threads()
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/demo_pair.py --threads 2
     python benchmarks/demo_pair.py --recipe v2       # the previous recipe (250 + 250 steps, 64 x 64 x 8)
     python benchmarks/demo_pair.py --set teacher_iterations=300 student_patch=48   # any DemoRecipe field
 
@@ -112,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--recipe", choices=sorted(RECIPES), default="current")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override DemoRecipe fields")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores, at most 8)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: pretrained.demo_threads(), as the button)")
     p.add_argument("--no-samples", action="store_true", help="skip the Dice on the two sample images")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
 
     recipe = dataclasses.replace(pretrained.RECIPE, **RECIPES[a.recipe], **_parse_set(a.set),
                                  num_threads=a.threads)
-    threads = recipe.num_threads or pretrained.usable_cores()
+    threads = recipe.num_threads or pretrained.demo_threads()
     machine = _machine(threads)
     print("command: " + " ".join(shlex.quote(s) for s in [sys.executable, *sys.argv]))
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()))

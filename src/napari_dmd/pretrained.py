@@ -2,11 +2,12 @@
 
 ``phantom_models()`` returns the paths of the two checkpoints. The first call trains them with the one
 engine (:class:`napari_dmd.distill.engine.Distiller`: method "ds" for the teacher preset, then "dmd" for the
-student preset; about a minute of CPU, see :class:`DemoRecipe`) on 2D phantoms and 2D slices of 3D phantoms,
-so the pair segments the 2D sample and, slice by slice, the 3D sample. Later calls reuse the cache under
-``$NAPARI_DMD_CACHE`` or the user cache directory (``platformdirs.user_cache_dir("napari-dmd")``). The cache
-folder is built in a temporary folder and renamed into place, so a crash or a cancel never leaves half a cache.
-Qt-free: the Teacher widget runs this in a worker thread.
+student preset; 35-40 s of CPU on one thread, see :class:`DemoRecipe` and :func:`demo_threads`) on 2D phantoms
+and 2D slices of 3D phantoms, so the pair segments the 2D sample and, slice by slice, the 3D sample. Later
+calls reuse the cache under ``$NAPARI_DMD_CACHE`` or the user cache directory
+(``platformdirs.user_cache_dir("napari-dmd")``). The cache folder is built in a temporary folder and renamed
+into place, so a crash or a cancel never leaves half a cache. Qt-free: the Teacher widget runs this in a child
+process.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .data.cases import Case
 from .phantom import PHANTOM_CLASS_NAMES, make_phantom
 
 __all__ = ["DemoCancelled", "DemoRecipe", "RECIPE", "cache_root", "cached_models", "current_recipe",
-           "phantom_cases_2d", "phantom_models", "usable_cores"]
+           "demo_threads", "phantom_cases_2d", "phantom_models", "usable_cores"]
 
 # idle OpenMP threads sleep rather than spin (effective if torch is not loaded yet; see _widgets/__init__.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -58,6 +59,13 @@ class DemoRecipe:
     patches or with 200 steps its kidney class did not appear) and, in so short a training, a weak target-class
     term (``lambda_logit``: at the default 1 the T²-scaled pull towards the teacher's softened probabilities
     held the student's small classes back; at 3 they never appeared).
+
+    Cheaper variants measured over seeds 1-3 (2026-12, one thread; mean validation Dice teacher / student, this
+    recipe 0.71 / 0.51): 200 + 150 steps lost the teacher's lesion; 32 x 32 teacher patches saved ~15 % of the
+    CPU time but gave 0.61 / 0.55 (the teacher's Dice on the samples fell from ~0.71 to ~0.57); 48 x 48 student
+    patches lost its kidneys; 6 teacher patches per step 0.62 / 0.48; patch sizes that are not a multiple of
+    16 are padded and cost as much as the next multiple. What made the first use fast is one thread instead of
+    two on a 2-core machine (:func:`demo_threads`).
     """
 
     teacher_model: str = "teacher"  # preset name or channels, as TrainConfig.model
@@ -80,7 +88,7 @@ class DemoRecipe:
     shape_3d: tuple[int, int, int] = (48, 96, 96)
     slice_step: int = 4
     seed: int = 1
-    num_threads: int | None = None  # CPU threads while training; None: the usable cores (at most 8)
+    num_threads: int | None = None  # CPU threads while training; None: demo_threads()
 
     @property
     def total(self) -> int:
@@ -100,12 +108,26 @@ RECIPE = DemoRecipe()
 
 
 def usable_cores(cap: int = 8) -> int:
-    """CPU cores this process may run on, at most ``cap``: the demo trains with all of them (the user is waiting);
-    idle OpenMP threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``), so napari's own thread keeps running.
+    """CPU cores this process may run on, at most ``cap``; :func:`demo_threads` chooses the demo's threads from it.
+    Idle OpenMP threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``), so napari's own thread keeps running.
     """
     from .runtime import usable_cores as cores
 
     return cores(cap)
+
+
+def demo_threads(cores: int | None = None) -> int:
+    """CPU threads for the demo training on ``cores`` usable cores (default: this process's): 1 up to 2 cores,
+    else half of them, at most 4.
+
+    Measured with ``benchmarks/demo_pair.py`` on a 2-core VM: a second thread never made the training faster
+    (idle: the training thread's CPU time stayed that of the one-thread run) and, with other programs busy,
+    made it twice as slow (155 s against 76 s of wall time: each parallel operation waits for the thread
+    the OS parked). The operations are small (2D, 8 patches of 48-64 pixels), so above 2 cores at most half of
+    them are used, leaving the rest to napari and the user's other programs (not measured here).
+    """
+    n = usable_cores(64) if cores is None else max(1, cores)
+    return 1 if n <= 2 else min(4, n // 2)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -216,7 +238,7 @@ def phantom_models(progress: ProgressFn | None = None, cache_dir: str | os.PathL
         common = dict(spatial_dims=2, num_classes=len(PHANTOM_CLASS_NAMES), class_names=list(PHANTOM_CLASS_NAMES),
                       lr=recipe.lr, norm=recipe.norm, normalization=recipe.normalization,
                       fg_fraction=recipe.fg_fraction, augment=False, device=device, seed=recipe.seed, log_interval=50,
-                      num_threads=recipe.num_threads or usable_cores())
+                      num_threads=recipe.num_threads or demo_threads())
         done = 0
 
         def train(cfg: TrainConfig, role: str, teacher: Any = None) -> Path:
