@@ -37,9 +37,10 @@ def test_ablation_runs_and_reports(ablation, tmp_path, monkeypatch):
     rows = sorted(p.name for p in (out / "jobs").glob("*.json"))
     assert rows == ["phantom2d_full_dmd_lambda_feat0.667_s0.json", "phantom2d_full_none_s0.json",
                     "phantom2d_teacher_none_s0.json"]
-    assert json.loads((out / "jobs" / rows[0]).read_text())["iterations"] == ablation.SPECS["phantom2d"].student_iters
+    job = json.loads((out / "jobs" / rows[0]).read_text(encoding="utf-8"))
+    assert job["iterations"] == ablation.SPECS["phantom2d"].student_iters
     ablation.report(out, tmp_path / "docs" / "results.md")
-    text = (tmp_path / "docs" / "results.md").read_text()
+    text = (tmp_path / "docs" / "results.md").read_text(encoding="utf-8")
     assert "## Full labels" in text and "**DMD**" in text and "teacher minus student alone" in text
     assert (tmp_path / "docs" / "images" / "ablation.png").stat().st_size > 1000
 

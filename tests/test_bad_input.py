@@ -654,7 +654,7 @@ def test_run_file_symlinked_outside_is_refused(models, tmp_path, monkeypatch, ca
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "symbolic link" in err and name in err and str(run) in err and len(err.splitlines()) == 1
-    assert _snapshot(tmp_path) == before and Path(victim).read_text() == "keep me"
+    assert _snapshot(tmp_path) == before and Path(victim).read_text(encoding="utf-8") == "keep me"
 
 
 def test_predict_into_folder_never_follows_a_symlink_out(models, tmp_path, monkeypatch, capsys):

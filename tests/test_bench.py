@@ -40,7 +40,7 @@ def _bench(capsys, tmp_path: Path, *args: str) -> tuple[str, dict]:
     path = tmp_path / "result.json"
     assert main(["bench", *args, "--quick", "--device", "cpu", "--json", str(path)]) == 0
     out = capsys.readouterr().out
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     assert out.startswith("machine: ") and "\ncommand: " in out
     assert {"cpu", "cores", "torch", "torch_threads", "gpu"} <= set(doc["machine"])
     assert doc["command"] in out and "napari-dmd bench" in doc["command"]

@@ -40,7 +40,7 @@ def test_hippocampus_pipeline(hippocampus_dir, tmp_path, capsys):
                  str(report)]) == 0
     out = capsys.readouterr().out
     assert "mean foreground Dice" in out and "compression" in out
-    rep = json.loads(report.read_text())
+    rep = json.loads(report.read_text(encoding="utf-8"))
     assert len(rep["model"]["dice_mean"]) == 2 and rep["teacher"]["parameters"] > rep["model"]["parameters"]
     # predict keeps the source affine
     src = sorted((hippocampus_dir / "imagesTr").glob("*.nii.gz"))[0]
@@ -152,7 +152,7 @@ def test_no_library_module_imports_the_cli():
         if rel.parts[1:2] == ("cli",) or rel.parts[1:] == ("bench", "__main__"):
             continue
         package = list(rel.parts[:-1])
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.ImportFrom):
                 base = package[: len(package) - node.level + 1] if node.level else []

@@ -107,7 +107,7 @@ def test_engine_warns_at_once_naming_the_lost_class(tmp_path, monkeypatch):
     val = [e for e in events if e.kind == "validation"]
     assert val[0].teacher_dice == pytest.approx([1.0, 1.0]) and val[0].dice[1] == 0.0 and val[0].dice[0] > 0.7
     assert val[0].lost == ["posterior"] and "lost: posterior" in val[0].message
-    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["lost"] for r in logged if r["kind"] == "warning"] == [["posterior"]]
     assert load_checkpoint(d.last_path)["history"][0]["lost"] == ["posterior"]
 

@@ -142,7 +142,7 @@ def test_cli_round_and_mismatched_corrections(runs, tmp_path, capsys):
                  "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "round 1 from" in text and f"{int(painted.sum()):,} voxels painted" in text
-    info = json.loads((out / "round.json").read_text())
+    info = json.loads((out / "round.json").read_text(encoding="utf-8"))
     assert info["cases"] == [name] and (out / "last.pt").is_file()
     # resume the round in place (its own corrections), one more step
     assert main(["distill", "--resume", str(out / "last.pt"), *data, "--iterations", "3", "--quiet"]) == 0
@@ -169,7 +169,7 @@ def test_bench_corrections_quick(tmp_path, capsys):
     assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--out", str(out),
                  "--json", str(tmp_path / "b.json")]) == 0
     assert "round 1: 15 slices" in capsys.readouterr().out
-    rows = json.loads((tmp_path / "b.json").read_text())["results"]["rows"]
+    rows = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]["rows"]
     assert [r["round"] for r in rows] == [0, 1] and rows[0]["voxels_painted"] == 0
     assert rows[1]["slices_corrected"] == 15 and rows[1]["voxels_painted"] > 0
     assert len(rows[1]["student_dice"]) == 3 and 0 <= rows[1]["teacher_mean_dice"] <= 1

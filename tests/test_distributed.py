@@ -30,7 +30,7 @@ def test_torchrun_two_ranks_on_cpu(hippocampus_dir, tmp_path):
            "--model", "4,8,16", *fast]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    ranks = [json.loads((dump / f"rank{i}.json").read_text()) for i in range(2)]
+    ranks = [json.loads((dump / f"rank{i}.json").read_text(encoding="utf-8")) for i in range(2)]
     assert [d["world_size"] for d in ranks] == [2, 2] and [d["iteration"] for d in ranks] == [4, 4]
     assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"], "DDP keeps the replicas identical"
     assert ranks[0]["weights_abs_sum"] == ranks[1]["weights_abs_sum"]

@@ -168,7 +168,7 @@ def test_export_student_and_model_card(trained, hippo, tmp_path):
     for name in (TORCHSCRIPT_NAME, ONNX_NAME, CARD_JSON, CARD_MD):
         assert (out / name).is_file()
     assert card["files"]["onnx"] == str(out / ONNX_NAME)
-    saved = json.loads((out / CARD_JSON).read_text())
+    saved = json.loads((out / CARD_JSON).read_text(encoding="utf-8"))
     assert saved["classes"] == CLASSES and saved["num_classes"] == 3
     assert saved["input"]["normalization"] == "zscore" and saved["patch_size"] == [16, 16, 16]
     assert saved["spacing"] == [1.0, 1.0, 1.0]
@@ -181,7 +181,7 @@ def test_export_student_and_model_card(trained, hippo, tmp_path):
     s, t = ev["student"]["mean_dice"], ev["teacher"]["mean_dice"]
     assert 0 <= s <= 1 and 0 < t <= 1 and ev["dice_retention"] == pytest.approx(s / t)
     assert len(ev["student"]["dice_per_class"]) == 2
-    md = (out / CARD_MD).read_text()
+    md = (out / CARD_MD).read_text(encoding="utf-8")
     assert "| 1 | anterior |" in md and "Dice retention" in md and "onnxruntime" in md and "GFLOPs" in md
 
     onnx_teacher = load_teacher(out / ONNX_NAME)  # an exported student can teach in turn
@@ -207,7 +207,7 @@ def test_cli_export(trained, hippo, tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "onnx: " in out and "torchscript: " in out and "retention" in out and "model card:" in out
-    card = json.loads((tmp_path / "x" / CARD_JSON).read_text())
+    card = json.loads((tmp_path / "x" / CARD_JSON).read_text(encoding="utf-8"))
     assert card["evaluation"]["teacher"]["mean_dice"] is not None
 
 

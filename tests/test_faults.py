@@ -24,7 +24,7 @@ TINY = dict(model="4,8,16", batch_size=2, patch_size=[32, 32], val_interval=100,
 
 
 def _last_logged_step(events_file) -> int:
-    steps = [json.loads(line)["iteration"] for line in events_file.read_text().splitlines()
+    steps = [json.loads(line)["iteration"] for line in events_file.read_text(encoding="utf-8").splitlines()
              if json.loads(line)["kind"] == "step"]
     return max(steps) if steps else 0
 

@@ -387,7 +387,7 @@ def test_export_button_writes_torchscript_onnx_and_model_card(make_napari_viewer
     for name in (TORCHSCRIPT_NAME, ONNX_NAME, CARD_JSON, CARD_MD):
         assert (out / name).is_file() and name in message
     assert str(out) in message
-    card = json.loads((out / CARD_JSON).read_text())
+    card = json.loads((out / CARD_JSON).read_text(encoding="utf-8"))
     assert card["checkpoint"] == str(best) and card["teacher"]["source"] == TEACHER
     assert card["evaluation"]["cases"] == [c.name for c in w.distiller.val_cases]
     scripted = torch.jit.load(str(out / TORCHSCRIPT_NAME))

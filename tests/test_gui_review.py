@@ -180,7 +180,7 @@ def test_fine_tune_writes_a_round_folder_and_resets_the_count(qtbot, review, err
     qtbot.waitUntil(lambda: w.tune_worker is None, timeout=120_000)
     assert errors == [errors[0]]
     folder = Path(w.round_folder)
-    info = json.loads((folder / "round.json").read_text())
+    info = json.loads((folder / "round.json").read_text(encoding="utf-8"))
     assert info["parent"] == tiny_models["student"] and info["painted_voxels"] == int(painted.sum())
     assert (folder / "last.pt").is_file() and (folder / info["corrections"][0]).is_file()
     assert "round done at step 3" in w.status.text() and str(folder) in w.status.text()

@@ -138,7 +138,7 @@ def test_demo_pair_benchmark_smoke(tmp_path, capsys):
     assert bench.main(args) == 0
     text = capsys.readouterr().out
     assert "machine:" in text and "CPU/2" in text and "| student | val_phantom2d |" in text
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert result["times"]["cpu_s"] > 0 and result["recipe"]["sizes_2d"] == [48]
     assert set(result["dice"]) == {"teacher", "student"} and len(result["means"]["teacher"]["val_per_class"]) == 5
 

@@ -101,7 +101,7 @@ def test_new_run_refuses_a_folder_with_run_files(cases, tmp_path, name):
         Distiller(_cfg(), cases, output_dir=out)
     assert sorted(p.name for p in out.rglob("*")) == before
     if name != "tensorboard":
-        assert target.read_text() == "my own file: keep it\n"
+        assert target.read_text(encoding="utf-8") == "my own file: keep it\n"
 
 
 def test_cli_refuses_an_out_folder_holding_the_users_config(cases, tmp_path, capsys):
@@ -116,7 +116,7 @@ def test_cli_refuses_an_out_folder_holding_the_users_config(cases, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and "already holds config.yaml" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
-    assert (out / "config.yaml").read_text() == "lr: 0.001\n"
+    assert (out / "config.yaml").read_text(encoding="utf-8") == "lr: 0.001\n"
 
 
 # ------------------------------------------------------------------------------------ resume compatibility
@@ -170,13 +170,13 @@ def test_kill_and_resume_log_each_step_once(cases, tmp_path):
         if ev.kind == "step" and ev.iteration == 5:
             break
     # what a SIGKILL after step 5 leaves: last.pt of step 3, events up to step 5 and a line cut in half
-    last, events = (tmp_path / "last.pt").read_bytes(), (tmp_path / "events.jsonl").read_text()
+    last, events = (tmp_path / "last.pt").read_bytes(), (tmp_path / "events.jsonl").read_text(encoding="utf-8")
     gen.close()
     (tmp_path / "last.pt").write_bytes(last)
     (tmp_path / "events.jsonl").write_text(events + '{"kind": "step", "itera')
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 3
     _run(cfg, cases, tmp_path, resume=tmp_path / "last.pt")
-    lines = [json.loads(ln) for ln in (tmp_path / "events.jsonl").read_text().splitlines()]
+    lines = [json.loads(ln) for ln in (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     steps = [e["iteration"] for e in lines if e["kind"] == "step"]
     assert steps == list(range(1, 9)), steps
     assert [e["iteration"] for e in lines if e["kind"] == "start"] == [0, 3]
@@ -330,8 +330,8 @@ def test_evaluate_json_never_follows_a_planted_temp_link(tmp_path, capsys):
         assert main(args) == 0
     finally:
         os.umask(old)
-    assert victim.read_text() == "keep me"
-    assert json.loads(report.read_text())["cases"] and not report.is_symlink()
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    assert json.loads(report.read_text(encoding="utf-8"))["cases"] and not report.is_symlink()
     assert stat.S_IMODE(report.stat().st_mode) == 0o644
     left = sorted(p.name for p in report.parent.iterdir() if not p.is_symlink())
     assert left == ["r.json"], left
@@ -382,7 +382,7 @@ def test_write_image_never_writes_through_a_planted_temp_link(tmp_path, monkeypa
         out = write_image(tmp_path / "out.npy", np.arange(16, dtype=np.uint8).reshape(4, 4))
     finally:
         os.umask(old)
-    assert victim.read_text() == "precious"
+    assert victim.read_text(encoding="utf-8") == "precious"
     assert np.array_equal(read_image(out).array, np.arange(16).reshape(4, 4))
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.planted.tmp.npy", "out.npy", "victim.txt"]
@@ -398,7 +398,7 @@ def test_event_log_is_strict_json(tmp_path):
     log = EventLog(tmp_path / "events.jsonl", tmp_path / "last.pt")
     log.write({"kind": "start", "eta_s": math.nan, "dice": [0.5, math.inf]})
     log.close()
-    line = (tmp_path / "events.jsonl").read_text().strip()
+    line = (tmp_path / "events.jsonl").read_text(encoding="utf-8").strip()
     assert "NaN" not in line and "Infinity" not in line
     assert json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
         "kind": "start", "eta_s": None, "dice": [0.5, None]}

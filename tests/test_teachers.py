@@ -318,7 +318,7 @@ def test_malicious_pickle_runs_nothing_and_is_refused(tmp_path):
     marker = tmp_path / "marker.txt"
     payload = pickle.dumps(Payload(marker))
     pickle.loads(payload)  # control: the payload is live ...
-    assert marker.read_text() == MARKER
+    assert marker.read_text(encoding="utf-8") == MARKER
     marker.unlink()
 
     raw = tmp_path / "evil.pt"  # ... a plain pickle named like a checkpoint
@@ -352,7 +352,7 @@ def test_malicious_nnunet_checkpoint_needs_trust(nnunet_env, tmp_path):
     assert "numpy" not in str(err.value)  # nnU-Net's NumPy metrics are allowed, only the payload is named
     assert not marker.exists()
     load_teacher(folder, trust=True)  # the explicit 'I trust this file' option unpickles (and runs) it
-    assert marker.read_text() == MARKER
+    assert marker.read_text(encoding="utf-8") == MARKER
 
 
 # ------------------------------------------------------------------------------------------ TorchScript
@@ -504,7 +504,7 @@ def test_evaluate_accepts_any_teacher_format(hippo_cases, tmp_path, capsys):
                "--json", str(tmp_path / "eval.json")])
     out = capsys.readouterr().out
     assert rc == 0 and "teacher (teacher.onnx)" in out and "compression:" in out
-    report = json.loads((tmp_path / "eval.json").read_text())
+    report = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
     assert report["teacher"]["parameters"] == sum(p.numel() for p in net.parameters())
     assert len(report["teacher"]["dice_mean"]) == 2 and report["cases"] == [c.name for c in hippo_cases[:2]]
 

@@ -120,7 +120,7 @@ def round_info(run_dir: str | Path) -> dict[str, Any] | None:
     p = Path(run_dir)
     p = p.parent if p.suffix == ".pt" else p
     try:
-        info = json.loads((p / ROUND_FILE).read_text())
+        info = json.loads((p / ROUND_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None

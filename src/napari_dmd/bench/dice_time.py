@@ -20,7 +20,7 @@ def time_to_dice(events: str | Path, threshold: float = 0.80) -> dict[str, Any]:
     """
     path = Path(events)
     try:
-        evs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        evs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not a JSON-lines event log ({e})") from e
     starts = [e for e in evs if e.get("kind") == "start"]

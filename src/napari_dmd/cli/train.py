@@ -101,7 +101,7 @@ def _cmd_round(args: argparse.Namespace) -> int:
         teacher = _teacher(args)
         d = start_round(args.resume, train, corr, teacher=teacher, iterations=flags.pop("iterations", 300),
                         out=out, val_cases=val, sources=[str(f or c.name) for f, c in zip(files, train)], **flags)
-        info = json.loads((d.output_dir / "round.json").read_text())
+        info = json.loads((d.output_dir / "round.json").read_text(encoding="utf-8"))
         print(f"run folder: {d.output_dir}")
         print(f"round {info['round']} from {args.resume}: {info['painted_voxels']:,} voxels painted in "
               f"{len(info['cases'])} case(s), {d.total} iterations at lr {d.config.lr:g}")

@@ -28,7 +28,7 @@ def package_weights(path: str | Path, *, prefer: str = "onnx", into: str | Path 
         rdf = next((path / n for n in ("rdf.yaml", "bioimageio.yaml") if (path / n).is_file()), None)
         if rdf is None:
             raise TeacherError(f"{path}: no rdf.yaml or bioimageio.yaml; not a bioimage.io package")
-        weights = (yaml.safe_load(rdf.read_text()) or {}).get("weights") or {}
+        weights = (yaml.safe_load(rdf.read_text(encoding="utf-8")) or {}).get("weights") or {}
         for k in kinds:
             if k in weights:
                 return path / str(weights[k]["source"])

@@ -175,7 +175,7 @@ def teacher_from_args(args: argparse.Namespace) -> Any:
     network_args = None
     raw = getattr(args, "monai_args", None)
     if raw:
-        text = Path(raw).read_text() if raw.endswith(".json") and Path(raw).is_file() else raw
+        text = Path(raw).read_text(encoding="utf-8") if raw.endswith(".json") and Path(raw).is_file() else raw
         try:
             network_args = json.loads(text)
         except ValueError as e:

@@ -217,7 +217,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise TeacherError(f"{path}: {path.stat().st_size / 2**20:.0f} MB; a bundle config over "
                                f"{MAX_CONFIG_BYTES // 2**20} MB is not read")
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             data = json.loads(text)
         else:

@@ -69,7 +69,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise TeacherError(f"{path}: missing; an nnU-Net v2 model folder holds plans.json, dataset.json and "
                            "fold_k/checkpoint_final.pth")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise TeacherError(f"{path}: not readable JSON ({e})") from e
     if not isinstance(data, dict):
