@@ -22,7 +22,7 @@ def test_a_checkpoint_from_before_target_balance_resumes_with_the_old_behaviour(
         ckpt["config"].pop(key)
     save_checkpoint(d.last_path, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
     cfg = TrainConfig(iterations=4, **TINY)
-    assert cfg.target_balance is True  # today's default
+    assert cfg.target_balance is None  # today: the method's default
     resumed = Distiller(cfg, cases, output_dir=tmp_path, resume=d.last_path)
-    assert resumed.config.target_balance is False and resumed.config.target_temperature is None
+    assert resumed.config.target_balance is False and resumed.config.target_temperature == cfg.temperature
     assert resumed.run_to_end()["iteration"] == 4

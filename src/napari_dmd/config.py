@@ -83,8 +83,8 @@ class TrainConfig:
     grad_clip: float = 12.0
     # distillation (docs/method.md)
     temperature: float = 4.0
-    target_balance: bool = True  # KD and the TCKD of DKD/DMD averaged per class, not per pixel (docs/method.md)
-    target_temperature: float | None = None  # KD and the TCKD of DKD/DMD at this T; None: temperature
+    target_balance: bool | None = None  # KD, TCKD of DKD/DMD per class, not per pixel; None: the method's default
+    target_temperature: float | None = None  # KD, TCKD of DKD/DMD at this T; None: the method's default
     alpha: float = 1.0  # DKD target weight
     beta: float = 2.0  # DKD non-target weight (8 is the classification default, too strong here)
     kd_weight: float = 1.0
@@ -245,10 +245,10 @@ HELP: dict[str, str] = {
     "grad_clip": "gradient-norm clip (0 = off)",
     "temperature": "distillation temperature T",
     "target_balance": "average KD and the TCKD of DKD/DMD per class (each class present in the batch weighs the "
-                      "same) instead of per pixel: background pixels no longer push small classes out of short "
-                      "runs (docs/method.md); --no-target-balance: the published methods' pixel mean",
-    "target_temperature": "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: "
-                          "temperature); 1 alone kept fewer small classes than target_balance (docs/method.md)",
+                      "same) instead of per pixel (default: on for KD and DKD, off for DMD, whose TCKD runs at "
+                      "T=1 instead: docs/method.md); --no-target-balance: the published methods' pixel mean",
+    "target_temperature": "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: 1 for "
+                          "DMD, the temperature for KD and DKD; docs/method.md)",
     "alpha": "DKD weight of the target part (TCKD)",
     "beta": "DKD weight of the non-target part (NCKD)",
     "kd_weight": "KD weight",

@@ -178,7 +178,13 @@ def _saved_settings(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 # settings added after runs were already written, with the value every run written before them used
-LEGACY_SETTINGS: dict[str, Any] = {"target_balance": False, "target_temperature": None}
+LEGACY_SETTINGS: dict[str, Any] = {"target_balance": False, "target_temperature": "temperature"}
+
+
+def _legacy(key: str, saved: dict[str, Any]) -> Any:
+    """What a run written before setting ``key`` existed used for it (None for other keys)."""
+    value = LEGACY_SETTINGS.get(key)
+    return saved.get("temperature") if value == "temperature" else value
 
 
 def apply_legacy_settings(cfg: Any, ckpt: dict[str, Any]) -> list[str]:
@@ -187,7 +193,8 @@ def apply_legacy_settings(cfg: Any, ckpt: dict[str, Any]) -> list[str]:
     saved = _saved_settings(ckpt)
     names = [k for k in LEGACY_SETTINGS if k not in saved]
     for key in names:
-        setattr(cfg, key, LEGACY_SETTINGS[key])
+        value = LEGACY_SETTINGS[key]
+        setattr(cfg, key, getattr(cfg, value) if value == "temperature" else value)
     return names
 
 
@@ -213,7 +220,7 @@ def resume_changes(ckpt: dict[str, Any], record: dict[str, Any], teacher_source:
     saved, now = _saved_settings(ckpt), record["settings"]
     changes = []
     for key in sorted(set(saved) | set(now)):
-        old, new = saved.get(key, LEGACY_SETTINGS.get(key)), now.get(key)
+        old, new = saved.get(key, _legacy(key, saved)), now.get(key)
         if old is None and key in _RESOLVED and "run" not in ckpt:
             continue  # an older checkpoint does not say what the run chose
         if old != new:

@@ -38,7 +38,7 @@ from ..teachers.base import Teacher
 from . import collapse, state, validation
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .events import Event
-from .methods import TABLE, distill_loss, get_method
+from .methods import TABLE, distill_loss, get_method, target_settings
 from .resolve import auto_patch_size, autocast, choose_precision, lr_factor, resolve_num_workers
 from .validation import IGNORE
 
@@ -393,11 +393,12 @@ class Distiller:
             logits, scales = self.train_net(x)
         warm = cfg.distill_warmup * self.total
         distill_scale = 1.0 if warm <= 0 else min(1.0, (self.iteration + 1) / warm)
+        balance, target_T = target_settings(cfg.method, cfg.target_balance, cfg.target_temperature)
         loss, parts = distill_loss(
             cfg.method, logits, scales, teacher_logits, y, T=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
             lambda_logit=cfg.lambda_logit, lambda_feat=cfg.lambda_feat, kd_weight=cfg.kd_weight,
             ds_weight=cfg.ds_weight, head_supervision=cfg.head_supervision, weights=cfg.scale_weights,
-            ignore_index=IGNORE, target_T=cfg.target_temperature, target_balance=cfg.target_balance,
+            ignore_index=IGNORE, target_T=target_T, target_balance=balance,
             pixel_weight=pixel_weight, distill_scale=distill_scale, resample=cfg.scale_resample)
         bad = torch.tensor([float(not torch.isfinite(loss).item())], device=self.device)
         if all_reduce_sum(bad, self.dist).item() > 0:

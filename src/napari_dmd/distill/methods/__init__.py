@@ -43,6 +43,17 @@ def menu_methods() -> tuple[Method, ...]:
     return tuple(sorted(offered, key=lambda m: m.menu_rank))
 
 
+# the target-class terms' defaults per method (balance per class, temperature; None: T), measured in
+# docs/method.md: class balance keeps KD's small classes; DMD keeps them with TCKD at T=1 and scores higher so
+TARGET_DEFAULTS: dict[str, tuple[bool, float | None]] = {"dmd": (False, 1.0)}
+
+
+def target_settings(method: str, balance: bool | None, target_T: float | None) -> tuple[bool, float | None]:
+    """(balance, target temperature) of ``method``: the given values, else the method's defaults."""
+    default = TARGET_DEFAULTS.get(method, (True, None))
+    return (default[0] if balance is None else bool(balance)), (default[1] if target_T is None else target_T)
+
+
 def distill_loss(
     method: str,
     student: Tensor,
