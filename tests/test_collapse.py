@@ -201,13 +201,12 @@ def test_the_defaults_balance_the_target_terms_and_the_engine_uses_them(tmp_path
     monkeypatch.setattr(engine_mod, "distill_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     d = _run(tmp_path, iterations=1, val_interval=100)
     d.run_to_end()
-    method = d.config.method
-    expected = (False, 1.0) if method == "dmd" else (True, None)  # DMD: TCKD at T=1; KD/DKD: class-balanced
+    expected = (True, None)  # every method: class-balanced at T
     assert (seen[0]["target_balance"], seen[0]["target_T"], seen[0]["T"]) == (*expected, 4.0)
 
 
 @pytest.mark.parametrize(("method", "given", "expected"), [
-    ("dmd", (None, None), (False, 1.0)), ("kd", (None, None), (True, None)), ("dkd", (None, None), (True, None)),
+    ("dmd", (None, None), (True, None)), ("kd", (None, None), (True, None)), ("dkd", (None, None), (True, None)),
     ("dmd", (True, 4.0), (True, 4.0)), ("kd", (False, 1.0), (False, 1.0))])
 def test_target_settings_per_method_and_explicit_values_win(method, given, expected):
     from napari_dmd.distill.methods import target_settings

@@ -245,10 +245,10 @@ HELP: dict[str, str] = {
     "grad_clip": "gradient-norm clip (0 = off)",
     "temperature": "distillation temperature T",
     "target_balance": "average KD and the TCKD of DKD/DMD per class (each class present in the batch weighs the "
-                      "same) instead of per pixel (default: on for KD and DKD, off for DMD, whose TCKD runs at "
-                      "T=1 instead: docs/method.md); --no-target-balance: the published methods' pixel mean",
-    "target_temperature": "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: 1 for "
-                          "DMD, the temperature for KD and DKD; docs/method.md)",
+                      "same) instead of per pixel (default: on; docs/method.md); --no-target-balance: the "
+                      "published methods' pixel mean",
+    "target_temperature": "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: the "
+                          "temperature; docs/method.md)",
     "alpha": "DKD weight of the target part (TCKD)",
     "beta": "DKD weight of the non-target part (NCKD)",
     "kd_weight": "KD weight",
