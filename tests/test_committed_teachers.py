@@ -33,10 +33,12 @@ def test_hippocampus_3d_teacher_segments_its_validation_cases(hippocampus_dir):
     assert np.isfinite(ckpt["best_dice"]) and ckpt["best_dice"] >= 0.88
 
 
-def test_chaos_teacher_segments_the_ablation_validation_patients():
+def _ablation_check(folder: str, dataset: str, data: str | None, dims_classes: tuple[int, int], floor: float):
+    """Load the committed teacher ``folder`` and segment the ablation's validation cases of ``dataset`` above
+    ``floor`` mean Dice; skipped when the teacher or the real data (folder ``data`` under DATA) is missing."""
     import sys
 
-    path = TEACHERS / "chaos" / "teacher.pt"
+    path = TEACHERS / folder / "teacher.pt"
     if not path.is_file():
         pytest.skip(f"{path} is not committed yet")
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -44,48 +46,24 @@ def test_chaos_teacher_segments_the_ablation_validation_patients():
         from ablation_specs import DATA, load_dataset
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    if not (DATA / "chaos_mr_t2").is_dir():
-        pytest.skip("CHAOS data not found")
+    if data is not None and not (DATA / data).is_dir():
+        pytest.skip(f"{data} data not found")
     teacher = load_teacher(path)
-    assert (teacher.spatial_dims, teacher.num_classes) == (2, 5)
-    assert teacher.class_names == ["background", "liver", "right kidney", "left kidney", "spleen"]
-    _, val, _ = load_dataset("chaos")
+    assert (teacher.spatial_dims, teacher.num_classes) == dims_classes
+    _, val, _ = load_dataset(dataset)
     ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), val, hd95=False)
-    assert ev["mean_dice"] > 0.80, ev["per_case"]
+    assert ev["mean_dice"] > floor, ev["per_case"]
+    return teacher
+
+
+def test_chaos_teacher_segments_the_ablation_validation_patients():
+    teacher = _ablation_check("chaos", "chaos", "chaos_mr_t2", (2, 5), 0.80)
+    assert teacher.class_names == ["background", "liver", "right kidney", "left kidney", "spleen"]
 
 
 def test_phantom_3d_teacher_segments_its_validation_volumes():
-    from napari_dmd.phantom import make_phantom_dataset
-
-    path = TEACHERS / "phantom3d" / "teacher.pt"
-    if not path.is_file():
-        pytest.skip(f"{path} is not committed yet")
-    teacher = load_teacher(path)
-    assert (teacher.spatial_dims, teacher.num_classes) == (3, 6)
-    val = make_phantom_dataset(16, (24, 64, 64), seed=7)[:4]  # the ablation's validation volumes
-    from napari_dmd.data.cases import Case
-
-    cases = [Case(image=i, label=lab, spacing=(1.0, 1.0, 1.0), affine=np.eye(4), name=f"p{k}")
-             for k, (i, lab) in enumerate(val)]
-    ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), cases, hd95=False)
-    assert ev["mean_dice"] > 0.85, ev["per_case"]
+    _ablation_check("phantom3d", "phantom3d", None, (3, 6), 0.85)  # the ablation's 4 validation volumes
 
 
 def test_hc18_teacher_segments_the_ablation_validation_images():
-    import sys
-
-    path = TEACHERS / "hc18" / "teacher.pt"
-    if not path.is_file():
-        pytest.skip(f"{path} is not committed yet")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from ablation_specs import DATA, load_dataset
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    if not (DATA / "hc18_fetal_head").is_dir():
-        pytest.skip("HC18 data not found")
-    teacher = load_teacher(path)
-    assert (teacher.spatial_dims, teacher.num_classes) == (2, 2)
-    _, val, _ = load_dataset("hc18")
-    ev = evaluate_cases(teacher_segmenter(teacher, device="cpu"), val, hd95=False)
-    assert ev["mean_dice"] > 0.95, ev["per_case"]
+    _ablation_check("hc18", "hc18", "hc18_fetal_head", (2, 2), 0.95)
