@@ -164,11 +164,12 @@ class Distiller:
         self._sampler_states: list[dict] = []
         self.amp_dtype, self._precision_note = choose_precision(cfg, self.device, spatial_dims, cpu_bf16_supported)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if resume is not None:  # settings added since the run began: it goes on as it was trained
-            runs.apply_legacy_settings(cfg, state.load_checkpoint(resume))
+        resumed = state.load_checkpoint(resume) if resume is not None else None
+        if resumed is not None:  # settings added since the run began: it goes on as it was trained
+            runs.apply_legacy_settings(cfg, resumed)
         self.run_record = runs.run_record(self)
         if resume is not None:
-            state.load_state(self, resume)
+            state.load_state(self, resume, resumed)
         self._log_file: runs.EventLog | None = None
         self._tb = None
 

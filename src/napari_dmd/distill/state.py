@@ -88,10 +88,11 @@ def saved_best(path: Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def load_state(d: Any, path: str | Path) -> None:
-    """Restore the run ``d`` (a Distiller) from ``path`` (its ``last.pt``): weights, optimizer, samplers, RNG,
-    iteration, history and best score; refused with the reason for another model, folder, settings or data."""
-    ckpt = load_checkpoint(path)
+def load_state(d: Any, path: str | Path, ckpt: dict[str, Any] | None = None) -> None:
+    """Restore the run ``d`` (a Distiller) from ``path`` (its ``last.pt``; ``ckpt``: that file already loaded):
+    weights, optimizer, samplers, RNG, iteration, history and best score; refused with the reason for another
+    model, folder, settings or data."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     saved = ckpt["model"]
     if saved.get("channels") != list(d.model.channels) or saved.get("num_classes") != d.num_classes or \
             saved.get("spatial_dims") != d.spatial_dims:
