@@ -67,6 +67,7 @@ from ablation_specs import (
     dataset,
     load_dataset,
     plan,
+    save_cache,
 )
 
 __all__ = [  # the names this script has always offered to an importer (tests, notebooks)
@@ -76,6 +77,25 @@ __all__ = [  # the names this script has always offered to an importer (tests, n
     "load_dataset", "main",
     "measure_latency", "plan", "report", "run_all", "run_job", "teacher_path",
 ]
+
+
+def _set_env(args: argparse.Namespace) -> None:
+    """Pass the preset, weight and cache choices to this process and the job processes (spawned: they read the
+    environment at import)."""
+    import ablation_jobs
+    import ablation_specs
+
+    for flag, var, attr in (("student", "STUDENT", "STUDENT"), ("tiny_student", "TINY_STUDENT", "TINY_STUDENT"),
+                            ("cache", "CACHE", "CACHE")):
+        value = getattr(args, flag)
+        if value:
+            os.environ[f"NAPARI_DMD_ABLATION_{var}"] = value
+            for mod in (ablation_specs, ablation_jobs):
+                if hasattr(mod, attr):
+                    setattr(mod, attr, value)
+    if args.keep_weights:
+        os.environ["NAPARI_DMD_ABLATION_KEEP_WEIGHTS"] = "1"
+        ablation_specs.KEEP_WEIGHTS = ablation_jobs.KEEP_WEIGHTS = True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,8 +117,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="which parts to run (default: all but pool; the weights in WEIGHTS (ablation_specs.py) were "
                          "chosen after "
                          "running 'tune'; pool: MFD/DMD with scale_resample=pool as extra full-table rows)")
+    ap.add_argument("--student", help="student preset of the full and low-label settings (default: student)")
+    ap.add_argument("--tiny-student", help="student preset of the tiny setting (default: student-tiny)")
+    ap.add_argument("--keep-weights", action="store_true", help="keep every student's last.pt in OUT/runs/<job>")
+    ap.add_argument("--cache", help="folder of <dataset>.pkl.xz read instead of the raw data (see --write-cache)")
+    ap.add_argument("--write-cache", action="store_true", help="with --cache: write the datasets there and stop")
     args = ap.parse_args(argv)
+    _set_env(args)
     out = Path(args.out)
+    if args.write_cache:
+        for ds in args.datasets:
+            print(save_cache(ds, Path(args.cache)))
+        return
     apply_scale(args.scale)
     if args.latency:
         measure_latency(out, args.datasets)

@@ -16,7 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ablation_specs import CPU_BF16, SETTINGS, SPECS, Job, Spec, apply_scale, committed_teacher, dataset, plan
+from ablation_specs import (
+    CPU_BF16,
+    KEEP_WEIGHTS,
+    SETTINGS,
+    SPECS,
+    STUDENT,
+    TINY_STUDENT,
+    Job,
+    Spec,
+    apply_scale,
+    committed_teacher,
+    dataset,
+    plan,
+)
 
 
 def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
@@ -30,7 +43,7 @@ def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
                        patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
                        val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1,
-                       cpu_bf16=CPU_BF16, scale_resample=resample,
+                       cpu_bf16=CPU_BF16, amp=CPU_BF16, scale_resample=resample,
                        **{**spec.extra, **job.weights})
 
 
@@ -102,7 +115,7 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
             if job.method == "alone":
                 cases = [c for c in cases if c.has_label]
         use_teacher = job.method != "alone" and not (job.method in ("none", "ds") and job.setting in ("full", "tiny"))
-        model = "student-tiny" if job.setting == "tiny" else "student"
+        model = TINY_STUDENT if job.setting == "tiny" else STUDENT
         cfg = _config(spec, job, model, spec.student_iters)
         if run_dir.exists():
             import shutil
@@ -119,7 +132,7 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
                labelled=sum(c.has_label for c in d.train_cases))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(res, indent=1))
-    if job.setting != "teacher":
+    if job.setting != "teacher" and not KEEP_WEIGHTS:
         for p in (run_dir / "last.pt", run_dir / "best.pt"):
             p.unlink(missing_ok=True)  # keep the logs, drop the weights (disk)
     return res
@@ -194,8 +207,8 @@ def measure_latency(out: Path, datasets: list[str], repeats: int = 3) -> dict[st
             continue
         torch.manual_seed(0)
         models = {"teacher": model_from_checkpoint(load_checkpoint(t), t),
-                  "student": build_model("student", spec.dims, c),
-                  "student-tiny": build_model("student-tiny", spec.dims, c)}
+                  "student": build_model(STUDENT, spec.dims, c),
+                  "student-tiny": build_model(TINY_STUDENT, spec.dims, c)}
         segs = {k: Segmenter(m.eval(), c, spec.dims, list(spec.patch), batch_size=spec.batch)
                 for k, m in models.items()}
         times: dict[str, list[float]] = defaultdict(list)

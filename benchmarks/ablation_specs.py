@@ -28,6 +28,12 @@ SETTINGS = ("tune", "full", "lowlabel", "tiny")
 EXTRA_SETTINGS = ("pool",)  # not in the default run: MFD/DMD with scale_resample=pool (hippocampus, CHAOS)
 POOL_METHODS = ("mfd-pool", "dmd-pool")
 CPU_BF16 = os.environ.get("NAPARI_DMD_ABLATION_FP32") != "1"  # bfloat16 autocast where the CPU has it natively
+# (and mixed precision on CUDA); NAPARI_DMD_ABLATION_FP32=1: float32 everywhere, the reference
+# the student presets of the full/low-label settings and of the tiny setting (--student, --tiny-student)
+STUDENT = os.environ.get("NAPARI_DMD_ABLATION_STUDENT", "student")
+TINY_STUDENT = os.environ.get("NAPARI_DMD_ABLATION_TINY_STUDENT", "student-tiny")
+KEEP_WEIGHTS = os.environ.get("NAPARI_DMD_ABLATION_KEEP_WEIGHTS") == "1"  # keep each student's last.pt
+CACHE = os.environ.get("NAPARI_DMD_ABLATION_CACHE")  # folder of <dataset>.pkl.xz: datasets loaded once, carried
 TUNE_DATASET = "hippocampus"  # the weight grid runs here: low-label setting, seed 0, validation split
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "kd": ("kd_weight", (0.25, 1.0, 4.0)),
@@ -142,8 +148,28 @@ _CACHE: dict[str, tuple[list, list, int]] = {}
 def dataset(name: str) -> tuple[list, list, int]:
     """:func:`load_dataset`, loaded once per process."""
     if name not in _CACHE:
-        _CACHE[name] = load_dataset(name)
+        cached = Path(CACHE) / f"{name}.pkl.xz" if CACHE else None
+        if cached is not None and cached.exists():
+            import lzma
+            import pickle
+
+            with lzma.open(cached, "rb") as f:
+                _CACHE[name] = pickle.load(f)  # noqa: S301 - our own file, written by save_cache
+        else:
+            _CACHE[name] = load_dataset(name)
     return _CACHE[name]
+
+
+def save_cache(name: str, folder: Path) -> Path:
+    """Write the loaded dataset to ``folder/<name>.pkl.xz`` (for a machine without the raw data)."""
+    import lzma
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pkl.xz"
+    with lzma.open(path, "wb", preset=6) as f:
+        pickle.dump(load_dataset(name), f)
+    return path
 
 @dataclass
 class Job:

@@ -1,10 +1,12 @@
 """Which inference path pays: per-volume sliding-window latency of one model under each path, interleaved.
 
 Paths: ``eager`` (batch norm unfolded), ``folded`` (fold_batchnorm, what Segmenter runs), ``channels-last``,
-window batch sizes, ``compile`` (torch.compile of the folded model) and ``onnxruntime`` (the folded model exported
-to ONNX, one session). Example::
+window batch sizes, ``amp`` (bfloat16 autocast, CUDA), ``compile`` (torch.compile of the folded model) and
+``onnxruntime`` (the folded model exported to ONNX, one session; CPU only). Examples::
 
     python benchmarks/fast_inference_paths.py --preset student --threads 1
+    python benchmarks/fast_inference_paths.py --preset teacher --device cuda \\
+        --paths eager,folded,channels-last,amp,batch16,compile
 """
 
 from __future__ import annotations
@@ -49,36 +51,40 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--setups", default="3d,2d")
     p.add_argument("--paths", default="eager,folded,channels-last,batch1,batch16,compile,onnxruntime")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     a = p.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     for setup in a.setups.split(","):
         dims, shape, patch = SETUPS[setup]
         image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         torch.manual_seed(0)
-        net = build_model(a.preset, dims, 3).eval()
+        net = build_model(a.preset, dims, 3).eval().to(dev)
         folded = fold_batchnorm(net)
         fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
         runs = {"eager": (net, 4), "folded": (folded, 4), "batch1": (folded, 1), "batch16": (folded, 16),
-                "channels-last": (_channels_last(folded, fmt), 4)}
+                "channels-last": (_channels_last(folded, fmt), 4), "amp": (folded, 4)}
         chosen = a.paths.split(",")
         if "compile" in chosen:
             runs["compile"] = (torch.compile(fold_batchnorm(net), dynamic=False), 4)
-        if "onnxruntime" in chosen:
+        if "onnxruntime" in chosen and dev.type == "cpu":
             runs["onnxruntime"] = (_onnx(folded, patch, a.threads), 4)
         names = [n for n in chosen if n in runs]
-        ref = sliding_window_predict(net, image, patch).argmax(0)
+        ref = sliding_window_predict(net, image, patch, device=dev).argmax(0)
         times: dict[str, list[float]] = {n: [] for n in names}
         for r in range(a.repeats + 1):
             for n in names if r % 2 else reversed(names):
                 fn, bs = runs[n]
                 t0 = time.perf_counter()
-                out = sliding_window_predict(fn, image, patch, batch_size=bs)
+                out = sliding_window_predict(fn, image, patch, batch_size=bs, device=dev, amp=n == "amp")
                 if r:
                     times[n].append(time.perf_counter() - t0)
                 else:
-                    print(f"  {setup} {n}: labels equal to eager: {bool((out.argmax(0) == ref).all())}", flush=True)
+                    same = float((out.argmax(0) == ref).mean())
+                    print(f"  {setup} {n}: labels equal to eager: {same:.5f} of voxels", flush=True)
         base = statistics.median(times[names[0]])
-        print(f"\n{a.preset} {setup}: volume {shape}, patch {patch}, {a.threads} thread(s), median of {a.repeats}")
+        print(f"\n{a.preset} {setup}: volume {shape}, patch {patch}, {a.threads} thread(s), {dev}, "
+              f"median of {a.repeats}")
         for n in names:
             med = statistics.median(times[n])
             print(f"{n:14s} {1000 * med:9.1f} ms  {base / med:5.2f}x vs {names[0]}", flush=True)
