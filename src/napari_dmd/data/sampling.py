@@ -41,6 +41,27 @@ def split_cases(
     return train, val
 
 
+def crop_pad(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    src: tuple[slice, ...],
+    dst: tuple[slice, ...],
+    patch_size: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Patch of ``image`` (float32) and ``label`` (int64): ``src`` region copied into ``dst`` of a zero patch.
+
+    NumPy, not MONAI's ``SpatialCrop`` + ``SpatialPad``: the same result, 4-70x faster per patch
+    (``benchmarks/bench_data_pipeline.py``). Zero padding: image 0 (the mean after z-score), label 0.
+    """
+    patch_img = np.zeros(patch_size, dtype=np.float32)
+    patch_img[dst] = image[src]
+    if label is None:
+        return patch_img, None
+    patch_lab = np.zeros(patch_size, dtype=np.int64)
+    patch_lab[dst] = label[src]
+    return patch_img, patch_lab
+
+
 class PatchSampler:
     """Draws random training batches of fixed-size patches from a list of cases.
 
@@ -236,14 +257,7 @@ class PatchSampler:
                 before = (p - size) // 2
                 src.append(slice(0, size))
                 dst.append(slice(before, before + size))
-        src_t, dst_t = tuple(src), tuple(dst)
-        patch_img = np.zeros(self.patch_size, dtype=np.float32)
-        patch_img[dst_t] = img[src_t]
-        if lab is not None:
-            patch_lab = np.zeros(self.patch_size, dtype=np.int64)
-            patch_lab[dst_t] = lab[src_t]
-        else:
-            patch_lab = None
+        patch_img, patch_lab = crop_pad(img, lab, tuple(src), tuple(dst), self.patch_size)
         if self.augment:
             patch_img, patch_lab = augment_patch(patch_img, patch_lab, rng, flip=self.flips, rot90=self.flips)
         has_label = patch_lab is not None
