@@ -2,7 +2,8 @@
 
 Arrays hold spatial axes only: ``(z, y, x)`` or ``(y, x)`` (see ``docs/architecture.md``).
 NumPy rather than MONAI's transforms: measured 5-21x faster per patch than the equivalent MONAI chain, and
-``normalize`` as fast or faster with outliers left out of the statistics (``benchmarks/bench_data_pipeline.py``;
+``normalize`` (once per case) faster on small volumes, tied on large ones, with outliers left out of the
+statistics, which ``NormalizeIntensity`` cannot do (``benchmarks/bench_data_pipeline.py``;
 ``docs/architecture.md``, "Own code vs the field's libraries (measured)").
 """
 
