@@ -1,10 +1,16 @@
-"""TrainConfig: every hyperparameter of teacher training and distillation, saved with each checkpoint."""
+"""TrainConfig: every hyperparameter of teacher training and distillation, saved with each checkpoint.
+
+Each setting is declared once: its default, its help text (the CLI flags and ``HELP`` read it) and its allowed
+values (bounds and choices). ``validate()`` checks types and bounds with pydantic in strict mode (imported there,
+so ``napari-dmd --help`` does not pay for it), then the checks that relate two settings.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,9 @@ class ConfigError(ValueError):
 MAX_CONFIG_BYTES = 1_000_000  # a config holds a few dozen settings (a few kB)
 TEMPERATURE_RANGE = (0.1, 100.0)
 _PYTHON_TAG = "tag:yaml.org,2002:python/"
+_BOUNDS = ("ge", "gt", "le", "lt")  # pydantic's names; on a list setting they bound each entry
+_BOUND_ERRORS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
+_TYPE_WORDS = {int: "integer", float: "number", str: "string", bool: "true/false", type(None): "null"}
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -49,10 +58,21 @@ def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 _ConfigLoader.add_constructor(None, _refuse_tag)
 
 
-def _float_fields() -> list[str]:
-    """TrainConfig fields that hold a float (alone, optional or in a list)."""
-    hints = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    return [name for name, hint in hints.items() if "float" in hint]
+def _setting(default: Any, text: str, *, factory: Any = None, **rules: Any) -> Any:
+    """A TrainConfig field with its help ``text`` and allowed values in one place.
+
+    ``rules``: ``ge``/``gt``/``le``/``lt`` (bounds, checked by pydantic), ``choices`` (the allowed words),
+    ``says`` (the error's words after the setting's name; default from the bounds) and ``type_words`` (what a value
+    of the wrong type is told to be; default from the type hint).
+    """
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text, **rules})
+    return field(default=default, metadata={"help": text, **rules})
+
+
+_T_LO, _T_HI = TEMPERATURE_RANGE
+_FRACTION = "must be in [0, 1] (a fraction of the iterations)"
+_WORKERS = "-1 (auto), 0 (sample in the training process) or a number of worker processes"
 
 
 @dataclass
@@ -60,123 +80,100 @@ class TrainConfig:
     """Settings for one run. Defaults follow docs/method.md and our validation runs (docs/architecture.md)."""
 
     # what to train
-    method: str = "dmd"  # none | ds | kd | dkd | mfd | dmd ("none" also trains teachers)
-    model: str = "student"  # preset name (teacher | student | student-tiny) or comma-separated channels
-    norm: str = "auto"  # auto: the preset's own (batch for the fast students, else instance)
-    spatial_dims: int | None = None  # None: from the data
-    num_classes: int | None = None  # None: from the labels / teacher
-    class_names: list[str] | None = None
+    method: str = _setting("dmd", f"{' | '.join(METHODS)} (none also trains teachers)", choices=METHODS)
+    model: str = _setting("student", "model preset (teacher, student, student-tiny) or channels per level, e.g. "
+                                     "8,16,32,64")
+    norm: str = _setting("auto", "normalization layers: auto (the preset's own) | instance | batch | group | none")
+    spatial_dims: int | None = _setting(None, "2 or 3; default from the teacher or the data (2 on 3D data = "
+                                              "slice-wise model)", ge=2, le=3, says="must be 2 or 3")
+    num_classes: int | None = _setting(None, "number of classes including background; default from the labels / "
+                                             "teacher", ge=2, says="must be at least 2 (background + one class)")
+    class_names: list[str] | None = _setting(None, "name of each class, background first; default from the "
+                                                   "teacher, the layers' metadata or dataset.json")
     # data
-    patch_size: list[int] | None = None  # None: chosen from the median case shape
-    batch_size: int = 2
-    normalization: str = "zscore"
-    fg_fraction: float = 0.33
-    augment: bool = True
-    flips: bool = True  # part of augment: random flips on every axis and in-plane rot90
-    val_fraction: float = 0.2
-    max_val_cases: int = 16
+    patch_size: list[int] | None = _setting(None, "training patch, one value per axis (z y x); default: median "
+                                                  "case shape, capped", ge=4, says="entries must be >= 4")
+    batch_size: int = _setting(2, "patches per step (per rank under torchrun)", ge=1)
+    normalization: str = _setting("zscore", "intensity normalization: zscore | zscore-fg | ct | none")
+    fg_fraction: float = _setting(0.33, "fraction of patches centred on a foreground voxel", ge=0, le=1)
+    augment: bool = _setting(True, "random intensity changes, plus flips and rot90 unless --no-flips")
+    flips: bool = _setting(True, "with augment: flip every axis and rotate in-plane by 90 degrees; turn off "
+                                 "(--no-flips) when classes are left/right, e.g. kidneys")
+    val_fraction: float = _setting(0.2, "fraction of labelled cases held back for validation (seeded split)",
+                                   ge=0, lt=1)
+    max_val_cases: int = _setting(16, "at most this many validation cases")
     # optimisation
-    iterations: int = 1000
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    lr_warmup: float = 0.02  # fraction of iterations with a linear LR ramp
-    grad_clip: float = 12.0
+    iterations: int = _setting(1000, "training steps", ge=1)
+    lr: float = _setting(2e-3, "peak learning rate (AdamW)", gt=0)
+    weight_decay: float = _setting(1e-4, "AdamW weight decay", ge=0)
+    lr_warmup: float = _setting(0.02, "fraction of iterations with a linear learning-rate ramp (then cosine decay)",
+                                ge=0, le=1, says=_FRACTION)
+    grad_clip: float = _setting(12.0, "gradient-norm clip (0 = off)", ge=0, says="must be >= 0 (0 = off)")
     # distillation (docs/method.md)
-    temperature: float = 4.0
-    target_balance: bool | None = None  # KD, TCKD of DKD/DMD per class, not per pixel; None: the method's default
-    target_temperature: float | None = None  # KD, TCKD of DKD/DMD at this T; None: the method's default
-    alpha: float = 1.0  # DKD target weight
-    beta: float = 2.0  # DKD non-target weight (8 is the classification default, too strong here)
-    kd_weight: float = 1.0
-    lambda_logit: float = 1.0  # DMD: TCKD on the final logits
-    lambda_feat: float | None = None  # DMD/MFD: per-scale weight; None -> 2 / number of scales
-    ds_weight: float = 1.0  # control: heads + deep supervision
-    head_supervision: float = 0.0  # MFD/DMD extension: + this weight x deep supervision at the scale heads
-    feature_scales: list[int] | None = None  # decoder stages (0 = deepest); None -> all but the last
-    scale_weights: list[float] | None = None
-    scale_resample: str = "up"  # up: student scale logits interpolated up | pool: teacher + labels pooled down
-    distill_warmup: float = 0.1  # fraction of iterations over which distillation weight ramps 0 -> 1
-    confidence_weighting: bool = False  # weight pseudo-labelled pixels by the teacher's confidence
+    temperature: float = _setting(4.0, "distillation temperature T", ge=_T_LO, le=_T_HI,
+                                  says=f"must be > 0, within [{_T_LO:g}, {_T_HI:g}] (typical 1 to 8)")
+    target_balance: bool | None = _setting(
+        None, "average KD and the TCKD of DKD/DMD per class (each class present in the batch weighs the same) "
+              "instead of per pixel (default: on; docs/method.md); --no-target-balance: the published methods' "
+              "pixel mean")  # None: the method's default
+    target_temperature: float | None = _setting(
+        None, "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: the temperature; "
+              "docs/method.md)", ge=_T_LO, le=_T_HI,
+        says=f"must be > 0, within [{_T_LO:g}, {_T_HI:g}] (typical 1 to 8; none = temperature)")
+    alpha: float = _setting(1.0, "DKD weight of the target part (TCKD)", ge=0)
+    beta: float = _setting(2.0, "DKD weight of the non-target part (NCKD)", ge=0)  # 8 (classification): too strong
+    kd_weight: float = _setting(1.0, "KD weight", ge=0)
+    lambda_logit: float = _setting(1.0, "DMD weight of TCKD on the final logits", ge=0)
+    lambda_feat: float | None = _setting(None, "DMD/MFD weight of the per-scale terms (default 2 / number of "
+                                               "scales)", ge=0)
+    ds_weight: float = _setting(1.0, "deep-supervision weight of the 'ds' control", ge=0)
+    head_supervision: float = _setting(0.0, "MFD/DMD: also supervise every scale head with the task loss, at this "
+                                            "weight (0: the method as specified; see docs/method.md)", ge=0)
+    feature_scales: list[int] | None = _setting(None, "decoder stages distilled (0 = deepest); default all but the "
+                                                      "last")
+    scale_weights: list[float] | None = _setting(None, "weight w_k of each distilled scale (default 1 each)", ge=0)
+    scale_resample: str = _setting(
+        "up", "how MFD/DMD meet the teacher at a coarse scale: up = student scale logits interpolated up to the "
+              "label grid (default); pool = teacher logits and labels pooled down to the scale (block mean, "
+              "majority vote): cheaper", choices=("up", "pool"))
+    distill_warmup: float = _setting(0.1, "fraction of iterations over which distillation terms ramp from 0 to full "
+                                          "weight", ge=0, le=1, says=_FRACTION)
+    confidence_weighting: bool = _setting(False, "weight pseudo-labelled pixels by the teacher's confidence")
     # runtime
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # mixed precision on CUDA (bfloat16 where supported, else float16 + gradient scaling)
-    cpu_bf16: bool = False  # 2D: bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX); else ignored
-    channels_last: bool = True  # channels-last memory format on CUDA
-    compile: bool = False  # torch.compile the student (CUDA; first steps are slow while compiling)
-    num_workers: int = -1  # data-loading worker processes; -1 = auto (0 on CPU/MPS, up to 4 on CUDA)
-    seed: int = 0
-    val_interval: int = 200
-    checkpoint_interval: int = 200
-    log_interval: int = 10
-    tensorboard: bool = False
-    num_threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    device: str = _setting("auto", "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)")
+    amp: bool = _setting(True, "mixed precision on CUDA (bfloat16, else float16 with gradient scaling)")
+    cpu_bf16: bool = _setting(False, "bfloat16 autocast for teacher and student of a 2D model on a CPU with native "
+                                     "bfloat16 (AVX512-BF16 or AMX): about 1.4x faster distillation jobs measured; "
+                                     "ignored (noted in the start message) for 3D models and on other CPUs")
+    channels_last: bool = _setting(True, "channels-last memory format on CUDA")
+    compile: bool = _setting(False, "torch.compile the student (CUDA)")  # first steps are slow while compiling
+    num_workers: int = _setting(
+        -1, "data-loading worker processes; -1 = auto: 0 on CPU/MPS (sample in the training process), "
+            "min(4, cores - 1) on CUDA; exact resume of the patch stream only with 0", ge=-1,
+        says=f"must be {_WORKERS}", type_words=_WORKERS)
+    seed: int = _setting(0, "random seed (split, initialisation, patches)")
+    val_interval: int = _setting(200, "validate every N steps", ge=1)
+    checkpoint_interval: int = _setting(200, "write last.pt every N steps", ge=1)
+    log_interval: int = _setting(10, "log to events.jsonl every N steps", ge=1)
+    tensorboard: bool = _setting(False, "also log to TensorBoard (needs the tensorboard extra)")
+    num_threads: int | None = _setting(None, "CPU threads for torch")
+    extra: dict[str, Any] = _setting(None, "free-form entries kept with the run (a mapping; training does not read "
+                                           "them)", factory=dict)
 
     def validate(self) -> TrainConfig:
-        """Raise ConfigError on absurd settings; return self."""
-        if self.method not in METHODS:
-            raise ConfigError(f"method {self.method!r} is unknown; choose one of {', '.join(METHODS)}")
-        if self.scale_resample not in ("up", "pool"):
-            raise ConfigError(f"scale_resample {self.scale_resample!r} is unknown; choose up or pool")
-        if self.iterations < 1:
-            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in _float_fields():  # nan passes every comparison below; inf turns weights and ramps off
-            value = getattr(self, name)
-            values = value if isinstance(value, list | tuple) else [value]
-            if any(isinstance(v, numbers.Real) and not math.isfinite(v) for v in values):
-                raise ConfigError(f"{name} must be a finite number, got {value}")
-        lo_t, hi_t = TEMPERATURE_RANGE
-        if not lo_t <= self.temperature <= hi_t:
-            raise ConfigError(f"temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (typical 1 to 8), got "
-                              f"{self.temperature}")
-        if self.target_temperature is not None and not lo_t <= self.target_temperature <= hi_t:
-            raise ConfigError(f"target_temperature must be > 0, within [{lo_t:g}, {hi_t:g}] (typical 1 to 8; "
-                              f"none = temperature), got {self.target_temperature}")
-        for name in ("lr_warmup", "distill_warmup"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must be in [0, 1] (a fraction of the iterations), got "
-                                  f"{getattr(self, name)}")
+        """Raise ConfigError (one line naming the setting and what is allowed) on a value of the wrong type, out of
+        its range or at odds with another setting; return self."""
         if self.grad_clip is None:  # None = off, like 0
             self.grad_clip = 0.0
-        if self.grad_clip < 0:
-            raise ConfigError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"num_classes must be at least 2 (background + one class), got {self.num_classes}")
+        _check(self, ranges=True)
         if self.class_names is not None and self.num_classes is not None \
                 and len(self.class_names) != self.num_classes:
             raise ConfigError(f"class_names lists {len(self.class_names)} names but num_classes is "
                               f"{self.num_classes}; give one name per class, background included")
-        if self.scale_weights is not None and any(w < 0 for w in self.scale_weights):
-            raise ConfigError(f"scale_weights must be >= 0, got {list(self.scale_weights)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.fg_fraction <= 1:
-            raise ConfigError(f"fg_fraction must be in [0, 1], got {self.fg_fraction}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.spatial_dims not in (None, 2, 3):
-            raise ConfigError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if self.patch_size is not None:
-            if any(int(p) < 4 for p in self.patch_size):
-                raise ConfigError(f"patch_size entries must be >= 4, got {list(self.patch_size)}")
-            if self.spatial_dims is not None and len(self.patch_size) != self.spatial_dims:
-                raise ConfigError(f"patch_size {list(self.patch_size)} has {len(self.patch_size)} entries "
-                                  f"for {self.spatial_dims}D data")
-        for name in ("val_interval", "checkpoint_interval", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("alpha", "beta", "kd_weight", "lambda_logit", "ds_weight", "head_supervision", "distill_warmup",
-                     "lr_warmup", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lambda_feat is not None and self.lambda_feat < 0:
-            raise ConfigError(f"lambda_feat must be >= 0, got {self.lambda_feat}")
-        nw = self.num_workers
-        if isinstance(nw, bool) or not isinstance(nw, numbers.Integral) or nw < -1:
-            raise ConfigError(f"num_workers must be -1 (auto), 0 (sample in the training process) or a number "
-                              f"of worker processes, got {self.num_workers!r}")
+        if self.patch_size is not None and self.spatial_dims is not None \
+                and len(self.patch_size) != self.spatial_dims:
+            raise ConfigError(f"patch_size {list(self.patch_size)} has {len(self.patch_size)} entries "
+                              f"for {self.spatial_dims}D data")
         return self
 
     def model_channels(self) -> str | tuple[int, ...]:
@@ -193,7 +190,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with a clear message."""
+        """Build from a dict, rejecting unknown keys with a clear message (values are checked by validate())."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -205,7 +202,9 @@ class TrainConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> TrainConfig:
-        """Settings from a YAML file: plain values only (aliases, python and custom tags refused)."""
+        """Settings from a YAML file: plain values only (aliases, python and custom tags refused), each of its
+        setting's type (a number setting also takes a number written as text: YAML reads ``1e-3`` as text);
+        ranges are checked by validate(), after the command line's flags."""
         try:
             size = Path(path).stat().st_size
             if size > MAX_CONFIG_BYTES:
@@ -220,63 +219,120 @@ class TrainConfig:
             raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must hold a mapping of settings")
-        return cls.from_dict(data)
+        cfg = cls.from_dict(data)
+        for name in _text_number_fields():
+            value = getattr(cfg, name)
+            if isinstance(value, str):
+                try:
+                    setattr(cfg, name, float(value))
+                except ValueError:
+                    pass  # the type check below names it
+        try:
+            _check(cfg, ranges=False)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        return cfg
 
 
-HELP: dict[str, str] = {
-    "method": f"{' | '.join(METHODS)} (none also trains teachers)",
-    "model": "model preset (teacher, student, student-tiny) or channels per level, e.g. 8,16,32,64",
-    "norm": "normalization layers: auto (the preset's own) | instance | batch | group | none",
-    "spatial_dims": "2 or 3; default from the teacher or the data (2 on 3D data = slice-wise model)",
-    "num_classes": "number of classes including background; default from the labels / teacher",
-    "patch_size": "training patch, one value per axis (z y x); default: median case shape, capped",
-    "batch_size": "patches per step (per rank under torchrun)",
-    "normalization": "intensity normalization: zscore | zscore-fg | ct | none",
-    "fg_fraction": "fraction of patches centred on a foreground voxel",
-    "augment": "random intensity changes, plus flips and rot90 unless --no-flips",
-    "flips": "with augment: flip every axis and rotate in-plane by 90 degrees; turn off (--no-flips) when classes "
-             "are left/right, e.g. kidneys",
-    "val_fraction": "fraction of labelled cases held back for validation (seeded split)",
-    "max_val_cases": "at most this many validation cases",
-    "iterations": "training steps",
-    "lr": "peak learning rate (AdamW)",
-    "weight_decay": "AdamW weight decay",
-    "lr_warmup": "fraction of iterations with a linear learning-rate ramp (then cosine decay)",
-    "grad_clip": "gradient-norm clip (0 = off)",
-    "temperature": "distillation temperature T",
-    "target_balance": "average KD and the TCKD of DKD/DMD per class (each class present in the batch weighs the "
-                      "same) instead of per pixel (default: on; docs/method.md); --no-target-balance: the "
-                      "published methods' pixel mean",
-    "target_temperature": "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: the "
-                          "temperature; docs/method.md)",
-    "alpha": "DKD weight of the target part (TCKD)",
-    "beta": "DKD weight of the non-target part (NCKD)",
-    "kd_weight": "KD weight",
-    "lambda_logit": "DMD weight of TCKD on the final logits",
-    "lambda_feat": "DMD/MFD weight of the per-scale terms (default 2 / number of scales)",
-    "ds_weight": "deep-supervision weight of the 'ds' control",
-    "head_supervision": "MFD/DMD: also supervise every scale head with the task loss, at this weight "
-                        "(0: the method as specified; see docs/method.md)",
-    "feature_scales": "decoder stages distilled (0 = deepest); default all but the last",
-    "scale_weights": "weight w_k of each distilled scale (default 1 each)",
-    "scale_resample": "how MFD/DMD meet the teacher at a coarse scale: up = student scale logits interpolated "
-                      "up to the label grid (default); pool = teacher logits and labels pooled down to the "
-                      "scale (block mean, majority vote): cheaper",
-    "distill_warmup": "fraction of iterations over which distillation terms ramp from 0 to full weight",
-    "confidence_weighting": "weight pseudo-labelled pixels by the teacher's confidence",
-    "device": "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)",
-    "amp": "mixed precision on CUDA (bfloat16, else float16 with gradient scaling)",
-    "cpu_bf16": "bfloat16 autocast for teacher and student of a 2D model on a CPU with native bfloat16 "
-                "(AVX512-BF16 or AMX): about 1.4x faster distillation jobs measured; ignored (noted in the "
-                "start message) for 3D models and on other CPUs",
-    "channels_last": "channels-last memory format on CUDA",
-    "compile": "torch.compile the student (CUDA)",
-    "num_workers": "data-loading worker processes; -1 = auto: 0 on CPU/MPS (sample in the training process), "
-                   "min(4, cores - 1) on CUDA; exact resume of the patch stream only with 0",
-    "seed": "random seed (split, initialisation, patches)",
-    "val_interval": "validate every N steps",
-    "checkpoint_interval": "write last.pt every N steps",
-    "log_interval": "log to events.jsonl every N steps",
-    "tensorboard": "also log to TensorBoard (needs the tensorboard extra)",
-    "num_threads": "CPU threads for torch",
-}
+HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+"""Each setting's help text (the CLI's flag help), read from the fields."""
+
+
+# ------------------------------------------------------------------------- types and ranges (pydantic)
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _is_union(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+
+
+@functools.cache
+def _text_number_fields() -> tuple[str, ...]:
+    """Settings that hold one number (float, or float | None)."""
+    return tuple(name for name, hint in _hints().items()
+                 if hint is float or (_is_union(hint) and float in typing.get_args(hint)))
+
+
+def _constrained(hint: Any, rules: dict[str, Any]) -> Any:
+    """``hint`` with the field's bounds and choices on its scalar (on each entry of a list)."""
+    from pydantic import Field
+
+    if _is_union(hint):
+        return typing.Union[tuple(_constrained(h, rules) for h in typing.get_args(hint))]  # noqa: UP007
+    if typing.get_origin(hint) is list:
+        return list[_constrained(typing.get_args(hint)[0], rules)]
+    if hint is type(None) or typing.get_origin(hint) is dict:
+        return hint
+    if "choices" in rules:
+        return typing.Literal[tuple(rules["choices"])]
+    bounds = {k: rules[k] for k in _BOUNDS if k in rules}
+    return typing.Annotated[hint, Field(**bounds)] if bounds else hint
+
+
+@functools.cache
+def _validator(ranges: bool) -> Any:
+    """A strict pydantic model of every setting: types only, or (``ranges``) with bounds, choices and finite floats."""
+    from pydantic import ConfigDict, create_model
+
+    hints = _hints()
+    specs = {f.name: (_constrained(hints[f.name], dict(f.metadata) if ranges else {}), ...)
+             for f in dataclasses.fields(TrainConfig)}
+    return create_model("TrainConfigValues", __config__=ConfigDict(strict=True, allow_inf_nan=not ranges),
+                        **specs)
+
+
+def _plain(value: Any) -> Any:
+    """A tuple as a list and numpy numbers as Python ones (callers pass both); other values as they are."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _check(cfg: TrainConfig, *, ranges: bool) -> None:
+    """ConfigError with one line for the first setting pydantic refuses (fields in declaration order)."""
+    from pydantic import ValidationError
+
+    try:
+        _validator(ranges).model_validate({f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)})
+    except ValidationError as e:
+        raise ConfigError(_message(cfg, e.errors())) from None
+
+
+def _type_words(hint: Any) -> str:
+    if _is_union(hint):
+        return " or ".join(_type_words(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_words(typing.get_args(hint)[0])}s"
+    if typing.get_origin(hint) is dict:
+        return "a mapping of names to values"
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _bound_words(rules: dict[str, Any]) -> str:
+    lo, hi = rules.get("ge", rules.get("gt")), rules.get("le", rules.get("lt"))
+    if lo is not None and hi is not None:
+        return f"must be in {'[' if 'ge' in rules else '('}{lo:g}, {hi:g}{']' if 'le' in rules else ')'}"
+    op, bound = next((op, rules[k]) for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in rules)
+    return f"must be {op} {bound:g}"
+
+
+def _message(cfg: TrainConfig, errors: list[dict[str, Any]]) -> str:
+    """One line from pydantic's errors: the first setting named, a wrong type before a wrong value."""
+    name = errors[0]["loc"][0]
+    mine = [e for e in errors if e["loc"][0] == name]
+    err = next((e for e in mine if e["type"] not in (*_BOUND_ERRORS, "finite_number")), mine[0])
+    value = getattr(cfg, name)
+    shown = list(value) if isinstance(value, tuple) else value
+    rules = next(f.metadata for f in dataclasses.fields(cfg) if f.name == name)
+    if err["type"] == "finite_number":
+        return f"{name} must be a finite number, got {shown}"
+    if err["type"] == "literal_error":
+        choices = list(rules["choices"])
+        words = f"{choices[0]} or {choices[1]}" if len(choices) == 2 else f"one of {', '.join(choices)}"
+        return f"{name} {value!r} is unknown; choose {words}"
+    if err["type"] in _BOUND_ERRORS:
+        return f"{name} {rules.get('says') or _bound_words(rules)}, got {shown}"
+    return f"{name} must be {rules.get('type_words') or _type_words(_hints()[name])}, got {shown!r}"
