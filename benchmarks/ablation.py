@@ -40,6 +40,7 @@ from ablation_jobs import (
     _config,
     _worker,
     evaluate_model,
+    evaluate_saved,
     measure_latency,
     run_all,
     run_job,
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-weights", action="store_true", help="keep every student's last.pt in OUT/runs/<job>")
     ap.add_argument("--cache", help="folder of <dataset>.pkl.xz read instead of the raw data (see --write-cache)")
     ap.add_argument("--write-cache", action="store_true", help="with --cache: write the datasets there and stop")
+    ap.add_argument("--evaluate-saved", action="store_true", help="no training: write the missing job files from "
+                    "the weights kept in OUT/runs (--keep-weights on another machine)")
     args = ap.parse_args(argv)
     _set_env(args)
     out = Path(args.out)
@@ -130,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
             print(save_cache(ds, Path(args.cache)))
         return
     apply_scale(args.scale)
+    if args.evaluate_saved:
+        evaluate_saved(out, args.datasets, tuple(args.seeds), tuple(args.settings), args.methods)
+        return
     if args.latency:
         measure_latency(out, args.datasets)
         return

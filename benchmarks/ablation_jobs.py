@@ -42,7 +42,7 @@ def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
     lr = spec.teacher_lr if job.setting == "teacher" else spec.lr
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
                        patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
-                       val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1,
+                       val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1, num_workers=0,
                        cpu_bf16=CPU_BF16, amp=CPU_BF16, scale_resample=resample,
                        **{**spec.extra, **job.weights})
 
@@ -52,7 +52,8 @@ def evaluate_model(model: Any, spec: Spec, val: list, num_classes: int) -> dict[
     from napari_dmd.evaluation import evaluate_cases
     from napari_dmd.segment import Segmenter
 
-    seg = Segmenter(model.eval(), num_classes, spec.dims, list(spec.patch), batch_size=spec.batch)
+    device = str(next(model.parameters()).device)  # a model trained on CUDA is evaluated there
+    seg = Segmenter(model.eval(), num_classes, spec.dims, list(spec.patch), batch_size=spec.batch, device=device)
     s = evaluate_cases(seg, val, hd95=True)
     return {"dice": s["dice_mean"], "hd95": s["hd95_mean"], "mean_dice": float(np.nanmean(s["dice_mean"])),
             "mean_hd95": float(np.nanmean(s["hd95_mean"])), "latency_s": s["median_seconds_per_case"],
@@ -136,6 +137,38 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
         for p in (run_dir / "last.pt", run_dir / "best.pt"):
             p.unlink(missing_ok=True)  # keep the logs, drop the weights (disk)
     return res
+
+
+def evaluate_saved(out: Path, datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] = SETTINGS,
+                   methods: list[str] | None = None) -> int:
+    """Write the missing job files from the students' kept weights (``OUT/runs/<job>/last.pt``, e.g. trained on a
+    GPU machine with ``--keep-weights`` whose evaluation did not finish); returns the number written."""
+    import torch
+
+    from napari_dmd.checkpoint import load_checkpoint, model_from_checkpoint
+    from napari_dmd.export import count_flops
+    from napari_dmd.models.presets import count_parameters
+
+    done = 0
+    for job in plan(datasets, seeds, settings):
+        target, weights = out / "jobs" / f"{job.id}.json", out / "runs" / job.id / "last.pt"
+        if target.exists() or not weights.exists() or (methods and job.method not in methods):
+            continue
+        spec = SPECS[job.dataset]
+        train, val, num_classes = dataset(job.dataset)
+        ck = load_checkpoint(weights)
+        model = model_from_checkpoint(ck, weights).float()
+        torch.set_num_threads(1)
+        res = evaluate_model(model, spec, val, num_classes)
+        res.update(job.__dict__, id=job.id, train_s=None, iterations=ck.get("iteration"),
+                   params=count_parameters(model), flops_per_patch=count_flops(model, [1, 1, *spec.patch]),
+                   patch=spec.patch, n_train=len(train), n_val=len(val), model=ck["config"]["model"],
+                   evaluated_from=str(weights))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(res, indent=1))
+        print(f"{job.id}: mean Dice {res['mean_dice']:.4f}", flush=True)
+        done += 1
+    return done
 
 
 def _unlabelled(c: Any) -> Any:
