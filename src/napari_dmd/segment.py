@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ class Segmenter:
     name: str = "model"
     overlap: float = 0.5
     batch_size: int = 4
+    _folded: tuple[Any, nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Segmenter:
@@ -71,16 +73,28 @@ class Segmenter:
                       should_stop: Callable[[], bool] | None = None, source: str = "image") -> np.ndarray:
         """Softmax probabilities (C, *image.shape)."""
         self.check_image(image, source)
-        model = self.model
-        if isinstance(model, nn.Module):
-            model.eval()
-            if has_batchnorm(model):  # conv + batch norm fused: the same outputs, one pass less per layer
-                model = fold_batchnorm(model)
+        model = self._inference_model()
         x = normalize(np.asarray(image, dtype=np.float32), self.normalization)
         return sliding_window_predict(model, x, self.patch_size, num_classes=self.num_classes,
                                       overlap=self.overlap, batch_size=self.batch_size, device=self.device,
                                       progress=progress, should_stop=should_stop,
                                       amp=self.device.startswith("cuda"))
+
+    def _inference_model(self) -> nn.Module | Callable[[torch.Tensor], torch.Tensor]:
+        """The model in eval mode; with batch norm, a folded copy (conv + batch norm fused: the same outputs, one
+        pass less per layer), made once and remade only when the weights change (an in-place update, e.g. an
+        optimizer step or ``load_state_dict``, bumps a tensor's version; a new tensor changes its address)."""
+        model = self.model
+        if not isinstance(model, nn.Module):
+            return model
+        if model.training:
+            model.eval()
+        if not has_batchnorm(model):
+            return model
+        key = (id(model), tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers())))
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, fold_batchnorm(model))
+        return self._folded[1]
 
     def __call__(self, image: np.ndarray, **kw) -> np.ndarray:
         """Label map (uint8) of the same shape as ``image``."""

@@ -1,0 +1,48 @@
+"""Segmenter folds batch norm once per set of weights, and refolds when the weights change."""
+
+import numpy as np
+import torch
+
+from napari_dmd.models.presets import build_model
+from napari_dmd.segment import Segmenter
+
+
+def _segmenter() -> Segmenter:
+    torch.manual_seed(0)
+    model = build_model("student-fast", 2, 3)
+    model.train()
+    with torch.no_grad():  # running statistics other than the defaults, so folding matters
+        model(torch.randn(2, 1, 32, 32))
+    return Segmenter(model.eval(), 3, 2, [32, 32])
+
+
+def test_folded_copy_is_made_once_for_the_same_weights():
+    seg = _segmenter()
+    image = np.random.default_rng(0).standard_normal((40, 40)).astype(np.float32)
+    first = seg.probabilities(image)
+    folded = seg._inference_model()
+    assert folded is not seg.model
+    assert seg._inference_model() is folded  # cached, not folded (deep-copied) again per call
+    np.testing.assert_allclose(seg.probabilities(image), first, atol=1e-6)
+
+
+def test_changed_weights_are_refolded():
+    seg = _segmenter()
+    image = np.random.default_rng(1).standard_normal((40, 40)).astype(np.float32)
+    before = seg.probabilities(image)
+    old = seg._inference_model()
+    with torch.no_grad():  # an in-place update, as an optimizer step or load_state_dict makes
+        for p in seg.model.parameters():
+            p.mul_(1.5)
+    after = seg.probabilities(image)
+    assert seg._inference_model() is not old
+    fresh = Segmenter(seg.model, 3, 2, [32, 32]).probabilities(image)
+    np.testing.assert_allclose(after, fresh, atol=1e-6)
+    assert not np.allclose(after, before, atol=1e-3)
+
+
+def test_training_mode_model_is_put_in_eval_mode():
+    seg = _segmenter()
+    seg.model.train()
+    seg.probabilities(np.zeros((40, 40), np.float32))
+    assert not seg.model.training
