@@ -46,3 +46,14 @@ def test_training_mode_model_is_put_in_eval_mode():
     seg.model.train()
     seg.probabilities(np.zeros((40, 40), np.float32))
     assert not seg.model.training
+
+
+def test_windows_per_call_grows_on_cuda_only_within_memory():
+    seg = _segmenter()
+    assert seg.windows_per_call() == 4  # CPU
+    seg.device = "cuda"
+    assert seg.windows_per_call() == 16  # 32x32 windows
+    seg.patch_size = [128, 128, 128]  # 2 M voxels per window: no more than the CPU's 4
+    assert seg.windows_per_call() == 4
+    seg.batch_size = 2
+    assert seg.windows_per_call() == 2
