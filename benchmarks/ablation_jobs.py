@@ -33,18 +33,20 @@ from ablation_specs import (
 
 
 def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
-    """The TrainConfig of a job: the dataset's spec, the method (``-pool``: pooled teacher) and its weights."""
+    """The TrainConfig of a job: the dataset's spec, the method (``-pool``: pooled teacher; ``-hs``: with deep
+    supervision at the scale heads, ``head_supervision`` 1) and its weights."""
     from napari_dmd.config import TrainConfig
 
     method = {"alone": "none", "pseudo": "none"}.get(job.method, job.method)
     resample = "pool" if method.endswith("-pool") else "up"
-    method = method.removesuffix("-pool")
+    heads = {"head_supervision": 1.0} if method.endswith("-hs") else {}
+    method = method.removesuffix("-pool").removesuffix("-hs")
     lr = spec.teacher_lr if job.setting == "teacher" else spec.lr
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
                        patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
                        val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1, num_workers=0,
                        cpu_bf16=CPU_BF16, amp=CPU_BF16, scale_resample=resample,
-                       **{**spec.extra, **job.weights})
+                       **{**spec.extra, **heads, **job.weights})
 
 
 def evaluate_model(model: Any, spec: Spec, val: list, num_classes: int) -> dict[str, Any]:
@@ -139,6 +141,16 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     return res
 
 
+def events_wall_s(run_dir: Path) -> float:
+    """Training wall time of a run, from the first to the last event of its ``events.jsonl`` (0 without one)."""
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return 0.0
+    times = [json.loads(line).get("time") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    times = [t for t in times if isinstance(t, int | float)]
+    return float(max(times) - min(times)) if times else 0.0
+
+
 def evaluate_saved(out: Path, datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] = SETTINGS,
                    methods: list[str] | None = None) -> int:
     """Write the missing job files from the students' kept weights (``OUT/runs/<job>/last.pt``, e.g. trained on a
@@ -160,7 +172,7 @@ def evaluate_saved(out: Path, datasets: list[str], seeds: tuple[int, ...], setti
         model = model_from_checkpoint(ck, weights).float()
         torch.set_num_threads(1)
         res = evaluate_model(model, spec, val, num_classes)
-        res.update(job.__dict__, id=job.id, train_s=None, iterations=ck.get("iteration"),
+        res.update(job.__dict__, id=job.id, train_s=events_wall_s(weights.parent), iterations=ck.get("iteration"),
                    params=count_parameters(model), flops_per_patch=count_flops(model, [1, 1, *spec.patch]),
                    patch=spec.patch, n_train=len(train), n_val=len(val), model=ck["config"]["model"],
                    evaluated_from=str(weights))

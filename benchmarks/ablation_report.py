@@ -19,10 +19,11 @@ CLASS_NAMES = {
     "phantom3d": ["body", "liver", "kidney", "spleen", "lesion"],
 }
 ORDER = {"none": 0, "alone": 0, "pseudo": 1, "ds": 2, "kd": 3, "dkd": 4, "mfd": 5, "mfd-pool": 5.5, "dmd": 6,
-         "dmd-pool": 7}
+         "dmd-pool": 7, "dmd-hs": 8}
 LABEL = {"none": "none (student alone)", "alone": "alone (labelled cases only)",
          "pseudo": "pseudo-labels (teacher argmax)", "ds": "heads + deep supervision", "kd": "KD", "dkd": "DKD",
-         "mfd": "MFD", "dmd": "**DMD**", "mfd-pool": "MFD, pooled teacher", "dmd-pool": "DMD, pooled teacher"}
+         "mfd": "MFD", "dmd": "**DMD**", "mfd-pool": "MFD, pooled teacher", "dmd-pool": "DMD, pooled teacher",
+         "dmd-hs": "DMD + deep supervision at the heads"}
 
 
 def _load(out: Path) -> list[dict[str, Any]]:

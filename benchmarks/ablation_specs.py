@@ -25,8 +25,10 @@ WEIGHTS: dict[str, dict[str, float]] = {
     "mfd": {"lambda_feat": 8 / 3}, "dmd": {"lambda_feat": 2 / 3},
 }
 SETTINGS = ("tune", "full", "lowlabel", "tiny")
-EXTRA_SETTINGS = ("pool",)  # not in the default run: MFD/DMD with scale_resample=pool (hippocampus, CHAOS)
+EXTRA_SETTINGS = ("pool", "hs")  # not in the default run: MFD/DMD with scale_resample=pool (hippocampus, CHAOS);
+# hs: DMD with deep supervision at its scale heads as well (the control's loss + DMD's terms)
 POOL_METHODS = ("mfd-pool", "dmd-pool")
+HS_METHODS = ("dmd-hs",)
 CPU_BF16 = os.environ.get("NAPARI_DMD_ABLATION_FP32") != "1"  # bfloat16 autocast where the CPU has it natively
 # (and mixed precision on CUDA); NAPARI_DMD_ABLATION_FP32=1: float32 everywhere, the reference
 # the student presets of the full/low-label settings and of the tiny setting (--student, --tiny-student)
@@ -205,6 +207,8 @@ def plan(datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] 
                 jobs += [Job(ds, "tiny", m, s, WEIGHTS.get(m, {})) for m in TINY_METHODS]
             if ds in ("hippocampus", "chaos") and "pool" in settings:  # rows of the full table
                 jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-pool")]) for m in POOL_METHODS]
+            if "hs" in settings:  # rows of the full table
+                jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-hs")]) for m in HS_METHODS]
     return jobs
 
 
