@@ -29,13 +29,13 @@ import multiprocessing.util  # noqa: F401 - its exit handler is registered first
 import os
 import pickle
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from .child_io import folder_warning, read_spec, spec_teacher, write_spec  # noqa: F401 - importable from here
 
 __all__ = ["ChildDied", "ChildProcess", "GuardInfo", "RunSpec", "TeacherSpec", "Terminated", "demo_target",
            "distill_target", "run_in_child"]
@@ -193,18 +193,6 @@ def distill_target(spec: RunSpec, chan: Channel) -> dict[str, Any]:
             "best": str(d.best_path) if d.best_path.exists() else None}
 
 
-def folder_warning(entry: Any, cases: list[Any]) -> str | None:
-    """The model-data guard's warning for an MSD folder's cases against the teacher (the first case unlike its
-    training data, and how many more are), or None."""
-    from .guard import check_entry
-
-    found = [w for c in cases if (w := check_entry(entry, c.image, image_name=c.source, image_spacing=c.spacing))]
-    if not found:
-        return None
-    return found[0] + (f" ({len(found) - 1} more of the {len(cases)} cases are unlike it too)" if len(found) > 1
-                       else "")
-
-
 def demo_target(spec: dict[str, Any], chan: Channel) -> tuple[str, str]:
     """The phantom demo pair (:func:`napari_dmd.pretrained.phantom_models`), its progress streamed."""
     from .pretrained import phantom_models
@@ -212,32 +200,6 @@ def demo_target(spec: dict[str, Any], chan: Channel) -> tuple[str, str]:
     teacher, student = phantom_models(progress=lambda done, total: chan.send("progress", (done, total)),
                                       should_stop=chan.should_stop, **spec)
     return str(teacher), str(student)
-
-
-# ---------------------------------------------------------------------------------------------- the spec file
-def write_spec(spec: Any) -> str:
-    """Pickle ``spec`` to a new temporary file, its arrays' buffers written out of band (a file write, which
-    releases the GIL, instead of a copy into the pickle); returns the path."""
-    buffers: list[pickle.PickleBuffer] = []
-    head = pickle.dumps(spec, protocol=5, buffer_callback=buffers.append)
-    fd, path = tempfile.mkstemp(prefix="napari-dmd-run-", suffix=".pkl")
-    with os.fdopen(fd, "wb") as f:
-        raws = [b.raw() for b in buffers]
-        pickle.dump((len(head), [r.nbytes for r in raws]), f, protocol=5)
-        f.write(head)
-        for r in raws:
-            f.write(r)
-    return path
-
-
-def read_spec(path: str) -> Any:
-    """The spec :func:`write_spec` wrote."""
-    with open(path, "rb") as f:
-        n_head, sizes = pickle.load(f)
-        head, buffers = f.read(n_head), [bytearray(n) for n in sizes]
-        for b in buffers:
-            f.readinto(b)
-    return pickle.loads(head, buffers=buffers)
 
 
 # ---------------------------------------------------------------------------------------------- the child
@@ -482,18 +444,3 @@ def _close_all() -> None:
 
 atexit.register(_close_all)  # after multiprocessing's exit handler (which joins children): runs before it
 
-
-def spec_teacher(entry: Any) -> TeacherSpec:
-    """A :class:`TeacherSpec` for a registry entry: a private copy of its model when it pickles, else its file."""
-    from .registry import teacher_from_entry
-
-    teacher = teacher_from_entry(entry)
-    try:
-        pickle.dumps(teacher, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # noqa: BLE001 - e.g. TorchScript: loaded again from its file in the child
-        if entry.checkpoint is None:
-            raise
-        return TeacherSpec(path=str(Path(entry.checkpoint)), kind=entry.info.get("kind", "auto"),
-                           trust=bool(entry.info.get("trusted", False)), source=entry.name,
-                           spacing=entry.info.get("spacing"))
-    return TeacherSpec(teacher=teacher)

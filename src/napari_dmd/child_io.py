@@ -1,0 +1,71 @@
+"""What travels to a training child process (:mod:`napari_dmd.child`), and small helpers around it (Qt-free).
+
+:func:`write_spec` / :func:`read_spec`: the run's spec as a temporary file, its arrays out of band;
+:func:`spec_teacher`: a registry teacher as something the child can get again; :func:`folder_warning`: the
+model-data guard's warning for an MSD folder's cases.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["folder_warning", "read_spec", "spec_teacher", "write_spec"]
+
+
+def write_spec(spec: Any) -> str:
+    """Pickle ``spec`` to a new temporary file, its arrays' buffers written out of band (a file write, which
+    releases the GIL, instead of a copy into the pickle); returns the path."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(spec, protocol=5, buffer_callback=buffers.append)
+    fd, path = tempfile.mkstemp(prefix="napari-dmd-run-", suffix=".pkl")
+    with os.fdopen(fd, "wb") as f:
+        raws = [b.raw() for b in buffers]
+        pickle.dump((len(head), [r.nbytes for r in raws]), f, protocol=5)
+        f.write(head)
+        for r in raws:
+            f.write(r)
+    return path
+
+
+def read_spec(path: str) -> Any:
+    """The spec :func:`write_spec` wrote."""
+    with open(path, "rb") as f:
+        n_head, sizes = pickle.load(f)
+        head, buffers = f.read(n_head), [bytearray(n) for n in sizes]
+        for b in buffers:
+            f.readinto(b)
+    return pickle.loads(head, buffers=buffers)
+
+
+def folder_warning(entry: Any, cases: list[Any]) -> str | None:
+    """The model-data guard's warning for an MSD folder's cases against the teacher (the first case unlike its
+    training data, and how many more are), or None."""
+    from .guard import check_entry
+
+    found = [w for c in cases if (w := check_entry(entry, c.image, image_name=c.source, image_spacing=c.spacing))]
+    if not found:
+        return None
+    return found[0] + (f" ({len(found) - 1} more of the {len(cases)} cases are unlike it too)" if len(found) > 1
+                       else "")
+
+
+def spec_teacher(entry: Any) -> Any:
+    """A :class:`~napari_dmd.child.TeacherSpec` for a registry entry: a private copy of its model when it pickles,
+    else its file."""
+    from .child import TeacherSpec
+    from .registry import teacher_from_entry
+
+    teacher = teacher_from_entry(entry)
+    try:
+        pickle.dumps(teacher, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - e.g. TorchScript: loaded again from its file in the child
+        if entry.checkpoint is None:
+            raise
+        return TeacherSpec(path=str(Path(entry.checkpoint)), kind=entry.info.get("kind", "auto"),
+                           trust=bool(entry.info.get("trusted", False)), source=entry.name,
+                           spacing=entry.info.get("spacing"))
+    return TeacherSpec(teacher=teacher)
