@@ -76,14 +76,16 @@ def main() -> None:
     p.add_argument("--json", default="docs/benchmarks/bench-b2-fast-students.json")
     p.add_argument("--png", default="docs/images/b2_dice_latency.png")
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from the --json file, measure nothing")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(SPECS),
+                   help="ablation datasets (e.g. hippocampus3d chaos for the committed teachers)")
     a = p.parse_args()
     if a.plot_only:
         _plot(json.loads(Path(a.json).read_text()), Path(a.png))
         return
     torch.set_num_threads(a.threads)
     folders = {"classic": Path(a.classic_jobs), "fast": Path(a.fast_jobs)}
-    res: dict = {"threads": a.threads, "repeats": a.repeats, "datasets": {}}
-    for ds in DATASETS:
+    res: dict = {"threads": a.threads, "repeats": a.repeats, "datasets": {}, "jobs": [a.classic_jobs, a.fast_jobs]}
+    for ds in a.datasets:
         lat = _latency(ds, a.repeats)
         teacher = _dice({"classic": folders["fast"], "fast": folders["fast"]}, ds, "teacher") or \
             _dice(folders, ds, "teacher")
@@ -130,7 +132,7 @@ def _plot(res: dict, png: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel(f"ms per validation volume ({res['threads']} CPU thread, log)")
         ax.set_ylabel("mean Dice (validation, DMD; mean ± sd over seeds)")
-        ax.set_title(f"{ds} (2D models, patch {'x'.join(map(str, SPECS[ds].patch))})")
+        ax.set_title(f"{ds} ({SPECS[ds].dims}D models, patch {'x'.join(map(str, SPECS[ds].patch))})")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
