@@ -16,6 +16,7 @@ from typing import Any
 from .corrections import DATASETS, bench_corrections
 from .dice_time import run_time_to_dice, time_to_dice
 from .gui import bench_gui
+from .gui_inference import MODEL_CHOICES, bench_gui_inference
 from .inference import bench_inference, bench_presets
 from .machine import (
     DEFAULT_PATCH,
@@ -101,6 +102,14 @@ def add_verbs(sub: Any) -> None:
                    help="Features widget in live mode, updated every N steps (default 0: no Features widget)")
     g.add_argument("--load", type=int, default=0, metavar="K",
                    help="K busy processes saturating the CPU during the whole benchmark (default 0)")
+    g.add_argument("--inference", action="store_true",
+                   help="instead: Segment, Compare and Features in the viewer, click to result layers, vs the same "
+                        "inference headless (ratio target <= 1.2)")
+    g.add_argument("--inference-models", choices=MODEL_CHOICES, default="auto",
+                   help="--inference: the cached demo pair, or fresh 2d / 3d teacher + student presets (default "
+                        "auto: demo when cached, else 2d; --quick: tiny 2D nets)")
+    g.add_argument("--inference-repeats", type=int, default=3, metavar="N",
+                   help="--inference: timed rounds per widget after a warm-up (median; default 3)")
     _patch_arg(g)
     _model_args(g)
     _common(g, device="cpu")
@@ -129,9 +138,12 @@ def add_verbs(sub: Any) -> None:
     c.add_argument("--cases", type=int, default=3, help="training cases painted per round")
     c.add_argument("--iterations", type=int, help="steps per round (default 300; --quick 10)")
     c.add_argument("--student-iterations", type=int, help="steps of the first, label-free student (default 600)")
-    c.add_argument("--teacher-iterations", type=int, help="phantom/chaos without --teacher: teacher steps")
+    c.add_argument("--teacher-iterations", type=int, help="phantoms without --teacher: teacher steps")
     c.add_argument("--data", help="MSD folder (default: ../shared/data/<dataset>)")
-    c.add_argument("--teacher", help="teacher checkpoint (hippocampus default: the committed 3D teacher)")
+    c.add_argument("--teacher", help="teacher checkpoint (hippocampus, chaos default: the committed teacher, "
+                   "with its validation cases)")
+    c.add_argument("--downsample", type=int, help="in-plane down-sampling of the cases: block mean for images, "
+                   "strided pick for labels (default 2 for chaos, as its teacher was trained; 1 otherwise)")
     c.add_argument("--max-train", type=int, default=40, help="training pool of the student (cases)")
     c.add_argument("--student-model", default="student")
     c.add_argument("--method", help="distillation method of the student and the rounds (default dmd; --quick kd)")
@@ -173,6 +185,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                     a.device, a.quick)
     if verb == "memory":
         return bench_memory(a.steps, a.batch, a.dims, a.teacher_model, a.student_model, a.device, a.quick)
+    if verb == "gui" and getattr(a, "inference", False):
+        return bench_gui_inference(a.inference_repeats, a.quick, a.inference_models, a.device)
     if verb == "gui":
         return bench_gui(a.steps, a.warmup, a.dims, a.batch, a.patch, a.teacher_model, a.student_model, a.device,
                          a.rounds, a.quick, live_features=getattr(a, "live_features", 0), load=getattr(a, "load", 0))
@@ -186,7 +200,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
     if verb == "corrections":
         return bench_corrections(a.dataset, a.rounds, a.slices, a.cases, a.iterations, a.quick, a.out, a.data,
                                  a.teacher, a.student_iterations, a.teacher_iterations, a.max_train, a.student_model,
-                                 a.method, a.uncertainty_weight, a.device, a.patch)
+                                 a.method, a.uncertainty_weight, a.device, a.patch,
+                                 downsample=getattr(a, "downsample", None))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 
