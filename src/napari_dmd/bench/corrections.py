@@ -7,6 +7,10 @@ regions (not painted before) of the ``cases`` cases that disagree most, :func:`n
 fine-tunes from the previous round's ``last.pt``, and student and teacher are evaluated on the validation cases
 (:func:`napari_dmd.evaluation.evaluate_cases`, Dice only). Rows: round, slices corrected (cumulative), voxels
 painted, student per-class and mean Dice, teacher mean Dice (also appended to ``<out>/rows.jsonl`` as they come).
+
+Real datasets use their committed teachers by default (hippocampus: the 3D one, CHAOS: the 2D one) and those
+teachers' validation cases; CHAOS is down-sampled in-plane by 2 (``downsample``), as its teacher was trained, and its
+students train as the teacher did: no augmentation, no flips (left and right kidney are classes).
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from typing import Any
 import numpy as np
 
 DATASETS = ("phantom2d", "phantom3d", "hippocampus", "chaos")
-HIPPOCAMPUS_TEACHER = Path(__file__).resolve().parents[3] / "benchmarks" / "teachers" / "hippocampus3d" / "teacher.pt"
+_TEACHERS_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "teachers"
+HIPPOCAMPUS_TEACHER = _TEACHERS_DIR / "hippocampus3d" / "teacher.pt"
+TEACHERS = {"hippocampus": HIPPOCAMPUS_TEACHER, "chaos": _TEACHERS_DIR / "chaos" / "teacher.pt"}
+DOWNSAMPLE = {"chaos": 2}  # in-plane factor of the data the committed teacher was trained on (default 1)
+RECIPES: dict[str, dict[str, Any]] = {"chaos": {"augment": False, "flips": False}}  # the committed teacher's
 DATA_DIRS = {"hippocampus": "msd_hippocampus", "chaos": "chaos_mr_t2"}
 LOST_GAP = 0.10  # a class is "lost" at round 0 when the student is this far below the teacher
 RECOVERED_GAP = 0.05  # ... and "recovered" when it is back within this of the teacher
@@ -39,10 +47,13 @@ def _phantom(dims: int, quick: bool) -> tuple[list[Any], list[Any], int]:
     return cases[:n_train], cases[n_train:], 4 if quick else 6
 
 
-def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: int) -> tuple[list, list, Any]:
-    """(train pool, validation cases, teacher) of a real dataset; the committed teacher for hippocampus."""
+def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: int,
+          downsample: int = 1) -> tuple[list, list, Any]:
+    """(train pool, validation cases, teacher) of a real dataset, down-sampled in-plane by ``downsample``; the
+    committed teacher (and its validation cases) unless ``teacher_path`` is given."""
     from ..checkpoint import load_checkpoint
     from ..data.cases import load_msd_folder
+    from ..data.downsample import downsample_case
     from ..data.io import DataError
     from ..teachers import load_teacher
 
@@ -51,11 +62,18 @@ def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: i
     if not root.is_dir():
         raise DataError(f"{root}: {dataset} data not found; give --data FOLDER (MSD layout)")
     cases, _ = load_msd_folder(root)
-    cases = sorted((c for c in cases if c.label is not None), key=lambda c: c.name)
-    path = teacher_path or (str(HIPPOCAMPUS_TEACHER) if dataset == "hippocampus" else None)
+    cases = sorted((downsample_case(c, downsample) for c in cases if c.label is not None), key=lambda c: c.name)
+    default = TEACHERS.get(dataset)
+    path = teacher_path or (str(default) if default is not None and default.exists() else None)
     if path is None:
         return cases, [], None
-    val_names = set(load_checkpoint(path).get("val_cases") or []) if path.endswith(".pt") else set()
+    ckpt = load_checkpoint(path) if path.endswith(".pt") else {}
+    val_names = set(ckpt.get("val_cases") or [])
+    seen = ckpt.get("spacing")
+    if seen and cases and len(seen) <= cases[0].ndim and \
+            not np.allclose(cases[0].spacing[-len(seen):], seen, rtol=0.05):
+        print(f"note: {path} was trained at spacing {list(seen)}, the data is at "
+              f"{list(cases[0].spacing[-len(seen):])} (--downsample {downsample})", flush=True)
     val = [c for c in cases if c.name in val_names] or cases[-max(1, len(cases) // 5):]
     names = {c.name for c in val}
     train = [c for c in cases if c.name not in names][:max_train]
@@ -116,30 +134,37 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       data: str | None = None, teacher: str | None = None, student_iterations: int | None = None,
                       teacher_iterations: int | None = None, max_train: int = 40, student_model: str = "student",
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
-                      patch: list[int] | None = None) -> dict[str, Any]:
-    """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``."""
+                      patch: list[int] | None = None, downsample: int | None = None) -> dict[str, Any]:
+    """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``.
+    ``downsample``: in-plane factor of the cases (default :data:`DOWNSAMPLE`'s, else 1)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"--downsample {factor!r}: give a whole number >= 1 (1: full resolution)")
     from ..config import TrainConfig
     from ..corrections import corrections_labels, start_round
     from ..evaluation import teacher_segmenter
     from ..segment import Segmenter
     from ..teachers import load_teacher
 
-    if dataset not in DATASETS:
-        raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
     iterations = iterations or (10 if quick else 300)
     if dataset.startswith("phantom"):
+        from ..data.downsample import downsample_case
+
         train, val, _ = _phantom(2 if dataset == "phantom2d" else 3, quick)
+        train, val = [downsample_case(c, factor) for c in train], [downsample_case(c, factor) for c in val]
         tmodel = None
     else:
-        train, val, tmodel = _real(dataset, data, teacher, max_train)
+        train, val, tmodel = _real(dataset, data, teacher, max_train, factor)
         if not val:
             val, train = train[-max(1, len(train) // 5):], train[:-max(1, len(train) // 5)][:max_train]
     dims = train[0].ndim
     base = _settings(dims, quick, patch or (list(tmodel.patch_size) if tmodel is not None and tmodel.patch_size
                                             else None))
-    base["device"] = device
+    base.update(device=device, **RECIPES.get(dataset, {}))
     print(f"corrections bench: {dataset}, {len(train)} training / {len(val)} validation cases, folder {root}",
           flush=True)
     if tmodel is None:  # a teacher trained here, with the labels
@@ -194,7 +219,9 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     settings = {"dataset": dataset, "rounds": rounds, "slices": slices, "cases": cases, "iterations": iterations,
                 "student_iterations": s_iters, "train_cases": len(train), "val_cases": len(val),
                 "uncertainty_weight": uncertainty_weight, "tile": tile if dims == 2 else None, "quick": quick,
-                "folder": str(root), "student": cfg.model, "method": cfg.method}
+                "folder": str(root), "student": cfg.model, "method": cfg.method, "downsample": factor,
+                "augment": cfg.augment, "flips": cfg.flips, "patch": list(cfg.patch_size or []),
+                "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None}
     print(f"targets: {targets}", flush=True)
     return {"settings": settings, "teacher": teacher_ev, "rows": rows, "targets": targets,
             "wall_s": round(time.perf_counter() - t_start, 1)}
