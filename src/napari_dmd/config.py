@@ -262,7 +262,9 @@ def _constrained(hint: Any, rules: dict[str, Any]) -> Any:
         return typing.Union[tuple(_constrained(h, rules) for h in typing.get_args(hint))]  # noqa: UP007
     if typing.get_origin(hint) is list:
         return list[_constrained(typing.get_args(hint)[0], rules)]
-    if hint is type(None) or typing.get_origin(hint) is dict:
+    if typing.get_origin(hint) is dict:
+        return dict  # any mapping, as before (``extra`` is free-form: YAML may give it keys like 1 or yes)
+    if hint is type(None):
         return hint
     if "choices" in rules:
         return typing.Literal[tuple(rules["choices"])]
@@ -307,7 +309,7 @@ def _type_words(hint: Any) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_type_words(typing.get_args(hint)[0])}s"
     if typing.get_origin(hint) is dict:
-        return "a mapping of names to values"
+        return "a mapping"
     return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
