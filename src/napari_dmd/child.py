@@ -149,7 +149,6 @@ def distill_target(spec: RunSpec, chan: Channel) -> dict[str, Any]:
     """Prepare the run (:func:`napari_dmd.runner.prepare_run`) and drive it, streaming its events."""
     from . import runner
     from .data.cases import load_msd_folder
-    from .features import StudentSnapshot
 
     cfg = spec.config
     cases, names = spec.cases, None
@@ -169,28 +168,49 @@ def distill_target(spec: RunSpec, chan: Channel) -> dict[str, Any]:
     chan.send("info", {"output_dir": str(d.output_dir), "last_path": str(d.last_path),
                        "best_path": str(d.best_path), "iteration": d.iteration, "total": d.total,
                        "class_names": d.config.class_names})
-    saved = d.iteration
-    gen = runner.events(d, should_stop=chan.should_stop)
+    saved, saved_at = d.iteration, 0.0
+    seen: list[float] = []  # when the stop was first seen (time.monotonic: comparable with the parent's)
+
+    def should_stop() -> bool:
+        if not chan.should_stop():
+            return False
+        if not seen:
+            seen.append(time.monotonic())
+        return True
+
+    d.step_guard.stop_check = should_stop  # a stop also abandons the step in progress (distill/stopping.py)
+    gen = runner.events(d, should_stop=should_stop)
     try:
         for ev in gen:
-            chan.send("event", ev)
             if ev.kind == "checkpoint":
-                saved = ev.iteration
-            if (ev.kind == "step" and chan.live_due(ev.iteration)) or (
-                    ev.kind in ("done", "stopped") and int(chan._live_every.value) > 0):
-                chan.send("snapshot", StudentSnapshot.take(
-                    d.model, heads=d.heads, feature_scales=d.feature_scales, normalization=d.normalization,
-                    iteration=d.iteration, name=spec.snapshot_name))
+                saved, saved_at = ev.iteration, time.monotonic()
+            if ev.kind in ("done", "stopped"):  # the last snapshot first: the parent may stop reading at this event
+                if int(chan._live_every.value) > 0:
+                    chan.send("snapshot", _snapshot(d, spec))
+                if seen:
+                    chan.send("timing", {"seen": seen[0], "step_end": d.step_guard.abandoned_at or seen[0],
+                                         "saved": saved_at, "sent": time.monotonic()})
+            chan.send("event", ev)
+            if ev.kind == "step" and chan.live_due(ev.iteration):
+                chan.send("snapshot", _snapshot(d, spec))
     except Terminated:  # the parent stopped waiting: keep the steps done
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with contextlib.suppress(Exception):
             gen.close()  # suspended between steps: the engine writes last.pt
         if d.iteration > saved and d.dist.is_main:
             with contextlib.suppress(Exception):
-                d._save_last()  # a step was cut short: its weights may be half updated, the count is not
+                d._save_last()  # cut short mid-step: rolled back before the optimizer's update (stopping.py)
         raise
     return {"iteration": d.iteration, "last": str(d.last_path),
             "best": str(d.best_path) if d.best_path.exists() else None}
+
+
+def _snapshot(d: Any, spec: RunSpec) -> Any:
+    """A CPU copy of the run's student for the parent (:class:`~napari_dmd.features.StudentSnapshot`)."""
+    from .features import StudentSnapshot
+
+    return StudentSnapshot.take(d.model, heads=d.heads, feature_scales=d.feature_scales,
+                                normalization=d.normalization, iteration=d.iteration, name=spec.snapshot_name)
 
 
 def demo_target(spec: dict[str, Any], chan: Channel) -> tuple[str, str]:

@@ -40,6 +40,7 @@ from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distr
 from .events import Event
 from .methods import TABLE, distill_loss, get_method, target_settings
 from .resolve import auto_patch_size, autocast, choose_precision, lr_factor, resolve_num_workers
+from .stopping import StepGuard
 from .validation import IGNORE
 
 __all__ = ["HEAD_METHODS", "IGNORE", "Distiller", "Event", "TrainNet", "TrainingError", "auto_patch_size",
@@ -96,7 +97,7 @@ class Distiller:
         if resume is None:
             runs.check_new_run_folder(self.output_dir)
         self._resumed = resume is not None
-        self._stop = False
+        self._stop, self.step_guard = False, StepGuard(self)  # step_guard: a stop inside a step (stopping.py)
 
         self._resolve_data(list(cases), val_cases, teacher)  # classes, dims, train/validation split
         spatial_dims, train_cases = self.spatial_dims, self.train_cases
@@ -249,12 +250,14 @@ class Distiller:
             while self.iteration < self.total and not self._stop_requested():
                 ts = time.perf_counter()
                 try:
-                    parts = self._step()
+                    parts = self.step_guard.run(self._step)  # None: a stop came mid-step, rolled back
                 except torch.OutOfMemoryError as e:
                     raise TrainingError(
                         f"out of memory on {self.device} at iteration {self.iteration + 1}: lower batch_size "
                         f"(now {cfg.batch_size}) or patch_size (now {self.patch_size}); the last checkpoint "
                         f"is kept") from e
+                if parts is None:
+                    break
                 self.iteration += 1
                 dt = time.perf_counter() - ts
                 inst = cfg.batch_size / max(dt, 1e-9)
@@ -264,6 +267,8 @@ class Distiller:
                 ev = Event("step", self.iteration, self.total, parts=parts, lr=self._lr(),
                            samples_per_s=rate, eta_s=(self.total - self.iteration) / max(its, 1e-9))
                 yield self._emit(ev, log=self.iteration % cfg.log_interval == 0)
+                if self.step_guard.stopping():  # no validation or checkpoint on a stop: last.pt at once
+                    break
                 if self.val_cases and (self.iteration % cfg.val_interval == 0 or self.iteration == self.total):
                     yield self._emit(self._validate())
                     yield from (self._emit(w) for w in self._warnings)  # a class lost: said at once
@@ -390,8 +395,10 @@ class Distiller:
                 if cfg.confidence_weighting:
                     conf = torch.softmax(teacher_logits, 1).amax(1)
                     pixel_weight = torch.where(missing, conf, torch.ones_like(conf))
+        self.step_guard.check(before_student=True)  # a stop: the step is abandoned (stopping.py)
         with self._autocast():
             logits, scales = self.train_net(x)
+        self.step_guard.check()
         warm = cfg.distill_warmup * self.total
         distill_scale = 1.0 if warm <= 0 else min(1.0, (self.iteration + 1) / warm)
         balance, target_T = target_settings(cfg.method, cfg.target_balance, cfg.target_temperature)
@@ -409,6 +416,7 @@ class Distiller:
                 f"Lower the learning rate (lr, now {cfg.lr:g}) or the distillation weights.")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.step_guard.check(last=True)  # the last point to abandon the step: the optimizer has not applied it
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
