@@ -1,7 +1,11 @@
 """Plot the correction loop's curve (student and teacher mean Dice vs slices corrected) from bench JSON files.
 
-    python benchmarks/corrections_plot.py docs/benchmarks/bench-corrections-*.json \
-        --out docs/images/corrections_curve.png
+One panel per file, side by side (hippocampus, then CHAOS when its JSON exists): the student's mean Dice per
+round against the teacher's (dashed); classes the student had lost at round 0 (more than 10 points below the
+teacher) are drawn too, thin, with the teacher's Dice of that class (dotted).
+
+    python benchmarks/corrections_plot.py --out docs/images/corrections_curve.png
+    python benchmarks/corrections_plot.py docs/benchmarks/bench-corrections-*.json --out FIGURE.png
 """
 
 from __future__ import annotations
@@ -10,31 +14,60 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+DEFAULT_FILES = [DOCS / "bench-corrections-hippocampus.json", DOCS / "bench-corrections-chaos.json"]
+CLASS_NAMES = {"hippocampus": ["anterior", "posterior"],  # for JSON files written before settings had them
+               "chaos": ["liver", "right kidney", "left kidney", "spleen"]}
+
+
+def _panel(ax: Any, name: str, res: dict[str, Any]) -> None:
+    rows, settings, teacher = res["rows"], res.get("settings", {}), res["teacher"]
+    names = settings.get("class_names") or CLASS_NAMES.get(name) or \
+        [f"class {i + 1}" for i in range(len(teacher["dice"]))]
+    x = [r["slices_corrected"] for r in rows]
+    line, = ax.plot(x, [100 * r["student_mean_dice"] for r in rows], "o-", lw=2, label="student, mean")
+    ax.axhline(100 * teacher["mean"], color=line.get_color(), ls="--", lw=1, label="teacher, mean")
+    lost = res.get("targets", {}).get("lost_classes_at_round_0", [])
+    recovered = set(res.get("targets", {}).get("lost_classes_recovered", []))
+    for k in lost:
+        cl, = ax.plot(x, [100 * r["student_dice"][k - 1] for r in rows], "s-", lw=1, ms=3,
+                      label=f"student, {names[k - 1]} (lost{', recovered' if k in recovered else ''})")
+        ax.axhline(100 * teacher["dice"][k - 1], color=cl.get_color(), ls=":", lw=1,
+                   label=f"teacher, {names[k - 1]}")
+    down = settings.get("downsample")
+    title = f"{name} ({settings.get('val_cases', '?')} validation cases" + \
+        (f", {down}x down-sampled" if down and down > 1 else "") + ")"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"slices corrected (cumulative; {settings.get('slices', 5)} per case, "
+                  f"{settings.get('cases', 3)} cases a round)", fontsize=8)
+    ax.set_xticks(x)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("files", nargs="+", type=Path, help="JSON files written by napari-dmd bench corrections --json")
+    p.add_argument("files", nargs="*", type=Path, help="JSON files written by napari-dmd bench corrections --json "
+                   "(default: the hippocampus and CHAOS files in docs/benchmarks/ that exist)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    files = a.files or [f for f in DEFAULT_FILES if f.exists()]
+    missing = [str(f) for f in files if not f.exists()]
+    if not files or missing:
+        print(f"corrections_plot: error: {', '.join(missing) or 'no bench-corrections JSON in docs/benchmarks'}: "
+              "not found; run napari-dmd bench corrections --json FILE first", file=sys.stderr)
+        return 2
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for f in a.files:
-        res = json.loads(f.read_text(encoding="utf-8"))["results"]
-        rows = res["rows"]
-        name = f.stem.removeprefix("bench-corrections-")
-        x = [r["slices_corrected"] for r in rows]
-        line, = ax.plot(x, [100 * r["student_mean_dice"] for r in rows], "o-", label=f"{name}: student")
-        ax.axhline(100 * rows[0]["teacher_mean_dice"], color=line.get_color(), ls="--", lw=1,
-                   label=f"{name}: teacher")
-    ax.set_xlabel("slices corrected (cumulative, 5 per case and round, 3 cases)")
-    ax.set_ylabel("mean Dice on validation (%)")
-    ax.set_title("Correction rounds: student vs teacher")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(files), figsize=(5.2 * len(files), 5.2), squeeze=False)
+    for ax, f in zip(axes[0], files):
+        _panel(ax, f.stem.removeprefix("bench-corrections-"), json.loads(f.read_text(encoding="utf-8"))["results"])
+    axes[0][0].set_ylabel("Dice on validation (%)")
+    fig.suptitle("Correction rounds: student vs teacher", fontsize=10)
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=120)

@@ -221,7 +221,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "uncertainty_weight": uncertainty_weight, "tile": tile if dims == 2 else None, "quick": quick,
                 "folder": str(root), "student": cfg.model, "method": cfg.method, "downsample": factor,
                 "augment": cfg.augment, "flips": cfg.flips, "patch": list(cfg.patch_size or []),
-                "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None}
+                "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
+                "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None}
     print(f"targets: {targets}", flush=True)
     return {"settings": settings, "teacher": teacher_ev, "rows": rows, "targets": targets,
             "wall_s": round(time.perf_counter() - t_start, 1)}
