@@ -13,10 +13,13 @@ pipe as ``(kind, payload)`` messages:
 * ``("result", value)`` / ``("failure", exception)`` — how the target ended.
 
 The parent polls (:meth:`ChildProcess.poll`), never blocking longer than it asks. Stop is a
-``multiprocessing.Event`` the engine is asked after each event (it stops before its next step, writes
-``last.pt``). :meth:`ChildProcess.close` asks for a stop, waits up to 1.5 s, then sends SIGTERM: the child
+``multiprocessing.Event`` the engine asks inside each step too (:mod:`napari_dmd.distill.stopping`: the step in
+progress is abandoned before the optimizer applies it) and after each event; it then writes ``last.pt`` at once
+and sends ``("timing", dict)`` (when it saw the stop, saved, sent) before its last event.
+:meth:`ChildProcess.close` asks for a stop, waits up to 1.5 s for the result, then sends SIGTERM: the child
 closes the engine's generator (which writes ``last.pt``) or, when a step was cut short, writes it itself, and
-exits; likewise when its parent dies. A child that dies (killed, out of memory) is one line
+exits; likewise when its parent dies. Nobody waits for the process's exit: :meth:`ChildProcess.finish_in_background`
+reaps it. A child that dies (killed, out of memory) is one line
 (:meth:`ChildProcess.ended_message`). The spec travels in a temporary file (:func:`write_spec`).
 """
 
@@ -289,6 +292,8 @@ class ChildProcess:
         self.terminated = False
         self._eof = False
         self._spec_path: str | None = None
+        self._finisher: threading.Thread | None = None
+        self.exited_at: float | None = None  # time.monotonic() when the process was seen to exit
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
@@ -362,29 +367,52 @@ class ChildProcess:
         return (f"the training process ended unexpectedly ({how}); the run folder keeps its last checkpoint "
                 "(Resume continues from it)")
 
+    @property
+    def ended(self) -> bool:
+        """The child sent its result or failure, or its pipe closed (it ended, or is exiting)."""
+        return self.ended_cleanly or self._eof
+
     def close(self, wait_s: float = STOP_WAIT_S, term_wait_s: float = 0.4) -> list[Message]:
-        """Ask for a stop, wait ``wait_s``, then SIGTERM (the child writes last.pt and exits); returns the messages
-        read meanwhile. A child still saving after ``term_wait_s`` is left to finish (:func:`_close_all`)."""
+        """Ask for a stop and wait up to ``wait_s`` for the child's result (it has written last.pt by then), else
+        SIGTERM it (it writes last.pt and exits) and wait up to ``term_wait_s``; returns the messages read
+        meanwhile. The process's exit is not waited for: :meth:`finish_in_background` reaps it (a child still
+        saving is left to finish: :func:`_close_all`)."""
         got: list[Message] = []
-        if self.process is None:
+        if self.process is None or self._finisher is not None:
             return got
         self.request_stop()
         deadline = time.perf_counter() + wait_s
-        while self.alive and time.perf_counter() < deadline:
+        while not self.ended and self.alive and time.perf_counter() < deadline:
             got += self.poll(0.05)
-        if self.alive:
+        if not self.ended and self.alive:
             self.terminated = True
             with contextlib.suppress(Exception):
                 self.process.terminate()
             self.process.join(term_wait_s)
         got += self.poll(0.0)
-        if not self.alive:
-            self._reap()
+        self.finish_in_background()
         return got
 
+    def finish_in_background(self) -> None:
+        """Read what the child still sends and wait for its exit in a daemon thread, then reap it; the caller
+        reads no more messages (the run's end was seen). Returns at once."""
+        if self.process is None or self._finisher is not None:
+            return
+
+        def finish() -> None:
+            with contextlib.suppress(Exception):
+                while not self._eof:
+                    self.poll(0.2)
+                self.process.join()
+                self.exited_at = time.monotonic()
+                self._reap()
+
+        self._finisher = threading.Thread(target=finish, name=f"{self.name}-reaper", daemon=True)
+        self._finisher.start()
+
     def _reap(self) -> None:
-        if self.process is not None:
-            self.process.join(0.5 if self._eof else 0)  # the pipe closes just before the child exits
+        if self.process is not None:  # the pipe closes just before the child exits: its exit code for a death
+            self.process.join(0.5 if self._eof and not self.ended_cleanly else 0)
         if self.process is not None and not self.process.is_alive():
             _LIVE.discard(self)
             if self._spec_path is not None:
@@ -438,12 +466,13 @@ def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
     try:
         while not child.done:
             messages = child.poll(0.1)
-            if should_stop is not None and should_stop():
-                messages += child.close()
+            stopped = should_stop is not None and should_stop()
+            if stopped:
+                messages += child.close()  # its result read (or it was terminated); its exit reaped in the background
             for kind, payload in messages:
                 if kind == "progress" and on_progress is not None:
                     on_progress(*payload)
-            if should_stop is not None and should_stop() and not child.alive:
+            if stopped:
                 break
     finally:
         if child.alive:

@@ -4,14 +4,18 @@ the guard that stops it when the widget is destroyed.
 
 The engine never runs in napari's process, so it cannot hold the Qt event loop (the GIL, the CPU of the GUI
 thread). The worker thread only waits on the child's pipe and hands each message to the main thread; Stop sets
-the child's stop event (the engine stops before its next step and writes ``last.pt``). Closing the viewer quits
-the worker: :meth:`RunHandle.close_generator` (connected to the worker's ``aborted`` signal, run in the worker
-thread) asks the child to stop, waits up to 1.5 s, then terminates it (it writes ``last.pt`` as it exits).
+the child's stop event (the engine abandons the step in progress, writes ``last.pt`` of the last completed one
+and sends its last event). The worker ends at that last event: the child's exit is reaped in the background
+(:meth:`~napari_dmd.child.ChildProcess.finish_in_background`). Closing the viewer quits the worker:
+:meth:`RunHandle.close_generator` (connected to the worker's ``aborted`` signal, run in the worker thread) asks
+the child to stop, waits up to 1.5 s for it, then terminates it (it writes ``last.pt`` as it exits).
+:attr:`RunHandle.timeline` records when each part of a stop happened (``napari-dmd bench gui`` reports it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,8 @@ __all__ = ["Notice", "RunGuard", "RunHandle", "RunView", "default_output_dir", "
 
 #: How often the worker thread looks at the child when it has nothing to say (s): quitting acts this fast.
 POLL_S = 0.1
+#: The engine's last event of a run: the worker ends when it arrives (the child's exit is not waited for).
+FINAL_KINDS = ("done", "stopped")
 
 
 def default_output_dir(method: str) -> Path:
@@ -125,13 +131,18 @@ class RunHandle:
     stop_requested_at: int | None = None
     aborted: bool = False
     events: list[Event] = field(default_factory=list)
+    #: time.monotonic() of a stop's parts: click; the child's seen, step_end, saved, sent; received (the worker
+    #: got the last event), finished (the worker ended), shown (the widget says stopped), registered
+    timeline: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.distiller = RunView(self)
 
     def request_stop(self) -> None:
-        """Ask the engine to stop before its next step (it then writes last.pt)."""
+        """Ask the engine to stop: the child abandons the step in progress and writes last.pt of the last
+        completed one."""
         self.stop = True
+        self.timeline.setdefault("click", time.monotonic())
         if self.stop_requested_at is None and self.distiller is not None:
             self.stop_requested_at = self.distiller.iteration
         if self.child is not None:
@@ -139,15 +150,19 @@ class RunHandle:
 
     def close_generator(self) -> None:
         """The viewer closes (the worker was quit; called in the worker thread): stop the child, wait up to
-        1.5 s, then terminate it (it writes last.pt as it exits)."""
+        1.5 s for its result, then terminate it (it writes last.pt as it exits); its exit is not waited for."""
         self.aborted = True
         self.stop = True
+        self.timeline.setdefault("click", time.monotonic())
         child = self.child
         if child is not None:
             with contextlib.suppress(Exception):
                 for kind, payload in child.close():
                     if kind == "event" and self.distiller is not None:
                         self.distiller.see(payload)
+                    elif kind == "timing":
+                        self.timeline.update(payload)
+            self.timeline["finished"] = time.monotonic()
 
 
 def run_spec(run: RunHandle) -> Any:
@@ -167,7 +182,8 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
     :class:`Notice`, each engine event as ``(event, None)``, each student snapshot as ``(None, snapshot)``,
     and ``None`` when there is nothing new (every :data:`POLL_S`, so that a quit acts at once).
 
-    Failures (in the child or here, or a child that dies) are yielded as
+    Ends at the engine's last event (:data:`FINAL_KINDS`; last.pt is written by then), leaving the child's exit
+    to a background thread. Failures (in the child or here, or a child that dies) are yielded as
     :class:`~napari_dmd._widgets._workers.Failure`. Closing this generator closes the child (last.pt kept).
     """
     from ..child import ChildProcess, distill_target
@@ -180,7 +196,8 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
         if run.stop:
             child.request_stop()
         child.start()
-        while not child.done:
+        final = False
+        while not child.done and not final:
             child.set_live_every(live.every)
             if live.take_request():
                 child.request_snapshot()
@@ -190,6 +207,9 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
             for kind, payload in messages:
                 if kind == "event":
                     run.distiller.see(payload)
+                    if payload.kind in FINAL_KINDS:
+                        final = True
+                        run.timeline["received"] = time.monotonic()
                     yield payload, None
                 elif kind == "snapshot":
                     yield None, payload
@@ -197,8 +217,12 @@ def train_worker(run: RunHandle, live: LiveStudent) -> Generator[Any, None, None
                     yield Notice(*payload)
                 elif kind == "failure":
                     yield Failure(payload)
-        if (message := child.ended_message()) is not None and not run.aborted:
+                elif kind == "timing":
+                    run.timeline.update(payload)
+        if not final and (message := child.ended_message()) is not None and not run.aborted:
             yield Failure(TrainingError(message))
+        child.finish_in_background()  # its result and exit: nobody waits for them
+        run.timeline["finished"] = time.monotonic()
     except GeneratorExit:
         if child is not None:
             child.close()

@@ -5,8 +5,9 @@ and trained in a child process (:mod:`napari_dmd.child`: the cases, config and t
 the engine cannot hold napari's event loop from there). A thin worker thread relays the engine's events (one
 per step) to the main thread, where they are only recorded; a timer (``STATUS_HZ``) then updates the progress
 bar, the status line, the live plot (:mod:`.loss_plot`) and the checkpoint path together, in one window
-repaint. Warning events (e.g. a class the student lost) are shown at once. Stop asks the engine to stop before
-its next step; closing the viewer stops the child (waits up to 1.5 s, then terminates it; ``last.pt`` is
+repaint. Warning events (e.g. a class the student lost) are shown at once. Stop makes the child abandon the step
+in progress (``last.pt`` holds the last completed one), and the widget says "stopped" as soon as the child has
+saved; closing the viewer stops the child (waits up to 1.5 s for it, then terminates it; ``last.pt`` is
 written either way). When a run ends its checkpoints are added to :data:`napari_dmd.registry.REGISTRY` as
 students, and :data:`LIVE` shares snapshots of the student being trained (sent by the child every N steps)
 with the Features widget. Export… writes the finished student with :func:`napari_dmd.export.export_student`
@@ -229,7 +230,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         self._launch(run, start_iteration=done)
 
     def stop(self) -> None:
-        """Ask the engine to stop before its next step (it then writes last.pt)."""
+        """Ask the engine to stop: it abandons the step in progress and writes last.pt of the last completed one."""
         if self.run is not None and self.running:
             self.run.request_stop()
             self.status_label.setText(self.status_label.text() + " — stopping…")
@@ -351,13 +352,17 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
         self.worker = None
         LIVE.running = False
         LIVE.changed.emit()
-        if run is not None and run.distiller is not None:
-            self._register(run)
         self._update_buttons()
         if run is not None and run.events and run.events[-1].kind in ("done", "stopped"):
             ev = run.events[-1]
             best = f" · best validation Dice {ev.mean_dice:.3f}" if ev.mean_dice is not None else ""
-            self.status_label.setText(f"{ev.message}{best}{self._data_note}")
+            self.status_label.setText(f"{ev.message}{best}{self._data_note}")  # before registering: said at once
+        if run is not None:
+            run.timeline["shown"] = time.monotonic()
+        if run is not None and run.distiller is not None:
+            self._register(run)  # loads last.pt and best.pt (~0.1 s each): the other widgets get them
+            run.timeline["registered"] = time.monotonic()
+            self._update_buttons()
         if run is None or not run.aborted:  # aborted: the viewer is closing, start no more threads
             self.plot.flush()
         self.run_finished.emit(run)
