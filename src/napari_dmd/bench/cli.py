@@ -108,8 +108,8 @@ def add_verbs(sub: Any) -> None:
     g.add_argument("--inference-models", choices=MODEL_CHOICES, default="auto",
                    help="--inference: the cached demo pair, or fresh 2d / 3d teacher + student presets (default "
                         "auto: demo when cached, else 2d; --quick: tiny 2D nets)")
-    g.add_argument("--inference-repeats", type=int, default=3, metavar="N",
-                   help="--inference: timed rounds per widget after a warm-up (median; default 3)")
+    g.add_argument("--inference-repeats", type=int, metavar="N",
+                   help="--inference: timed rounds per widget after a warm-up (median; default 3; --quick 1)")
     _patch_arg(g)
     _model_args(g)
     _common(g, device="cpu")
@@ -186,7 +186,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
     if verb == "memory":
         return bench_memory(a.steps, a.batch, a.dims, a.teacher_model, a.student_model, a.device, a.quick)
     if verb == "gui" and getattr(a, "inference", False):
-        return bench_gui_inference(a.inference_repeats, a.quick, a.inference_models, a.device)
+        return bench_gui_inference(a.inference_repeats or (1 if a.quick else 3), a.quick, a.inference_models,
+                                   a.device)
     if verb == "gui":
         return bench_gui(a.steps, a.warmup, a.dims, a.batch, a.patch, a.teacher_model, a.student_model, a.device,
                          a.rounds, a.quick, live_features=getattr(a, "live_features", 0), load=getattr(a, "load", 0))
