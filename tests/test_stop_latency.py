@@ -143,3 +143,38 @@ def test_the_child_checks_its_stop_inside_steps_and_reports_when_it_saw_it(cases
     assert result["iteration"] == 2 and load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 2
     timing = next(p for k, p in chan.sent if k == "timing")
     assert chan.clicked is not None and chan.clicked <= timing["seen"] <= timing["saved"] <= timing["sent"]
+
+
+def _stopped_then_slow_exit_target(spec, chan):
+    """A child that sends the run's last event, then takes long to end (as Python's shutdown after torch did)."""
+    from napari_dmd.distill.events import Event
+
+    chan.send("timing", {"seen": time.monotonic(), "saved": time.monotonic(), "sent": time.monotonic()})
+    chan.send("event", Event("stopped", 3, 10, message="stopped at iteration 3"))
+    time.sleep(30)
+    return {}
+
+
+def test_the_distill_worker_ends_at_the_last_event_not_at_the_child_exit(tmp_path, monkeypatch):
+    """The widget says "stopped" once the child has saved: the worker does not wait for the process to end
+    (reaped in the background); ChildProcess.close does not wait for it either."""
+    from napari_dmd import child as child_mod
+    from napari_dmd._widgets._distill_run import RunHandle, train_worker
+    from napari_dmd._widgets._live import LiveStudent
+
+    monkeypatch.setattr(child_mod, "distill_target", _stopped_then_slow_exit_target)
+    run = RunHandle(TrainConfig(method="none", model="4,8,16", iterations=10), tmp_path / "run")
+    items = []
+    for item in train_worker(run, LiveStudent()):
+        items.append(item)
+    kinds = [i[0].kind for i in items if isinstance(i, tuple) and i[0] is not None]
+    assert kinds == ["stopped"] and run.distiller.iteration == 3
+    assert run.child.alive, "the worker returned while the child was still running (its exit is not awaited)"
+    assert {"seen", "saved", "sent", "received", "finished"} <= set(run.timeline)
+    t0 = time.monotonic()
+    assert run.child.close(wait_s=5.0) == [] and time.monotonic() - t0 < 1.0  # handed to the reaper: no wait
+    run.child.process.kill()
+    deadline = time.monotonic() + 30
+    while run.child.exited_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.child.exited_at is not None and not run.child.alive

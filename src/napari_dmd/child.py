@@ -18,9 +18,10 @@ progress is abandoned before the optimizer applies it) and after each event; it 
 and sends ``("timing", dict)`` (when it saw the stop, saved, sent) before its last event.
 :meth:`ChildProcess.close` asks for a stop, waits up to 1.5 s for the result, then sends SIGTERM: the child
 closes the engine's generator (which writes ``last.pt``) or, when a step was cut short, writes it itself, and
-exits; likewise when its parent dies. Nobody waits for the process's exit: :meth:`ChildProcess.finish_in_background`
-reaps it. A child that dies (killed, out of memory) is one line
-(:meth:`ChildProcess.ended_message`). The spec travels in a temporary file (:func:`write_spec`).
+exits; likewise when its parent dies. The child then ends with ``os._exit`` (Python's own shutdown after torch
+took 2 s); nobody waits for it: :meth:`ChildProcess.finish_in_background` reaps it. A child that dies
+(killed, out of memory) is one line (:meth:`ChildProcess.ended_message`). The spec travels in a temporary
+file (:func:`write_spec`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .child_io import folder_warning, read_spec, spec_teacher, write_spec  # noqa: F401 - importable from here
+from .child_io import (
+    _exit_now,
+    _start_without_main,
+    _watch_parent,
+    folder_warning,
+    read_spec,
+    spec_teacher,  # noqa: F401 - importable from here
+    write_spec,
+)
 
 __all__ = ["ChildDied", "ChildProcess", "GuardInfo", "RunSpec", "TeacherSpec", "Terminated", "demo_target",
            "distill_target", "run_in_child"]
@@ -226,14 +235,6 @@ def demo_target(spec: dict[str, Any], chan: Channel) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- the child
-def _watch_parent(stop: Any) -> None:
-    """Stop the run when the parent process dies."""
-    parent = mp.parent_process()
-    if parent is not None:
-        parent.join()
-        stop.set()
-
-
 def _child_main(target: Callable[[Any, Channel], Any], spec_path: str, conn: Any, stop: Any, live_every: Any,
                 snapshot: Any) -> None:
     """The child process: load the spec, run the target, send its result or failure."""
@@ -264,6 +265,7 @@ def _child_main(target: Callable[[Any, Channel], Any], spec_path: str, conn: Any
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+    _exit_now()
 
 
 # ---------------------------------------------------------------------------------------------- the parent
@@ -422,34 +424,6 @@ class ChildProcess:
 
 class ChildDied(RuntimeError):
     """A child process ended without a result (killed, crashed, or terminated)."""
-
-
-_START_LOCK = threading.Lock()
-
-
-def _start_without_main(process: Any) -> None:
-    """Start a spawned process without running the parent's ``__main__`` in it again.
-
-    multiprocessing's spawn runs the parent's main script in the child (as ``__mp_main__``); a napari script
-    without an ``if __name__ == "__main__"`` guard would open a second viewer there. The targets here live in
-    importable modules, so the child needs no main module at all.
-    """
-    from multiprocessing import spawn
-
-    original = spawn.get_preparation_data
-
-    def preparation_data(name: str) -> dict[str, Any]:
-        data = original(name)
-        data.pop("init_main_from_path", None)
-        data.pop("init_main_from_name", None)
-        return data
-
-    with _START_LOCK:
-        spawn.get_preparation_data = preparation_data
-        try:
-            process.start()
-        finally:
-            spawn.get_preparation_data = original
 
 
 def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,

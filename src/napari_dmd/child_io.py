@@ -2,14 +2,19 @@
 
 :func:`write_spec` / :func:`read_spec`: the run's spec as a temporary file, its arrays out of band;
 :func:`spec_teacher`: a registry teacher as something the child can get again; :func:`folder_warning`: the
-model-data guard's warning for an MSD folder's cases.
+model-data guard's warning for an MSD folder's cases; starting a spawned child without the parent's
+``__main__``, watching the parent from the child, and the child's quick exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import os
 import pickle
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +74,49 @@ def spec_teacher(entry: Any) -> Any:
                            trust=bool(entry.info.get("trusted", False)), source=entry.name,
                            spacing=entry.info.get("spacing"))
     return TeacherSpec(teacher=teacher)
+
+
+# ---------------------------------------------------------------------------------------------- process helpers
+def _watch_parent(stop: Any) -> None:
+    """Stop the run when the parent process dies."""
+    parent = mp.parent_process()
+    if parent is not None:
+        parent.join()
+        stop.set()
+
+
+def _exit_now() -> None:
+    """End the child at once: what it wrote is closed by now (last.pt, events.jsonl, the pipe). Python's own
+    shutdown of a process that imported torch took 2 s here (measured), CPU the GUI needs while it closes."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
+
+
+_START_LOCK = threading.Lock()
+
+
+def _start_without_main(process: Any) -> None:
+    """Start a spawned process without running the parent's ``__main__`` in it again.
+
+    multiprocessing's spawn runs the parent's main script in the child (as ``__mp_main__``); a napari script
+    without an ``if __name__ == "__main__"`` guard would open a second viewer there. The targets here live in
+    importable modules, so the child needs no main module at all.
+    """
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+
+    def preparation_data(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _START_LOCK:
+        spawn.get_preparation_data = preparation_data
+        try:
+            process.start()
+        finally:
+            spawn.get_preparation_data = original

@@ -75,35 +75,109 @@ def _wait(app_loop: Any, until: Any, timeout_s: float) -> bool:
     return True
 
 
-def _time_stop_and_close(viewer: Any, w: Any, tmp: Path, app_loop: Any, step_at: list[float],
-                         warmup: int) -> dict[str, Any]:
-    """Stop a long run mid-way (Stop to its end), then close the viewer during another one."""
+#: The parts of a stop, in order, as :attr:`~napari_dmd._widgets._distill_run.RunHandle.timeline` names them.
+STOP_PARTS = (("seen", "the child saw the stop"), ("step_end", "its step ended (abandoned or done)"),
+              ("saved", "last.pt written"), ("sent", "its last event sent"),
+              ("received", "the worker got it"), ("finished", "the worker ended"),
+              ("shown", 'the widget says "stopped"'), ("registered", "the student registered"),
+              ("exited", "the child process exited"))
+
+
+def _open_viewer(napari: Any, dims: int, teacher: str, student_model: str, patch: Sequence[int], batch: int,
+                 device: str, live_features: int, title: str = "napari-dmd bench gui") -> tuple[Any, Any, Any]:
+    """A viewer with the phantom sample and two more image/labels pairs, Distill docked (the teacher, DMD, the
+    student, patch, batch, device set) and, with ``live_features``, Features in live mode; (viewer, distill,
+    features or None)."""
+    from ..phantom import make_phantom_dataset
+
+    viewer = napari.Viewer(title=title)
+    viewer.open_sample("napari-dmd", f"phantom-{dims}d")
+    for i, (img, lab) in enumerate(make_phantom_dataset(2, (128, 128) if dims == 2 else (32, 64, 64), seed=7)):
+        viewer.add_image(img, name=f"extra {i}")
+        viewer.add_labels(lab, name=f"extra {i} labels")
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
+    w.teacher_chooser.setCurrentText(teacher)
+    w.set_method("dmd")
+    w.student_combo.setCurrentText(student_model)
+    w.patch_edit.setText(",".join(map(str, patch)))
+    w.batch_spin.setValue(batch)
+    fw = None
+    if live_features > 0:  # Features in live mode on the phantom image, with its default view
+        _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
+        fw.image_chooser.set_layer(f"phantom {dims}D")
+        fw.live_steps.setValue(live_features)
+        fw.live_check.setChecked(True)
+    idx = w.device_combo.findData(device)
+    if idx < 0:
+        raise ValueError(f"device {device!r} is not offered by the Distill widget on this machine")
+    w.device_combo.setCurrentIndex(idx)
+    return viewer, w, fw
+
+
+def _parts(run: Any, t0: float) -> dict[str, float]:
+    """The run's stop timeline (:data:`STOP_PARTS`) in seconds from ``t0`` (time.monotonic())."""
+    marks = dict(run.timeline)
+    child = run.child
+    if child is not None and child.exited_at is not None:
+        marks["exited"] = child.exited_at
+    return {k: marks[k] - t0 for k, _ in STOP_PARTS if k in marks}
+
+
+def _time_stop(w: Any, tmp: Path, app_loop: Any, step_at: list[float], warmup: int) -> dict[str, Any]:
+    """Press Stop during a long run: until the widget is idle (``stop_s``), and each part of it."""
     w.iterations_spin.setValue(1_000_000)
     w.output_edit.setText(str(tmp / "stop"))
     step_at.clear()
     w.start()
     _wait(app_loop, lambda: len(step_at) >= warmup, 600)
-    t0 = time.perf_counter()
+    run = w.run
+    t0, c0 = time.perf_counter(), time.monotonic()
     w.stop()
     _wait(app_loop, lambda: not w.running, 120)
     stop_s = time.perf_counter() - t0
+    _wait(app_loop, lambda: run.child is None or run.child.exited_at is not None, 30)
+    last = tmp / "stop" / "last.pt"
+    return {"stop_s": stop_s, "stop_parts": _parts(run, c0), "stop_kept_last_pt": last.is_file(),
+            "stop_iteration": run.events[-1].iteration if run.events else None}
+
+
+def _time_closes(napari: Any, make_viewer: Any, tmp: Path, app_loop: Any, warmup: int) -> dict[str, Any]:
+    """Close a new viewer with no run (napari's own close, with the same layers and docks: the baseline), then
+    another one mid-run: ``close()`` returning, the run's worker ending, last.pt kept, the child's exit."""
+    from qtpy.QtCore import QTimer
+
+    def settle(seconds: float) -> None:
+        QTimer.singleShot(int(seconds * 1000), app_loop.quit)
+        app_loop.exec()
+
+    viewer, w, _ = make_viewer("napari-dmd bench gui: close, no run")
+    settle(1.0)
+    t0 = time.perf_counter()
+    viewer.close()
+    idle_s = time.perf_counter() - t0
+    settle(1.0)
+
+    viewer, w, _ = make_viewer("napari-dmd bench gui: close mid-run")
     out = tmp / "close"
+    w.iterations_spin.setValue(1_000_000)
     w.output_edit.setText(str(out))
-    step_at.clear()
+    steps: list[float] = []
+    w.run_event.connect(lambda ev: steps.append(time.perf_counter()) if ev.kind == "step" else None)
     w.start()
-    _wait(app_loop, lambda: len(step_at) >= warmup, 600)
-    worker = w.worker
+    _wait(app_loop, lambda: len(steps) >= warmup, 600)
+    run, worker = w.run, w.worker
     ended: list[float] = []
     if worker is not None:
         worker.finished.connect(lambda: ended.append(time.perf_counter()))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.monotonic()
     viewer.close()
     close_return_s = time.perf_counter() - t0
     _wait(app_loop, lambda: bool(ended) or worker is None, 120)
     close_done_s = (ended[0] if ended else time.perf_counter()) - t0
     _wait(app_loop, lambda: (out / "last.pt").is_file(), 5)
-    return {"stop_s": stop_s, "close_return_s": close_return_s, "close_done_s": close_done_s,
-            "close_kept_last_pt": (out / "last.pt").is_file()}
+    _wait(app_loop, lambda: run.child is None or run.child.exited_at is not None, 30)
+    return {"close_idle_s": idle_s, "close_return_s": close_return_s, "close_done_s": close_done_s,
+            "close_kept_last_pt": (out / "last.pt").is_file(), "close_parts": _parts(run, c0)}
 
 
 def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2, batch: int = 2,
@@ -121,8 +195,10 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
     ``live_features`` N > 0 docks the Features widget in live mode (every N steps, its default view) on the
     phantom image; ``load`` K starts K busy processes that saturate the CPU for the whole benchmark (GUI and
     headless alike). At the end, Stop and closing the viewer mid-run are timed: ``stop_s`` (Stop pressed to
-    the run's end), ``close_return_s`` (``viewer.close()`` returning) and ``close_done_s`` (until the run's
-    worker has finished).
+    the widget is idle, each part of it in ``stop_parts``), ``close_idle_s`` (``viewer.close()`` of a new viewer
+    with the same layers and docks and no run: napari's own close, the baseline), ``close_return_s``
+    (``viewer.close()`` of another one mid-run returning) and ``close_done_s`` (until the run's worker has
+    finished; ``close_parts``: when the child saw the stop, saved, ended).
     """
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                                                  or os.environ.get("QT_QPA_PLATFORM")):
@@ -132,7 +208,6 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
 
     from ..config import TrainConfig
     from ..distill.engine import Distiller
-    from ..phantom import make_phantom_dataset
     from ..registry import REGISTRY, entry_from_checkpoint, teacher_from_entry
 
     steps, warmup = steps or (12 if quick else 200), warmup or (2 if quick else 10)
@@ -144,11 +219,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
     tmp = Path(tempfile.mkdtemp(prefix="napari-dmd-bench-gui-"))
 
     load_procs = start_load(load)
-    viewer = napari.Viewer(title="napari-dmd bench gui")
-    viewer.open_sample("napari-dmd", f"phantom-{dims}d")
-    for i, (img, lab) in enumerate(make_phantom_dataset(2, (128, 128) if dims == 2 else (32, 64, 64), seed=7)):
-        viewer.add_image(img, name=f"extra {i}")
-        viewer.add_labels(lab, name=f"extra {i} labels")
+    viewer = None
     layer_cases = None
     name = "teacher: napari-dmd bench"
     try:
@@ -160,23 +231,12 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
         t = Distiller(tcfg, phantom_cases(2, dims), val_cases=[], output_dir=tmp / "teacher", role="teacher")
         t.run_to_end()
         entry = REGISTRY.add(entry_from_checkpoint(t.last_path, role="teacher", device=device, name=name))
-        _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
-        w.teacher_chooser.setCurrentText(name)
-        w.set_method("dmd")
-        w.student_combo.setCurrentText(student_model)
+
+        def make_viewer(title: str = "napari-dmd bench gui") -> tuple[Any, Any, Any]:
+            return _open_viewer(napari, dims, name, student_model, patch, batch, device, live_features, title)
+
+        viewer, w, fw = make_viewer()
         w.iterations_spin.setValue(steps)
-        w.patch_edit.setText(",".join(map(str, patch)))
-        w.batch_spin.setValue(batch)
-        fw = None
-        if live_features > 0:  # Features in live mode on the phantom image, with its default view
-            _, fw = viewer.window.add_plugin_dock_widget("napari-dmd", "Features")
-            fw.image_chooser.set_layer(f"phantom {dims}D")
-            fw.live_steps.setValue(live_features)
-            fw.live_check.setChecked(True)
-        idx = w.device_combo.findData(device)
-        if idx < 0:
-            raise ValueError(f"device {device!r} is not offered by the Distill widget on this machine")
-        w.device_combo.setCurrentIndex(idx)
 
         app_loop = QEventLoop()
         ticks: list[float] = []
@@ -281,12 +341,16 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
             for run_round in order:
                 run_round(r)
         timer.stop()
-        stop_close = _time_stop_and_close(viewer, w, tmp, app_loop, step_at, warmup)
+        stop_close = _time_stop(w, tmp, app_loop, step_at, warmup)
+        viewer.close()  # its Features would follow the next runs' snapshots too
+        viewer = None
+        stop_close.update(_time_closes(napari, make_viewer, tmp, app_loop, warmup))
     finally:
         with contextlib.suppress(Exception):
             REGISTRY.remove(name)
         with contextlib.suppress(Exception):
-            viewer.close()
+            if viewer is not None:
+                viewer.close()
         stop_load(load_procs)
         shutil.rmtree(tmp, ignore_errors=True)
     ratios = [g["samples_per_s"] / h["samples_per_s"] for g, h in zip(gui_rounds, head_rounds)]
@@ -318,7 +382,15 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                  [[i + 1, f"{g['samples_per_s']:.2f}", f"{h['samples_per_s']:.2f}", f"{q:.3f}"]
                   for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
     print(f"ratio GUI / headless samples/s = {res['ratio']:.3f}  (target >= 0.9)")
-    print(f"Stop to the run's end {res['stop_s']:.2f} s (target <= 1); closing the viewer mid-run: close() returned "
-          f"in {res['close_return_s']:.2f} s, the run's worker ended after {res['close_done_s']:.2f} s (target <= 2), "
-          f"last.pt kept: {res['close_kept_last_pt']}")
+    print(f"Stop to the widget idle {res['stop_s']:.2f} s (target <= 1), last.pt kept: {res['stop_kept_last_pt']}; "
+          f"closing a viewer: close, no run {res['close_idle_s']:.2f} s (napari's own close, the same layers and "
+          f"docks) vs close mid-run {res['close_return_s']:.2f} s (target <= 2), the run's worker ended after "
+          f"{res['close_done_s']:.2f} s, last.pt kept: {res['close_kept_last_pt']}")
+    names = dict(STOP_PARTS)
+    print(_table(["part (s after Stop / close())", "Stop", "close mid-run"],
+                 [[names[k], _s(res["stop_parts"].get(k)), _s(res["close_parts"].get(k))] for k in names]))
     return res
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
