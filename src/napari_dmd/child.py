@@ -374,11 +374,11 @@ class ChildProcess:
         """The child sent its result or failure, or its pipe closed (it ended, or is exiting)."""
         return self.ended_cleanly or self._eof
 
-    def close(self, wait_s: float = STOP_WAIT_S, term_wait_s: float = 0.4) -> list[Message]:
+    def close(self, wait_s: float = STOP_WAIT_S, term_wait_s: float = 1.0) -> list[Message]:
         """Ask for a stop and wait up to ``wait_s`` for the child's result (it has written last.pt by then), else
-        SIGTERM it (it writes last.pt and exits) and wait up to ``term_wait_s``; returns the messages read
-        meanwhile. The process's exit is not waited for: :meth:`finish_in_background` reaps it (a child still
-        saving is left to finish: :func:`_close_all`)."""
+        SIGTERM it (it writes last.pt and exits); then wait up to ``term_wait_s`` for its exit; returns the
+        messages read meanwhile. A child still exiting or saving after that is reaped in the background
+        (:meth:`finish_in_background`; at interpreter exit, :func:`_close_all`)."""
         got: list[Message] = []
         if self.process is None or self._finisher is not None:
             return got
@@ -390,7 +390,7 @@ class ChildProcess:
             self.terminated = True
             with contextlib.suppress(Exception):
                 self.process.terminate()
-            self.process.join(term_wait_s)
+        self.process.join(term_wait_s)  # it exits right after its result (os._exit: ~0.1 s) or after saving
         got += self.poll(0.0)
         self.finish_in_background()
         return got
