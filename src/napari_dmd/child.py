@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .child_io import (
@@ -45,7 +46,6 @@ from .child_io import (
     _watch_parent,
     folder_warning,
     read_spec,
-    spec_teacher,  # noqa: F401 - importable from here
     write_spec,
 )
 
@@ -467,3 +467,18 @@ def _close_all() -> None:
 
 atexit.register(_close_all)  # after multiprocessing's exit handler (which joins children): runs before it
 
+
+def spec_teacher(entry: Any) -> TeacherSpec:
+    """A :class:`TeacherSpec` for a registry entry: a private copy of its model when it pickles, else its file."""
+    from .registry import teacher_from_entry
+
+    teacher = teacher_from_entry(entry)
+    try:
+        pickle.dumps(teacher, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - e.g. TorchScript: loaded again from its file in the child
+        if entry.checkpoint is None:
+            raise
+        return TeacherSpec(path=str(Path(entry.checkpoint)), kind=entry.info.get("kind", "auto"),
+                           trust=bool(entry.info.get("trusted", False)), source=entry.name,
+                           spacing=entry.info.get("spacing"))
+    return TeacherSpec(teacher=teacher)

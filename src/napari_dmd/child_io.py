@@ -1,9 +1,8 @@
 """What travels to a training child process (:mod:`napari_dmd.child`), and small helpers around it (Qt-free).
 
 :func:`write_spec` / :func:`read_spec`: the run's spec as a temporary file, its arrays out of band;
-:func:`spec_teacher`: a registry teacher as something the child can get again; :func:`folder_warning`: the
-model-data guard's warning for an MSD folder's cases; starting a spawned child without the parent's
-``__main__``, watching the parent from the child, and the child's quick exit.
+:func:`folder_warning`: the model-data guard's warning for an MSD folder's cases; starting a spawned child
+without the parent's ``__main__``, watching the parent from the child, and the child's quick exit.
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ import pickle
 import sys
 import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
-__all__ = ["folder_warning", "read_spec", "spec_teacher", "write_spec"]
+__all__ = ["folder_warning", "read_spec", "write_spec"]
 
 
 def write_spec(spec: Any) -> str:
@@ -56,24 +54,6 @@ def folder_warning(entry: Any, cases: list[Any]) -> str | None:
         return None
     return found[0] + (f" ({len(found) - 1} more of the {len(cases)} cases are unlike it too)" if len(found) > 1
                        else "")
-
-
-def spec_teacher(entry: Any) -> Any:
-    """A :class:`~napari_dmd.child.TeacherSpec` for a registry entry: a private copy of its model when it pickles,
-    else its file."""
-    from .child import TeacherSpec
-    from .registry import teacher_from_entry
-
-    teacher = teacher_from_entry(entry)
-    try:
-        pickle.dumps(teacher, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # noqa: BLE001 - e.g. TorchScript: loaded again from its file in the child
-        if entry.checkpoint is None:
-            raise
-        return TeacherSpec(path=str(Path(entry.checkpoint)), kind=entry.info.get("kind", "auto"),
-                           trust=bool(entry.info.get("trusted", False)), source=entry.name,
-                           spacing=entry.info.get("spacing"))
-    return TeacherSpec(teacher=teacher)
 
 
 # ---------------------------------------------------------------------------------------------- process helpers
