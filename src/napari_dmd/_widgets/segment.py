@@ -5,10 +5,10 @@ The image follows the active layer (never to a layer the plugin made). Predictio
 volume) runs in a napari thread worker; its window count, sent at most twice a second (:class:`Throttled`),
 drives the widget's own progress bar and status line, and Cancel stops it before the next window. (napari's
 activity-dock progress bar processed events and repainted the window at every update, 10-15 ms each under
-software OpenGL: on 2 cores a comparison ran 1.65x slower in the viewer than headless; ``napari-dmd bench gui
---inference``.) The labels layer is added on the main thread with the image's scale,
-translate, rotation, shear and affine, and the image's napari-dmd metadata (file affine), so saving it to NIfTI
-writes the scan's affine. "Segment all open images…" / "Segment a folder…" write label files into a folder
+software OpenGL: on 2 cores Segment ran 1.68x and Compare 1.55x slower in the viewer than headless; ``napari-dmd
+bench gui --inference``.) The labels layer is added on the main thread with the image's scale, translate,
+rotation, shear and affine, and the image's napari-dmd metadata (file affine), so saving it to NIfTI writes the
+scan's affine. "Segment all open images…" / "Segment a folder…" write label files into a folder
 (:mod:`._batch`).
 """
 
