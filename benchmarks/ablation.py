@@ -15,6 +15,13 @@ iteration budget, learning rate, batch and patch, differing only in the method a
   loss; kd/dkd/dmd distil on every case (teacher argmax as the target class where no label).
 * ``tiny``: the much smaller student-tiny preset (1/33 of the teacher), methods none / kd / dmd (hippocampus and CHAOS).
 * ``tune``: the grid of each method's own weight (one seed), on the hippocampus validation split, low-label.
+* extra, on request (``--settings pool hs``): MFD/DMD with the pooled teacher; DMD plus deep supervision at its
+  heads (``head_supervision`` 1).
+
+Other students and machines: ``--student``/``--tiny-student`` choose the presets; ``--keep-weights`` keeps each
+student's ``last.pt``; ``--cache DIR --write-cache`` stores the datasets as one file each for a machine without the
+raw data (``--cache DIR`` then reads them; ``benchmarks/gpu_ablation.sh`` runs this on a lent GPU), and
+``--evaluate-saved`` writes the job files from kept weights trained elsewhere.
 
 Every job writes ``OUT/jobs/<id>.json`` (final weights evaluated on the fixed validation split: per-class
 Dice and HD95, latency per volume) and is skipped when that file exists, so an interrupted run continues.
