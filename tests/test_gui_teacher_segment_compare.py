@@ -342,10 +342,11 @@ def test_teacher_trains_from_layers_and_stops(make_napari_viewer, qtbot, tmp_pat
     w.output_edit.setText(str(tmp_path / "run"))
     assert w.train() is not None
     qtbot.waitUntil(lambda: w.last_event is not None and w.last_event.iteration >= 2, timeout=60_000)
-    at_stop = w.distiller.iteration
+    at_stop = w.last_event.iteration  # the child may be a step ahead of the events relayed so far
     w.stop_button.click()
     _wait_idle(qtbot, w)
-    assert w.last_event.kind == "stopped" and w.last_event.iteration <= at_stop + 1  # within one step
+    assert w.last_event.kind == "stopped" and w.last_event.iteration <= at_stop + 2  # within the step in progress
+    assert w.distiller is None  # trained in a child process, not in napari's
     assert (tmp_path / "run" / "last.pt").exists()
     [name] = REGISTRY.names("teacher")
     assert name == "teacher: run" and w.teacher_box.currentText() == name
@@ -373,7 +374,6 @@ def test_closing_the_viewer_stops_teacher_training_and_keeps_last_pt(make_napari
     worker = w.train()
     assert worker is not None
     qtbot.waitUntil(lambda: w.last_event is not None and w.last_event.iteration >= 2, timeout=60_000)
-    distiller = w.distiller
     finished: list[bool] = []
     worker.finished.connect(lambda: finished.append(True))
     assert not (out / "last.pt").exists()
@@ -381,7 +381,7 @@ def test_closing_the_viewer_stops_teacher_training_and_keeps_last_pt(make_napari
     qtbot.waitUntil(lambda: bool(finished), timeout=30_000)  # the worker returns: quit by the closing window
     assert (out / "last.pt").is_file()
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["iteration"] == distiller.iteration >= 2
+    assert ckpt["iteration"] >= w.last_event.iteration >= 2  # the child's steps done, kept
     REGISTRY.clear()
 
 

@@ -2,10 +2,10 @@
 
 * **Load**: a napari-dmd checkpoint, or any format :func:`napari_dmd.teachers.load_teacher` reads (TorchScript,
   nnU-Net v2 folder, MONAI bundle, ONNX; formats that carry code only with "trust"). Loading runs in a worker.
-* **Train**: one or more (image, labels) layer pairs -> the one run path (:func:`napari_dmd.runner.prepare_run`,
-  :func:`~napari_dmd.runner.events`) with method "none", driven by a napari generator worker that yields every
-  engine event; Stop asks the engine to stop before its next step (it then writes ``last.pt``), and the
-  teacher trained so far (:func:`~napari_dmd.runner.final_checkpoint`: best, else last) is registered.
+* **Train**: one or more (image, labels) layer pairs -> the one run path (:func:`napari_dmd.runner.prepare_run`)
+  with method "none", in a child process (:func:`napari_dmd.child.distill_target`, as Distill) whose engine
+  events a napari generator worker relays; Stop makes the child stop within the step in progress (it writes
+  ``last.pt`` of the last completed step), and the teacher trained so far (best, else last) is registered.
 * **Use demo models**: :func:`napari_dmd.pretrained.phantom_models` (trained at first use, cached); the training
   runs in a child process (:func:`napari_dmd.child.run_in_child`), which a worker thread waits on; registers
   the demo teacher and student.
@@ -354,13 +354,35 @@ class TeacherWidget(QWidget):
         stop.reset()
 
         def run():
+            from ..child import ChildDied, ChildProcess, RunSpec, distill_target
             from ..registry import entry_from_checkpoint
 
-            d, _ = runner.prepare_run(cfg, cases, output_dir=out, role="teacher")  # no teacher: no warnings
-            self.distiller = d
-            # closing this generator (the viewer closes) closes the engine's, which writes last.pt
-            yield from runner.events(d, should_stop=stop)
-            return entry_from_checkpoint(runner.final_checkpoint(d), role="teacher", name=f"teacher: {out.name}")
+            # trained in a child process, as Distill is: it cannot hold napari's event loop; a stop (the Stop
+            # button, or the viewer closing this generator) makes it write last.pt of its last completed step
+            child = ChildProcess(distill_target, RunSpec(config=cfg, output_dir=str(out), cases=cases,
+                                                         role="teacher"), name="napari-dmd-teacher")
+            child.start()
+            try:
+                while not child.done and not child.ended_cleanly:
+                    messages = child.poll(0.1)
+                    if stop():
+                        messages += child.close()  # waits for its result (last.pt written)
+                    for kind, payload in messages:
+                        if kind == "event":
+                            yield payload
+                    if stop():
+                        break
+            finally:
+                if child.alive and not child.ended_cleanly:
+                    child.close()
+                child.finish_in_background()
+            if child.failure is not None:
+                raise child.failure
+            if not child.ended_cleanly:
+                raise ChildDied(child.ended_message() or "the teacher's training process was stopped before it "
+                                "finished; its run folder keeps the last checkpoint")
+            path = child.result["best"] or child.result["last"]
+            return entry_from_checkpoint(path, role="teacher", name=f"teacher: {out.name}")
 
         self._pbar = progress(total=iterations, desc=f"Train teacher ({out.name})")
         self._busy(True, stoppable=True)
