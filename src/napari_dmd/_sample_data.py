@@ -8,9 +8,10 @@ from .phantom import PHANTOM_CLASS_NAMES, make_phantom
 def _layers(shape: tuple[int, ...], name: str) -> list[tuple]:
     image, label = make_phantom(shape, seed=0)
     meta = {"napari_dmd": {"class_names": list(PHANTOM_CLASS_NAMES), "spacing": [1.0] * len(shape)}}
+    axes = ("z", "y", "x")[-len(shape):]  # the slider reads z, not -3
     return [
-        (image, {"name": f"{name}", "metadata": meta, "colormap": "gray"}, "image"),
-        (label, {"name": f"{name} labels", "metadata": meta, "opacity": 0.4}, "labels"),
+        (image, {"name": f"{name}", "metadata": meta, "colormap": "gray", "axis_labels": axes}, "image"),
+        (label, {"name": f"{name} labels", "metadata": meta, "opacity": 0.4, "axis_labels": axes}, "labels"),
     ]
 
 
