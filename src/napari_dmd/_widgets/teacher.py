@@ -111,6 +111,7 @@ class TeacherWidget(QWidget):
         self.last_event: Event | None = None
         self._stop = StopFlag()  # Stop, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
+        self._shown_at = 0.0  # when a training step was last shown (time.monotonic)
         self.destroyed.connect(self._stop.set)
 
         # load
@@ -394,9 +395,15 @@ class TeacherWidget(QWidget):
 
     def _on_event(self, event: Event) -> None:
         self.last_event = event
-        if self._pbar is not None and event.kind == "step":
-            self._pbar.update(event.iteration - self._pbar.n)
         if event.kind == "step":
+            # napari's activity-dock bar and the status line repaint the window at each update (10-15 ms under
+            # software OpenGL): at most twice a second, and the last step always
+            now = time.monotonic()
+            if now - self._shown_at < 0.5 and event.iteration < event.total:
+                return
+            self._shown_at = now
+            if self._pbar is not None:
+                self._pbar.update(event.iteration - self._pbar.n)
             loss = event.parts.get("total", float("nan"))
             self.status.setText(f"iteration {event.iteration}/{event.total}  loss {loss:.4f}  "
                                 f"ETA {event.eta_s:.0f} s")
