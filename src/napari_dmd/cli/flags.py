@@ -51,56 +51,6 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> N
             g.add_argument(flag, dest=f.name, default=None, type=scalar, help=text)
 
 
-_TYPE_WORDS = {int: "integer", float: "number", str: "string", bool: "true/false", type(None): "null"}
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    """True when ``value`` (from YAML) fits the type hint of a TrainConfig field."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_type_ok(value, h) for h in typing.get_args(hint))
-    origin = typing.get_origin(hint)
-    if origin is list:
-        return isinstance(value, list) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint in (str, type(None)):
-        return isinstance(value, hint)
-    return True
-
-
-def _type_words(hint: Any) -> str:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return " or ".join(_type_words(h) for h in typing.get_args(hint))
-    if typing.get_origin(hint) is list:
-        return f"a list of {_type_words(typing.get_args(hint)[0])}s"
-    if typing.get_origin(hint) is dict:
-        return "a mapping"
-    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _check_config_types(cfg: Any, source: str) -> None:
-    """Refuse settings of the wrong type in a config file (numbers written as text, e.g. ``1e-3``, are read)."""
-    from ..config import ConfigError, TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        value, hint = getattr(cfg, f.name), hints[f.name]
-        if isinstance(value, str) and _type_ok(1.5, hint) and not _type_ok(value, hint):
-            try:  # YAML reads 1e-3 (no dot) as a string
-                value = float(value)
-                setattr(cfg, f.name, value)
-            except ValueError:
-                pass
-        if not _type_ok(value, hint):
-            raise ConfigError(f"{source}: setting {f.name} must be {_type_words(hint)}, got {value!r}")
-
-
 def _load_config_file(path: str) -> Any:
     """TrainConfig from a YAML file; every error names the file."""
     from ..config import ConfigError, TrainConfig
@@ -117,8 +67,7 @@ def _load_config_file(path: str) -> Any:
             msg += " (a config file holds training settings only; give output folders and checkpoints " \
                    "on the command line: --out, --resume, --teacher)"
         raise ConfigError(msg if str(path) in msg else f"{path}: {msg}") from e
-    _check_config_types(cfg, str(path))
-    return cfg
+    return cfg  # load_yaml checked every setting's type (TrainConfig's rules)
 
 
 def _build_config(args: argparse.Namespace, **forced: Any) -> Any:
