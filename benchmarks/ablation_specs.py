@@ -92,11 +92,11 @@ def committed_teacher(name: str) -> Path | None:
 
 # ----------------------------------------------------------------------------------------------- data
 def _down(image: np.ndarray, label: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    """In-plane down-sampling by ``f``: block mean for the image, strided pick for the labels."""
-    y, x = (image.shape[-2] // f) * f, (image.shape[-1] // f) * f
-    im = image[..., :y, :x].astype(np.float32)
-    im = im.reshape(*im.shape[:-2], y // f, f, x // f, f).mean(axis=(-3, -1))
-    return im, label[..., f // 2:y:f, f // 2:x:f]
+    """In-plane down-sampling by ``f``: block mean for the image, strided pick for the labels (the library's
+    :func:`napari_dmd.data.downsample.downsample_arrays`, which the corrections bench uses too)."""
+    from napari_dmd.data.downsample import downsample_arrays
+
+    return downsample_arrays(image, label, f)
 
 
 def load_dataset(name: str) -> tuple[list, list, int]:

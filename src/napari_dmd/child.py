@@ -35,7 +35,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,14 +426,14 @@ class ChildDied(RuntimeError):
     """A child process ended without a result (killed, crashed, or terminated)."""
 
 
-def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
-                 on_progress: Callable[[int, int], Any] | None = None,
-                 should_stop: Callable[[], bool] | None = None, name: str = "napari-dmd-child") -> Any:
-    """Run ``target(spec, channel)`` in a child process and return its result (for a worker thread: blocks).
+def stream_child(target: Callable[[Any, Channel], Any], spec: Any, *, should_stop: Callable[[], bool] | None = None,
+                 name: str = "napari-dmd-child", stopped_message: str = "the child process was stopped before it "
+                 "finished") -> Generator[Message, None, Any]:
+    """Run ``target(spec, channel)`` in a child process, yield each message it sends, and return its result.
 
-    ``on_progress(done, total)`` gets its progress messages; when ``should_stop()`` turns True the child is
-    closed (:meth:`ChildProcess.close`). Its failure is raised here; a child that died raises
-    :class:`ChildDied`.
+    When ``should_stop()`` turns True the child is closed (:meth:`ChildProcess.close`: it writes last.pt and sends
+    its result). Closing this generator closes the child too. Its failure is raised here; a child that died, or
+    was stopped without a result, raises :class:`ChildDied` (``stopped_message`` when nothing else is known).
     """
     child = ChildProcess(target, spec, name=name)
     child.start()
@@ -443,9 +443,7 @@ def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
             stopped = should_stop is not None and should_stop()
             if stopped:
                 messages += child.close()  # its result read (or it was terminated); its exit reaped in the background
-            for kind, payload in messages:
-                if kind == "progress" and on_progress is not None:
-                    on_progress(*payload)
+            yield from messages
             if stopped:
                 break
     finally:
@@ -455,7 +453,24 @@ def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
         raise child.failure
     if child.ended_cleanly:
         return child.result
-    raise ChildDied(child.ended_message() or "the child process was stopped before it finished")
+    raise ChildDied(child.ended_message() or stopped_message)
+
+
+def run_in_child(target: Callable[[Any, Channel], Any], spec: Any, *,
+                 on_progress: Callable[[int, int], Any] | None = None,
+                 should_stop: Callable[[], bool] | None = None, name: str = "napari-dmd-child") -> Any:
+    """Run ``target(spec, channel)`` in a child process and return its result (for a worker thread: blocks).
+
+    ``on_progress(done, total)`` gets its progress messages; the rest is :func:`stream_child`'s.
+    """
+    stream = stream_child(target, spec, should_stop=should_stop, name=name)
+    while True:
+        try:
+            kind, payload = next(stream)
+        except StopIteration as end:
+            return end.value
+        if kind == "progress" and on_progress is not None:
+            on_progress(*payload)
 
 
 def _close_all() -> None:

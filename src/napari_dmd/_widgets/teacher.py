@@ -355,34 +355,18 @@ class TeacherWidget(QWidget):
         stop.reset()
 
         def run():
-            from ..child import ChildDied, ChildProcess, RunSpec, distill_target
+            from ..child import RunSpec, distill_target, stream_child
             from ..registry import entry_from_checkpoint
 
             # trained in a child process, as Distill is: it cannot hold napari's event loop; a stop (the Stop
-            # button, or the viewer closing this generator) makes it write last.pt of its last completed step
-            child = ChildProcess(distill_target, RunSpec(config=cfg, output_dir=str(out), cases=cases,
-                                                         role="teacher"), name="napari-dmd-teacher")
-            child.start()
-            try:
-                while not child.done and not child.ended_cleanly:
-                    messages = child.poll(0.1)
-                    if stop():
-                        messages += child.close()  # waits for its result (last.pt written)
-                    for kind, payload in messages:
-                        if kind == "event":
-                            yield payload
-                    if stop():
-                        break
-            finally:
-                if child.alive and not child.ended_cleanly:
-                    child.close()
-                child.finish_in_background()
-            if child.failure is not None:
-                raise child.failure
-            if not child.ended_cleanly:
-                raise ChildDied(child.ended_message() or "the teacher's training process was stopped before it "
-                                "finished; its run folder keeps the last checkpoint")
-            path = child.result["best"] or child.result["last"]
+            # button, or the viewer closing this generator) makes it write last.pt of its last completed step.
+            # Every message is yielded; _on_event keeps the engine's events.
+            result = yield from stream_child(
+                distill_target, RunSpec(config=cfg, output_dir=str(out), cases=cases, role="teacher"),
+                should_stop=stop, name="napari-dmd-teacher",
+                stopped_message="the teacher's training process was stopped before it finished; its run folder "
+                                "keeps the last checkpoint")
+            path = result["best"] or result["last"]
             return entry_from_checkpoint(path, role="teacher", name=f"teacher: {out.name}")
 
         self._pbar = progress(total=iterations, desc=f"Train teacher ({out.name})")
@@ -393,7 +377,10 @@ class TeacherWidget(QWidget):
                                    on_finished=self._finish, stop=stop)
         return self.worker
 
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, message: tuple[str, Any]) -> None:
+        kind, event = message  # a message of the training child: its engine events are shown
+        if kind != "event":
+            return
         self.last_event = event
         if event.kind == "step":
             # napari's activity-dock bar and the status line repaint the window at each update (10-15 ms under
