@@ -62,6 +62,23 @@ def evaluate_model(model: Any, spec: Spec, val: list, num_classes: int) -> dict[
             "class_names": s["class_names"]}
 
 
+def _record(job: Job, net: Any, target: Path, train: list, val: list, num_classes: int, train_s: float,
+            iterations: int | None, **extra: Any) -> dict[str, Any]:
+    """Evaluate ``net`` (:func:`evaluate_model`), add the job's fields (size, FLOPs, data, ``extra``) and write
+    the job file ``target``; returns the result."""
+    from napari_dmd.export import count_flops
+    from napari_dmd.models.presets import count_parameters
+
+    spec = SPECS[job.dataset]
+    res = evaluate_model(net, spec, val, num_classes)
+    res.update(job.__dict__, id=job.id, train_s=train_s, iterations=iterations, params=count_parameters(net),
+               flops_per_patch=count_flops(net, [1, 1, *spec.patch]), patch=spec.patch, n_train=len(train),
+               n_val=len(val), **extra)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(res, indent=1))
+    return res
+
+
 def teacher_path(out: Path, ds: str) -> Path:
     """Where the dataset's teacher lives: the committed one (benchmarks/teachers/), else the one cached in OUT."""
     return committed_teacher(ds) or out / "teachers" / ds / "last.pt"
@@ -73,8 +90,6 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
 
     from napari_dmd.checkpoint import load_checkpoint, model_from_checkpoint
     from napari_dmd.distill.engine import Distiller
-    from napari_dmd.export import count_flops
-    from napari_dmd.models.presets import count_parameters
     from napari_dmd.teachers import ModelTeacher
 
     torch.set_num_threads(1)
@@ -86,13 +101,8 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     if job.setting == "teacher" and committed_teacher(job.dataset):  # evaluated, not trained
         ck = load_checkpoint(teacher_path(out, job.dataset))
         net = model_from_checkpoint(ck, teacher_path(out, job.dataset))
-        res = evaluate_model(net, spec, val, num_classes)
-        res.update(job.__dict__, id=job.id, train_s=0.0, iterations=ck.get("iteration"),
-                   params=count_parameters(net), flops_per_patch=count_flops(net, [1, 1, *spec.patch]),
-                   patch=spec.patch, n_train=len(train), n_val=len(val), committed=str(teacher_path(out, job.dataset)))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(res, indent=1))
-        return res
+        return _record(job, net, target, train, val, num_classes, train_s=0.0, iterations=ck.get("iteration"),
+                       committed=str(teacher_path(out, job.dataset)))
     if job.setting == "teacher":
         cfg = _config(spec, job, "teacher", spec.teacher_iters)
         cfg.checkpoint_interval = 100  # an interrupted teacher resumes
@@ -127,14 +137,8 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
         d = Distiller(cfg, cases, val_cases=[], teacher=teacher if use_teacher else None, output_dir=run_dir)
     summary = d.run_to_end()
     train_s = time.perf_counter() - t0
-    res = evaluate_model(d.model, spec, val, num_classes)
-    shape = [1, 1, *spec.patch]
-    res.update(job.__dict__, id=job.id, train_s=train_s, iterations=summary["iteration"],
-               params=count_parameters(d.model), flops_per_patch=count_flops(d.model, shape),
-               patch=spec.patch, n_train=len(train), n_val=len(val),
-               labelled=sum(c.has_label for c in d.train_cases))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(res, indent=1))
+    res = _record(job, d.model, target, train, val, num_classes, train_s=train_s, iterations=summary["iteration"],
+                  labelled=sum(c.has_label for c in d.train_cases))
     if job.setting != "teacher" and not KEEP_WEIGHTS:
         for p in (run_dir / "last.pt", run_dir / "best.pt"):
             p.unlink(missing_ok=True)  # keep the logs, drop the weights (disk)
@@ -158,26 +162,18 @@ def evaluate_saved(out: Path, datasets: list[str], seeds: tuple[int, ...], setti
     import torch
 
     from napari_dmd.checkpoint import load_checkpoint, model_from_checkpoint
-    from napari_dmd.export import count_flops
-    from napari_dmd.models.presets import count_parameters
 
     done = 0
     for job in plan(datasets, seeds, settings):
         target, weights = out / "jobs" / f"{job.id}.json", out / "runs" / job.id / "last.pt"
         if target.exists() or not weights.exists() or (methods and job.method not in methods):
             continue
-        spec = SPECS[job.dataset]
         train, val, num_classes = dataset(job.dataset)
         ck = load_checkpoint(weights)
         model = model_from_checkpoint(ck, weights).float()
         torch.set_num_threads(1)
-        res = evaluate_model(model, spec, val, num_classes)
-        res.update(job.__dict__, id=job.id, train_s=events_wall_s(weights.parent), iterations=ck.get("iteration"),
-                   params=count_parameters(model), flops_per_patch=count_flops(model, [1, 1, *spec.patch]),
-                   patch=spec.patch, n_train=len(train), n_val=len(val), model=ck["config"]["model"],
-                   evaluated_from=str(weights))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(res, indent=1))
+        res = _record(job, model, target, train, val, num_classes, train_s=events_wall_s(weights.parent),
+                      iterations=ck.get("iteration"), model=ck["config"]["model"], evaluated_from=str(weights))
         print(f"{job.id}: mean Dice {res['mean_dice']:.4f}", flush=True)
         done += 1
     return done
