@@ -45,6 +45,7 @@ from ._geometry import cases_from_layers, dmd_metadata
 from ._notify import notify_error, notify_info
 from ._scroll import make_scrollable
 from ._workers import StopFlag, start_worker, training_threads
+from .segment import Throttled
 
 if TYPE_CHECKING:
     import napari
@@ -111,7 +112,9 @@ class TeacherWidget(QWidget):
         self.last_event: Event | None = None
         self._stop = StopFlag()  # Stop, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
-        self._shown_at = 0.0  # when a training step was last shown (time.monotonic)
+        # napari's activity-dock bar and the status line repaint the window at each update (10-15 ms under
+        # software OpenGL): training steps are shown at most twice a second, and the last step always
+        self._show_step = Throttled(self._display_step)
         self.destroyed.connect(self._stop.set)
 
         # load
@@ -383,19 +386,16 @@ class TeacherWidget(QWidget):
             return
         self.last_event = event
         if event.kind == "step":
-            # napari's activity-dock bar and the status line repaint the window at each update (10-15 ms under
-            # software OpenGL): at most twice a second, and the last step always
-            now = time.monotonic()
-            if now - self._shown_at < 0.5 and event.iteration < event.total:
-                return
-            self._shown_at = now
-            if self._pbar is not None:
-                self._pbar.update(event.iteration - self._pbar.n)
-            loss = event.parts.get("total", float("nan"))
-            self.status.setText(f"iteration {event.iteration}/{event.total}  loss {loss:.4f}  "
-                                f"ETA {event.eta_s:.0f} s")
+            self._show_step(event.iteration, event.total)
         elif event.message:
             self.status.setText(event.message)
+
+    def _display_step(self, done: int, total: int) -> None:
+        event = self.last_event
+        if self._pbar is not None:
+            self._pbar.update(done - self._pbar.n)
+        loss = event.parts.get("total", float("nan"))
+        self.status.setText(f"iteration {done}/{total}  loss {loss:.4f}  ETA {event.eta_s:.0f} s")
 
     def _on_trained(self, entry: ModelEntry) -> None:
         ev = self.last_event
