@@ -1,8 +1,10 @@
 """Features widget: look inside a student — decoder feature maps and per-scale predictions as layers.
 
 A thin view of :func:`napari_dmd.features.compute_features`: it gathers the image, the model and the chosen
-decoder scales on the main thread, computes in a napari thread worker, and adds (or updates in place) these
-layers over the image, placed with the scale and translate the core computes:
+decoder scales on the main thread, computes them (a small job, e.g. one slice through a student, right there:
+a worker's hand-off would cost more than the computation; anything bigger in a napari thread worker, see
+:func:`._features_job.runs_inline`), and adds (or updates in place) these layers over the image, placed with
+the scale and translate the core computes:
 
 * ``<image> features s<stride> PCA`` — RGB of the first three principal components,
 * ``<image> features s<stride> energy`` — mean squared activation,
@@ -11,8 +13,9 @@ layers over the image, placed with the scale and translate the core computes:
 
 By default one view is shown: the PCA of one decoder scale (the finest with a class head, else the one at
 stride 2); other scales and kinds are computed and added only when ticked. Every later computation updates
-the same layer objects in place (``layer.data = ...``; a layer is never removed and added again), so live
-mode costs one texture upload per layer, not a new layer.
+the same layer objects in place (:mod:`._features_layers`: the new values written into the layer's array where
+the shape is unchanged; a layer is never removed and added again), so live mode costs one texture upload per
+layer, not a new layer.
 
 "live" re-computes every N training steps of the Distill widget's run (on a copy of the student's weights
 that the training child process sends every N steps, shared through :data:`._live.LIVE`) and when the slice
@@ -22,11 +25,11 @@ changes. Closing the viewer quits the worker: its result is dropped and no pendi
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -43,6 +46,8 @@ from qtpy.QtWidgets import (
 )
 
 from ._choosers import LayerChooser
+from ._features_job import INLINE_MAX_WORK, _Job, _LiveCache, compute_job, job_work, runs_inline
+from ._features_layers import put_layer
 from ._geometry import META_KEY, is_feature_layer, layer_spacing, world_kwargs
 from ._live import LIVE
 from ._notify import notify_error
@@ -54,8 +59,6 @@ if TYPE_CHECKING:
     import napari
 
     from ..features import ScaleFeatures, StudentSnapshot
-    from ..models.heads import ScaleHeads
-    from ..models.unet import UNet
 
 LIVE_ITEM = "live"
 KINDS = ("PCA", "energy", "channel", "head")
@@ -75,49 +78,6 @@ class _ImageChooser(LayerChooser):
 
     def _layers(self) -> list:
         return [lay for lay in super()._layers() if not lay.rgb and not is_feature_layer(lay)]
-
-
-@dataclass
-class _Job:
-    """Everything the worker needs, gathered on the main thread."""
-
-    image_name: str
-    data: np.ndarray
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    slice_index: int | None
-    stages: list[int]
-    channel: int
-    kinds: set[str]
-    model_name: str
-    normalization: str = "zscore"
-    model: UNet | None = None
-    heads: ScaleHeads | None = None
-    head_stages: list[int] | None = None
-    snapshot: StudentSnapshot | None = None
-    extra_meta: dict[str, Any] = field(default_factory=dict)
-    class_names: list[str] | None = None  # names the head labels layers' values on hover
-
-
-class _LiveCache:
-    """The live student's modules, rebuilt from each snapshot (used by one worker at a time)."""
-
-    def __init__(self) -> None:
-        self.modules: tuple[UNet, ScaleHeads | None] | None = None
-
-
-def compute_job(job: _Job, cache: _LiveCache) -> list[ScaleFeatures]:
-    """Worker function: build the live model if needed and compute the features."""
-    from ..features import compute_features
-
-    model, heads, head_stages = job.model, job.heads, job.head_stages
-    if job.snapshot is not None:
-        model, heads = job.snapshot.build("cpu", reuse=cache.modules)
-        cache.modules = (model, heads)
-        head_stages = job.snapshot.feature_scales
-    return compute_features(model, job.data, heads=heads, head_stages=head_stages, feature_scales=job.stages,
-                            normalization=job.normalization, spacing=job.spacing, origin=job.origin,
-                            slice_index=job.slice_index)
 
 
 def layer_name(image: str, kind: str, stride: int, channel: int = 0) -> str:
@@ -144,6 +104,7 @@ class FeaturesWidget(QWidget):
         self.last_error = ""
         self.computations = 0
         self.worker = None
+        self.ran_inline = False  # the last computation ran in the main thread (a small job), not a worker
         self._scale_boxes: list[tuple[int, QCheckBox]] = []
 
         layout = QVBoxLayout(self)
@@ -344,7 +305,8 @@ class FeaturesWidget(QWidget):
         return job
 
     def show_features(self) -> None:
-        """Compute (in a worker) and add or update the feature layers of the chosen image."""
+        """Compute and add or update the feature layers of the chosen image: in the main thread for a small
+        job (:func:`runs_inline`; ``ran_inline`` says so, ``worker`` is None), else in a worker."""
         try:
             job = self._job()
         except Exception as exc:  # noqa: BLE001 - every problem becomes a message
@@ -360,6 +322,17 @@ class FeaturesWidget(QWidget):
     def _start(self, job: _Job) -> None:
         self._busy = True
         self._pending = False
+        self.ran_inline = runs_inline(job)
+        if self.ran_inline:  # small: a worker's hand-off would cost more than the computation
+            self.worker = None
+            try:
+                results = compute_job(job, self._cache)
+            except Exception as exc:  # noqa: BLE001 - every problem becomes a message
+                self._fail(exc)
+            else:
+                self._apply(job, results)
+            self._finished()
+            return
         where = f" (slice {job.slice_index})" if job.slice_index is not None else ""
         self.status_label.setText(f"computing features of {job.image_name}{where} …")
         self.worker = start_worker(compute_job, job, self._cache, on_returned=lambda res: self._apply(job, res),
@@ -386,58 +359,29 @@ class FeaturesWidget(QWidget):
         if job.image_name not in self.viewer.layers:
             return
         names = []
+        put, image = partial(put_layer, self.viewer), job.image_name
         for sf in results:
-            meta = {META_KEY: {"features": True, "source": job.image_name, "stride": sf.stride,
-                               "stage": sf.stage, "model": job.model_name, "slice": job.slice_index,
-                               **job.extra_meta}}
+            meta = {META_KEY: {"features": True, "source": image, "stride": sf.stride, "stage": sf.stage,
+                               "model": job.model_name, "slice": job.slice_index, **job.extra_meta}}
             common = {"scale": sf.scale, "translate": sf.translate, "metadata": meta,
-                      **world_kwargs(self.viewer.layers[job.image_name])}  # the image's flips, origin, units
+                      **world_kwargs(self.viewer.layers[image])}  # the image's flips, origin, units
             if "PCA" in job.kinds:
-                names.append(self._put("image", layer_name(job.image_name, "PCA", sf.stride), sf.pca_rgb,
-                                       dict(rgb=True, opacity=0.8, **common)))
+                names.append(put("image", layer_name(image, "PCA", sf.stride), sf.pca_rgb,
+                                 dict(rgb=True, opacity=0.8, **common)))
             if "energy" in job.kinds:
-                names.append(self._put("image", layer_name(job.image_name, "energy", sf.stride), sf.energy,
-                                       dict(colormap="magma", opacity=0.8, **common)))
+                names.append(put("image", layer_name(image, "energy", sf.stride), sf.energy,
+                                 dict(colormap="magma", opacity=0.8, **common)))
             if "channel" in job.kinds and job.channel < sf.num_channels:
-                names.append(self._put("image", layer_name(job.image_name, "channel", sf.stride, job.channel),
-                                       sf.channel(job.channel), dict(colormap="viridis", opacity=0.8, **common)))
+                names.append(put("image", layer_name(image, "channel", sf.stride, job.channel),
+                                 sf.channel(job.channel), dict(colormap="viridis", opacity=0.8, **common)))
             if "head" in job.kinds and sf.head_labels is not None:
-                names.append(self._put("labels", layer_name(job.image_name, "head", sf.stride), sf.head_labels,
-                                       dict(opacity=0.5, features=class_features(job.class_names), **common)))
+                names.append(put("labels", layer_name(image, "head", sf.stride), sf.head_labels,
+                                 dict(opacity=0.5, features=class_features(job.class_names), **common)))
         self.computations += 1
         it = job.extra_meta.get("iteration")
         self.status_label.setText(f"{len(names)} layers from {job.model_name}"
                                   + (f" at iteration {it}" if it is not None else ""))
         self.layers_updated.emit(names)
-
-    def _put(self, kind: str, name: str, data: np.ndarray, kwargs: dict[str, Any]) -> str:
-        """Update our layer called ``name`` in place, or add it (a user's layer of that name is left alone)."""
-        layers = self.viewer.layers
-        if name in layers and is_feature_layer(layers[name]):
-            layer = layers[name]
-            same_type = isinstance(layer, Labels) if kind == "labels" else isinstance(layer, Image)
-            rgb_ok = kind != "image" or bool(layer.rgb) == bool(kwargs.get("rgb", False))
-            if same_type and rgb_ok and layer.ndim == data.ndim - (1 if kwargs.get("rgb") else 0):
-                layer.data = data  # in place: the same layer object, one texture upload
-                for key in ("scale", "translate"):  # each change re-slices and redraws: only when it moved
-                    if not np.allclose(getattr(layer, key), kwargs[key]):
-                        setattr(layer, key, kwargs[key])
-                affine = kwargs["affine"]
-                matrix = getattr(affine, "affine_matrix", affine)
-                if not np.allclose(layer.affine.affine_matrix, matrix):
-                    layer.affine = affine
-                layer.metadata = kwargs["metadata"]
-                if kind == "labels":
-                    layer.features = kwargs.get("features") or {}
-                if kind == "image" and not kwargs.get("rgb"):
-                    layer.reset_contrast_limits()
-                return name
-            layers.remove(name)
-        if kind == "labels":
-            self.viewer.add_labels(data, name=name, **kwargs)
-        else:
-            self.viewer.add_image(data, name=name, **kwargs)
-        return name
 
     # ------------------------------------------------------------------ live
     def _live_toggled(self, *_: Any) -> None:
@@ -488,5 +432,5 @@ def _forget(key: int, *slots: Any) -> None:
                 sig.disconnect(slot)
 
 
-__all__ = ["FeaturesWidget", "layer_name", "compute_job"]
+__all__ = ["INLINE_MAX_WORK", "FeaturesWidget", "compute_job", "job_work", "layer_name", "runs_inline"]
 

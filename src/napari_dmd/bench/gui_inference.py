@@ -5,7 +5,9 @@ the button click (Segment's Segment, Compare's Compare, Features' Show features)
 in the viewer (the widget's worker has finished: its result handler has added the layers), against the core
 function each widget calls (:class:`~napari_dmd.segment.Segmenter`, :func:`~napari_dmd.compare.compare_models`,
 :func:`~napari_dmd.features.compute_features`) run headless in the main thread of the same process with the same
-inputs. Segment adds a new labels layer at every click; Compare and Features update the layers of their previous
+inputs. Features computes a small job (one slice through a student) in the main thread: its click is timed until
+it returns, with its layers in place; the headless run then gathers the widget's inputs and computes the same
+way. Segment adds a new labels layer at every click; Compare and Features update the layers of their previous
 click in place, so for those two each round also times a first click (their layers removed before it: napari
 creates the layers, a fixed ~0.3-0.4 s per layer on the development VM). In-viewer and headless runs alternate
 (the order turns every round) after one uncounted warm-up round; medians of the counted rounds are reported, with
@@ -51,6 +53,8 @@ class Widget:
     viewer_result: Callable[[], list[np.ndarray]]
     headless: Callable[[], list[np.ndarray]]
     updates_in_place: bool = False  # a repeated click updates the previous click's layers (else: new layers)
+    #: the click computed in the main thread (no worker) and its result layers are in place when it returns
+    done_inline: Callable[[], bool] = lambda: False
 
 
 def build_models(kind: str, quick: bool, device: str = "cpu") -> tuple[Any, Any, str]:
@@ -112,13 +116,17 @@ def _close_toasts() -> None:
 
 
 def time_click(w: Widget, loop: Any, timeout_s: float) -> float:
-    """Seconds from ``w.click()`` to the end of the widget's worker (its result handler has run)."""
+    """Seconds from ``w.click()`` to the end of the widget's worker (its result handler has run), or to the
+    click's return where the widget computed in the main thread (its result layers are then in place)."""
     from qtpy.QtCore import QTimer
 
     done: list[float] = []
     t0 = time.perf_counter()
     w.click()
+    returned = time.perf_counter()
     worker = w.worker()
+    if worker is None and w.done_inline():
+        return returned - t0
     if worker is None:
         raise ValueError(f"bench gui --inference: {w.name} did not start: {w.error() or 'unknown reason'}")
 
@@ -195,6 +203,15 @@ def make_widgets(viewer: Any, image: Any, teacher: Any, student: Any) -> list[Wi
         res = compare_models(teacher, student, np.asarray(image.data))
         return [res.teacher, res.student, res.disagreement]
 
+    clicks = {"computations": 0}
+
+    def features_click() -> None:
+        clicks["computations"] = fw.computations
+        fw.show_button.click()
+
+    def features_inline() -> bool:  # this click computed in the main thread and added its layers
+        return fw.ran_inline and fw.computations > clicks["computations"]
+
     def features_headless() -> list[np.ndarray]:
         job = fw._job()  # the widget's own inputs (gathered on the main thread), computed as its worker does
         res = compute_features(job.model, job.data, heads=job.heads, head_stages=job.head_stages,
@@ -207,9 +224,10 @@ def make_widgets(viewer: Any, image: Any, teacher: Any, student: Any) -> list[Wi
                lambda: [viewer.layers[seg_name].data], lambda: [student.segmenter(np.asarray(image.data))]),
         Widget("Compare", cw.compare_button.click, lambda: cw.worker, cw.status.text, clear_compare,
                lambda: [cw.layers[k].data for k in ("teacher", "student", "disagreement")], compare_headless, True),
-        Widget("Features", fw.show_button.click, lambda: fw.worker, fw.status_label.text,
+        Widget("Features", features_click, lambda: fw.worker, fw.status_label.text,
                lambda: clear([lay.name for lay in feature_layers()]),
-               lambda: [lay.data for lay in feature_layers()], features_headless, True),
+               lambda: [np.array(lay.data) for lay in feature_layers()],  # copies: a later click writes in place
+               features_headless, True, features_inline),
     ]
 
 
@@ -218,6 +236,7 @@ def measure(w: Widget, loop: Any, repeats: int, timeout_s: float) -> dict[str, A
     updates its layers in place, a first click (its layers removed first); the order turns every round."""
     times: dict[str, list[float]] = {"gui": [], "headless": [], "first": []}
     same = True
+    inline: list[bool] = []  # each click: computed in the main thread (else in the widget's worker)
     sides = ["gui", "headless", *(["first"] if w.updates_in_place else [])]
     for r in range(repeats + 1):
         results = []
@@ -231,6 +250,7 @@ def measure(w: Widget, loop: Any, repeats: int, timeout_s: float) -> dict[str, A
                     w.clear()
                 _run_loop(loop, 200)  # the removal drawn, nothing pending
                 dt = time_click(w, loop, timeout_s)
+                inline.append(w.done_inline())
                 results.append(w.viewer_result())
                 _close_toasts()  # a toast animates the window while it is shown
                 _run_loop(loop, SETTLE_MS)
@@ -244,7 +264,8 @@ def measure(w: Widget, loop: Any, repeats: int, timeout_s: float) -> dict[str, A
             "viewer_median_s": med["gui"], "headless_median_s": h, "first_click_median_s": med["first"],
             "ratio": med["gui"] / h if h > 0 else float("nan"),
             "first_click_ratio": med["first"] / h if h > 0 and times["first"] else float("nan"),
-            "same_result": same}
+            "same_result": same, "computed_in": ("main thread" if all(inline) else "worker" if not any(inline)
+                                                 else f"main thread {sum(inline)} of {len(inline)} clicks")}
 
 
 def bench_gui_inference(repeats: int = 3, quick: bool = False, models: str = "auto", device: str = "cpu",
@@ -304,11 +325,12 @@ def bench_gui_inference(repeats: int = 3, quick: bool = False, models: str = "au
           f"{described}, device {device}, {torch.get_num_threads()} torch thread(s); click to result layers vs the "
           f"same call headless, median of {repeats} round(s) after a warm-up, the order turning every round")
     print(_table(["widget", "in-viewer s", "headless s", "ratio", f"target <= {TARGET}", "layers",
-                  "first click s", "first / headless", "same result"],
+                  "first click s", "first / headless", "computed in", "same result"],
                  [[r["widget"], f"{r['viewer_median_s']:.3f}", f"{r['headless_median_s']:.3f}", f"{r['ratio']:.2f}",
                    "ok" if r["ratio"] <= TARGET else "MISSED", r["layers"],
                    f"{r['first_click_median_s']:.3f}" if r["first_click_s"] else "(same)",
-                   f"{r['first_click_ratio']:.2f}" if r["first_click_s"] else "", "yes" if r["same_result"] else "NO"]
+                   f"{r['first_click_ratio']:.2f}" if r["first_click_s"] else "", r["computed_in"],
+                   "yes" if r["same_result"] else "NO"]
                   for r in rows]))
     print("in-viewer: from the click to the result layers (Compare and Features: a repeated click, updating the "
           "layers of the previous one; first click: the layers added anew); the machine's load shifts all figures")
