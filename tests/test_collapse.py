@@ -191,7 +191,8 @@ def _pixel_terms(zs: np.ndarray, zt: np.ndarray, y: np.ndarray, T: float, kind: 
     return out
 
 
-def test_the_defaults_balance_the_target_terms_and_the_engine_uses_them(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("method", "expected"), [("kd", (True, None)), ("dmd", (True, 1.0))])
+def test_the_defaults_balance_the_target_terms_and_the_engine_uses_them(tmp_path, monkeypatch, method, expected):
     from napari_dmd.distill import engine as engine_mod
 
     cfg = TrainConfig()
@@ -199,14 +200,14 @@ def test_the_defaults_balance_the_target_terms_and_the_engine_uses_them(tmp_path
     seen = []
     real = engine_mod.distill_loss
     monkeypatch.setattr(engine_mod, "distill_loss", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
-    d = _run(tmp_path, iterations=1, val_interval=100)
+    d = _run(tmp_path, iterations=1, val_interval=100, method=method)
     d.run_to_end()
-    expected = (True, None)  # every method: class-balanced at T
+    # every method class-balanced; KD (and DKD) at T, DMD's TCKD at T = 1 (docs/method.md)
     assert (seen[0]["target_balance"], seen[0]["target_T"], seen[0]["T"]) == (*expected, 4.0)
 
 
 @pytest.mark.parametrize(("method", "given", "expected"), [
-    ("dmd", (None, None), (True, None)), ("kd", (None, None), (True, None)), ("dkd", (None, None), (True, None)),
+    ("dmd", (None, None), (True, 1.0)), ("kd", (None, None), (True, None)), ("dkd", (None, None), (True, None)),
     ("dmd", (True, 4.0), (True, 4.0)), ("kd", (False, 1.0), (False, 1.0))])
 def test_target_settings_per_method_and_explicit_values_win(method, given, expected):
     from napari_dmd.distill.methods import target_settings

@@ -117,8 +117,8 @@ class TrainConfig:
               "instead of per pixel (default: on; docs/method.md); --no-target-balance: the published methods' "
               "pixel mean")  # None: the method's default
     target_temperature: float | None = _setting(
-        None, "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: the temperature; "
-              "docs/method.md)", ge=_T_LO, le=_T_HI,
+        None, "temperature of the target-class terms, KD and the TCKD of DKD/DMD (default: 1 for DMD, the "
+              "temperature for the others; docs/method.md)", ge=_T_LO, le=_T_HI,
         says=f"must be > 0, within [{_T_LO:g}, {_T_HI:g}] (typical 1 to 8; none = temperature)")
     alpha: float = _setting(1.0, "DKD weight of the target part (TCKD)", ge=0)
     beta: float = _setting(2.0, "DKD weight of the non-target part (NCKD)", ge=0)  # 8 (classification): too strong

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def terms(x: Inputs, w: Mapping[str, float | None]) -> tuple[Tensor | None, dict[str, Tensor]]:
     """``kd_weight · KD(z_s, z_t)`` over the labelled (non-ignored) pixels, at the target temperature
-    (``target_temperature``, default 1; the whole of KD is "target-class" in that its gradient pushes every class's
+    (``target_temperature``, default T; the whole of KD is "target-class" in that its gradient pushes every class's
     logit toward the teacher's on every pixel, see docs/method.md)."""
     from .._common import _check_target
     from ..losses import kd_loss
