@@ -149,6 +149,9 @@ def add_verbs(sub: Any) -> None:
     c.add_argument("--method", help="distillation method of the student and the rounds (default dmd; --quick kd)")
     c.add_argument("--uncertainty-weight", type=float, default=0.5, help="ranking: weight of the student's entropy")
     c.add_argument("--out", help="folder of the runs (default: a new temporary folder)")
+    c.add_argument("--control", action="store_true", help="also a control arm: the same rounds from the same "
+                   "round-0 student with nothing painted (the teacher everywhere); its Dice per round in the JSON's "
+                   "\"control\" and the table's \"control mean\"")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -202,7 +205,7 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
         return bench_corrections(a.dataset, a.rounds, a.slices, a.cases, a.iterations, a.quick, a.out, a.data,
                                  a.teacher, a.student_iterations, a.teacher_iterations, a.max_train, a.student_model,
                                  a.method, a.uncertainty_weight, a.device, a.patch,
-                                 downsample=getattr(a, "downsample", None))
+                                 downsample=getattr(a, "downsample", None), control=getattr(a, "control", False))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

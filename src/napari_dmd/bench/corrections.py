@@ -8,6 +8,11 @@ fine-tunes from the previous round's ``last.pt``, and student and teacher are ev
 (:func:`napari_dmd.evaluation.evaluate_cases`, Dice only). Rows: round, slices corrected (cumulative), voxels
 painted, student per-class and mean Dice, teacher mean Dice (also appended to ``<out>/rows.jsonl`` as they come).
 
+With ``control`` a control arm follows: the same rounds from the same round-0 student (trained once, shared), with
+the same steps, learning rate and seed but nothing painted (the teacher's prediction everywhere), in
+``<out>/control/round-<n>``; its rows (``"control"`` in the result, ``<out>/control/rows.jsonl``) say how much of
+the painted arm's gain the extra training alone gives.
+
 Real datasets use their committed teachers by default (hippocampus: the 3D one, CHAOS: the 2D one) and those
 teachers' validation cases; CHAOS is down-sampled in-plane by 2 (``downsample``), as its teacher was trained, and its
 students train as the teacher did: no augmentation, no flips (left and right kidney are classes).
@@ -131,14 +136,57 @@ def _paint(student: Any, teacher_labels: dict[str, np.ndarray], pool: list, pain
     return new, count
 
 
+def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, iterations: int, root: Path,
+                 first: dict[str, Any], num_threads: int | None, device: str, t_start: float) -> list[dict[str, Any]]:
+    """The control arm: ``rounds`` rounds from ``start`` (the round-0 student) with no corrections (an empty set:
+    the teacher's prediction everywhere), evaluated on ``val`` after each; row 0 is the painted arm's ``first``."""
+    from ..corrections import start_round
+    from ..runner import drive
+    from ..segment import Segmenter
+
+    rows = [{**first, "seconds": round(time.perf_counter() - t_start, 1)}]
+    folder = root / "control"
+    folder.mkdir(parents=True, exist_ok=True)
+    parent = start
+    for rnd in range(1, rounds + 1):
+        run = start_round(parent, pool, [None] * len(pool), teacher=tmodel, iterations=iterations,
+                          out=folder / f"round-{rnd}", num_threads=num_threads)
+        drive(run)
+        parent = run.last_path
+        ev = _evaluate(Segmenter.from_checkpoint(parent, device=device), val)
+        row = {"round": rnd, "slices_corrected": 0, "voxels_painted": 0, "student_dice": ev["dice"],
+               "student_mean_dice": ev["mean"], "teacher_mean_dice": first["teacher_mean_dice"],
+               "seconds": round(time.perf_counter() - t_start, 1)}
+        rows.append(row)
+        with open(folder / "rows.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"control round {rnd}: nothing painted; student Dice {ev['mean']:.4f} {ev['dice']}", flush=True)
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], control: list[dict[str, Any]] | None) -> str:
+    """The per-round table: slices, voxels painted, painted-arm mean, control mean (with a control arm), teacher."""
+    head = f"{'round':>5} {'slices':>6} {'voxels':>10} {'student mean':>12}" + \
+        (f" {'control mean':>12}" if control else "") + f" {'teacher mean':>12}  student per class"
+    lines = [head]
+    for k, r in enumerate(rows):
+        c = f" {control[k]['student_mean_dice']:>12.4f}" if control and k < len(control) else \
+            (f" {'':>12}" if control else "")
+        lines.append(f"{r['round']:>5} {r['slices_corrected']:>6} {r['voxels_painted']:>10,} "
+                     f"{r['student_mean_dice']:>12.4f}{c} {r['teacher_mean_dice']:>12.4f}  {r['student_dice']}")
+    return "\n".join(lines)
+
+
 def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int = 5, cases: int = 3,
                       iterations: int | None = None, quick: bool = False, out: str | None = None,
                       data: str | None = None, teacher: str | None = None, student_iterations: int | None = None,
                       teacher_iterations: int | None = None, max_train: int = 40, student_model: str = "student",
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
-                      patch: list[int] | None = None, downsample: int | None = None) -> dict[str, Any]:
-    """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``.
-    ``downsample``: in-plane factor of the cases (default :data:`DOWNSAMPLE`'s, else 1)."""
+                      patch: list[int] | None = None, downsample: int | None = None,
+                      control: bool = False) -> dict[str, Any]:
+    """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
+    (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
+    (default :data:`DOWNSAMPLE`'s, else 1)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -178,7 +226,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     s_iters = student_iterations or (20 if quick else 600)
     cfg = TrainConfig(method=method or ("kd" if quick else "dmd"), iterations=s_iters,
                       **{**base, "model": base.get("model", student_model)})
-    parent = _train(cfg, unlabelled, root / "student", teacher=tmodel)
+    parent = start = _train(cfg, unlabelled, root / "student", teacher=tmodel)
     print(f"student distilled without labels: {s_iters} iterations ({time.perf_counter() - t_start:.0f} s)",
           flush=True)
     tseg = teacher_segmenter(tmodel, fallback_patch=cfg.patch_size, device=device)
@@ -213,18 +261,28 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         total_slices += count
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
     first, last = rows[0], rows[-1]
+    control_rows = _control_arm(start, unlabelled, val, tmodel, rounds, iterations, root, first,
+                                base.get("num_threads"), device, t_start) if control else None
     lost = [i for i, (s, t) in enumerate(zip(first["student_dice"], teacher_ev["dice"])) if t - s > LOST_GAP]
     targets = {"student_beats_teacher_mean": last["student_mean_dice"] > teacher_ev["mean"],
                "lost_classes_at_round_0": [i + 1 for i in lost],
                "lost_classes_recovered": [i + 1 for i in lost
                                           if teacher_ev["dice"][i] - last["student_dice"][i] <= RECOVERED_GAP]}
+    if control_rows is not None:
+        targets["student_beats_control_mean"] = last["student_mean_dice"] > control_rows[-1]["student_mean_dice"]
+        targets["painted_minus_control_mean"] = round(last["student_mean_dice"] -
+                                                      control_rows[-1]["student_mean_dice"], 4)
     settings = {"dataset": dataset, "rounds": rounds, "slices": slices, "cases": cases, "iterations": iterations,
                 "student_iterations": s_iters, "train_cases": len(train), "val_cases": len(val),
                 "uncertainty_weight": uncertainty_weight, "tile": tile if dims == 2 else None, "quick": quick,
                 "folder": str(root), "student": cfg.model, "method": cfg.method, "downsample": factor,
                 "augment": cfg.augment, "flips": cfg.flips, "patch": list(cfg.patch_size or []),
                 "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
-                "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None}
+                "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
+                "control": control, "round0_checkpoint": str(start)}
+    print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
-    return {"settings": settings, "teacher": teacher_ev, "rows": rows, "targets": targets,
-            "wall_s": round(time.perf_counter() - t_start, 1)}
+    result = {"settings": settings, "teacher": teacher_ev, "rows": rows, "targets": targets}
+    if control_rows is not None:
+        result["control"] = control_rows
+    return {**result, "wall_s": round(time.perf_counter() - t_start, 1)}
