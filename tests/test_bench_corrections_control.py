@@ -1,0 +1,57 @@
+"""``bench corrections --control``: the same rounds from the same round-0 student with nothing painted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from napari_dmd.bench import corrections as bench
+from napari_dmd.cli import main
+from napari_dmd.corrections import round_info
+
+
+@pytest.mark.timeout(90)  # about 8 s on one idle core; the budget leaves room for a loaded machine
+def test_control_arm_shares_round_0_and_paints_nothing(tmp_path, capsys, monkeypatch):
+    roles: list[str] = []
+    train = bench._train
+
+    def counting(cfg, cases, out, teacher=None, role="student"):
+        roles.append(role)
+        return train(cfg, cases, out, teacher=teacher, role=role)
+
+    monkeypatch.setattr(bench, "_train", counting)
+    out = tmp_path / "bench"
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--control", "--out", str(out),
+                 "--json", str(tmp_path / "b.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "control mean" in printed and "control round 1: nothing painted" in printed
+    assert roles == ["teacher", "student"]  # the round-0 student is trained once, for both arms
+    res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
+    rows, control = res["rows"], res["control"]
+    assert [r["round"] for r in control] == [0, 1] and rows[1]["voxels_painted"] > 0
+    assert all(r["voxels_painted"] == 0 and r["slices_corrected"] == 0 for r in control)
+    assert control[0]["student_dice"] == rows[0]["student_dice"] and len(control[1]["student_dice"]) == 3
+    assert 0 <= control[1]["student_mean_dice"] <= 1 and "painted_minus_control_mean" in res["targets"]
+    start = str(out / "student" / "last.pt")
+    assert res["settings"]["control"] is True and res["settings"]["round0_checkpoint"] == start
+    painted, ctl = round_info(out / "round-1"), round_info(out / "control" / "round-1")
+    assert painted["parent"] == ctl["parent"] == start  # both arms start from the same weights
+    assert ctl["painted_voxels"] == 0 and ctl["corrections"] == [] and painted["painted_voxels"] > 0
+    assert (ctl["iterations"], ctl["lr"]) == (painted["iterations"], painted["lr"])  # same steps, same lr
+    assert (out / "control" / "round-1" / "last.pt").is_file()
+    assert len((out / "control" / "rows.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_table_has_a_control_column_only_with_a_control_arm():
+    rows = [{"round": 0, "slices_corrected": 0, "voxels_painted": 0, "student_dice": [0.5], "student_mean_dice": 0.5,
+             "teacher_mean_dice": 0.8},
+            {"round": 1, "slices_corrected": 15, "voxels_painted": 1200, "student_dice": [0.7],
+             "student_mean_dice": 0.7, "teacher_mean_dice": 0.8}]
+    control = [dict(rows[0]), {**rows[0], "round": 1, "student_mean_dice": 0.6}]
+    without, with_control = bench._table(rows, None), bench._table(rows, control)
+    assert "control mean" not in without and "1,200" in without
+    last = with_control.splitlines()[-1].split()
+    assert with_control.splitlines()[0].split()[:7] == ["round", "slices", "voxels", "student", "mean", "control",
+                                                       "mean"]
+    assert last[:6] == ["1", "15", "1,200", "0.7000", "0.6000", "0.8000"]
