@@ -2,7 +2,8 @@
 
 One panel per file, side by side (hippocampus, then CHAOS when its JSON exists): the student's mean Dice per
 round against the teacher's (dashed); classes the student had lost at round 0 (more than 10 points below the
-teacher) are drawn too, thin, with the teacher's Dice of that class (dotted).
+teacher) are drawn too, thin, with the teacher's Dice of that class (dotted). A JSON written with ``--control``
+also gets the control arm's mean (the same rounds with nothing painted), grey, at the painted arm's x of that round.
 
     python benchmarks/corrections_plot.py --out docs/images/corrections_curve.png
     python benchmarks/corrections_plot.py docs/benchmarks/bench-corrections-*.json --out FIGURE.png
@@ -29,6 +30,10 @@ def _panel(ax: Any, name: str, res: dict[str, Any]) -> None:
     x = [r["slices_corrected"] for r in rows]
     line, = ax.plot(x, [100 * r["student_mean_dice"] for r in rows], "o-", lw=2, label="student, mean")
     ax.axhline(100 * teacher["mean"], color=line.get_color(), ls="--", lw=1, label="teacher, mean")
+    control = res.get("control")
+    if control:
+        ax.plot(x[:len(control)], [100 * r["student_mean_dice"] for r in control][:len(x)], "^-", color="0.5",
+                lw=1.5, ms=4, label="control (nothing painted), mean")
     lost = res.get("targets", {}).get("lost_classes_at_round_0", [])
     recovered = set(res.get("targets", {}).get("lost_classes_recovered", []))
     for k in lost:
