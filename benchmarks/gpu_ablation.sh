@@ -13,6 +13,17 @@ export PYTHONPATH=$tree/src:/tmp/site PYTHONUNBUFFERED=1 NAPARI_DMD_ABLATION_FP3
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, torch.cuda.is_available())"
 abl="python3 $tree/benchmarks/ablation.py --cache .devcache --keep-weights --no-latency --datasets hippocampus3d chaos"
+if [ "$phase" = low ]; then
+  lim=${LIMIT:-360}
+  timeout $lim $abl --out /tmp/low --seeds 0 1 2 --jobs 9 --methods pseudo dkd dmd --settings lowlabel \
+      --datasets hippocampus3d --scale 4 --student student > "$out/low.log" 2>&1 &
+  timeout $lim $abl --out /tmp/more --seeds 3 4 5 --jobs 6 --methods ds dmd --settings full \
+      --datasets chaos --scale 4 --student student > "$out/more.log" 2>&1 &
+  wait
+  tail -n 25 "$out/low.log" "$out/more.log"
+  tar -czf "$out/results.tgz" -C /tmp low/jobs more/jobs $(cd /tmp && ls -d */runs/*/events.jsonl 2>/dev/null)
+  exit 0
+fi
 if [ "$phase" = probe ]; then
   $abl --out /tmp/probe --seeds 0 1 --jobs 8 --methods ds dmd --settings full --scale 0.5 \
       --student student-fast 2>&1 | tee "$out/probe.log"
@@ -29,7 +40,7 @@ elif [ "$phase" = long ]; then
   timeout $lim $abl --out /tmp/t1 --seeds 0 1 2 --jobs 6 --settings t1 --scale 4 --student student \
       > "$out/t1.log" 2>&1 &
   wait
-  tail -25 "$out/long.log" "$out/t1fast.log" "$out/t1.log"
+  tail -n 25 "$out/long.log" "$out/t1fast.log" "$out/t1.log"
   python3 - <<'PY'
 import glob, torch
 for f in glob.glob("/tmp/*/runs/*/last.pt"):
@@ -49,7 +60,7 @@ else
   timeout ${LIMIT:-500} $abl --out /tmp/default --seeds 0 1 2 --jobs 5 --methods ds dmd --settings full \
       --scale "$scale" --student student > "$out/default.log" 2>&1 &
   wait
-  tail -40 "$out/fast.log" "$out/default.log"
+  tail -n 40 "$out/fast.log" "$out/default.log"
   tar -czf "$out/results.tgz" -C /tmp fast/jobs default/jobs $(cd /tmp && ls -d fast/runs/*/last.pt default/runs/*/last.pt fast/runs/*/events.jsonl default/runs/*/events.jsonl 2>/dev/null)
   ls -la "$out"
 fi
