@@ -56,3 +56,11 @@ def test_pool_setting_plans_extra_full_rows(ablation):
     assert (cfg.method, cfg.scale_resample, cfg.lambda_feat) == ("dmd", "pool", ablation.WEIGHTS["dmd"]["lambda_feat"])
     plain = ablation._config(ablation.SPECS["hippocampus"], default[0], "student", 2)
     assert plain.scale_resample == "up"
+
+
+def test_t1_setting_plans_dmd_with_its_target_term_at_T1(ablation):
+    jobs = ablation.plan(["chaos"], (0, 2), ("t1",))
+    assert [(j.setting, j.method, j.seed) for j in jobs] == [("full", "dmd", 0), ("full", "dmd", 2)]
+    assert jobs[0].id == "chaos_full_dmd_lambda_feat0.667_target_balance1_target_temperature1_s0"
+    cfg = ablation._config(ablation.SPECS["chaos"], jobs[0], "student", 2)
+    assert (cfg.method, cfg.target_balance, cfg.target_temperature) == ("dmd", True, 1.0)
