@@ -326,12 +326,11 @@ class FeaturesWidget(QWidget):
         if self.ran_inline:  # small: a worker's hand-off would cost more than the computation
             self.worker = None
             try:
-                results = compute_job(job, self._cache)
+                self._apply(job, compute_job(job, self._cache))
             except Exception as exc:  # noqa: BLE001 - every problem becomes a message
                 self._fail(exc)
-            else:
-                self._apply(job, results)
-            self._finished()
+            finally:
+                self._finished()  # never left busy
             return
         where = f" (slice {job.slice_index})" if job.slice_index is not None else ""
         self.status_label.setText(f"computing features of {job.image_name}{where} …")
