@@ -80,7 +80,8 @@ def test_live_features_update_the_same_layers_one_visible_by_default(make_napari
     fw.layers_updated.connect(updated)
     with qtbot.waitSignal(w.run_finished, timeout=120_000):
         qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not fw._busy, timeout=30_000)
+    # a snapshot within the live time budget waits; the last one is always shown (deferred, the newest)
+    qtbot.waitUntil(lambda: not fw._busy and not fw._deferred and seen and seen[-1][1] == 12, timeout=30_000)
     assert w.events[-1].kind == "done", w.last_error
     assert w.run.child is not None
     qtbot.waitUntil(lambda: not w.run.child.alive, timeout=30_000)  # the engine ran in the child, now gone
@@ -88,6 +89,20 @@ def test_live_features_update_the_same_layers_one_visible_by_default(make_napari
     assert [it for _, it in seen] == sorted(it for _, it in seen) and seen[-1][1] == 12
     features = [lay for lay in viewer.layers if " features " in lay.name]
     assert [lay.name for lay in features] == ["phantom 2D features s2 PCA"] and features[0].visible
+    # the budget: a snapshot before _live_next computes nothing now, once later; a second one joins it
+    import time
+
+    from napari_dmd._widgets._live import LIVE
+
+    n, deferred = fw.computations, fw.live_deferred
+    fw._live_next = time.monotonic() + 0.5
+    fw._on_snapshot(LIVE.latest)
+    fw._on_snapshot(LIVE.latest)
+    qtbot.wait(100)
+    assert fw.computations == n and fw.live_deferred == deferred + 2 and fw._deferred
+    qtbot.waitUntil(lambda: fw.computations == n + 1 and not fw._busy, timeout=10_000)
+    qtbot.wait(300)
+    assert fw.computations == n + 1
 
 
 def test_closing_the_viewer_mid_run_ends_the_child_and_keeps_last_pt(make_napari_viewer, qtbot, registry,
