@@ -38,7 +38,8 @@ def _panel(ax: Any, name: str, res: dict[str, Any]) -> None:
     recovered = set(res.get("targets", {}).get("lost_classes_recovered", []))
     for k in lost:
         cl, = ax.plot(x, [100 * r["student_dice"][k - 1] for r in rows], "s-", lw=1, ms=3,
-                      label=f"student, {names[k - 1]} (lost{', recovered' if k in recovered else ''})")
+                      label=f"student, {names[k - 1]} (> 10 below the teacher at round 0"
+                            f"{', recovered' if k in recovered else ''})")
         ax.axhline(100 * teacher["dice"][k - 1], color=cl.get_color(), ls=":", lw=1,
                    label=f"teacher, {names[k - 1]}")
     down = settings.get("downsample")
