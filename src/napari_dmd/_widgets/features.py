@@ -67,6 +67,7 @@ LIVE_ITEM = "live"
 # waiting ones collapse into one later update (the newest). Each update takes CPU the training child needs: on 2
 # busy cores, updates every 10 steps cost the run ~10 % of its samples/s (bench gui --live-features 10 --load 2)
 LIVE_SHARE = 0.05
+LIVE_MAX_WAIT_S = 3.0  # ... but a snapshot never waits longer than this (one slow update must not mute live mode)
 KINDS = ("PCA", "energy", "channel", "head")
 DEFAULT_KIND = "PCA"  # the one kind ticked by default (an RGB summary of all channels)
 
@@ -354,7 +355,7 @@ class FeaturesWidget(QWidget):
         t0, live = self._started
         if live:  # the next live update waits so that updates take at most LIVE_SHARE of the time
             now = time.monotonic()
-            self._live_next = now + (now - t0) * (1 / LIVE_SHARE - 1)
+            self._live_next = now + min((now - t0) * (1 / LIVE_SHARE - 1), LIVE_MAX_WAIT_S)
         if worker is not None and worker.abort_requested:  # quit: the viewer is closing, start nothing more
             self._pending = False
             return
