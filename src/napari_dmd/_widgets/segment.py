@@ -6,8 +6,7 @@ volume) runs in a napari thread worker; its window count, sent at most twice a s
 drives the widget's own progress bar and status line, and Cancel stops it before the next window. (napari's
 activity-dock progress bar processed events and repainted the window at every update, 10-15 ms each under
 software OpenGL: on 2 cores Segment ran 1.68x and Compare 1.55x slower in the viewer than headless; ``napari-dmd
-bench gui --inference``.) An empty, locked labels layer is added as soon as the prediction starts (its creation
-overlaps the prediction) and receives the result, with the image's scale, translate,
+bench gui --inference``.) The labels layer is added on the main thread with the image's scale, translate,
 rotation, shear and affine, and the image's napari-dmd metadata (file affine), so saving it to NIfTI writes the
 scan's affine. "Segment all open images…" / "Segment a folder…" write label files into a folder
 (:mod:`._batch`).
@@ -21,8 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels
-from qtpy.QtCore import QTimer, Signal
+from napari.layers import Image
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..data.io import DataError
@@ -92,7 +91,6 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: FunctionWorker | None = None
         self._finished_run = True  # no run in flight: window counts are ignored
-        self._placeholder: Labels | None = None  # the empty layer shown while a prediction runs
         self._stop = StopFlag()  # Cancel, the viewer closing (napari quits the worker) or the widget's deletion
         self._warning: str | None = None  # the model-data guard's warning for the run in flight
         self.destroyed.connect(self._stop.set)
@@ -197,23 +195,7 @@ class SegmentWidget(QWidget):
         self.worker = start_worker(predict, on_returned=lambda result: self._add_layer(result, entry, layer),
                                    on_failed=self._on_error, on_finished=self._on_finished,
                                    stop=stop)
-        worker = self.worker
-        QTimer.singleShot(0, lambda: self._add_placeholder(worker, np.shape(data), entry, layer))
-        return worker
-
-    def _add_placeholder(self, worker: FunctionWorker, shape: tuple[int, ...], entry: ModelEntry,
-                         layer: Image) -> None:
-        """Add an empty, locked labels layer while ``worker`` predicts (from the event loop, right after the
-        click): napari's layer creation (0.1-0.3 s of the main thread here) then overlaps the prediction instead
-        of following it, and the result is written into it. Nothing when that run has already ended."""
-        if self.worker is not worker or self._finished_run or self._stop():
-            return
-        meta = mark_output(labels_metadata(layer, model=entry.name), "segmentation")
-        with contextlib.suppress(RuntimeError):  # the viewer is closing
-            self._placeholder = self.viewer.add_labels(np.zeros(shape, dtype=np.uint8),
-                                                       name=f"{layer.name} (segmenting …)", metadata=meta,
-                                                       **placement_kwargs(layer))
-            self._placeholder.editable = False
+        return self.worker
 
     def _on_progress(self, done: int, total: int) -> None:
         if self._finished_run:  # a late window count never overwrites the result
@@ -228,16 +210,8 @@ class SegmentWidget(QWidget):
         meta = mark_output(labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
                                            inference_s=seconds), "segmentation")
         name = f"{layer.name} segmentation ({entry.name})"
-        placeholder, self._placeholder = self._placeholder, None
-        if placeholder is not None and placeholder in self.viewer.layers:
-            placeholder.data = labels
-            placeholder.metadata = meta
-            placeholder.features = class_features(names) or {}
-            placeholder.name = name
-            placeholder.editable = True
-        else:  # the user removed the placeholder meanwhile
-            self.viewer.add_labels(labels, name=name, metadata=meta, features=class_features(names),
-                                   **placement_kwargs(layer))
+        self.viewer.add_labels(labels, name=name, metadata=meta, features=class_features(names),
+                               **placement_kwargs(layer))
         if labels.ndim == 3:
             label_axes(self.viewer)
         self.status.setText(f"{name}: {seconds:.2f} s, classes present: {class_list(present, names)}"
@@ -252,10 +226,6 @@ class SegmentWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
-        placeholder, self._placeholder = self._placeholder, None
-        with contextlib.suppress(RuntimeError, ValueError, KeyError):  # failed or cancelled: no empty layer stays
-            if placeholder is not None and placeholder in self.viewer.layers:
-                self.viewer.layers.remove(placeholder)
         with contextlib.suppress(RuntimeError):  # the widget is being deleted with the viewer
             self.progress_bar.hide()
             self.segment_button.setEnabled(True)
