@@ -27,8 +27,8 @@ WEIGHTS: dict[str, dict[str, float]] = {
 }
 SETTINGS = ("tune", "full", "lowlabel", "tiny")
 EXTRA_SETTINGS = ("pool", "hs", "t1")  # not in the default run: MFD/DMD with scale_resample=pool (hippocampus,
-# CHAOS); hs: DMD with deep supervision at its scale heads as well (the control's loss + DMD's terms); t1: DMD with
-# its class-balanced target term at T = 1 instead of the default T
+# CHAOS); hs: DMD with deep supervision at its scale heads as well (the control's loss + DMD's terms); t1: KD, DKD
+# and DMD with their class-balanced target terms at T = 1 set explicitly (DMD's default since 2026-12-04)
 POOL_METHODS = ("mfd-pool", "dmd-pool")
 HS_METHODS = ("dmd-hs",)
 CPU_BF16 = os.environ.get("NAPARI_DMD_ABLATION_FP32") != "1"  # bfloat16 autocast where the CPU has it natively
@@ -211,8 +211,8 @@ def plan(datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] 
                 jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-pool")]) for m in POOL_METHODS]
             if "hs" in settings:  # rows of the full table
                 jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-hs")]) for m in HS_METHODS]
-            if "t1" in settings:
-                jobs.append(Job(ds, "full", "dmd", s, {**WEIGHTS["dmd"], **T1_WEIGHTS}))
+            if "t1" in settings:  # DMD (and KD, DKD: the same change to their target terms) at T = 1
+                jobs += [Job(ds, "full", m, s, {**WEIGHTS[m], **T1_WEIGHTS}) for m in ("kd", "dkd", "dmd")]
     return jobs
 
 

@@ -35,9 +35,9 @@ elif [ "$phase" = long ]; then
   lim=${LIMIT:-470}
   timeout $lim $abl --out /tmp/long --seeds 0 1 2 --jobs 9 --methods ds dmd --settings full t1 \
       --datasets hippocampus3d --scale 8 --student student-fast > "$out/long.log" 2>&1 &
-  timeout $lim $abl --out /tmp/t1fast --seeds 0 1 2 --jobs 3 --settings t1 --datasets chaos --scale 4 \
+  timeout $lim $abl --out /tmp/t1fast --seeds 0 1 2 --jobs 3 --settings t1 --methods dmd --datasets chaos --scale 4 \
       --student student-fast > "$out/t1fast.log" 2>&1 &
-  timeout $lim $abl --out /tmp/t1 --seeds 0 1 2 --jobs 6 --settings t1 --scale 4 --student student \
+  timeout $lim $abl --out /tmp/t1 --seeds 0 1 2 --jobs 6 --settings t1 --methods dmd --scale 4 --student student \
       > "$out/t1.log" 2>&1 &
   wait
   tail -n 25 "$out/long.log" "$out/t1fast.log" "$out/t1.log"

@@ -60,7 +60,9 @@ def test_pool_setting_plans_extra_full_rows(ablation):
 
 def test_t1_setting_plans_dmd_with_its_target_term_at_T1(ablation):
     jobs = ablation.plan(["chaos"], (0, 2), ("t1",))
-    assert [(j.setting, j.method, j.seed) for j in jobs] == [("full", "dmd", 0), ("full", "dmd", 2)]
-    assert jobs[0].id == "chaos_full_dmd_lambda_feat0.667_target_balance1_target_temperature1_s0"
-    cfg = ablation._config(ablation.SPECS["chaos"], jobs[0], "student", 2)
-    assert (cfg.method, cfg.target_balance, cfg.target_temperature) == ("dmd", True, 1.0)
+    assert [(j.setting, j.method, j.seed) for j in jobs] == [
+        ("full", m, s) for s in (0, 2) for m in ("kd", "dkd", "dmd")]
+    assert jobs[2].id == "chaos_full_dmd_lambda_feat0.667_target_balance1_target_temperature1_s0"
+    for job in jobs[:3]:
+        cfg = ablation._config(ablation.SPECS["chaos"], job, "student", 2)
+        assert (cfg.method, cfg.target_balance, cfg.target_temperature) == (job.method, True, 1.0)
