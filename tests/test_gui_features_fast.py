@@ -51,6 +51,16 @@ def _headless(entry, image, stages, slice_index):
                             origin=tuple(image.translate), slice_index=slice_index)
 
 
+def _assert_maps(viewer, names, ref):
+    """The four layers (PCA, energy, channel 1, head) hold ``ref``'s maps; the energy's contrast limits its range."""
+    pca, energy, channel, head = (viewer.layers[n] for n in names)
+    np.testing.assert_allclose(pca.data, ref.pca_rgb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(energy.data, ref.energy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(energy.contrast_limits, (ref.energy.min(), ref.energy.max()), rtol=1e-6)
+    np.testing.assert_allclose(channel.data, ref.channel(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(head.data, ref.head_labels)
+
+
 def test_small_show_features_runs_in_the_click_and_equals_compute_features(make_napari_viewer, qtbot, student):
     viewer = make_napari_viewer()
     vol, _ = make_phantom((6, 48, 48), seed=0)
@@ -69,13 +79,9 @@ def test_small_show_features_runs_in_the_click_and_equals_compute_features(make_
     names = ["vol features s2 PCA", "vol features s2 energy", "vol features s2 channel 1", "vol features head s2"]
     assert updated[0] == names
     [ref] = _headless(student, image, [0], 2)
-    pca, energy, channel, head = (viewer.layers[n] for n in names)
-    np.testing.assert_allclose(pca.data, ref.pca_rgb, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(energy.data, ref.energy, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(channel.data, ref.channel(1), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(head.data, ref.head_labels)
+    _assert_maps(viewer, names, ref)
+    pca = viewer.layers[names[0]]
     assert tuple(pca.contrast_limits) == (0.0, 1.0)  # a PCA map is in [0, 1]: given, not computed by napari
-    np.testing.assert_allclose(energy.contrast_limits, (ref.energy.min(), ref.energy.max()), rtol=1e-6)
     assert pca.metadata["napari_dmd"]["slice"] == 2
 
     # another slice, clicked again: the same layer objects, now holding that slice's maps
@@ -86,12 +92,7 @@ def test_small_show_features_runs_in_the_click_and_equals_compute_features(make_
     assert [id(viewer.layers[n]) for n in names] == layers
     [ref4] = _headless(student, image, [0], 4)
     assert not np.allclose(ref4.energy, ref.energy)  # a different slice: different maps
-    np.testing.assert_allclose(viewer.layers[names[0]].data, ref4.pca_rgb, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(viewer.layers[names[1]].data, ref4.energy, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(viewer.layers[names[1]].contrast_limits, (ref4.energy.min(), ref4.energy.max()),
-                               rtol=1e-6)
-    np.testing.assert_allclose(viewer.layers[names[2]].data, ref4.channel(1), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(viewer.layers[names[3]].data, ref4.head_labels)
+    _assert_maps(viewer, names, ref4)
     assert viewer.layers[names[0]].metadata["napari_dmd"]["slice"] == 4
 
     # the same slice again, of changed data: the new maps are written into the layers' own arrays
@@ -103,12 +104,7 @@ def test_small_show_features_runs_in_the_click_and_equals_compute_features(make_
     assert all(viewer.layers[n].data is a for n, a in zip(names, arrays))
     [ref5] = _headless(student, image, [0], 4)
     assert not np.allclose(ref5.pca_rgb, ref4.pca_rgb)
-    np.testing.assert_allclose(viewer.layers[names[0]].data, ref5.pca_rgb, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(viewer.layers[names[1]].data, ref5.energy, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(viewer.layers[names[1]].contrast_limits, (ref5.energy.min(), ref5.energy.max()),
-                               rtol=1e-6)
-    np.testing.assert_allclose(viewer.layers[names[2]].data, ref5.channel(1), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(viewer.layers[names[3]].data, ref5.head_labels)
+    _assert_maps(viewer, names, ref5)
 
     # a bad image fails in the click with one message, and adds nothing
     bad = viewer.add_image(np.full((16, 16), np.nan, np.float32), name="broken")
