@@ -39,10 +39,14 @@ def contrast_range(data: np.ndarray, rgb: bool = False) -> tuple[float, float]:
     return lo, hi
 
 
+def _same_affine(layer: Any, affine: Any) -> bool:
+    """Whether ``layer``'s affine equals ``affine`` (a napari Affine or a matrix)."""
+    return bool(np.allclose(layer.affine.affine_matrix, getattr(affine, "affine_matrix", affine)))
+
+
 def _same_place(layer: Any, kwargs: dict[str, Any]) -> bool:
-    matrix = getattr(kwargs["affine"], "affine_matrix", kwargs["affine"])
     return (np.allclose(layer.scale, kwargs["scale"]) and np.allclose(layer.translate, kwargs["translate"])
-            and np.allclose(layer.affine.affine_matrix, matrix))
+            and _same_affine(layer, kwargs["affine"]))
 
 
 def _write_in_place(layer: Image, data: np.ndarray, kwargs: dict[str, Any]) -> bool:
@@ -72,10 +76,8 @@ def _update(layer: Any, kind: str, data: np.ndarray, kwargs: dict[str, Any]) -> 
     for key in ("scale", "translate"):  # each change re-slices and redraws: only when it moved
         if not np.allclose(getattr(layer, key), kwargs[key]):
             setattr(layer, key, kwargs[key])
-    affine = kwargs["affine"]
-    matrix = getattr(affine, "affine_matrix", affine)
-    if not np.allclose(layer.affine.affine_matrix, matrix):
-        layer.affine = affine
+    if not _same_affine(layer, kwargs["affine"]):
+        layer.affine = kwargs["affine"]
     layer.metadata = kwargs["metadata"]
     if kind == "labels":
         layer.features = kwargs.get("features") or {}
