@@ -136,12 +136,35 @@ def _paint(student: Any, teacher_labels: dict[str, np.ndarray], pool: list, pain
     return new, count
 
 
+def _round_row(folder: Path, rnd: int, slices: int, voxels: int, ev: dict[str, Any], teacher_mean: float,
+               t_start: float) -> dict[str, Any]:
+    """One round's row, also appended to ``folder/rows.jsonl`` as it goes (a long run's finished rounds survive a
+    stop)."""
+    row = {"round": rnd, "slices_corrected": slices, "voxels_painted": voxels, "student_dice": ev["dice"],
+           "student_mean_dice": ev["mean"], "teacher_mean_dice": teacher_mean,
+           "seconds": round(time.perf_counter() - t_start, 1)}
+    with open(folder / "rows.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+def _fine_tune(parent: Path, pool: list, corrections: list, tmodel: Any, iterations: int, out: Path,
+               num_threads: int | None) -> Path:
+    """One round: fine-tune ``parent`` on ``pool`` with ``corrections`` (None: the teacher's prediction) to the
+    end; the round's ``last.pt``."""
+    from ..corrections import start_round
+    from ..runner import drive
+
+    run = start_round(parent, pool, corrections, teacher=tmodel, iterations=iterations, out=out,
+                      num_threads=num_threads)
+    drive(run)
+    return run.last_path
+
+
 def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, iterations: int, root: Path,
                  first: dict[str, Any], num_threads: int | None, device: str, t_start: float) -> list[dict[str, Any]]:
     """The control arm: ``rounds`` rounds from ``start`` (the round-0 student) with no corrections (an empty set:
     the teacher's prediction everywhere), evaluated on ``val`` after each; row 0 is the painted arm's ``first``."""
-    from ..corrections import start_round
-    from ..runner import drive
     from ..segment import Segmenter
 
     rows = [{**first, "seconds": round(time.perf_counter() - t_start, 1)}]
@@ -149,17 +172,10 @@ def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, i
     folder.mkdir(parents=True, exist_ok=True)
     parent = start
     for rnd in range(1, rounds + 1):
-        run = start_round(parent, pool, [None] * len(pool), teacher=tmodel, iterations=iterations,
-                          out=folder / f"round-{rnd}", num_threads=num_threads)
-        drive(run)
-        parent = run.last_path
+        parent = _fine_tune(parent, pool, [None] * len(pool), tmodel, iterations, folder / f"round-{rnd}",
+                            num_threads)
         ev = _evaluate(Segmenter.from_checkpoint(parent, device=device), val)
-        row = {"round": rnd, "slices_corrected": 0, "voxels_painted": 0, "student_dice": ev["dice"],
-               "student_mean_dice": ev["mean"], "teacher_mean_dice": first["teacher_mean_dice"],
-               "seconds": round(time.perf_counter() - t_start, 1)}
-        rows.append(row)
-        with open(folder / "rows.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        rows.append(_round_row(folder, rnd, 0, 0, ev, first["teacher_mean_dice"], t_start))
         print(f"control round {rnd}: nothing painted; student Dice {ev['mean']:.4f} {ev['dice']}", flush=True)
     return rows
 
@@ -193,7 +209,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"--downsample {factor!r}: give a whole number >= 1 (1: full resolution)")
     from ..config import TrainConfig
-    from ..corrections import corrections_labels, start_round
+    from ..corrections import corrections_labels
     from ..evaluation import teacher_segmenter
     from ..segment import Segmenter
     from ..teachers import load_teacher
@@ -240,24 +256,15 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     for rnd in range(rounds + 1):
         seg = Segmenter.from_checkpoint(parent, device=device)
         ev = _evaluate(seg, val)
-        row = {"round": rnd, "slices_corrected": total_slices, "voxels_painted": total_voxels,
-               "student_dice": ev["dice"], "student_mean_dice": ev["mean"], "teacher_mean_dice": teacher_ev["mean"],
-               "seconds": round(time.perf_counter() - t_start, 1)}
-        rows.append(row)
-        with open(root / "rows.jsonl", "a") as fh:  # as it goes: a long run's finished rounds survive a stop
-            fh.write(json.dumps(row) + "\n")
+        rows.append(_round_row(root, rnd, total_slices, total_voxels, ev, teacher_ev["mean"], t_start))
         print(f"round {rnd}: {total_slices} slices ({total_voxels:,} voxels) corrected; student Dice "
               f"{ev['mean']:.4f} {ev['dice']}; teacher {teacher_ev['mean']:.4f} {teacher_ev['dice']}", flush=True)
         if rnd == rounds:
             break
         new, count = _paint(seg, teacher_labels, train, painted, slices, cases, uncertainty_weight, tile)
         corr = [corrections_labels(gt[c.name], new[c.name]) if c.name in new else None for c in unlabelled]
-        run = start_round(parent, unlabelled, corr, teacher=tmodel, iterations=iterations,
-                          out=root / f"round-{rnd + 1}", num_threads=base.get("num_threads"))
-        from ..runner import drive
-
-        drive(run)
-        parent = run.last_path
+        parent = _fine_tune(parent, unlabelled, corr, tmodel, iterations, root / f"round-{rnd + 1}",
+                            base.get("num_threads"))
         total_slices += count
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
     first, last = rows[0], rows[-1]
