@@ -19,7 +19,7 @@ SEEDS = (0, 1, 2)
 FULL_METHODS = ("none", "ds", "kd", "dkd", "mfd", "dmd")
 LOW_METHODS = ("alone", "pseudo", "kd", "dkd", "dmd")
 TINY_METHODS = ("none", "kd", "dmd")
-T1_WEIGHTS = {"target_balance": True, "target_temperature": 1.0}  # the t1 setting's DMD rows (full table)
+T1_WEIGHTS = {"target_balance": True, "target_temperature": 1.0}  # the t1 setting: KD, DKD, DMD rows (full table)
 # each method's own weight: the value used in the table (chosen on the tuning grid, see docs/results.md)
 WEIGHTS: dict[str, dict[str, float]] = {
     "ds": {"ds_weight": 1.0}, "kd": {"kd_weight": 0.25}, "dkd": {"beta": 8.0},

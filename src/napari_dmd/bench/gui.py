@@ -380,7 +380,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                    f"{g['max_ms']:.1f}"] for i, g in enumerate(gui_rounds)]))
     print(_table(["round", "GUI samples/s", "headless samples/s", "GUI / headless", "live feature updates"],
                  [[i + 1, f"{g['samples_per_s']:.2f}", f"{h['samples_per_s']:.2f}", f"{q:.3f}",
-                   g.get("feature_updates", 0)] for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
+                   g["feature_updates"]] for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
     print(f"ratio GUI / headless samples/s = {res['ratio']:.3f}  (target >= 0.9)")
     print(f"Stop to the widget idle {res['stop_s']:.2f} s (target <= 1), last.pt kept: {res['stop_kept_last_pt']}; "
           f"closing a viewer: close, no run {res['close_idle_s']:.2f} s (napari's own close, the same layers and "
