@@ -394,7 +394,7 @@ class FeaturesWidget(QWidget):
                                  dict(opacity=0.5, features=class_features(job.class_names), **common)))
         self.computations += 1
         it = job.extra_meta.get("iteration")
-        self.status_label.setText(f"{len(names)} layers from {job.model_name}"
+        self.status_label.setText(f"{len(names)} layer{'s' if len(names) != 1 else ''} from {job.model_name}"
                                   + (f" at iteration {it}" if it is not None else ""))
         self.layers_updated.emit(names)
 
