@@ -6,8 +6,12 @@ median seconds per volume at the given thread count. Dice: mean foreground Dice 
 DMD distillation, from the job JSON files (``--jobs`` folders, later ones win; ``benchmarks/ablation.py``
 layout). Writes a JSON file and a PNG. Example::
 
-    python benchmarks/fast_students_report.py --jobs docs/ablation/jobs /tmp/fast/abl/jobs \
+    python benchmarks/fast_students_report.py --classic-jobs docs/ablation/jobs --fast-jobs /tmp/fast/abl/jobs \
         --json docs/benchmarks/bench-b2-fast-students.json --png docs/images/b2_dice_latency.png
+
+DMD jobs with the default target term (T = 1, ``target_temperature1`` in the file name) are preferred; a preset with
+only T = 4 runs shows those, marked "(T=4)" in the plot and ``dmd_variant`` in the JSON (``--dmd-variant t4``:
+T = 4 only). ``--redice`` re-reads the Dice for the latencies already in ``--json``.
 """
 
 from __future__ import annotations
@@ -34,12 +38,51 @@ SOURCES = {"teacher": ("teacher", "none"), "student": ("full", "dmd"), "student-
            "student-fast": ("full", "dmd"), "student-fast-tiny": ("tiny", "dmd")}
 
 
-def _dice(folders: dict[str, Path], ds: str, preset: str) -> list[float]:
+#: DMD's target term in the job file names: T = 1 (class-balanced, the default since the second GPU lease) or the
+#: earlier T = 4 runs (no target settings in the name)
+T1_TAG = "target_balance1_target_temperature1_"
+
+
+def _dice(folders: dict[str, Path], ds: str, preset: str, variant: str = "t1") -> tuple[list[float], str]:
+    """Mean Dice of each seed's job for ``preset`` and which DMD variant they are (``t1``/``t4``/``-``).
+
+    ``variant``: ``t1`` (prefer the T = 1 jobs, else the T = 4 ones), ``t4`` (only T = 4). Runs of different
+    variants are never mixed.
+    """
     setting, method = SOURCES[preset]
     folder = folders["fast" if preset.startswith("student-fast") else "classic"]
-    found = sorted(folder.glob(f"{ds}_{setting}_{method}_*s[0-9].json"))
-    found = [f for f in found if "pool" not in f.name]
-    return [json.loads(f.read_text())["mean_dice"] for f in found]
+    found = [f for f in sorted(folder.glob(f"{ds}_{setting}_{method}_*s[0-9].json")) if "pool" not in f.name]
+    if method != "dmd":
+        return [json.loads(f.read_text())["mean_dice"] for f in found], "-"
+    t1 = [f for f in found if T1_TAG in f.name]
+    t4 = [f for f in found if "target_" not in f.name]
+    chosen, used = (t1, "t1") if variant == "t1" and t1 else (t4, "t4")
+    return [json.loads(f.read_text())["mean_dice"] for f in chosen], used if chosen else "-"
+
+
+def _add_dice(res: dict, folders: dict[str, Path], variant: str) -> None:
+    """Fill each row's Dice, spread, retention and DMD variant from the job files."""
+    for ds, lat in res["datasets"].items():
+        teacher = _dice({"classic": folders["fast"], "fast": folders["fast"]}, ds, "teacher")[0] or \
+            _dice(folders, ds, "teacher")[0]
+        for n, row in lat.items():
+            d, used = (teacher, "-") if n == "teacher" else _dice(folders, ds, n, variant)
+            row["dice_runs"] = d
+            row["dmd_variant"] = used
+            row["dice"] = float(np.mean(d)) if d else float("nan")
+            row["dice_sd"] = float(np.std(d)) if len(d) > 1 else 0.0
+            row["retention"] = row["dice"] / float(np.mean(teacher)) if teacher else float("nan")
+
+
+def _table(res: dict) -> None:
+    for ds, lat in res["datasets"].items():
+        print(f"\n{ds}: patch {SPECS[ds].patch}, {res['threads']} thread(s), median s per validation volume")
+        print("| preset | parameters | ms/volume | speed-up | Dice (mean ± sd, runs) | DMD | retention |")
+        print("|---|---:|---:|---:|---|---|---:|")
+        for n, r in lat.items():
+            print(f"| {n} | {r['params']:,} | {1000 * r['median_s']:.1f} | {r['speedup']:.2f}x | "
+                  f"{r['dice']:.4f} ± {r['dice_sd']:.4f} ({len(r['dice_runs'])}) | {r.get('dmd_variant', '?')} | "
+                  f"{100 * r['retention']:.1f} % |")
 
 
 def _latency(ds: str, repeats: int) -> dict[str, dict]:
@@ -78,30 +121,25 @@ def main() -> None:
     p.add_argument("--plot-only", action="store_true", help="redraw the PNG from the --json file, measure nothing")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(SPECS),
                    help="ablation datasets (e.g. hippocampus3d chaos for the committed teachers)")
+    p.add_argument("--redice", action="store_true",
+                   help="keep the --json file's latencies, read the Dice again from the job folders, redraw")
+    p.add_argument("--dmd-variant", choices=("t1", "t4"), default="t1",
+                   help="DMD's target term: t1 (the default, T = 1; T = 4 runs where no T = 1 run exists) or t4")
     a = p.parse_args()
     if a.plot_only:
         _plot(json.loads(Path(a.json).read_text()), Path(a.png))
         return
-    torch.set_num_threads(a.threads)
     folders = {"classic": Path(a.classic_jobs), "fast": Path(a.fast_jobs)}
-    res: dict = {"threads": a.threads, "repeats": a.repeats, "datasets": {}, "jobs": [a.classic_jobs, a.fast_jobs]}
-    for ds in a.datasets:
-        lat = _latency(ds, a.repeats)
-        teacher = _dice({"classic": folders["fast"], "fast": folders["fast"]}, ds, "teacher") or \
-            _dice(folders, ds, "teacher")
-        for n, row in lat.items():
-            d = teacher if n == "teacher" else _dice(folders, ds, n)
-            row["dice_runs"] = d
-            row["dice"] = float(np.mean(d)) if d else float("nan")
-            row["dice_sd"] = float(np.std(d)) if len(d) > 1 else 0.0
-            row["retention"] = row["dice"] / float(np.mean(teacher)) if teacher else float("nan")
-        res["datasets"][ds] = lat
-        print(f"\n{ds}: patch {SPECS[ds].patch}, {a.threads} thread(s), median s per validation volume")
-        print("| preset | parameters | ms/volume | speed-up | Dice (mean ± sd, runs) | retention |")
-        print("|---|---:|---:|---:|---|---:|")
-        for n, r in lat.items():
-            print(f"| {n} | {r['params']:,} | {1000 * r['median_s']:.1f} | {r['speedup']:.2f}x | "
-                  f"{r['dice']:.4f} ± {r['dice_sd']:.4f} ({len(r['dice_runs'])}) | {100 * r['retention']:.1f} % |")
+    if a.redice:
+        res = json.loads(Path(a.json).read_text())
+    else:
+        torch.set_num_threads(a.threads)
+        res = {"threads": a.threads, "repeats": a.repeats, "datasets": {ds: _latency(ds, a.repeats)
+                                                                       for ds in a.datasets}}
+    res["jobs"] = [a.classic_jobs, a.fast_jobs]
+    res["dmd_variant"] = a.dmd_variant
+    _add_dice(res, folders, a.dmd_variant)
+    _table(res)
     Path(a.json).write_text(json.dumps(res, indent=1))
     _plot(res, Path(a.png))
 
@@ -125,7 +163,9 @@ def _plot(res: dict, png: Path) -> None:
             fast = n.startswith("student-fast")
             ax.errorbar(1000 * r["median_s"], r["dice"], yerr=r["dice_sd"], fmt="o" if fast else "s",
                         color="C1" if fast else ("C0" if n != "teacher" else "k"), capsize=3, zorder=2)
-            ax.annotate(n, (1000 * r["median_s"], r["dice"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            tag = " (T=4)" if r.get("dmd_variant") == "t4" and res.get("dmd_variant") == "t1" else ""
+            ax.annotate(n + tag, (1000 * r["median_s"], r["dice"]), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8)
         t = rows["teacher"]["dice"]
         ax.axhline(0.98 * t, color="C2", lw=0.8, ls=":", label="98 % of teacher")
         ax.axhline(0.95 * t, color="C3", lw=0.8, ls=":", label="95 % of teacher")
