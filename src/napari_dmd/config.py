@@ -139,6 +139,8 @@ class TrainConfig:
     distill_warmup: float = _setting(0.1, "fraction of iterations over which distillation terms ramp from 0 to full "
                                           "weight", ge=0, le=1, says=_FRACTION)
     confidence_weighting: bool = _setting(False, "weight pseudo-labelled pixels by the teacher's confidence")
+    correct_teacher: bool = _setting(False, "where a label disagrees with the teacher, swap the teacher's logits of "
+                                            "its top class and the label's (corrections rounds: on)")
     # runtime
     device: str = _setting("auto", "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)")
     amp: bool = _setting(True, "mixed precision on CUDA (bfloat16, else float16 with gradient scaling)")

@@ -129,3 +129,20 @@ def _prepare(student: Tensor, teacher: Tensor, target: Tensor, ignore_index: int
     valid, safe = _valid_and_safe(target, ignore_index)
     mask = _target_mask(safe, s.shape[1])
     return s, t, valid, mask
+
+
+# ------------------------------------------------------------------------------------ labels over the teacher
+def label_corrected_teacher(teacher: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Teacher logits (N, C, *spatial) with each labelled voxel's label made the teacher's top class, and the
+    teacher's own argmax (N, *spatial).
+
+    Where ``target`` holds a class (not ``ignore_index``) other than the teacher's argmax, the logits of that
+    argmax class and of the labelled class are swapped: the label takes the teacher's top logit (its confidence),
+    the other classes keep theirs (the "dark knowledge"). Elsewhere the logits are unchanged.
+    """
+    top = teacher.argmax(1)
+    fix = (target != ignore_index) & (target != top)
+    label = torch.where(fix, target.long(), top).unsqueeze(1)  # == top where nothing is fixed: a no-op swap
+    first = top.unsqueeze(1)
+    z_top, z_label = teacher.gather(1, first), teacher.gather(1, label)
+    return teacher.scatter(1, first, z_label).scatter(1, label, z_top), top

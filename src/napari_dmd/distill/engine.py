@@ -35,7 +35,7 @@ from ..models.unet import UNet
 from ..runs import TrainingError  # defined beside the run-folder code (which raises it too); still importable here
 from ..runtime import cpu_bf16_supported, resolve_device  # names kept here (tests patch cpu_bf16_supported)
 from ..teachers.base import Teacher
-from . import collapse, state, validation
+from . import _common, collapse, state, validation
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .events import Event
 from .methods import TABLE, distill_loss, get_method, target_settings
@@ -389,9 +389,11 @@ class Distiller:
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
                 teacher_logits = self.teacher(x).float()
-            missing = y == IGNORE
-            if bool(missing.any()):  # (argmax over classes is slow on CPU: only when some label is missing)
-                y = torch.where(missing, teacher_logits.argmax(1), y)
+            missing, top = y == IGNORE, None
+            if cfg.correct_teacher:  # each label made the teacher's top class (logits swapped; _common.py)
+                teacher_logits, top = _common.label_corrected_teacher(teacher_logits, y, IGNORE)
+            if bool(missing.any()):  # (argmax over classes is slow on CPU: only when needed, and once)
+                y = torch.where(missing, teacher_logits.argmax(1) if top is None else top, y)
                 if cfg.confidence_weighting:
                     conf = torch.softmax(teacher_logits, 1).amax(1)
                     pixel_weight = torch.where(missing, conf, torch.ones_like(conf))
