@@ -103,6 +103,15 @@ def test_live_features_update_the_same_layers_one_visible_by_default(make_napari
     qtbot.waitUntil(lambda: fw.computations == n + 1 and not fw._busy, timeout=10_000)
     qtbot.wait(300)
     assert fw.computations == n + 1
+    # each live update is charged the process CPU it took, its redraw included (LIVE_SETTLE_S after it ended)
+    assert fw.live_cpu_s and all(c > 0 for c in fw.live_cpu_s)
+    from napari_dmd._widgets import features as fmod
+
+    fw._live_next = 0.0
+    fw._charge_live(100.0, time.process_time() - 0.1)  # 0.1 s of CPU: wait 0.1 * (1 / LIVE_SHARE - 1)
+    assert 100.0 + 0.1 * (1 / fmod.LIVE_SHARE - 1) <= fw._live_next < 100.0 + 0.11 * (1 / fmod.LIVE_SHARE - 1)
+    fw._charge_live(100.0, time.process_time() - 10.0)  # a very slow one: capped
+    assert fw._live_next == 100.0 + fmod.LIVE_MAX_WAIT_S
 
 
 def test_closing_the_viewer_mid_run_ends_the_child_and_keeps_last_pt(make_napari_viewer, qtbot, registry,

@@ -19,7 +19,8 @@ layer, not a new layer.
 
 "live" re-computes every N training steps of the Distill widget's run (on a copy of the student's weights that
 the training child process sends every N steps, shared through :data:`._live.LIVE`; at most :data:`LIVE_SHARE`
-of the time is spent computing, so on a busy machine updates come less often, showing the newest snapshot) and
+of this process's CPU goes to them, drawing included, so on a busy machine or under software OpenGL updates come
+less often, showing the newest snapshot) and
 when the slice changes. Closing the viewer quits the worker: its result is dropped and no pending computation starts.
 """
 
@@ -63,11 +64,14 @@ if TYPE_CHECKING:
     from ..features import ScaleFeatures, StudentSnapshot
 
 LIVE_ITEM = "live"
-# live mode spends at most this share of the wall time computing: a snapshot that arrives sooner waits, and the
-# waiting ones collapse into one later update (the newest). Each update takes CPU the training child needs: on 2
-# busy cores, updates every 10 steps cost the run ~10 % of its samples/s (bench gui --live-features 10 --load 2)
+# live mode spends at most this share of the time on updates, counted as this process's CPU time from the start of
+# an update until LIVE_SETTLE_S after its layers changed (the computation, the layer update and napari's redraw: under
+# software OpenGL the redraw is most of it, ~170 ms of CPU here): a snapshot that arrives sooner waits, and the
+# waiting ones collapse into one later update (the newest). Each update takes CPU the training child needs
+# (bench gui --live-features 10 --load 2)
 LIVE_SHARE = 0.05
 LIVE_MAX_WAIT_S = 3.0  # ... but a snapshot never waits longer than this (one slow update must not mute live mode)
+LIVE_SETTLE_S = 0.25  # how long after an update its redraw is counted as its cost
 KINDS = ("PCA", "energy", "channel", "head")
 DEFAULT_KIND = "PCA"  # the one kind ticked by default (an RGB summary of all channels)
 
@@ -113,9 +117,10 @@ class FeaturesWidget(QWidget):
         self.worker = None
         self.ran_inline = False  # the last computation ran in the main thread (a small job), not a worker
         self.live_deferred = 0  # live snapshots that waited for the time budget (LIVE_SHARE)
+        self.live_cpu_s: list[float] = []  # process CPU seconds each live update was charged (_charge_live)
         self._live_next = 0.0  # monotonic time before which a live snapshot waits
         self._deferred = False  # a deferred live update is scheduled
-        self._started = (0.0, False)  # (monotonic start, live) of the computation in flight
+        self._started = (0.0, False, 0.0)  # (monotonic start, live, process CPU time) of the computation in flight
         self._scale_boxes: list[tuple[int, QCheckBox]] = []
 
         layout = QVBoxLayout(self)
@@ -333,7 +338,7 @@ class FeaturesWidget(QWidget):
     def _start(self, job: _Job) -> None:
         self._busy = True
         self._pending = False
-        self._started = (time.monotonic(), job.snapshot is not None)
+        self._started = (time.monotonic(), job.snapshot is not None, time.process_time())
         self.ran_inline = runs_inline(job)
         if self.ran_inline:  # small: a worker's hand-off would cost more than the computation
             self.worker = None
@@ -352,10 +357,11 @@ class FeaturesWidget(QWidget):
     def _finished(self) -> None:
         worker, self.worker = self.worker, None
         self._busy = False
-        t0, live = self._started
+        t0, live, cpu0 = self._started
         if live:  # the next live update waits so that updates take at most LIVE_SHARE of the time
             now = time.monotonic()
             self._live_next = now + min((now - t0) * (1 / LIVE_SHARE - 1), LIVE_MAX_WAIT_S)
+            QTimer.singleShot(int(LIVE_SETTLE_S * 1000), partial(self._charge_live, now, cpu0))
         if worker is not None and worker.abort_requested:  # quit: the viewer is closing, start nothing more
             self._pending = False
             return
@@ -363,6 +369,13 @@ class FeaturesWidget(QWidget):
             self._pending = False
             with contextlib.suppress(RuntimeError):
                 self.show_features()
+
+    def _charge_live(self, ended: float, cpu0: float) -> None:
+        """Once the update's redraw is done: wait in proportion to the CPU it took (``_live_next``)."""
+        cost = time.process_time() - cpu0
+        self.live_cpu_s.append(cost)
+        wait = min(cost * (1 / LIVE_SHARE - 1), LIVE_MAX_WAIT_S)
+        self._live_next = max(self._live_next, ended + wait)
 
     def _fail(self, exc: BaseException) -> None:
         self.last_error = notify_error(exc, "Features")

@@ -288,6 +288,7 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
             ticks.clear()
             renders = getattr(w.plot, "renders", 0)
             computed = fw.computations if fw is not None else 0
+            charged = len(fw.live_cpu_s) if fw is not None else 0
             cpu0 = time.process_time()  # this (the GUI) process's CPU time, all its threads
             guard.start(int(timeout_s * 1000))
             w.start()
@@ -313,6 +314,8 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                                "plot_renders": getattr(w.plot, "renders", 0) - renders,
                                "gui_process_cpu_s": gui_cpu_s, "wall_s": t_end - step_at[0],
                                "feature_updates": (fw.computations - computed) if fw is not None else 0,
+                               "live_update_cpu_ms": 1000 * statistics.median(fw.live_cpu_s[charged:])
+                               if fw is not None and fw.live_cpu_s[charged:] else None,
                                "feature_layers": sum(1 for lay in viewer.layers if " features " in lay.name),
                                "visible_feature_layers": sum(1 for lay in viewer.layers
                                                              if " features " in lay.name and lay.visible)})
@@ -378,9 +381,11 @@ def bench_gui(steps: int | None = None, warmup: int | None = None, dims: int = 2
                    f"{idle['max_ms']:.1f}"]] +
                  [[f"distilling, round {i + 1}", g["ticks"], f"{g['p50_ms']:.1f}", f"{g['p99_ms']:.1f}",
                    f"{g['max_ms']:.1f}"] for i, g in enumerate(gui_rounds)]))
-    print(_table(["round", "GUI samples/s", "headless samples/s", "GUI / headless", "live feature updates"],
+    print(_table(["round", "GUI samples/s", "headless samples/s", "GUI / headless", "live feature updates",
+                  "CPU per update ms", "GUI process CPU s"],
                  [[i + 1, f"{g['samples_per_s']:.2f}", f"{h['samples_per_s']:.2f}", f"{q:.3f}",
-                   g["feature_updates"]] for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
+                   g["feature_updates"], _s(g["live_update_cpu_ms"]), f"{g['gui_process_cpu_s']:.2f}"]
+                  for i, (g, h, q) in enumerate(zip(gui_rounds, head_rounds, ratios))]))
     print(f"ratio GUI / headless samples/s = {res['ratio']:.3f}  (target >= 0.9)")
     print(f"Stop to the widget idle {res['stop_s']:.2f} s (target <= 1), last.pt kept: {res['stop_kept_last_pt']}; "
           f"closing a viewer: close, no run {res['close_idle_s']:.2f} s (napari's own close, the same layers and "
