@@ -76,7 +76,7 @@ def test_small_gz_declaring_1200_cubed_is_refused_fast_without_allocating(tmp_pa
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     message = str(info.value)
     assert path in message and "1,728,000,000 voxels" in message and MAX_VOXELS_ENV in message
-    assert elapsed < 1.0 and grown_mb < 200, (elapsed, grown_mb)
+    assert elapsed < 5.0 and grown_mb < 200, (elapsed, grown_mb)  # reading it would take minutes and GBs
 
 
 def test_32767_cubed_header_says_implausible_size_not_memory(tmp_path):
@@ -145,7 +145,7 @@ def test_yaml_aliases_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"alias \*a refused") as info:
         TrainConfig.load_yaml(path)
     assert str(path) in str(info.value) and "line 3" in str(info.value)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0  # refused at once, not expanded
 
 
 def test_yaml_python_tag_is_refused_for_safety(tmp_path, capsys):

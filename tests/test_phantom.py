@@ -65,7 +65,7 @@ def test_default_volume_is_fast():
         t0 = time.perf_counter()
         make_phantom()
         times.append(time.perf_counter() - t0)
-    assert min(times) < 1.0
+    assert min(times) < 3.0  # opening the sample must not take long (about 0.2 s here when quiet)
 
 
 def test_dataset_cases_differ():
