@@ -293,6 +293,28 @@ def test_compare_grid_dice_and_times(make_napari_viewer, qtbot, registry):
 
 
 @pytest.mark.gui
+def test_compare_two_students_as_reference_and_student(make_napari_viewer, qtbot, registry, tiny_models):
+    """A student in the teacher's place (e.g. a corrections round against its parent) is named a reference."""
+    registry.add(entry_from_checkpoint(tiny_models["student"], role="student", device="cpu", name="student: round 1"))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dmd", "phantom-2d")
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Compare")
+    offered = [w.teacher_box.itemText(i) for i in range(w.teacher_box.count())]
+    assert offered[0] == TEACHER and {STUDENT, "student: round 1"} <= set(offered[1:])  # teachers first
+    w.teacher_box.setCurrentText(STUDENT)
+    w.student_box.setCurrentText("student: round 1")
+    w.image_box.set_layer("phantom 2D")
+    assert w.compare() is not None
+    _wait_idle(qtbot, w)
+    assert [layer.name for layer in viewer.layers][2:] == [
+        f"phantom 2D reference ({STUDENT})", "phantom 2D student (student: round 1)",
+        "phantom 2D reference ≠ student"]
+    assert w.table.horizontalHeaderItem(0).text() == "reference\nvs student"
+    assert w.times.text().startswith("reference ") and w.status.text().startswith("reference and student agree")
+    assert "agree on 100.0 %" in w.status.text()  # the same weights twice
+
+
+@pytest.mark.gui
 def test_compare_refuses_mismatched_ground_truth(make_napari_viewer, qtbot, registry, errors):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((40, 40), dtype=np.float32), name="img")

@@ -90,7 +90,9 @@ class CompareWidget(QWidget):
         self._warning = ""  # the model-data guard's warnings for the run in flight
         self.destroyed.connect(self._stop.set)
 
-        self.teacher_box = ModelChooser("teacher")
+        self.teacher_box = ModelChooser("teacher", fallback_roles=("student",))  # students: compare two rounds
+        self.teacher_box.setToolTip("a teacher, or another student (listed after the teachers) to compare two "
+                                    "students, e.g. a corrections round with its parent")
         self.student_box = ModelChooser("student")
         self.image_box = LayerChooser(napari_viewer, Image)
         self.truth_box = LayerChooser(napari_viewer, Labels, optional=True)
@@ -275,25 +277,27 @@ class CompareWidget(QWidget):
               truth: Labels | None = None) -> None:
         self.result = res
         names = ["background", *res.class_names]
-        self._put_layer("teacher", res.teacher, f"{layer.name} teacher ({teacher.name})", layer,
+        ref = "teacher" if teacher.role == "teacher" else "reference"  # a student in the teacher's place
+        self.table.setHorizontalHeaderLabels([f"{ref}\nvs student", f"{ref}\nvs GT", "student\nvs GT"])
+        self._put_layer("teacher", res.teacher, f"{layer.name} {ref} ({teacher.name})", layer,
                         features=class_features(names), extra={"model": teacher.name, "inference_s": res.teacher_s})
         self._put_layer("student", res.student, f"{layer.name} student ({student.name})", layer,
                         features=class_features(names), extra={"model": student.name, "inference_s": res.student_s})
         disagreement = res.disagreement  # a property: computed once here
-        self._put_layer("disagreement", disagreement, f"{layer.name} teacher ≠ student", layer,
+        self._put_layer("disagreement", disagreement, f"{layer.name} {ref} ≠ student", layer,
                         colormap=DISAGREE_COLORS, extra={"models": [teacher.name, student.name]})
         if self.grid_check.isChecked():
             self._grid_on([layer, *([truth] if truth is not None else []), *self.layers.values()])
         self._fill_table(res)
         speed = res.teacher_s / res.student_s if res.student_s > 0 else float("nan")
         self.times.setText(
-            f"teacher {res.teacher_s:.2f} s ({_fmt_params(teacher.segmenter.parameters)} parameters)  ·  "
+            f"{ref} {res.teacher_s:.2f} s ({_fmt_params(teacher.segmenter.parameters)} parameters)  ·  "
             f"student {res.student_s:.2f} s ({_fmt_params(student.segmenter.parameters)})  ·  "
             f"{speed:.1f}× faster on {student.segmenter.device} (median of {res.timing_runs} runs after a warm-up)")
         agree = 100.0 * (1.0 - disagreement.mean()) if disagreement.size else 100.0
         if res.teacher.ndim == 3:
             label_axes(self.viewer)
-        self.status.setText(f"teacher and student agree on {agree:.1f} % of the pixels{self._worst(res)}"
+        self.status.setText(f"{ref} and student agree on {agree:.1f} % of the pixels{self._worst(res)}"
                             + self._warning)
 
     @staticmethod
