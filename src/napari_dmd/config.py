@@ -140,7 +140,7 @@ class TrainConfig:
                                           "weight", ge=0, le=1, says=_FRACTION)
     confidence_weighting: bool = _setting(False, "weight pseudo-labelled pixels by the teacher's confidence")
     correct_teacher: bool = _setting(False, "where a label disagrees with the teacher, swap the teacher's logits of "
-                                            "its top class and the label's (corrections rounds: on)")
+                                            "its top class and the label's (an option for corrections rounds)")
     # runtime
     device: str = _setting("auto", "auto | cpu | cuda | cuda:N | mps (auto: CUDA, then MPS, then CPU)")
     amp: bool = _setting(True, "mixed precision on CUDA (bfloat16, else float16 with gradient scaling)")

@@ -308,8 +308,9 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     """A new round: a new run folder whose student starts from ``parent``'s weights (a student's ``last.pt`` or
     ``best.pt``) and trains ``iterations`` steps on ``cases`` with ``corrections`` (one per case, or None) as
     ground truth over the teacher's prediction elsewhere; a case's own label stays unless the parent trained
-    without it. Settings: the parent's, ``lr`` = parent lr x :data:`LR_SCALE` (0.2), ``correct_teacher`` on (the
-    teacher's logits at a painted voxel swapped so that the painted class is its top one), then ``overrides``.
+    without it. Settings: the parent's, ``lr`` = parent lr x :data:`LR_SCALE` (0.2), then ``overrides``
+    (e.g. ``correct_teacher=True``: the teacher's logits at a painted voxel swapped so that the painted class is
+    its top one; measured worse on CHAOS, so off by default, see docs/results.md).
     With ``carry`` a parent round's corrections stay (the new ones override them where both are painted), so a
     round's corrections files are cumulative. ``teacher``: the parent's recorded teacher unless given.
     ``val_cases`` validate (none by default). ``out``: default ``round-<n>-<date>-<time>`` beside the
@@ -327,7 +328,7 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     if len(corrections) != len(cases):
         raise ValueError(f"{len(corrections)} corrections for {len(cases)} cases; give one (or None) per case")
     prior = round_info(parent) or {}
-    cfg = _round_config(ckpt, iterations, {"correct_teacher": True, **overrides}, prior.get("base_lr"))
+    cfg = _round_config(ckpt, iterations, dict(overrides), prior.get("base_lr"))
     if teacher is None:
         teacher = recorded_teacher(ckpt, str(parent))
     where = list(sources) if sources else [f"corrections of {c.name}" for c in cases]
