@@ -152,6 +152,8 @@ def add_verbs(sub: Any) -> None:
     c.add_argument("--control", action="store_true", help="also a control arm: the same rounds from the same "
                    "round-0 student with nothing painted (the teacher everywhere); its Dice per round in the JSON's "
                    "\"control\" and the table's \"control mean\"")
+    c.add_argument("--unseen", action="store_true", help="paint (and distil on) only cases the committed teacher "
+                   "never trained on (its split left them out): there its prediction is not its own training label")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -205,7 +207,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
         return bench_corrections(a.dataset, a.rounds, a.slices, a.cases, a.iterations, a.quick, a.out, a.data,
                                  a.teacher, a.student_iterations, a.teacher_iterations, a.max_train, a.student_model,
                                  a.method, a.uncertainty_weight, a.device, a.patch,
-                                 downsample=getattr(a, "downsample", None), control=getattr(a, "control", False))
+                                 downsample=getattr(a, "downsample", None), control=getattr(a, "control", False),
+                                 unseen=getattr(a, "unseen", False))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

@@ -54,10 +54,31 @@ def _phantom(dims: int, quick: bool) -> tuple[list[Any], list[Any], int]:
     return cases[:n_train], cases[n_train:], 4 if quick else 6
 
 
+def unseen_cases(cases: list, ckpt: dict[str, Any], path: str) -> set[str]:
+    """Names of the labelled ``cases`` (in their load order) that the teacher ``ckpt`` neither trained nor validated
+    on: its own seeded split (``val_fraction``, ``seed`` of its config) set them aside beyond ``max_val_cases``.
+    Raises :class:`DataError` when the split does not reproduce its recorded ``val_cases`` or leaves none out."""
+    from ..data.io import DataError
+    from ..data.sampling import split_cases
+
+    cfg = ckpt.get("config") or {}
+    labelled = [c for c in cases if c.label is not None]
+    _, va = split_cases(len(labelled), float(cfg.get("val_fraction", 0.2)), int(cfg.get("seed", 0)))
+    names, recorded = [labelled[i].name for i in va], list(ckpt.get("val_cases") or [])
+    if not recorded or cfg.get("max_cases") or sorted(names[:len(recorded)]) != sorted(recorded):
+        raise DataError(f"{path}: its recorded validation cases are not a split of this data, so the cases it "
+                        "never trained on are unknown; --unseen needs the teacher's own data folder")
+    if len(names) == len(recorded):
+        raise DataError(f"{path} trained on every case outside its {len(recorded)} validation cases: none is "
+                        "left unseen to paint (the hippocampus teacher's split left 24 out)")
+    return set(names[len(recorded):])
+
+
 def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: int,
-          downsample: int = 1) -> tuple[list, list, Any]:
+          downsample: int = 1, unseen: bool = False) -> tuple[list, list, Any]:
     """(train pool, validation cases, teacher) of a real dataset, down-sampled in-plane by ``downsample``; the
-    committed teacher (and its validation cases) unless ``teacher_path`` is given."""
+    committed teacher (and its validation cases) unless ``teacher_path`` is given. ``unseen``: the pool is the
+    cases the teacher never saw (:func:`unseen_cases`), where its prediction is not its own training label."""
     from ..checkpoint import load_checkpoint
     from ..data.cases import load_msd_folder
     from ..data.downsample import downsample_case
@@ -68,8 +89,8 @@ def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: i
         DATA_DIRS[dataset]
     if not root.is_dir():
         raise DataError(f"{root}: {dataset} data not found; give --data FOLDER (MSD layout)")
-    cases, _ = load_msd_folder(root)
-    cases = sorted((downsample_case(c, downsample) for c in cases if c.label is not None), key=lambda c: c.name)
+    loaded, _ = load_msd_folder(root)
+    cases = sorted((downsample_case(c, downsample) for c in loaded if c.label is not None), key=lambda c: c.name)
     default = TEACHERS.get(dataset)
     path = teacher_path or (str(default) if default is not None and default.exists() else None)
     if path is None:
@@ -83,7 +104,8 @@ def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: i
               f"{list(cases[0].spacing[-len(seen):])} (--downsample {downsample})", flush=True)
     val = [c for c in cases if c.name in val_names] or cases[-max(1, len(cases) // 5):]
     names = {c.name for c in val}
-    train = [c for c in cases if c.name not in names][:max_train]
+    pool = unseen_cases(loaded, ckpt, path) if unseen else None
+    train = [c for c in cases if c.name not in names and (pool is None or c.name in pool)][:max_train]
     return train, val, load_teacher(path)
 
 
@@ -137,12 +159,12 @@ def _paint(student: Any, teacher_labels: dict[str, np.ndarray], pool: list, pain
 
 
 def _round_row(folder: Path, rnd: int, slices: int, voxels: int, ev: dict[str, Any], teacher_mean: float,
-               t_start: float) -> dict[str, Any]:
-    """One round's row, also appended to ``folder/rows.jsonl`` as it goes (a long run's finished rounds survive a
-    stop)."""
+               t_start: float, **extra: Any) -> dict[str, Any]:
+    """One round's row (plus ``extra`` fields), also appended to ``folder/rows.jsonl`` as it goes (a long run's
+    finished rounds survive a stop)."""
     row = {"round": rnd, "slices_corrected": slices, "voxels_painted": voxels, "student_dice": ev["dice"],
            "student_mean_dice": ev["mean"], "teacher_mean_dice": teacher_mean,
-           "seconds": round(time.perf_counter() - t_start, 1)}
+           "seconds": round(time.perf_counter() - t_start, 1), **extra}
     with open(folder / "rows.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
     return row
@@ -199,10 +221,11 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       teacher_iterations: int | None = None, max_train: int = 40, student_model: str = "student",
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
                       patch: list[int] | None = None, downsample: int | None = None,
-                      control: bool = False) -> dict[str, Any]:
+                      control: bool = False, unseen: bool = False) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
-    (default :data:`DOWNSAMPLE`'s, else 1)."""
+    (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
+    (:func:`unseen_cases`); each row also counts the painted voxels where the teacher was wrong."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -224,7 +247,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         train, val = [downsample_case(c, factor) for c in train], [downsample_case(c, factor) for c in val]
         tmodel = None
     else:
-        train, val, tmodel = _real(dataset, data, teacher, max_train, factor)
+        train, val, tmodel = _real(dataset, data, teacher, max_train, factor, unseen)
         if not val:
             val, train = train[-max(1, len(train) // 5):], train[:-max(1, len(train) // 5)][:max_train]
     dims = train[0].ndim
@@ -252,12 +275,14 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     painted = {c.name: np.zeros(c.image.shape, bool) for c in train}
     tile = 16 if quick else 32
     rows: list[dict[str, Any]] = []
-    total_slices = total_voxels = 0
+    total_slices = total_voxels = teacher_wrong = 0
     for rnd in range(rounds + 1):
         seg = Segmenter.from_checkpoint(parent, device=device)
         ev = _evaluate(seg, val)
-        rows.append(_round_row(root, rnd, total_slices, total_voxels, ev, teacher_ev["mean"], t_start))
-        print(f"round {rnd}: {total_slices} slices ({total_voxels:,} voxels) corrected; student Dice "
+        rows.append(_round_row(root, rnd, total_slices, total_voxels, ev, teacher_ev["mean"], t_start,
+                               voxels_painted_teacher_wrong=teacher_wrong))  # what painting adds over the teacher
+        print(f"round {rnd}: {total_slices} slices ({total_voxels:,} voxels, {teacher_wrong:,} where the teacher was "
+              f"wrong) corrected; student Dice "
               f"{ev['mean']:.4f} {ev['dice']}; teacher {teacher_ev['mean']:.4f} {teacher_ev['dice']}", flush=True)
         if rnd == rounds:
             break
@@ -267,6 +292,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                             base.get("num_threads"))
         total_slices += count
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
+        teacher_wrong += int(sum(int((teacher_labels[n][m] != gt[n][m]).sum()) for n, m in new.items()))
     first, last = rows[0], rows[-1]
     control_rows = _control_arm(start, unlabelled, val, tmodel, rounds, iterations, root, first,
                                 base.get("num_threads"), device, t_start) if control else None
@@ -286,7 +312,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "augment": cfg.augment, "flips": cfg.flips, "patch": list(cfg.patch_size or []),
                 "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
-                "control": control, "round0_checkpoint": str(start)}
+                "control": control, "round0_checkpoint": str(start), "unseen": unseen,
+                "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
     result = {"settings": settings, "teacher": teacher_ev, "rows": rows, "targets": targets}
