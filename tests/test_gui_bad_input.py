@@ -149,8 +149,9 @@ def test_compare_without_teacher_and_with_mismatched_models_then_works(make_napa
     viewer.add_image(IMAGE, name="scan")
     _add(registry, models["s4"], "student", STUDENT)
     _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Compare")
+    assert w.teacher_box.currentText() == STUDENT  # no teacher: the Teacher list offers the students
     assert w.compare() is None
-    assert "choose a teacher and a student" in notes.last()
+    assert "choose a teacher and a student" in notes.last() and "both lists hold" in notes.last()
     _add(registry, models["t3"], "teacher", TEACHER)  # 3 classes against the student's 4
     w.teacher_box.setCurrentText(TEACHER)
     w.student_box.setCurrentText(STUDENT)

@@ -157,6 +157,9 @@ class CompareWidget(QWidget):
             if teacher is None or student is None:
                 raise DataError("choose a teacher and a student (load them in the Teacher / Distill widgets, "
                                 "or click 'Use demo models' in the Teacher widget)")
+            if teacher.name == student.name:  # e.g. no teacher loaded: the Teacher list offers the students too
+                raise DataError(f"choose a teacher and a student: both lists hold {student.name!r} (load a teacher "
+                                "in the Teacher widget, or pick another student as the reference)")
             if layer is None:
                 raise DataError("no image layer to compare on; open an image first")
             if layer.rgb or layer.ndim not in (2, 3):
@@ -168,8 +171,7 @@ class CompareWidget(QWidget):
         except ValueError as exc:
             self._clear_result(notify_error(exc, "Compare"))
             return None
-        warnings = [guard_layer(entry, layer, "Compare") for entry in (teacher, student)
-                    if entry is teacher or student is not teacher]
+        warnings = [guard_layer(entry, layer, "Compare") for entry in (teacher, student)]
         self._warning = "".join(f"\nWarning: {w}" for w in warnings if w)
         return self._start(teacher, student, layer, truth)
 
