@@ -59,8 +59,8 @@ def test_segment_does_not_follow_the_active_layer_to_an_output(make_napari_viewe
     assert w.image_box.layer() is y
 
 
-def _entry(name: str) -> SimpleNamespace:
-    return SimpleNamespace(name=name, segmenter=SimpleNamespace(parameters=1000, device="cpu"))
+def _entry(name: str, role: str = "teacher") -> SimpleNamespace:
+    return SimpleNamespace(name=name, role=role, segmenter=SimpleNamespace(parameters=1000, device="cpu"))
 
 
 def test_compare_grid_shows_only_its_layers_reset_and_mid_slice(make_napari_viewer):
@@ -75,7 +75,7 @@ def test_compare_grid_shows_only_its_layers_reset_and_mid_slice(make_napari_view
     pred = np.zeros((20, 32, 32), np.uint8)
     pred[5:15, 8:20, 8:20] = 1
     res = CompareResult(pred, pred.copy(), 0.2, 0.1, ["organ"], np.array([1.0]))
-    w._show(res, _entry("T"), _entry("S"), vol)
+    w._show(res, _entry("T"), _entry("S", "student"), vol)
     grid_layers = [vol, *w.layers.values()]
     assert viewer.canvas.grid.enabled
     assert [lay.name for lay in viewer.layers if lay.visible] == [lay.name for lay in viewer.layers
