@@ -160,6 +160,18 @@ def main() -> int:
         w.student_labels_box.layer().opacity = 0.5
         w.next()
         shot(viewer, app, "review_round2.png")
+
+        # 5. Compare the round's student with its parent (a student in Compare's Teacher list: the reference)
+        new_student = w.student_box.currentText()
+        _, cw = viewer.window.add_plugin_dock_widget("napari-dmd", "Compare")
+        cw.teacher_box.setCurrentText(STUDENT)
+        cw.student_box.setCurrentText(new_student)
+        cw.image_box.set_layer("phantom 3D")
+        cw.truth_box.set_layer("phantom 3D labels")
+        cw.compare()
+        wait(app, lambda: cw.worker is None, timeout=1200)
+        print("compare rounds:", cw.status.text())
+        shot(viewer, app, "review_compare_rounds.png")
         viewer.close()
     finally:
         shutil.rmtree(runs, ignore_errors=True)
