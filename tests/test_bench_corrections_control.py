@@ -22,7 +22,8 @@ def test_control_arm_shares_round_0_and_paints_nothing(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(bench, "_train", counting)
     out = tmp_path / "bench"
-    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--control", "--out", str(out),
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--control", "--round-seed", "5",
+                 "--out", str(out),
                  "--json", str(tmp_path / "b.json")]) == 0
     printed = capsys.readouterr().out
     assert "control mean" in printed and "control round 1: nothing painted" in printed
@@ -40,6 +41,11 @@ def test_control_arm_shares_round_0_and_paints_nothing(tmp_path, capsys, monkeyp
     assert ctl["painted_voxels"] == 0 and ctl["corrections"] == [] and painted["painted_voxels"] > 0
     assert (ctl["iterations"], ctl["lr"]) == (painted["iterations"], painted["lr"])  # same steps, same lr
     assert (out / "control" / "round-1" / "last.pt").is_file()
+    from napari_dmd.checkpoint import load_checkpoint
+
+    assert res["settings"]["round_seed"] == 5 and load_checkpoint(start)["config"]["seed"] != 5
+    for arm in (out / "round-1", out / "control" / "round-1"):  # --round-seed: both arms' rounds
+        assert load_checkpoint(arm / "last.pt")["config"]["seed"] == 5
     assert len((out / "control" / "rows.jsonl").read_text(encoding="utf-8").splitlines()) == 1
 
 

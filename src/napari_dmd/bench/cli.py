@@ -154,6 +154,7 @@ def add_verbs(sub: Any) -> None:
                    "\"control\" and the table's \"control mean\"")
     c.add_argument("--unseen", action="store_true", help="paint (and distil on) only cases the committed teacher "
                    "never trained on (its split left them out): there its prediction is not its own training label")
+    c.add_argument("--round-seed", type=int, help="seed of the rounds in both arms (default: the round-0 student's)")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -208,7 +209,7 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  a.teacher, a.student_iterations, a.teacher_iterations, a.max_train, a.student_model,
                                  a.method, a.uncertainty_weight, a.device, a.patch,
                                  downsample=getattr(a, "downsample", None), control=getattr(a, "control", False),
-                                 unseen=getattr(a, "unseen", False))
+                                 unseen=getattr(a, "unseen", False), round_seed=getattr(a, "round_seed", None))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

@@ -171,20 +171,21 @@ def _round_row(folder: Path, rnd: int, slices: int, voxels: int, ev: dict[str, A
 
 
 def _fine_tune(parent: Path, pool: list, corrections: list, tmodel: Any, iterations: int, out: Path,
-               num_threads: int | None) -> Path:
+               num_threads: int | None, seed: int | None = None) -> Path:
     """One round: fine-tune ``parent`` on ``pool`` with ``corrections`` (None: the teacher's prediction) to the
-    end; the round's ``last.pt``."""
+    end (``seed``: the round's, else the parent's); the round's ``last.pt``."""
     from ..corrections import start_round
     from ..runner import drive
 
     run = start_round(parent, pool, corrections, teacher=tmodel, iterations=iterations, out=out,
-                      num_threads=num_threads)
+                      num_threads=num_threads, **({} if seed is None else {"seed": seed}))
     drive(run)
     return run.last_path
 
 
 def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, iterations: int, root: Path,
-                 first: dict[str, Any], num_threads: int | None, device: str, t_start: float) -> list[dict[str, Any]]:
+                 first: dict[str, Any], num_threads: int | None, device: str, t_start: float,
+                 seed: int | None = None) -> list[dict[str, Any]]:
     """The control arm: ``rounds`` rounds from ``start`` (the round-0 student) with no corrections (an empty set:
     the teacher's prediction everywhere), evaluated on ``val`` after each; row 0 is the painted arm's ``first``."""
     from ..segment import Segmenter
@@ -195,7 +196,7 @@ def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, i
     parent = start
     for rnd in range(1, rounds + 1):
         parent = _fine_tune(parent, pool, [None] * len(pool), tmodel, iterations, folder / f"round-{rnd}",
-                            num_threads)
+                            num_threads, seed)
         ev = _evaluate(Segmenter.from_checkpoint(parent, device=device), val)
         rows.append(_round_row(folder, rnd, 0, 0, ev, first["teacher_mean_dice"], t_start))
         print(f"control round {rnd}: nothing painted; student Dice {ev['mean']:.4f} {ev['dice']}", flush=True)
@@ -221,11 +222,12 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       teacher_iterations: int | None = None, max_train: int = 40, student_model: str = "student",
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
                       patch: list[int] | None = None, downsample: int | None = None,
-                      control: bool = False, unseen: bool = False) -> dict[str, Any]:
+                      control: bool = False, unseen: bool = False, round_seed: int | None = None) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
-    (:func:`unseen_cases`); each row also counts the painted voxels where the teacher was wrong."""
+    (:func:`unseen_cases`); each row also counts the painted voxels where the teacher was wrong. ``round_seed``:
+    the rounds' seed in both arms (patch order; default the round-0 student's), for a second seed of the same loop."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -289,13 +291,13 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         new, count = _paint(seg, teacher_labels, train, painted, slices, cases, uncertainty_weight, tile)
         corr = [corrections_labels(gt[c.name], new[c.name]) if c.name in new else None for c in unlabelled]
         parent = _fine_tune(parent, unlabelled, corr, tmodel, iterations, root / f"round-{rnd + 1}",
-                            base.get("num_threads"))
+                            base.get("num_threads"), round_seed)
         total_slices += count
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
         teacher_wrong += int(sum(int((teacher_labels[n][m] != gt[n][m]).sum()) for n, m in new.items()))
     first, last = rows[0], rows[-1]
     control_rows = _control_arm(start, unlabelled, val, tmodel, rounds, iterations, root, first,
-                                base.get("num_threads"), device, t_start) if control else None
+                                base.get("num_threads"), device, t_start, round_seed) if control else None
     lost = [i for i, (s, t) in enumerate(zip(first["student_dice"], teacher_ev["dice"])) if t - s > LOST_GAP]
     targets = {"student_beats_teacher_mean": last["student_mean_dice"] > teacher_ev["mean"],
                "lost_classes_at_round_0": [i + 1 for i in lost],
@@ -312,7 +314,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "augment": cfg.augment, "flips": cfg.flips, "patch": list(cfg.patch_size or []),
                 "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
-                "control": control, "round0_checkpoint": str(start), "unseen": unseen,
+                "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
