@@ -56,22 +56,28 @@ def _phantom(dims: int, quick: bool) -> tuple[list[Any], list[Any], int]:
 
 def unseen_cases(cases: list, ckpt: dict[str, Any], path: str) -> set[str]:
     """Names of the labelled ``cases`` (in their load order) that the teacher ``ckpt`` neither trained nor validated
-    on: its own seeded split (``val_fraction``, ``seed`` of its config) set them aside beyond ``max_val_cases``.
+    on: the engine's split (:func:`~napari_dmd.distill.validation.split_train_val` with its config's
+    ``val_fraction``, ``max_val_cases`` and ``seed``) set them aside beyond ``max_val_cases``.
     Raises :class:`DataError` when the split does not reproduce its recorded ``val_cases`` or leaves none out."""
+    from ..config import TrainConfig
     from ..data.io import DataError
-    from ..data.sampling import split_cases
+    from ..distill.validation import split_train_val
 
-    cfg = ckpt.get("config") or {}
+    cfg, default = ckpt.get("config") or {}, TrainConfig()
     labelled = [c for c in cases if c.label is not None]
-    _, va = split_cases(len(labelled), float(cfg.get("val_fraction", 0.2)), int(cfg.get("seed", 0)))
-    names, recorded = [labelled[i].name for i in va], list(ckpt.get("val_cases") or [])
-    if not recorded or cfg.get("max_cases") or sorted(names[:len(recorded)]) != sorted(recorded):
+    train, val = split_train_val(labelled, None, has_teacher=False,
+                                 val_fraction=float(cfg.get("val_fraction", default.val_fraction)),
+                                 max_val_cases=int(cfg.get("max_val_cases", default.max_val_cases)),
+                                 seed=int(cfg.get("seed", default.seed)))
+    recorded = list(ckpt.get("val_cases") or [])
+    if not recorded or cfg.get("max_cases") or sorted(c.name for c in val) != sorted(recorded):
         raise DataError(f"{path}: its recorded validation cases are not a split of this data, so the cases it "
                         "never trained on are unknown; --unseen needs the teacher's own data folder")
-    if len(names) == len(recorded):
+    unseen = {c.name for c in labelled} - {c.name for c in train} - set(recorded)
+    if not unseen:
         raise DataError(f"{path} trained on every case outside its {len(recorded)} validation cases: none is "
                         "left unseen to paint (the hippocampus teacher's split left 24 out)")
-    return set(names[len(recorded):])
+    return unseen
 
 
 def _real(dataset: str, data: str | None, teacher_path: str | None, max_train: int,
