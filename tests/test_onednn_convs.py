@@ -35,7 +35,7 @@ def _ops(fn) -> set[str]:
 def test_routed_copy_gives_the_same_logits(preset, dims):
     net = _trained_like(preset, dims)
     routed = inference_copy(net, cpu=True)
-    assert any(isinstance(m, (OneDNNConv3d,)) for m in routed.modules()) == (dims == 3)
+    assert any(isinstance(m, OneDNNConv3d) for m in routed.modules()) == (dims == 3)
     assert not any(type(m).__name__.startswith("OneDNN") for m in net.modules())  # the original is untouched
     x = torch.randn(*SHAPES[dims])
     with torch.inference_mode():
@@ -50,18 +50,22 @@ def test_batch_one_small_3d_conv_runs_on_onednn_not_the_slow_kernel():
         assert "aten::slow_conv3d_forward" in plain  # PyTorch's own choice for this shape: why routing exists
         assert route_convs_to_onednn(conv) == 1
         routed = _ops(lambda: conv(x))
+        batch2 = _ops(lambda: conv(torch.cat([x, x])))  # PyTorch picks oneDNN itself for a larger batch
     assert "aten::mkldnn_convolution" in routed and "aten::slow_conv3d_forward" not in routed
+    assert "aten::mkldnn_convolution" in batch2
 
 
 def test_strided_and_grouped_convs_match():
     for conv in (nn.Conv3d(4, 8, 3, stride=2, padding=1), nn.Conv3d(8, 8, 3, padding=1, groups=8, bias=False),
-                 nn.Conv2d(3, 5, 3, stride=2, padding=1, dilation=1)):
+                 nn.Conv3d(3, 5, 3, padding=2, dilation=2)):
         torch.manual_seed(1)
-        x = torch.randn(1, conv.in_channels, *([11] * (conv.weight.ndim - 2)))
+        x = torch.randn(1, conv.in_channels, 11, 9, 10)
         with torch.no_grad():
             ref = conv(x)
-            route_convs_to_onednn(conv)
+            assert route_convs_to_onednn(conv) == 1
+            assert "aten::mkldnn_convolution" in _ops(lambda c=conv, v=x: c(v))
             np.testing.assert_allclose(conv(x).numpy(), ref.numpy(), atol=1e-5, rtol=0)
+    assert route_convs_to_onednn(nn.Conv2d(3, 5, 3)) == 0  # 2D keeps PyTorch's choice (no gain measured)
 
 
 def test_training_keeps_pytorchs_path_and_gradients():
@@ -84,7 +88,7 @@ def test_segmenter_labels_equal_with_and_without_routing(dims, monkeypatch):
     image = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     routed = Segmenter(net, 3, dims, [32] * dims)
     fast = routed.probabilities(image)
-    assert routed._inference_model() is not net
+    assert (routed._inference_model() is not net) == (dims == 3)  # copied for the routing (3D only)
     monkeypatch.setattr("napari_dmd.segment.onednn_usable", lambda: False)
     plain = Segmenter(net, 3, dims, [32] * dims)
     assert plain._inference_model() is net  # nothing to fold, nothing routed: the model itself
