@@ -40,27 +40,28 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: 3 classes. ``speedup``: per-volume latency of teacher / preset, untrained models, sliding window with Gaussian
 #: blending, interleaved in one process, 1 CPU thread, batch norm folded: "3d" = a 48x64x48 volume with patch
 #: 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise) (`napari-dmd bench inference --presets`);
-#: "hippocampus" / "chaos" = median per validation volume with the ablation's 2D patches 48x48 / 128x128
-#: (`benchmarks/fast_students_report.py`). Measured on the shared 2-core development VM (AMD EPYC, Linux,
-#: torch 2.13 CPU, load ~1.5-3 from other users) in the session that built these presets; docs/benchmarks.md B2.
+#: "hippocampus" / "chaos" = median per validation volume of hippocampus 3D (patch 40x56x40) and CHAOS (2D, patch
+#: 128x128) (`benchmarks/fast_students_report.py --datasets hippocampus3d chaos`). Measured on the shared 2-core
+#: development VM (AMD EPYC, Linux, torch 2.13 CPU, load 0.4-0.6) after 3D convolutions went to oneDNN;
+#: docs/benchmarks.md B2.
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
                 "speedup": {"3d": 1.0, "2d": 1.0, "hippocampus": 1.0, "chaos": 1.0}},
     "student": {"description": "default student: full resolution, 5 levels of 8-64 channels, instance norm",
                 "params": {"3d": 522_571, "2d": 180_283},
-                "speedup": {"3d": 2.1, "2d": 2.4, "hippocampus": 2.1, "chaos": 2.3}},
+                "speedup": {"3d": 2.4, "2d": 2.6, "hippocampus": 2.6, "chaos": 2.5}},
     "student-tiny": {"description": "tiny student: full resolution, 5 levels of 4-32 channels, instance norm",
                      "params": {"3d": 172_783, "2d": 59_751},
-                     "speedup": {"3d": 4.3, "2d": 4.3, "hippocampus": 3.5, "chaos": 4.1}},
+                     "speedup": {"3d": 4.2, "2d": 4.6, "hippocampus": 4.7, "chaos": 4.2}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 22.6, "2d": 9.4, "hippocampus": 5.5, "chaos": 6.4}},
+                     "speedup": {"3d": 27.6, "2d": 10.5, "hippocampus": 13.6, "chaos": 9.0}},
     "student-fast-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of "
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
-                          "speedup": {"3d": 18.3, "2d": 11.7, "hippocampus": 4.5, "chaos": 8.7}},
+                          "speedup": {"3d": 22.2, "2d": 13.9, "hippocampus": 11.9, "chaos": 10.6}},
 }
 
 
@@ -73,8 +74,8 @@ def preset_summary(name: str) -> str:
     if name == "teacher":
         return f"{p['2d']:,} parameters (2D) / {p['3d']:,} (3D); the reference for speed-ups"
     return (f"{p['2d']:,} parameters (2D) / {p['3d']:,} (3D); measured {x['2d']:g}x (2D) / {x['3d']:g}x (3D) "
-            f"faster than the teacher per volume, {x['hippocampus']:g}x on hippocampus and {x['chaos']:g}x on "
-            "CHAOS patches (1 CPU thread)")
+            f"faster than the teacher per volume, {x['hippocampus']:g}x on hippocampus (3D) and {x['chaos']:g}x on "
+            "CHAOS validation volumes (1 CPU thread)")
 
 
 def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, num_classes: int,
