@@ -1,4 +1,5 @@
-"""Convolutions routed to oneDNN at CPU inference: same outputs, same labels, really on oneDNN, training untouched."""
+"""3D convolutions routed to oneDNN at CPU inference: same outputs and labels, really on oneDNN, training untouched,
+the model plain again after each sliding-window call."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,9 @@ import torch
 from torch import nn
 from torch.profiler import profile
 
-from napari_dmd.models.onednn import OneDNNConv3d, inference_copy, onednn_usable, route_convs_to_onednn
+from napari_dmd.inference import sliding_window_predict
+from napari_dmd.models.fold import fold_batchnorm
+from napari_dmd.models.onednn import OneDNNConv3d, onednn_convs, onednn_usable, route_convs_to_onednn
 from napari_dmd.models.presets import build_model
 from napari_dmd.segment import Segmenter
 
@@ -30,16 +33,22 @@ def _ops(fn) -> set[str]:
     return {e.key for e in p.key_averages()}
 
 
-@pytest.mark.parametrize("preset", ["student-fast", "student", "student-tiny"])
+def _routed(net: nn.Module) -> list[str]:
+    return [type(m).__name__ for m in net.modules() if isinstance(m, OneDNNConv3d)]
+
+
+@pytest.mark.parametrize("preset", ["student-fast", "student", "student-tiny", "teacher"])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_routed_copy_gives_the_same_logits(preset, dims):
-    net = _trained_like(preset, dims)
-    routed = inference_copy(net, cpu=True)
-    assert any(isinstance(m, OneDNNConv3d) for m in routed.modules()) == (dims == 3)
-    assert not any(type(m).__name__.startswith("OneDNN") for m in net.modules())  # the original is untouched
+def test_routed_model_gives_the_same_logits_and_is_restored(preset, dims):
+    net = fold_batchnorm(_trained_like(preset, dims))
     x = torch.randn(*SHAPES[dims])
     with torch.inference_mode():
-        np.testing.assert_allclose(routed(x).numpy(), net(x).numpy(), atol=1e-5, rtol=0)
+        ref = net(x)
+        with onednn_convs(net) as n:
+            assert (n > 0) == (dims == 3) and len(_routed(net)) == n  # 2D keeps PyTorch's choice
+            out = net(x)
+    assert not _routed(net)  # plain again: export and scripting see nn.Conv3d
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5, rtol=0)
 
 
 def test_batch_one_small_3d_conv_runs_on_onednn_not_the_slow_kernel():
@@ -48,7 +57,7 @@ def test_batch_one_small_3d_conv_runs_on_onednn_not_the_slow_kernel():
     with torch.inference_mode():
         plain = _ops(lambda: conv(x))
         assert "aten::slow_conv3d_forward" in plain  # PyTorch's own choice for this shape: why routing exists
-        assert route_convs_to_onednn(conv) == 1
+        assert route_convs_to_onednn(conv) == [conv]
         routed = _ops(lambda: conv(x))
         batch2 = _ops(lambda: conv(torch.cat([x, x])))  # PyTorch picks oneDNN itself for a larger batch
     assert "aten::mkldnn_convolution" in routed and "aten::slow_conv3d_forward" not in routed
@@ -62,10 +71,10 @@ def test_strided_and_grouped_convs_match():
         x = torch.randn(1, conv.in_channels, 11, 9, 10)
         with torch.no_grad():
             ref = conv(x)
-            assert route_convs_to_onednn(conv) == 1
+            assert route_convs_to_onednn(conv) == [conv]
             assert "aten::mkldnn_convolution" in _ops(lambda c=conv, v=x: c(v))
             np.testing.assert_allclose(conv(x).numpy(), ref.numpy(), atol=1e-5, rtol=0)
-    assert route_convs_to_onednn(nn.Conv2d(3, 5, 3)) == 0  # 2D keeps PyTorch's choice (no gain measured)
+    assert route_convs_to_onednn(nn.Conv2d(3, 5, 3)) == []  # 2D keeps PyTorch's choice (no gain measured)
 
 
 def test_training_keeps_pytorchs_path_and_gradients():
@@ -81,17 +90,23 @@ def test_training_keeps_pytorchs_path_and_gradients():
     assert set(routed.state_dict()) == set(plain.state_dict())
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_segmenter_labels_equal_with_and_without_routing(dims, monkeypatch):
-    net = _trained_like("student", dims)  # instance norm: Segmenter copies it only for the routing
-    shape = (30, 44) if dims == 2 else (20, 30, 26)
-    image = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
-    routed = Segmenter(net, 3, dims, [32] * dims)
-    fast = routed.probabilities(image)
-    assert (routed._inference_model() is not net) == (dims == 3)  # copied for the routing (3D only)
-    monkeypatch.setattr("napari_dmd.segment.onednn_usable", lambda: False)
-    plain = Segmenter(net, 3, dims, [32] * dims)
-    assert plain._inference_model() is net  # nothing to fold, nothing routed: the model itself
-    ref = plain.probabilities(image)
+def test_sliding_window_prediction_runs_on_onednn_and_leaves_the_model_plain(monkeypatch):
+    net = _trained_like("student", 3)  # instance norm: nothing folded, the model itself goes to the windows
+    image = np.random.default_rng(3).standard_normal((20, 30, 26)).astype(np.float32)
+    ops = _ops(lambda: sliding_window_predict(net, image, [24, 32, 32], num_classes=3))
+    assert "aten::mkldnn_convolution" in ops and "aten::slow_conv3d_forward" not in ops
+    assert not _routed(net)
+    fast = sliding_window_predict(net, image, [24, 32, 32], num_classes=3)
+    monkeypatch.setattr("napari_dmd.models.onednn.onednn_usable", lambda: False)
+    assert "aten::slow_conv3d_forward" in _ops(lambda: sliding_window_predict(net, image, [24, 32, 32]))
+    ref = sliding_window_predict(net, image, [24, 32, 32], num_classes=3)
     np.testing.assert_allclose(fast, ref, atol=1e-5)
     np.testing.assert_array_equal(fast.argmax(0), ref.argmax(0))
+
+
+def test_segmenter_labels_equal_with_and_without_routing(monkeypatch):
+    net = _trained_like("student-fast", 3)
+    image = np.random.default_rng(4).standard_normal((20, 30, 26)).astype(np.float32)
+    fast = Segmenter(net, 3, 3, [24, 32, 32])(image)
+    monkeypatch.setattr("napari_dmd.models.onednn.onednn_usable", lambda: False)
+    np.testing.assert_array_equal(fast, Segmenter(net, 3, 3, [24, 32, 32])(image))

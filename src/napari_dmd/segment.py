@@ -19,8 +19,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.io import DataError
 from .data.transforms import normalize
 from .inference import predict_labels, sliding_window_predict
-from .models.fold import has_batchnorm
-from .models.onednn import inference_copy, onednn_usable
+from .models.fold import fold_batchnorm, has_batchnorm
 from .models.presets import count_parameters
 
 
@@ -97,21 +96,19 @@ class Segmenter:
         return int(min(16, max(4, 2**22 // max(1, int(np.prod(self.patch_size))))))
 
     def _inference_model(self) -> nn.Module | Callable[[torch.Tensor], torch.Tensor]:
-        """The model in eval mode; with batch norm, or in 3D on the CPU, an inference copy (batch norm folded: the
-        same outputs, one pass less per layer; 3D convolutions on the CPU routed to oneDNN, 2-4x faster for small
-        ones: :mod:`.models.onednn`), made once and remade only when the weights change (an in-place update, e.g. an
+        """The model in eval mode; with batch norm, a folded copy (conv + batch norm fused: the same outputs, one
+        pass less per layer), made once and remade only when the weights change (an in-place update, e.g. an
         optimizer step or ``load_state_dict``, bumps a tensor's version; a new tensor changes its address)."""
         model = self.model
         if not isinstance(model, nn.Module):
             return model
         if model.training:
             model.eval()
-        cpu = self.spatial_dims == 3 and not self.device.startswith("cuda") and onednn_usable()
-        if not (cpu or has_batchnorm(model)):
+        if not has_batchnorm(model):
             return model
         key = (id(model), tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers())))
         if self._folded is None or self._folded[0] != key:
-            self._folded = (key, inference_copy(model, cpu=cpu))
+            self._folded = (key, fold_batchnorm(model))
         return self._folded[1]
 
     def __call__(self, image: np.ndarray, **kw) -> np.ndarray:

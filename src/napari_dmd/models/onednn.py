@@ -4,20 +4,22 @@ PyTorch (2.13) sends a float32 convolution with batch 1 to its slow reference ke
 ``N * C * D * H <= 20480`` and the kernel is at most 3 wide: a rule written for small 2D images that catches
 almost every layer of a small 3D student (8-40 channels) and the deep layers of a teacher. Those layers run 4-9x
 slower there than on oneDNN; one sliding window per call (a hippocampus volume fits one) is exactly batch 1.
-:func:`route_convs_to_onednn` makes a model's ``nn.Conv3d`` layers call oneDNN directly for a batch of one when
-no gradient is recorded on a float32 CPU tensor; larger batches (PyTorch already picks oneDNN), 2D (no gain
-measured), training, CUDA, other dtypes and tracing/export keep PyTorch's own choice. Outputs agree to float
+:func:`onednn_convs` (used by every sliding-window prediction on the CPU) makes a model's ``nn.Conv3d`` layers
+call oneDNN directly for a batch of one when no gradient is recorded on a float32 CPU tensor; larger batches
+(PyTorch already picks oneDNN), 2D (no gain measured), training, CUDA, other dtypes and tracing/export keep
+PyTorch's own choice. Outputs agree to float
 rounding (tests); ``benchmarks/bench_onednn_convs.py`` measures the gain per volume.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
-from .fold import fold_batchnorm
-
-__all__ = ["OneDNNConv3d", "inference_copy", "onednn_usable", "route_convs_to_onednn"]
+__all__ = ["OneDNNConv3d", "onednn_convs", "onednn_usable", "route_convs_to_onednn"]
 
 
 def onednn_usable() -> bool:
@@ -45,24 +47,26 @@ class OneDNNConv3d(nn.Conv3d):
         return _mkldnn(self, x) if _direct(self, x) else super().forward(x)
 
 
-def route_convs_to_onednn(model: nn.Module) -> int:
-    """Turn, in place, every plain ``nn.Conv3d`` of ``model`` into :class:`OneDNNConv3d` (the same parameters and
-    state-dict keys); return how many. Nothing changes without oneDNN. Meant for an inference
-    copy (:func:`inference_copy`): a scripted export of the routed model would not compile."""
+def route_convs_to_onednn(model: nn.Module) -> list[nn.Module]:
+    """Turn, in place, every plain ``nn.Conv3d`` of ``model`` into :class:`OneDNNConv3d` (the same parameters,
+    state-dict keys and, with gradients, the same code path); return the layers turned. Nothing changes without
+    oneDNN. A scripted export of a routed model would not compile: prefer :func:`onednn_convs`, which restores."""
     if not onednn_usable():
-        return 0
-    routed = 0
-    for m in model.modules():
-        if type(m) is nn.Conv3d:
-            m.__class__ = OneDNNConv3d
-            routed += 1
+        return []
+    routed = [m for m in model.modules() if type(m) is nn.Conv3d]
+    for m in routed:
+        m.__class__ = OneDNNConv3d
     return routed
 
 
-def inference_copy(model: nn.Module, *, cpu: bool) -> nn.Module:
-    """An eval-mode copy of ``model`` for prediction: batch norm folded, and on the CPU its convolutions routed
-    to oneDNN (3D). The original is left untouched."""
-    clone = fold_batchnorm(model)
-    if cpu:
-        route_convs_to_onednn(clone)
-    return clone
+@contextlib.contextmanager
+def onednn_convs(model: nn.Module) -> Iterator[int]:
+    """Within the block, ``model``'s ``nn.Conv3d`` layers are routed to oneDNN (yields how many); afterwards they
+    are plain again. Safe while another thread trains the same model: with gradients the routed layer runs
+    PyTorch's own path."""
+    routed = route_convs_to_onednn(model)
+    try:
+        yield len(routed)
+    finally:
+        for m in routed:
+            m.__class__ = nn.Conv3d
