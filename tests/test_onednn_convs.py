@@ -110,3 +110,16 @@ def test_segmenter_labels_equal_with_and_without_routing(monkeypatch):
     fast = Segmenter(net, 3, 3, [24, 32, 32])(image)
     monkeypatch.setattr("napari_dmd.models.onednn.onednn_usable", lambda: False)
     np.testing.assert_array_equal(fast, Segmenter(net, 3, 3, [24, 32, 32])(image))
+
+
+def test_a_copy_made_during_a_routed_prediction_is_plain_and_scripts():
+    net = _trained_like("student-fast", 3)
+    with onednn_convs(net):  # e.g. an export clicked while Segment runs in a worker
+        folded = fold_batchnorm(net)
+    assert not _routed(folded)
+    from napari_dmd.exportable import ExportableUNet
+
+    scripted = torch.jit.script(ExportableUNet(folded).eval())
+    x = torch.randn(*SHAPES[3])
+    with torch.inference_mode():
+        np.testing.assert_allclose(scripted(x).numpy(), folded(x).numpy(), atol=1e-5)

@@ -7,6 +7,8 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .onednn import OneDNNConv3d
+
 __all__ = ["fold_batchnorm", "has_batchnorm"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -41,6 +43,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     clone = copy.deepcopy(model).eval()
     for module in clone.modules():
+        if type(module) is OneDNNConv3d:  # copied while a prediction had it routed: plain, for scripting/export
+            module.__class__ = nn.Conv3d
         if isinstance(module, nn.Sequential):
             _fold_sequential(module)
     return clone
