@@ -35,7 +35,7 @@ from ..models.unet import UNet
 from ..runs import TrainingError  # defined beside the run-folder code (which raises it too); still importable here
 from ..runtime import cpu_bf16_supported, resolve_device  # names kept here (tests patch cpu_bf16_supported)
 from ..teachers.base import Teacher
-from . import _common, collapse, state, validation
+from . import _common, state, validation
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .events import Event
 from .methods import TABLE, distill_loss, get_method, target_settings
@@ -437,41 +437,8 @@ class Distiller:
                                       amp=self.amp_dtype is not None)
 
     def _validate(self) -> Event:
-        """Validate; write best.pt by the lost-class guard's key (:mod:`.collapse`); queue a warning event for
-        each class newly lost."""
-        per_class, mean = validation.mean_dice(self)
-        ref = validation.reference_dice(self)
-        lost = collapse.lost_classes(per_class, ref)
-        names = [collapse.class_name(i, self.config.class_names) for i in lost]
-        self.history.append({"iteration": self.iteration, "dice": per_class, "mean_dice": mean,
-                             "reference_dice": ref, "lost": names})
-        self._warnings = []
-        new = collapse.newly_lost(lost, self._lost_before)
-        if self.iteration >= collapse.WARN_AFTER * self.total:  # before: still learning, not yet lost
-            names_of = dict(zip(lost, names))
-            self._warnings = [Event("warning", self.iteration, self.total, lost=[names_of[i]], message=collapse.
-                                    lost_message(i, self.iteration, per_class, ref, self.config.class_names,
-                                                 teacher=self.teacher is not None)) for i in new]
-            self._lost_before = lost
-        path = None
-        key = collapse.selection_key(len(lost), mean)
-        if collapse.is_better(key, self._best_key()):
-            self.best_dice, self.best_lost = mean, len(lost)
-            if self.dist.is_main:
-                path = str(self._write(self.best_path, with_state=False))
-        return Event("validation", self.iteration, self.total, dice=per_class, mean_dice=mean, path=path,
-                     teacher_dice=ref if self.teacher is not None else None, lost=names,
-                     message=f"validation mean Dice {mean:.4f}" + (" (best)" if path else "")
-                     + (f"; lost: {', '.join(names)}" if names else ""))
-
-    def _best_key(self) -> tuple[int, float] | None:
-        """The key of best.pt (None: none written); after a resume its lost count is read from the history."""
-        if self.best_dice < 0:
-            return None
-        if self.best_lost is None:
-            same = [h for h in self.history if h.get("mean_dice") == self.best_dice]
-            self.best_lost = len(same[-1].get("lost", [])) if same else 0
-        return collapse.selection_key(self.best_lost, self.best_dice)
+        """Validate (:func:`.validation.validate`: per-class Dice, the lost-class guard's warnings, best.pt)."""
+        return validation.validate(self)
 
     # ------------------------------------------------------------------ state
     def _save_last(self) -> Event:

@@ -18,7 +18,9 @@ from ..data.cases import Case
 from ..data.sampling import split_cases
 from ..inference import sliding_window_predict
 from ..metrics import dice_per_class
+from . import collapse
 from .distributed import all_reduce_sum
+from .events import Event
 
 IGNORE = 255  # label value of voxels without a loss (and left out of validation)
 
@@ -120,3 +122,41 @@ def reference_dice(d: Any) -> list[float]:
         ref = _per_class(d, lambda i: case_dice(reference(d, i), reference(d, i), d.num_classes))[0]
     d._reference_dice = ref
     return ref
+
+
+def validate(d: Any) -> Event:
+    """Validate the run ``d`` (a Distiller); write best.pt by the lost-class guard's key (:mod:`.collapse`); queue
+    a warning event in ``d._warnings`` for each class newly lost."""
+    per_class, mean = mean_dice(d)
+    ref = reference_dice(d)
+    lost = collapse.lost_classes(per_class, ref)
+    names = [collapse.class_name(i, d.config.class_names) for i in lost]
+    d.history.append({"iteration": d.iteration, "dice": per_class, "mean_dice": mean,
+                      "reference_dice": ref, "lost": names})
+    d._warnings = []
+    new = collapse.newly_lost(lost, d._lost_before)
+    if d.iteration >= collapse.WARN_AFTER * d.total:  # before: still learning, not yet lost
+        names_of = dict(zip(lost, names))
+        d._warnings = [Event("warning", d.iteration, d.total, lost=[names_of[i]], message=collapse.lost_message(
+            i, d.iteration, per_class, ref, d.config.class_names, teacher=d.teacher is not None)) for i in new]
+        d._lost_before = lost
+    path = None
+    key = collapse.selection_key(len(lost), mean)
+    if collapse.is_better(key, best_key(d)):
+        d.best_dice, d.best_lost = mean, len(lost)
+        if d.dist.is_main:
+            path = str(d._write(d.best_path, with_state=False))
+    return Event("validation", d.iteration, d.total, dice=per_class, mean_dice=mean, path=path,
+                 teacher_dice=ref if d.teacher is not None else None, lost=names,
+                 message=f"validation mean Dice {mean:.4f}" + (" (best)" if path else "")
+                 + (f"; lost: {', '.join(names)}" if names else ""))
+
+
+def best_key(d: Any) -> tuple[int, float] | None:
+    """The key of best.pt (None: none written); after a resume its lost count is read from the history."""
+    if d.best_dice < 0:
+        return None
+    if d.best_lost is None:
+        same = [h for h in d.history if h.get("mean_dice") == d.best_dice]
+        d.best_lost = len(same[-1].get("lost", [])) if same else 0
+    return collapse.selection_key(d.best_lost, d.best_dice)
