@@ -35,7 +35,8 @@ from napari_dmd.segment import Segmenter  # noqa: E402
 DATASETS = ("hippocampus", "chaos")
 #: which job files hold each preset's Dice: (setting, method prefix, where the classic presets were trained)
 SOURCES = {"teacher": ("teacher", "none"), "student": ("full", "dmd"), "student-tiny": ("tiny", "dmd"),
-           "student-fast": ("full", "dmd"), "student-fast-tiny": ("tiny", "dmd")}
+           "student-fast": ("full", "dmd"), "student-fast-tiny": ("tiny", "dmd"),
+           "student-fast-deep": ("full", "dmd")}
 
 
 #: DMD's target term in the job file names: T = 1 (class-balanced, the default since the second GPU lease) or the
@@ -43,21 +44,29 @@ SOURCES = {"teacher": ("teacher", "none"), "student": ("full", "dmd"), "student-
 T1_TAG = "target_balance1_target_temperature1_"
 
 
-def _dice(folders: dict[str, Path], ds: str, preset: str, variant: str = "t1") -> tuple[list[float], str]:
+def _dice(folders: dict, ds: str, preset: str, variant: str = "t1") -> tuple[list[float], str]:
     """Mean Dice of each seed's job for ``preset`` and which DMD variant they are (``t1``/``t4``/``-``).
 
-    ``variant``: ``t1`` (prefer the T = 1 jobs, else the T = 4 ones), ``t4`` (only T = 4). Runs of different
-    variants are never mixed.
+    The preset's own folders (``--preset-jobs``) are searched before the default one. ``variant``: ``t1`` (prefer
+    the T = 1 jobs in any folder, else the T = 4 ones), ``t4`` (only T = 4). Runs of different variants or
+    folders are never mixed.
     """
     setting, method = SOURCES[preset]
-    folder = folders["fast" if preset.startswith("student-fast") else "classic"]
-    found = [f for f in sorted(folder.glob(f"{ds}_{setting}_{method}_*s[0-9].json")) if "pool" not in f.name]
-    if method != "dmd":
-        return [json.loads(f.read_text())["mean_dice"] for f in found], "-"
-    t1 = [f for f in found if T1_TAG in f.name]
-    t4 = [f for f in found if "target_" not in f.name]
-    chosen, used = (t1, "t1") if variant == "t1" and t1 else (t4, "t4")
-    return [json.loads(f.read_text())["mean_dice"] for f in chosen], used if chosen else "-"
+    default = folders["fast" if preset.startswith("student-fast") else "classic"]
+    candidates = []
+    for folder in [*folders.get(preset, []), default]:
+        found = [f for f in sorted(Path(folder).glob(f"{ds}_{setting}_{method}_*s[0-9].json")) if "pool" not in f.name]
+        if method != "dmd":
+            candidates.append(("-", found))
+            continue
+        candidates.append(("t1", [f for f in found if T1_TAG in f.name]))
+        candidates.append(("t4", [f for f in found if "target_" not in f.name]))
+    order = ["-", "t1", "t4"] if variant == "t1" else ["-", "t4"]
+    for want in order:
+        for used, files in candidates:
+            if used == want and files:
+                return [json.loads(f.read_text())["mean_dice"] for f in files], used
+    return [], "-"
 
 
 def _add_dice(res: dict, folders: dict[str, Path], variant: str) -> None:
@@ -114,6 +123,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--classic-jobs", default="docs/ablation/jobs", help="job JSONs of teacher + classic students")
     p.add_argument("--fast-jobs", default="/tmp/fast/abl/jobs", help="job JSONs of the fast students")
+    p.add_argument("--preset-jobs", nargs="*", default=[], metavar="PRESET=FOLDER",
+                   help="job JSONs of one preset trained apart (e.g. student-fast-deep=docs/ablation_cpu/...)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", default="docs/benchmarks/bench-b2-fast-students.json")
@@ -129,14 +140,15 @@ def main() -> None:
     if a.plot_only:
         _plot(json.loads(Path(a.json).read_text()), Path(a.png))
         return
-    folders = {"classic": Path(a.classic_jobs), "fast": Path(a.fast_jobs)}
+    folders = {"classic": Path(a.classic_jobs), "fast": Path(a.fast_jobs),
+               **{k: [Path(v)] for k, v in (item.split("=", 1) for item in a.preset_jobs)}}
     if a.redice:
         res = json.loads(Path(a.json).read_text())
     else:
         torch.set_num_threads(a.threads)
         res = {"threads": a.threads, "repeats": a.repeats, "datasets": {ds: _latency(ds, a.repeats)
                                                                        for ds in a.datasets}}
-    res["jobs"] = [a.classic_jobs, a.fast_jobs]
+    res["jobs"] = [a.classic_jobs, a.fast_jobs, *a.preset_jobs]
     res["dmd_variant"] = a.dmd_variant
     _add_dice(res, folders, a.dmd_variant)
     _table(res)

@@ -32,7 +32,8 @@ def test_presets_compression_ratios():
         assert t / s >= 10, (dims, t, s)
         assert t / tiny >= 30, (dims, t, tiny)
     assert count_parameters(build_model("teacher", 3, 3)) > 3_000_000
-    assert {"teacher", "student", "student-tiny", "student-fast", "student-fast-tiny"} == set(PRESETS)
+    assert set(PRESETS) == {"teacher", "student", "student-tiny", "student-fast", "student-fast-tiny",
+                            "student-fast-deep"}
 
 
 def test_bad_arguments():
