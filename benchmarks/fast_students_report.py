@@ -11,7 +11,8 @@ layout). Writes a JSON file and a PNG. Example::
 
 DMD jobs with the default target term (T = 1, ``target_temperature1`` in the file name) are preferred; a preset with
 only T = 4 runs shows those, marked "(T=4)" in the plot and ``dmd_variant`` in the JSON (``--dmd-variant t4``:
-T = 4 only). ``--redice`` re-reads the Dice for the latencies already in ``--json``.
+T = 4 only). ``--redice`` re-reads the Dice for the latencies already in ``--json``. ``--preset-jobs
+PRESET=FOLDER`` adds a folder searched first for one preset's jobs (runs made apart, e.g. docs/ablation_cpu4x).
 """
 
 from __future__ import annotations
