@@ -7,8 +7,8 @@ slower there than on oneDNN; one sliding window per call (a hippocampus volume f
 :func:`onednn_convs` (used by every sliding-window prediction on the CPU) makes a model's ``nn.Conv3d`` layers
 call oneDNN directly for a batch of one when no gradient is recorded on a float32 CPU tensor; larger batches
 (PyTorch already picks oneDNN), 2D (no gain measured), training, CUDA, other dtypes and tracing/export keep
-PyTorch's own choice. Outputs agree to float
-rounding (tests); ``benchmarks/bench_onednn_convs.py`` measures the gain per volume.
+PyTorch's own choice. Outputs agree to float rounding (tests); ``benchmarks/bench_onednn_convs.py`` measures the
+gain per volume.
 """
 
 from __future__ import annotations
