@@ -199,6 +199,44 @@ def test_segment_2d_keeps_geometry(make_napari_viewer, qtbot, registry):
 
 
 @pytest.mark.gui
+def test_segment_again_updates_its_layer_unless_painted_or_moved(make_napari_viewer, qtbot, registry):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dmd", "phantom-2d")
+    image = viewer.layers["phantom 2D"]
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Segment")
+    viewer.layers.selection.active = image
+    name = f"phantom 2D segmentation ({STUDENT})"
+    assert w.segment() is not None
+    _wait_idle(qtbot, w)
+    n = len(viewer.layers)
+    first = viewer.layers[name]
+    first.data = np.zeros_like(first.data)  # a stale result (as from other weights): a repeat must replace it
+    w._outputs[(image.name, id(REGISTRY.get(STUDENT)))] = (w._outputs[(image.name, id(REGISTRY.get(STUDENT)))][0],
+                                                           REGISTRY.get(STUDENT), _digest(first.data))
+    assert w.segment() is not None
+    _wait_idle(qtbot, w)
+    assert len(viewer.layers) == n and "(updated)" in w.status.text()  # the same layer, no "[1]" copy
+    expected = REGISTRY.get(STUDENT).segmenter(image.data)
+    np.testing.assert_array_equal(viewer.layers[name].data, expected)
+    viewer.layers[name].data[0, 0] = 5  # the user paints on it: their edit is kept, the result gets a new layer
+    assert w.segment() is not None
+    _wait_idle(qtbot, w)
+    assert len(viewer.layers) == n + 1 and "(added)" in w.status.text()
+    assert viewer.layers[name].data[0, 0] == 5
+    np.testing.assert_array_equal(viewer.layers[-1].data, expected)
+    image.translate = (3.0, 0.0)  # the image moved: a new layer placed over it, the old one left where it was
+    assert w.segment() is not None
+    _wait_idle(qtbot, w)
+    assert len(viewer.layers) == n + 2 and tuple(viewer.layers[-1].translate) == (3.0, 0.0)
+
+
+def _digest(a: np.ndarray) -> bytes:
+    from napari_dmd._widgets.segment import label_digest
+
+    return label_digest(a)
+
+
+@pytest.mark.gui
 def test_segment_3d_volume_slice_by_slice_and_cancel(make_napari_viewer, qtbot, registry):
     from napari_dmd.phantom import make_phantom
 

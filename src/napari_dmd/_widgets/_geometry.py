@@ -101,6 +101,18 @@ def world_kwargs(layer: Layer) -> dict[str, Any]:
             "axis_labels": tuple(layer.axis_labels)}
 
 
+def differs(current: Any, value: Any) -> bool:
+    """Whether a layer attribute (scale, translate, rotate, shear, affine, units, axis labels) would change."""
+    current, value = getattr(current, "affine_matrix", current), getattr(value, "affine_matrix", value)
+    try:
+        a, b = np.asarray(current), np.asarray(value)
+        if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+            return a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=0)
+        return bool(tuple(current) != tuple(value))
+    except Exception:  # noqa: BLE001 - not comparable: set it
+        return True
+
+
 def placement_kwargs(layer: Image) -> dict[str, Any]:
     """Layer keyword arguments that place a new layer exactly over ``layer``: its data-to-world transform,
     world units and axis labels."""

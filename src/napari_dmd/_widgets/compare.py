@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 from ..compare import CompareResult, compare_models
 from ..data.io import DataError
 from ._choosers import LayerChooser, ModelChooser, mark_output
-from ._geometry import labels_metadata, placement_kwargs
+from ._geometry import differs, labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
 from ._scroll import make_scrollable
 from ._tables import class_features, fit_rows, label_axes
@@ -61,18 +61,6 @@ def _fmt(value: float) -> str:
 
 def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.0f} k" if n else "?"
-
-
-def _differs(current: Any, value: Any) -> bool:
-    """Whether a layer attribute (scale, translate, rotate, shear, affine, units, axis labels) would change."""
-    current, value = getattr(current, "affine_matrix", current), getattr(value, "affine_matrix", value)
-    try:
-        a, b = np.asarray(current), np.asarray(value)
-        if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
-            return a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=0)
-        return bool(tuple(current) != tuple(value))
-    except Exception:  # noqa: BLE001 - not comparable: set it
-        return True
 
 
 class CompareWidget(QWidget):
@@ -228,7 +216,7 @@ class CompareWidget(QWidget):
             if "features" in kwargs:
                 old.features = kwargs["features"] or {}
             for attr, value in placement_kwargs(source).items():
-                if _differs(getattr(old, attr), value):  # each change re-slices and redraws the grid's views
+                if differs(getattr(old, attr), value):  # each change re-slices and redraws the grid's views
                     setattr(old, attr, value)
             return old
         layer = self.viewer.add_labels(data, name=name, metadata=meta, **placement_kwargs(source), **kwargs)

@@ -8,26 +8,29 @@ activity-dock progress bar processed events and repainted the window at every up
 software OpenGL: on 2 cores Segment ran 1.68x and Compare 1.55x slower in the viewer than headless; ``napari-dmd
 bench gui --inference``.) The labels layer is added on the main thread with the image's scale, translate,
 rotation, shear and affine, and the image's napari-dmd metadata (file affine), so saving it to NIfTI writes the
-scan's affine. "Segment all open images…" / "Segment a folder…" write label files into a folder
+scan's affine. Segmenting the same image with the same model again updates that layer in place (no "[1]" copy,
+no new layer for napari to build), unless the user painted on it or the image moved: then the result gets a layer
+of its own and theirs is kept. "Segment all open images…" / "Segment a folder…" write label files into a folder
 (:mod:`._batch`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..data.io import DataError
 from ._batch import BatchBox
 from ._choosers import LayerChooser, ModelChooser, is_output, mark_output
-from ._geometry import labels_metadata, placement_kwargs
+from ._geometry import differs, labels_metadata, placement_kwargs
 from ._notify import guard_layer, notify_error, report_inference_error
 from ._scroll import make_scrollable
 from ._tables import class_features, class_list, label_axes
@@ -93,6 +96,8 @@ class SegmentWidget(QWidget):
         self._finished_run = True  # no run in flight: window counts are ignored
         self._stop = StopFlag()  # Cancel, the viewer closing (napari quits the worker) or the widget's deletion
         self._warning: str | None = None  # the model-data guard's warning for the run in flight
+        # (image name, model entry's id) -> (labels layer, entry, digest of what was written): reused on a repeat
+        self._outputs: dict[tuple[str, int], tuple[Labels, Any, bytes]] = {}
         self.destroyed.connect(self._stop.set)
 
         self.model_box = ModelChooser("student", fallback_roles=("teacher",))
@@ -180,11 +185,12 @@ class SegmentWidget(QWidget):
         data = layer.data[0] if layer.multiscale else layer.data
         progress = Throttled(stop.unless_stopped(self.progressed.emit))
 
-        def predict() -> tuple[np.ndarray, float, np.ndarray]:
+        def predict() -> tuple[np.ndarray, float, np.ndarray, bytes]:
             image = np.asarray(data)
             t0 = time.perf_counter()
             labels = seg(image, progress=progress, should_stop=stop, source=source)
-            return labels, time.perf_counter() - t0, np.unique(labels)  # the classes present, off the Qt thread
+            # the classes present and the digest, off the Qt thread
+            return labels, time.perf_counter() - t0, np.unique(labels), label_digest(labels)
 
         set_progress(self.progress_bar, 0, 1)
         self.progress_bar.show()
@@ -203,19 +209,44 @@ class SegmentWidget(QWidget):
         self.status.setText(f"segmenting: {done}/{total} windows" + self._warned())
         set_progress(self.progress_bar, done, total)
 
-    def _add_layer(self, result: tuple[np.ndarray, float, np.ndarray], entry: ModelEntry, layer: Image) -> None:
-        labels, seconds, present = result
+    def _add_layer(self, result: tuple[np.ndarray, float, np.ndarray, bytes], entry: ModelEntry,
+                   layer: Image) -> None:
+        labels, seconds, present, digest = result
         self._finished_run = True
         names = entry.segmenter.class_names
         meta = mark_output(labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
                                            inference_s=seconds), "segmentation")
         name = f"{layer.name} segmentation ({entry.name})"
-        self.viewer.add_labels(labels, name=name, metadata=meta, features=class_features(names),
-                               **placement_kwargs(layer))
+        key = (layer.name, id(entry))
+        old = self._reusable(key, entry, layer, labels.shape)
+        if old is not None:  # the same image and model again: the layer it wrote, untouched since, is updated
+            old.data = labels
+            old.metadata = meta
+            out, verb = old, "updated"
+        else:
+            out = self.viewer.add_labels(labels, name=name, metadata=meta, features=class_features(names),
+                                         **placement_kwargs(layer))
+            verb = "added"
+        self._outputs[key] = (out, entry, digest)
         if labels.ndim == 3:
             label_axes(self.viewer)
-        self.status.setText(f"{name}: {seconds:.2f} s, classes present: {class_list(present, names)}"
+        self.status.setText(f"{out.name} ({verb}): {seconds:.2f} s, classes present: {class_list(present, names)}"
                             + self._warned())
+
+    def _reusable(self, key: tuple[str, int], entry: ModelEntry, image: Image, shape: tuple[int, ...]) \
+            -> Labels | None:
+        """The labels layer an earlier run of the same model on the same image added, if it is still in the
+        viewer, of the same shape and placement, and holds exactly what was written (a layer the user painted on
+        is kept: the new result gets a layer of its own)."""
+        found = self._outputs.get(key)
+        if found is None:
+            return None
+        old, owner, digest = found
+        if owner is not entry or old not in self.viewer.layers or old.data.shape != shape:
+            return None
+        if any(differs(getattr(old, k), v) for k, v in placement_kwargs(image).items()):
+            return None
+        return old if label_digest(np.asarray(old.data)) == digest else None
 
     def _warned(self) -> str:
         return f"\nWarning: {self._warning}" if self._warning else ""
@@ -230,3 +261,9 @@ class SegmentWidget(QWidget):
             self.progress_bar.hide()
             self.segment_button.setEnabled(True)
             self.cancel_button.setEnabled(False)
+
+
+def label_digest(labels: np.ndarray) -> bytes:
+    """A 16-byte digest of a label map's values and shape (to tell an untouched layer from a painted one)."""
+    a = np.ascontiguousarray(labels)
+    return hashlib.blake2b(a.data, digest_size=16, person=str(a.shape).encode()[:16]).digest()

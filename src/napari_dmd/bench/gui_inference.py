@@ -7,8 +7,8 @@ function each widget calls (:class:`~napari_dmd.segment.Segmenter`, :func:`~napa
 :func:`~napari_dmd.features.compute_features`) run headless in the main thread of the same process with the same
 inputs. Features computes a small job (one slice through a student) in the main thread: its click is timed until
 it returns, with its layers in place; the headless run then gathers the widget's inputs and computes the same
-way. Segment adds a new labels layer at every click; Compare and Features update the layers of their previous
-click in place, so for those two each round also times a first click (their layers removed before it: napari
+way. Segment, Compare and Features update the layers of their previous click in place (Segment: the same image
+and model, the layer untouched since), so each round also times a first click (their layers removed before it: napari
 creates the layers, a fixed ~0.3-0.4 s per layer on the development VM). In-viewer and headless runs alternate
 (the order turns every round) after one uncounted warm-up round; medians of the counted rounds are reported, with
 their ratio (target <= 1.2), and the in-viewer results are checked against the headless ones (labels equal,
@@ -221,7 +221,8 @@ def make_widgets(viewer: Any, image: Any, teacher: Any, student: Any) -> list[Wi
 
     return [
         Widget("Segment", sw.segment_button.click, lambda: sw.worker, sw.status.text, lambda: clear([seg_name]),
-               lambda: [viewer.layers[seg_name].data], lambda: [student.segmenter(np.asarray(image.data))]),
+               lambda: [np.array(viewer.layers[seg_name].data)], lambda: [student.segmenter(np.asarray(image.data))],
+               True),
         Widget("Compare", cw.compare_button.click, lambda: cw.worker, cw.status.text, clear_compare,
                lambda: [cw.layers[k].data for k in ("teacher", "student", "disagreement")], compare_headless, True),
         Widget("Features", features_click, lambda: fw.worker, fw.status_label.text,
