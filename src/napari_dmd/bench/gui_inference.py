@@ -333,6 +333,6 @@ def bench_gui_inference(repeats: int = 3, quick: bool = False, models: str = "au
                    f"{r['first_click_ratio']:.2f}" if r["first_click_s"] else "", r["computed_in"],
                    "yes" if r["same_result"] else "NO"]
                   for r in rows]))
-    print("in-viewer: from the click to the result layers (Compare and Features: a repeated click, updating the "
+    print("in-viewer: from the click to the result layers (a repeated click, updating the "
           "layers of the previous one; first click: the layers added anew); the machine's load shifts all figures")
     return res
