@@ -228,6 +228,10 @@ def test_segment_again_updates_its_layer_unless_painted_or_moved(make_napari_vie
     assert w.segment() is not None
     _wait_idle(qtbot, w)
     assert len(viewer.layers) == n + 2 and tuple(viewer.layers[-1].translate) == (3.0, 0.0)
+    del viewer.layers[name]  # a layer the user deleted is forgotten at the next run (its data can be freed)
+    assert w.segment() is not None
+    _wait_idle(qtbot, w)
+    assert all(lay in viewer.layers for lay, _, _ in w._outputs.values())
 
 
 def _digest(a: np.ndarray) -> bytes:

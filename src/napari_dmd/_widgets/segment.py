@@ -219,6 +219,8 @@ class SegmentWidget(QWidget):
         name = f"{layer.name} segmentation ({entry.name})"
         key = (layer.name, id(entry))
         old = self._reusable(key, entry, layer, labels.shape)
+        # forget layers the user deleted (their data is freed) before remembering this one
+        self._outputs = {k: v for k, v in self._outputs.items() if v[0] in self.viewer.layers}
         if old is not None:  # the same image and model again: the layer it wrote, untouched since, is updated
             old.data = labels
             old.metadata = meta
