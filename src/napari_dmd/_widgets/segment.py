@@ -217,10 +217,10 @@ class SegmentWidget(QWidget):
         meta = mark_output(labels_metadata(layer, model=entry.name, class_names=list(names) if names else None,
                                            inference_s=seconds), "segmentation")
         name = f"{layer.name} segmentation ({entry.name})"
+        # forget layers the user deleted (their data is freed); what is left is in the viewer
+        self._outputs = {k: v for k, v in self._outputs.items() if v[0] in self.viewer.layers}
         key = (layer.name, id(entry))
         old = self._reusable(key, entry, layer, labels.shape)
-        # forget layers the user deleted (their data is freed) before remembering this one
-        self._outputs = {k: v for k, v in self._outputs.items() if v[0] in self.viewer.layers}
         if old is not None:  # the same image and model again: the layer it wrote, untouched since, is updated
             old.data = labels
             old.metadata = meta
@@ -237,14 +237,14 @@ class SegmentWidget(QWidget):
 
     def _reusable(self, key: tuple[str, int], entry: ModelEntry, image: Image, shape: tuple[int, ...]) \
             -> Labels | None:
-        """The labels layer an earlier run of the same model on the same image added, if it is still in the
-        viewer, of the same shape and placement, and holds exactly what was written (a layer the user painted on
-        is kept: the new result gets a layer of its own)."""
+        """The labels layer an earlier run of the same model on the same image added (still in the viewer: the
+        table is pruned first), if of the same shape and placement and holding exactly what was written (a layer
+        the user painted on is kept: the new result gets a layer of its own)."""
         found = self._outputs.get(key)
         if found is None:
             return None
         old, owner, digest = found
-        if owner is not entry or old not in self.viewer.layers or old.data.shape != shape:
+        if owner is not entry or old.data.shape != shape:
             return None
         if any(differs(getattr(old, k), v) for k, v in placement_kwargs(image).items()):
             return None
@@ -266,6 +266,6 @@ class SegmentWidget(QWidget):
 
 
 def label_digest(labels: np.ndarray) -> bytes:
-    """A 16-byte digest of a label map's values and shape (to tell an untouched layer from a painted one)."""
-    a = np.ascontiguousarray(labels)
-    return hashlib.blake2b(a.data, digest_size=16, person=str(a.shape).encode()[:16]).digest()
+    """A 16-byte digest of a label map's values (to tell an untouched layer from a painted one; shapes are
+    compared apart)."""
+    return hashlib.blake2b(np.ascontiguousarray(labels).data, digest_size=16).digest()
