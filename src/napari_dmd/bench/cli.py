@@ -15,6 +15,7 @@ from typing import Any
 
 from .corrections import DATASETS, bench_corrections
 from .dice_time import run_time_to_dice, time_to_dice
+from .domain_shift import SHIFTS
 from .gui import bench_gui
 from .gui_inference import MODEL_CHOICES, bench_gui_inference
 from .inference import bench_inference, bench_presets
@@ -155,6 +156,8 @@ def add_verbs(sub: Any) -> None:
     c.add_argument("--unseen", action="store_true", help="paint (and distil on) only cases the committed teacher "
                    "never trained on (its split left them out): there its prediction is not its own training label")
     c.add_argument("--round-seed", type=int, help="seed of the rounds in both arms (default: the round-0 student's)")
+    c.add_argument("--shift", choices=SHIFTS, help="every image as another scanner shows it (scanner: gamma 0.5 and "
+                   "a 0.5-1.5 bias field; labels kept): data where the teacher is wrong")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -209,7 +212,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  a.teacher, a.student_iterations, a.teacher_iterations, a.max_train, a.student_model,
                                  a.method, a.uncertainty_weight, a.device, a.patch,
                                  downsample=getattr(a, "downsample", None), control=getattr(a, "control", False),
-                                 unseen=getattr(a, "unseen", False), round_seed=getattr(a, "round_seed", None))
+                                 unseen=getattr(a, "unseen", False), round_seed=getattr(a, "round_seed", None),
+                                 shift=getattr(a, "shift", None))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

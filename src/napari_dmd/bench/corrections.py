@@ -228,12 +228,14 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       teacher_iterations: int | None = None, max_train: int = 40, student_model: str = "student",
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
                       patch: list[int] | None = None, downsample: int | None = None,
-                      control: bool = False, unseen: bool = False, round_seed: int | None = None) -> dict[str, Any]:
+                      control: bool = False, unseen: bool = False, round_seed: int | None = None,
+                      shift: str | None = None) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
     (:func:`unseen_cases`); each row also counts the painted voxels where the teacher was wrong. ``round_seed``:
-    the rounds' seed in both arms (patch order; default the round-0 student's), for a second seed of the same loop."""
+    the rounds' seed in both arms (patch order; default the round-0 student's), for a second seed of the same loop.
+    ``shift``: every image (pool and validation) as another scanner shows it (:mod:`.domain_shift`), labels kept."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -241,6 +243,10 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         raise ValueError(f"--downsample {factor!r}: give a whole number >= 1 (1: full resolution)")
     from ..config import TrainConfig
     from ..corrections import corrections_labels
+    from .domain_shift import SHIFTS, shift_cases
+
+    if shift is not None and shift not in SHIFTS:
+        raise ValueError(f"--shift {shift!r}: choose one of {', '.join(SHIFTS)}")
     from ..evaluation import teacher_segmenter
     from ..segment import Segmenter
     from ..teachers import load_teacher
@@ -258,6 +264,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         train, val, tmodel = _real(dataset, data, teacher, max_train, factor, unseen)
         if not val:
             val, train = train[-max(1, len(train) // 5):], train[:-max(1, len(train) // 5)][:max_train]
+    train, val = shift_cases(train, shift), shift_cases(val, shift)
     dims = train[0].ndim
     base = _settings(dims, quick, patch or (list(tmodel.patch_size) if tmodel is not None and tmodel.patch_size
                                             else None))
@@ -321,6 +328,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
+                "shift": shift,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
