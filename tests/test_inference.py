@@ -175,3 +175,54 @@ def test_bad_inputs_raise() -> None:
         sliding_window_predict(lambda x: x[..., :2, :2], img, (4, 4))
     with pytest.raises(TypeError, match="unexpected"):
         predict_labels(net, img, (4, 4), overlapp=0.5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch"),
+    [
+        ((4, 16, 16), (16, 16)),  # 2D model on a volume, each slice exactly one window
+        ((3, 11, 6), (16, 16)),  # slices smaller than the patch: padded (odd difference), cropped back
+        ((7, 14), (8, 12)),  # 2D: one axis larger than the patch is not one window -> MONAI, unchanged
+        ((5, 9, 7), (6, 12, 8)),  # 3D, padded on every axis
+    ],
+)
+def test_one_window_images_equal_monai_blending(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
+    """Images that fit one window skip MONAI's sliding window: the same logits (to float rounding) and labels."""
+    from monai.inferers import sliding_window_inference
+
+    from napari_dmd.inference import SIGMA_SCALE
+
+    image = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    net = _contextual(len(patch), n_classes=4)
+    calls: list[int] = []
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        calls.append(int(x.shape[0]))
+        return net(x)
+
+    probs = sliding_window_predict(counted, image, patch, num_classes=4, batch_size=3)
+    slicewise = len(patch) == 2 and len(shape) == 3
+    x = torch.from_numpy(image)
+    x = x[:, None] if slicewise else x[None, None]
+    with torch.no_grad():
+        ref = sliding_window_inference(x, patch, 3, net, overlap=0.5, mode="gaussian", sigma_scale=SIGMA_SCALE,
+                                       padding_mode="constant", cval=0.0)
+    ref = torch.softmax(ref.transpose(0, 1) if slicewise else ref[0], dim=0).numpy()
+    np.testing.assert_allclose(probs, ref, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(predict_labels(net, image, patch, batch_size=3), ref.argmax(0))
+    n_images = shape[0] if slicewise else 1
+    assert sum(calls) == n_images * count_windows(shape[-len(patch):], patch, 0.5)
+
+
+def test_class_argmax_equals_numpy_first_maximum_on_ties() -> None:
+    from napari_dmd.inference import class_argmax
+
+    scores = np.random.default_rng(3).normal(size=(6, 4, 5, 3)).astype(np.float32)
+    scores[1, 0, 0, 0] = scores[4, 0, 0, 0] = 50.0  # a tie: the first class wins, as in NumPy
+    scores[:, 1, 1, 1] = 0.0  # all equal: class 0
+    view = np.moveaxis(np.ascontiguousarray(np.moveaxis(scores, 0, 1)), 0, 1)  # strided (C, N, ...) as inference has
+    for arr in (scores, view):
+        got = class_argmax(arr)
+        assert got.dtype == np.uint8 and got[0, 0, 0] == 1 and got[1, 1, 1] == 0
+        np.testing.assert_array_equal(got, arr.argmax(0))
+    assert class_argmax(scores, np.int16).dtype == np.int16

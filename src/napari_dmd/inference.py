@@ -159,6 +159,23 @@ def _stitch_device(device: torch.device, out_numel: int) -> torch.device:
     return device if 3 * 4 * out_numel < 0.5 * free else torch.device("cpu")
 
 
+def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple[int, ...], batch_size: int,
+                       stitch: torch.device) -> torch.Tensor:
+    """(N, C, *spatial) logits of images that each fit one window (every spatial size <= the patch): padded as
+    MONAI pads them (zeros, the odd voxel after), ``batch_size`` images per call, cropped back. MONAI's blending
+    of a single window divides its weighted logits by the same weights: the same result to float rounding, without
+    the weight maps and the output buffers (half the time of a 2D student on 128x128 slices)."""
+    spatial = tuple(int(s) for s in inputs.shape[2:])
+    before = [(p - s) // 2 for s, p in zip(spatial, patch)]
+    pad: list[int] = []
+    for s, p, b in reversed(list(zip(spatial, patch, before))):
+        pad += [b, p - s - b]
+    x = torch.nn.functional.pad(inputs, pad, value=0.0) if any(pad) else inputs
+    crop = (slice(None), slice(None), *(slice(b, b + s) for b, s in zip(before, spatial)))
+    outs = [runner(x[i:i + batch_size])[crop].to(stitch) for i in range(0, x.shape[0], batch_size)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def _sliding_window_logits(
     predictor: Predictor,
     image: np.ndarray,
@@ -199,19 +216,22 @@ def _sliding_window_logits(
         # small 3D convolutions of a one-window batch to oneDNN on the CPU (see models.onednn: 2-4x for students)
         route = onednn_convs(module) if module is not None and dev.type == "cpu" else contextlib.nullcontext()
         with torch.inference_mode(), route:
-            logits = sliding_window_inference(
-                inputs,
-                roi_size=patch,
-                sw_batch_size=batch_size,
-                predictor=runner,
-                overlap=overlap,
-                mode="gaussian",
-                sigma_scale=SIGMA_SCALE,
-                padding_mode="constant",
-                cval=0.0,
-                sw_device=dev,
-                device=stitch,
-            )
+            if all(s <= p for s, p in zip(spatial, patch)):  # one window per image: no blending to do
+                logits = _one_window_logits(runner, inputs, patch, batch_size, stitch)
+            else:
+                logits = sliding_window_inference(
+                    inputs,
+                    roi_size=patch,
+                    sw_batch_size=batch_size,
+                    predictor=runner,
+                    overlap=overlap,
+                    mode="gaussian",
+                    sigma_scale=SIGMA_SCALE,
+                    padding_mode="constant",
+                    cval=0.0,
+                    sw_device=dev,
+                    device=stitch,
+                )
     finally:
         if was_training:
             module.train()  # type: ignore[union-attr]
@@ -294,8 +314,22 @@ def predict_labels(
         raise TypeError(f"predict_labels() got unexpected keyword arguments: {', '.join(sorted(kw))}")
     n_classes = logits.shape[0]
     dtype = np.uint8 if n_classes <= 255 else np.int16
-    # argmax of the blended logits == argmax of their softmax; on the CPU NumPy's (torch's argmax over the first
-    # axis of a (C, *S) tensor is 4-5x slower there), on CUDA torch's on the device
+    # argmax of the blended logits == argmax of their softmax; on the CPU a running maximum over the classes (torch's
+    # argmax over the first axis of a (C, *S) tensor is 4-5x slower there, NumPy's 2x), on CUDA torch's on the device
     if logits.device.type == "cpu":
-        return logits.numpy().argmax(0).astype(dtype)
+        return class_argmax(logits.numpy(), dtype)
     return logits.argmax(dim=0).cpu().numpy().astype(dtype)
+
+
+def class_argmax(scores: np.ndarray, dtype: Any = np.uint8) -> np.ndarray:
+    """``scores.argmax(0)`` as ``dtype`` (ties: the first class, as NumPy), by a running maximum over the classes:
+    one pass per class over contiguous memory, 2-3x faster than NumPy's argmax along the first axis of a strided
+    (C, N, y, x) view."""
+    best = np.array(scores[0], dtype=scores.dtype, copy=True)
+    out = np.zeros(best.shape, dtype=dtype)
+    higher = np.empty(best.shape, dtype=bool)
+    for c in range(1, scores.shape[0]):
+        np.greater(scores[c], best, out=higher)
+        np.copyto(out, np.dtype(dtype).type(c), where=higher)
+        np.maximum(best, scores[c], out=best)
+    return out
