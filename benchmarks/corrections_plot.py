@@ -3,7 +3,8 @@
 One panel per file, side by side (hippocampus, then CHAOS when its JSON exists): the student's mean Dice per
 round against the teacher's (dashed); classes the student had lost at round 0 (more than 10 points below the
 teacher) are drawn too, thin, with the teacher's Dice of that class (dotted). A JSON written with ``--control``
-also gets the control arm's mean (the same rounds with nothing painted), grey, at the painted arm's x of that round.
+also gets the control arm's mean (the same rounds with nothing painted), grey, at the painted arm's x of that round;
+one written with ``--shift`` says so in its title.
 
     python benchmarks/corrections_plot.py --out docs/images/corrections_curve.png
     python benchmarks/corrections_plot.py docs/benchmarks/bench-corrections-*.json --out FIGURE.png
@@ -44,7 +45,8 @@ def _panel(ax: Any, name: str, res: dict[str, Any]) -> None:
                    label=f"teacher, {names[k - 1]}")
     down = settings.get("downsample")
     title = f"{name} ({settings.get('val_cases', '?')} validation cases" + \
-        (f", {down}x down-sampled" if down and down > 1 else "") + ")"
+        (f", {down}x down-sampled" if down and down > 1 else "") + \
+        (f", images shifted: {settings['shift']}" if settings.get("shift") else "") + ")"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"slices corrected (cumulative; {settings.get('slices', 5)} per case, "
                   f"{settings.get('cases', 3)} cases a round)", fontsize=8)
