@@ -162,6 +162,7 @@ def _plot(res: dict, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, len(res["datasets"]), figsize=(11, 4.2))
     for ax, (ds, rows) in zip(np.atleast_1d(axes), res["datasets"].items()):
@@ -183,6 +184,11 @@ def _plot(res: dict, png: Path) -> None:
         ax.axhline(0.98 * t, color="C2", lw=0.8, ls=":", label="98 % of teacher")
         ax.axhline(0.95 * t, color="C3", lw=0.8, ls=":", label="95 % of teacher")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 10, 20, 50 ms, not 2x10^1 labels that overlap
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ms = [1000 * r["median_s"] for r in rows.values()]
+        ax.set_xticks([tick for tick in (5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+                       if min(ms) / 1.5 <= tick <= max(ms) * 1.5])
         ax.set_xlabel(f"ms per validation volume ({res['threads']} CPU thread, log)")
         ax.set_ylabel("mean Dice (validation, DMD; mean ± sd over seeds)")
         ax.set_title(f"{ds} ({SPECS[ds].dims}D models, patch {'x'.join(map(str, SPECS[ds].patch))})")
