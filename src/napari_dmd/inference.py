@@ -3,7 +3,8 @@
 Tiling and Gaussian blending are MONAI's (`monai.inferers.sliding_window_inference`, ``mode="gaussian"``):
 the predictor's *logits* are blended with a Gaussian importance map per window (as nnU-Net v2 does), and
 the softmax is taken once, on the blended logits. Images smaller than the patch are zero-padded (centred)
-and the result is cropped back.
+and the result is cropped back. Images that fit one window (each spatial size <= the patch) are padded, run and
+cropped here without MONAI: its blending of a single window returns the window's logits (to float rounding).
 
 Array conventions (docs/architecture.md): images are NumPy arrays with spatial axes only, ``(y, x)`` or
 ``(z, y, x)``; a 2D model on a 3D volume runs over axis 0. Outputs are ``(C, *image.shape)``.
