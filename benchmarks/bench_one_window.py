@@ -14,12 +14,8 @@ median ms per volume, the gain and each preset's speed-up over the teacher both 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +24,10 @@ import torch
 from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation_specs import SPECS, dataset  # noqa: E402
+from segmenter_arms import main  # noqa: E402
 
 from napari_dmd.inference import SIGMA_SCALE  # noqa: E402
 from napari_dmd.models.onednn import onednn_convs  # noqa: E402
-from napari_dmd.models.presets import PRESETS, build_model  # noqa: E402
 from napari_dmd.segment import Segmenter  # noqa: E402
 
 
@@ -59,58 +54,12 @@ class PreviousSegmenter(Segmenter):
         return self._predict(previous_labels, image, **kw).astype(np.uint8, copy=False)
 
 
-def measure(ds: str, repeats: int) -> dict[str, dict]:
-    spec = SPECS[ds]
-    _, val, classes = dataset(ds)
-    segs = {}
-    for n in PRESETS:
-        torch.manual_seed(0)
-        model = build_model(n, spec.dims, classes).eval()
-        args = (model, classes, spec.dims, list(spec.patch))
-        segs[n] = {"now": Segmenter(*args, batch_size=spec.batch, name=n),
-                   "before": PreviousSegmenter(*args, batch_size=spec.batch, name=n)}
-    times = {(n, k): [] for n in segs for k in ("now", "before")}
-    for r in range(repeats + 1):  # round 0 warms up
-        for i, case in enumerate(val):
-            order = list(times) if (r + i) % 2 else list(times)[::-1]
-            labels = {}
-            for n, k in order:
-                t0 = time.perf_counter()
-                labels[n, k] = segs[n][k](case.image)
-                if r:
-                    times[n, k].append(time.perf_counter() - t0)
-            for n in segs:
-                same = float(np.mean(labels[n, "now"] == labels[n, "before"]))
-                if same < 0.9999:
-                    raise SystemExit(f"{ds} {n}: labels differ at {100 * (1 - same):.3f} % of voxels")
-    med = {key: statistics.median(v) for key, v in times.items()}
-    return {n: {"ms_before": 1000 * med[n, "before"], "ms_now": 1000 * med[n, "now"],
-                "gain": med[n, "before"] / med[n, "now"],
-                "speedup_before": med["teacher", "before"] / med[n, "before"],
-                "speedup_now": med["teacher", "now"] / med[n, "now"]} for n in segs}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="+", default=["hippocampus3d", "chaos"], choices=list(SPECS))
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--json", default=None, help="write the figures here")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {}}
-    for ds in a.datasets:
-        rows = measure(ds, a.repeats)
-        res["datasets"][ds] = rows
-        print(f"\n{ds}: {a.threads} thread(s), median ms per validation volume, patch {SPECS[ds].patch}")
-        print("| preset | before (MONAI, NumPy argmax) | now | gain | speed-up vs teacher (before -> now) |")
-        print("|---|---:|---:|---:|---:|")
-        for n, r in rows.items():
-            print(f"| {n} | {r['ms_before']:.1f} | {r['ms_now']:.1f} | {r['gain']:.2f}x | "
-                  f"{r['speedup_before']:.2f}x -> {r['speedup_now']:.2f}x |")
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1))
+def _pair(model: torch.nn.Module, classes: int, dims: int, patch: list[int], batch: int,
+          name: str) -> dict[str, Segmenter]:
+    args = (model, classes, dims, patch)
+    return {"now": Segmenter(*args, batch_size=batch, name=name),
+            "before": PreviousSegmenter(*args, batch_size=batch, name=name)}
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], _pair, new="now", old="before", labels=("before (MONAI, NumPy argmax)", "now"))

@@ -1,0 +1,85 @@
+"""B2's side-by-side benchmarks: every preset through two ``Segmenter`` arms, per validation volume, one process.
+
+Used by ``bench_onednn_convs.py`` and ``bench_one_window.py``. Each preset is freshly built (seed 0; weights do not
+change the time) and handed to ``make_arms``, which returns the two arms, the ``new`` pipeline and the ``old``
+one. The arms segment the dataset's validation volumes interleaved (the order turns every volume and round; round 0
+warms up), their labels are checked equal, and each row holds the median ms per volume of both arms
+(``ms_<arm>``), ``gain`` (old / new) and the speed-up over the teacher in each arm (``speedup_<arm>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation_specs import SPECS, dataset  # noqa: E402
+
+from napari_dmd.models.presets import PRESETS, build_model  # noqa: E402
+from napari_dmd.segment import Segmenter  # noqa: E402
+
+#: (model, classes, dims, patch, batch, preset name) -> {arm name: Segmenter}
+MakeArms = Callable[[torch.nn.Module, int, int, list[int], int, str], dict[str, Segmenter]]
+
+
+def measure(ds: str, repeats: int, make_arms: MakeArms, new: str, old: str) -> dict[str, dict]:
+    """Rows by preset for dataset ``ds`` (module docstring); exits when the arms' labels differ."""
+    spec = SPECS[ds]
+    _, val, classes = dataset(ds)
+    segs = {}
+    for n in PRESETS:
+        torch.manual_seed(0)
+        model = build_model(n, spec.dims, classes).eval()
+        segs[n] = make_arms(model, classes, spec.dims, list(spec.patch), spec.batch, n)
+    times: dict[tuple[str, str], list[float]] = {(n, k): [] for n in segs for k in (new, old)}
+    for r in range(repeats + 1):  # round 0 warms up
+        for i, case in enumerate(val):
+            order = list(times) if (r + i) % 2 else list(times)[::-1]
+            labels = {}
+            with torch.inference_mode():
+                for n, k in order:
+                    t0 = time.perf_counter()
+                    labels[n, k] = segs[n][k](case.image)
+                    if r:
+                        times[n, k].append(time.perf_counter() - t0)
+            for n in segs:
+                same = float(np.mean(labels[n, new] == labels[n, old]))
+                if same < 0.9999:
+                    raise SystemExit(f"{ds} {n}: labels differ at {100 * (1 - same):.3f} % of voxels")
+    med = {key: statistics.median(v) for key, v in times.items()}
+    return {n: {f"ms_{old}": 1000 * med[n, old], f"ms_{new}": 1000 * med[n, new],
+                "gain": med[n, old] / med[n, new],
+                f"speedup_{old}": med["teacher", old] / med[n, old],
+                f"speedup_{new}": med["teacher", new] / med[n, new]} for n in segs}
+
+
+def main(description: str, make_arms: MakeArms, new: str, old: str, labels: tuple[str, str]) -> None:
+    """The command line: ``--datasets``, ``--threads``, ``--repeats``, ``--json``; prints a Markdown table per
+    dataset with the columns ``labels`` (old arm, new arm)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--datasets", nargs="+", default=["hippocampus3d", "chaos"], choices=list(SPECS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--json", default=None, help="write the figures here")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {}}
+    for ds in a.datasets:
+        rows = measure(ds, a.repeats, make_arms, new, old)
+        res["datasets"][ds] = rows
+        print(f"\n{ds}: {a.threads} thread(s), median ms per validation volume, patch {SPECS[ds].patch}")
+        print(f"| preset | {labels[0]} | {labels[1]} | gain | speed-up vs teacher (before -> now) |")
+        print("|---|---:|---:|---:|---:|")
+        for n, r in rows.items():
+            print(f"| {n} | {r[f'ms_{old}']:.1f} | {r[f'ms_{new}']:.1f} | {r['gain']:.2f}x | "
+                  f"{r[f'speedup_{old}']:.2f}x -> {r[f'speedup_{new}']:.2f}x |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
