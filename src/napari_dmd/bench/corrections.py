@@ -243,13 +243,12 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         raise ValueError(f"--downsample {factor!r}: give a whole number >= 1 (1: full resolution)")
     from ..config import TrainConfig
     from ..corrections import corrections_labels
-    from .domain_shift import SHIFTS, shift_cases
-
-    if shift is not None and shift not in SHIFTS:
-        raise ValueError(f"--shift {shift!r}: choose one of {', '.join(SHIFTS)}")
     from ..evaluation import teacher_segmenter
     from ..segment import Segmenter
     from ..teachers import load_teacher
+    from .domain_shift import check_shift, shift_cases
+
+    check_shift(shift)  # before any data is read
 
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))

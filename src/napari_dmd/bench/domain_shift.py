@@ -32,10 +32,15 @@ def scanner_shift(image: np.ndarray, gamma: float = GAMMA, bias: float = BIAS) -
     return (x * np.float32(span) + np.float32(lo)).astype(np.float32)
 
 
+def check_shift(shift: str | None) -> None:
+    """Raise ValueError unless ``shift`` is None or one of :data:`SHIFTS`."""
+    if shift is not None and shift not in SHIFTS:
+        raise ValueError(f"--shift {shift!r}: choose one of {', '.join(SHIFTS)}")
+
+
 def shift_cases(cases: list[Any], shift: str | None) -> list[Any]:
     """``cases`` with their images shifted by ``shift`` (one of :data:`SHIFTS`; None: unchanged)."""
+    check_shift(shift)
     if shift is None:
         return cases
-    if shift not in SHIFTS:
-        raise ValueError(f"--shift {shift!r}: choose one of {', '.join(SHIFTS)}")
     return [dataclasses.replace(c, image=scanner_shift(c.image)) for c in cases]
