@@ -122,18 +122,23 @@ def test_exports_reproduce_pytorch(dims, norm, tmp_path):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-@pytest.mark.parametrize("preset", ["student-fast", "student-fast-tiny"])
-def test_fast_students_export_at_full_resolution(preset, dims, tmp_path):
+@pytest.mark.parametrize("preset,opts", [("student-fast", {}), ("student-fast-tiny", {}),
+                                         ("student-fast", {"upsample": "shuffle"}),
+                                         ("student-fast", {"upsample": "refine"})])
+def test_fast_students_export_at_full_resolution(preset, opts, dims, tmp_path):
     """Half-resolution students (strided stem, batch norm) export with their logit upsampling and folded norms."""
     pytest.importorskip("onnxruntime")
     from napari_dmd.models.presets import build_model
 
     torch.manual_seed(0)
-    model = build_model(preset, dims, 3).eval()
+    model = build_model(preset, dims, 3, **opts).eval()
     for m in model.modules():  # non-trivial running statistics, so folding matters
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():  # the refine conv starts at zero: give it weights, so its path is exported too
+        for p in model.logit_upsampler.parameters():
+            p.normal_(0, 0.1)
     patch = [48, 40] if dims == 2 else [16, 32, 24]
     assert export_torchscript(model, tmp_path / "m.pt", patch_size=patch) <= ATOL
     assert export_onnx(model, tmp_path / "m.onnx", patch_size=patch) <= ATOL

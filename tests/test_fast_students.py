@@ -12,6 +12,7 @@ from napari_dmd.config import TrainConfig
 from napari_dmd.demo import phantom_cases
 from napari_dmd.distill.engine import Distiller
 from napari_dmd.inference import fold_batchnorm, predict_labels, sliding_window_predict
+from napari_dmd.models.blocks import pixel_shuffle
 from napari_dmd.models.heads import ScaleHeads
 from napari_dmd.models.presets import PRESET_INFO, PRESETS, build_model, count_parameters
 from napari_dmd.models.unet import UNet
@@ -30,6 +31,8 @@ def _trained_bn(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module
             if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
+        for p in net.logit_upsampler.parameters():  # a refine conv starts at zero
+            p.normal_(0, 0.1)
     return net.eval()
 
 
@@ -48,6 +51,35 @@ def test_every_preset_shapes_and_feature_scales(name, dims, shape):
     assert PRESET_INFO[name]["params"][f"{dims}d"] == count_parameters(net)
 
 
+def test_pixel_shuffle_puts_each_channel_in_its_sub_voxel():
+    x = torch.randn(2, 3 * 8, 3, 4, 5)
+    y = pixel_shuffle(x, 2, 3)
+    assert y.shape == (2, 3, 6, 8, 10)
+    for c, a, b, e in [(0, 0, 0, 0), (1, 1, 0, 1), (2, 1, 1, 1), (2, 0, 1, 0)]:  # y[c, 2z+a, 2h+b, 2w+e]
+        assert torch.equal(y[:, c, a::2, b::2, e::2], x[:, c * 8 + a * 4 + b * 2 + e])
+    flat = torch.randn(1, 3 * 4, 5, 7)
+    assert torch.equal(pixel_shuffle(flat, 2, 3), torch.nn.functional.pixel_shuffle(flat, 2))
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (30, 42)), (3, (12, 20, 16))])
+def test_shuffle_starts_as_nearest_copies_and_refine_as_interpolation(dims, shape):
+    torch.manual_seed(0)
+    shuffle = UNet(dims, 1, 3, (8, 12, 16), norm="batch", stem=2, upsample="shuffle").eval()
+    x = torch.randn(1, 1, *shape)
+    with torch.no_grad():
+        y = shuffle(x)
+    coarse = y[(..., *[slice(0, None, 2)] * dims)]
+    assert torch.equal(y, torch.nn.functional.interpolate(coarse, scale_factor=2.0, mode="nearest"))
+    plain = UNet(dims, 1, 3, (8, 12, 16), norm="batch", stem=2).eval()
+    refine = UNet(dims, 1, 3, (8, 12, 16), norm="batch", stem=2, upsample="refine").eval()
+    missing = refine.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["logit_upsampler.up.bias", "logit_upsampler.up.weight"]
+    with torch.no_grad():
+        assert torch.equal(refine(x), plain(x))
+        refine.logit_upsampler.up.bias.fill_(0.5)  # the residual is added on top of the interpolation
+        assert torch.allclose(refine(x), plain(x) + 0.5)
+
+
 def test_fast_students_use_batch_norm_unless_overridden():
     assert build_model("student-fast", 2, 3).norm == "batch"
     assert build_model("student-fast", 2, 3, norm="auto").norm == "batch"
@@ -58,7 +90,8 @@ def test_fast_students_use_batch_norm_unless_overridden():
 
 
 @pytest.mark.parametrize("opts", [dict(stem=2, norm="batch"), dict(stem=2, upsample="learned", block="dsconv"),
-                                  dict(stem=4, norm="group")])
+                                  dict(stem=4, norm="group"), dict(stem=2, upsample="shuffle"),
+                                  dict(stem=2, upsample="refine")])
 def test_architecture_round_trips_through_checkpoint(opts, tmp_path):
     net = UNet(3, 1, 3, (8, 16, 24), **opts).eval()
     path = save_checkpoint(tmp_path / "m.pt", {"model": net.config(), "state_dict": net.state_dict()})
@@ -78,7 +111,8 @@ def test_old_config_without_speed_options_builds_the_classic_net():
     assert set(net.state_dict()) == set(UNet(2, 1, 3, (4, 8, 16)).state_dict())
 
 
-@pytest.mark.parametrize("opts", [dict(), dict(stem=2, upsample="learned"), dict(block="dsconv", stem=2)])
+@pytest.mark.parametrize("opts", [dict(), dict(stem=2, upsample="learned"), dict(block="dsconv", stem=2),
+                                  dict(stem=2, upsample="shuffle"), dict(stem=2, upsample="refine")])
 @pytest.mark.parametrize("dims,shape", [(2, (30, 41)), (3, (12, 20, 17))])
 def test_fold_batchnorm_is_equivalent(opts, dims, shape):
     net = _trained_bn(UNet(dims, 1, 4, (8, 12, 16), norm="batch", **opts), shape)

@@ -113,6 +113,25 @@ def test_rank_fills_table_and_next_jumps_to_the_top_slice(qtbot, review, errors)
     assert viewer.dims.current_step[0] == 4 and w.table.currentRow() == 0
 
 
+def test_every_class_alike_puts_the_slice_of_a_lost_small_class_first(qtbot, review, errors):
+    viewer, w = review
+    teacher = np.zeros(SHAPE, np.uint8)
+    teacher[:, 5:35, 5:35] = 1  # a large organ in every slice
+    teacher[1, 38:40, 0:3] = 2  # a small one, in slice 1 only
+    student = teacher.copy()
+    student[4, 5:35, 5:10] = 0  # 150 voxels of the large organ's border
+    student[1, 38:40, 0:3] = 0  # the small organ (6 voxels) lost
+    viewer.layers["teacher labels"].data = teacher
+    viewer.layers["student labels"].data = student
+    _rank(qtbot, w)
+    assert [w.table.item(r, 0).text() for r in range(2)] == ["z 4", "z 1"]  # by the voxels that disagree
+    w.balance_check.setChecked(True)
+    _rank(qtbot, w)
+    assert not errors
+    assert [w.table.item(r, 0).text() for r in range(2)] == ["z 1", "z 4"]  # the lost class first
+    assert "top: z 1" in w.status.text()
+
+
 def test_rank_runs_the_models_when_no_labels_layers_are_chosen(qtbot, review, errors):
     viewer, w = review
     w.teacher_labels_box.combo.value = None

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_dmd.review import entropy_map, rank_slices, region_slices
+from napari_dmd.review import class_balanced_weights, entropy_map, rank_slices, region_slices
 
 
 def test_entropy_map_is_normalized():
@@ -59,3 +59,47 @@ def test_2d_images_rank_tiles():
     assert region_slices(ranked[0], teacher.shape) == (slice(64, 100), slice(64, 128))
     with pytest.raises(ValueError, match="do not match"):
         rank_slices(teacher, student, np.zeros((2, 10, 10)))
+
+
+def _organ_and_speck() -> tuple[np.ndarray, np.ndarray]:
+    """4 slices of 4x4: class 1 in rows 0-2 of slices 0-2 and a 2x2 of slice 3 (40 voxels), class 2 in two voxels
+    of slice 2; the student misses 3 voxels of class 1 in slice 0 and all of class 2."""
+    teacher = np.zeros((4, 4, 4), np.uint8)
+    teacher[:3, :3, :] = 1
+    teacher[3, 1:3, :2] = 1
+    teacher[2, 3, :2] = 2
+    student = teacher.copy()
+    student[0, 0, :3] = 0  # 3 border voxels of class 1
+    student[student == 2] = 0  # the speck of class 2 lost
+    return teacher, student
+
+
+def test_class_balanced_weights_by_hand():
+    teacher, student = _organ_and_speck()
+    assert int((teacher == 1).sum()) == 40 and int((teacher == 2).sum()) == 2
+    w = class_balanced_weights(teacher, student)
+    assert w.dtype == np.float32 and w.shape == teacher.shape
+    assert w[0].sum() == pytest.approx(3 * (1 / 40) / 2)  # 0.0375: 3 voxels of a 40-voxel class, 2 classes
+    assert w[2].sum() == pytest.approx(2 * (1 / 2) / 2)  # 0.5: the whole small class
+    assert w[1].sum() == w[3].sum() == 0
+    iou = [37 / 40, 0.0]  # the whole image sums to the mean over classes of 1 - IoU
+    assert w.sum() == pytest.approx(np.mean([1 - v for v in iou]))
+    # a voxel where the two name different foreground classes weighs for both
+    a, b = np.array([[1, 1, 2, 2]]), np.array([[1, 2, 2, 2]])
+    assert class_balanced_weights(a, b)[0, 1] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert not class_balanced_weights(a, a).any()
+
+
+def test_balance_classes_puts_the_lost_small_class_first():
+    teacher, student = _organ_and_speck()
+    plain = rank_slices(teacher, student)
+    assert [r.index for r in plain[:2]] == [0, 2]  # 3/16 of slice 0 disagree, 2/16 of slice 2
+    assert plain[0].score == pytest.approx(3 / 16)
+    balanced = rank_slices(teacher, student, balance_classes=True)
+    assert [r.index for r in balanced[:2]] == [2, 0]
+    assert balanced[0].score == pytest.approx(0.5 * 4)  # the region's weights times the 4 regions
+    assert balanced[1].score == pytest.approx(0.0375 * 4)
+    assert balanced[0].disagreement == pytest.approx(2 / 16)  # the fraction itself is unchanged
+    probs = np.full((3, 4, 4, 4), 1 / 3, np.float32)  # uniform: entropy 1 everywhere
+    mixed = rank_slices(teacher, student, probs, uncertainty_weight=0.5, balance_classes=True)
+    assert mixed[0].index == 2 and mixed[0].score == pytest.approx(0.5 * 2.0 + 0.5 * 1.0)

@@ -45,6 +45,7 @@ class ExportableUNet(nn.Module):
             x = F.pad(x, [0, pw, 0, ph, 0, pd])
         else:
             x = F.pad(x, [0, pw, 0, ph])
+        image = x
         skips: list[torch.Tensor] = []
         for block in self.encoder:
             x = block(x)
@@ -52,7 +53,7 @@ class ExportableUNet(nn.Module):
         x = skips.pop()
         for up, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        logits = self.logit_upsampler(self.out(x))
+        logits = self.logit_upsampler(self.out(x), image)
         if self.three_d:
             return logits[:, :, :d, :h, :w]
         return logits[:, :, :h, :w]

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IGNORE", "Region", "disagreement_map", "entropy_map", "rank_slices", "region_slices"]
+__all__ = ["IGNORE", "Region", "class_balanced_weights", "disagreement_map", "entropy_map", "rank_slices",
+           "region_slices"]
 
 IGNORE = 255  # label value meaning "no label here" (as in the engine)
 TILE = 64  # side of the windows ranked in a 2D image
@@ -67,6 +68,25 @@ def disagreement_map(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
     return t != s
 
 
+def class_balanced_weights(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
+    """Per-voxel weight of a disagreement when every foreground class counts alike: float32, shape of the labels.
+
+    A voxel the teacher calls ``t`` and the student ``s`` (``t != s``) weighs ``1 / |T_t | S_t|`` for a foreground
+    ``t`` plus ``1 / |T_s | S_s|`` for a foreground ``s`` (``T_k | S_k``: the voxels either calls ``k``), divided by
+    the number of foreground classes either finds; agreeing voxels weigh 0. A region's sum is then the mean over
+    classes of the share of each class's extent mismatched there, so a class the student misses entirely outweighs
+    a large organ's uneven border. The whole image sums to the mean over classes of ``1 - IoU``.
+    """
+    t, s = np.asarray(teacher), np.asarray(student)
+    dis = disagreement_map(t, s)
+    w = np.zeros(t.shape, np.float32)
+    classes = [int(k) for k in np.union1d(np.unique(t), np.unique(s)) if k != 0 and k != IGNORE]
+    for k in classes:
+        union = int(np.count_nonzero((t == k) | (s == k)))
+        w[dis & ((t == k) ^ (s == k))] += 1.0 / union
+    return w / max(1, len(classes))
+
+
 def region_slices(region: Region, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """The index expression selecting ``region`` from a full array of ``shape``."""
     if region.bounds:
@@ -85,13 +105,15 @@ def _centroid(mask: np.ndarray, offset: tuple[int, ...]) -> tuple[float, ...] | 
 
 
 def _region(axis: int, index: int, bounds: tuple[tuple[int, int], ...], dis: np.ndarray, ent: np.ndarray | None,
-            w: float) -> Region:
-    """Score one region from its disagreement mask and entropy (both cut to the region)."""
+            w: float, balanced: float | None = None) -> Region:
+    """Score one region from its disagreement mask and entropy (both cut to the region); ``balanced``, when given,
+    replaces the disagreement fraction in the score (:func:`rank_slices`)."""
     n = int(dis.size)
     k = int(dis.sum())
     frac = k / n if n else 0.0
     unc = float(ent.mean()) if ent is not None and ent.size else 0.0
-    score = frac if ent is None else (1.0 - w) * frac + w * unc
+    d = frac if balanced is None else balanced
+    score = d if ent is None else (1.0 - w) * d + w * unc
     offset = tuple(a for a, _ in bounds)
     center = _centroid(dis, offset)
     if center is None and ent is not None and unc > 0:
@@ -103,7 +125,8 @@ def _region(axis: int, index: int, bounds: tuple[tuple[int, int], ...], dis: np.
 
 
 def rank_slices(teacher: np.ndarray, student: np.ndarray, probs: np.ndarray | None = None, *, axis: int = 0,
-                uncertainty_weight: float = 0.5, top_k: int | None = None, tile: int = TILE) -> list[Region]:
+                uncertainty_weight: float = 0.5, top_k: int | None = None, tile: int = TILE,
+                balance_classes: bool = False) -> list[Region]:
     """Regions of an image ranked by ``score`` (descending; ties: lower index first).
 
     ``teacher``/``student``: label maps of one image; ``probs``: the student's class probabilities
@@ -111,8 +134,12 @@ def rank_slices(teacher: np.ndarray, student: np.ndarray, probs: np.ndarray | No
     uncertainty_weight``; without ``probs`` the score is the disagreement alone. 3D arrays: one region per slice
     along ``axis``. 2D arrays: ``tile`` x ``tile`` windows (edge tiles smaller), ``axis = -1``, ``index`` = tile
     number in row-major order over the tile grid, ``center`` inside the tile. ``top_k`` keeps the first k.
+    ``balance_classes``: the disagreement term of the score weighs every foreground class alike
+    (:func:`class_balanced_weights` summed over the region, times the number of regions so that its mean over the
+    regions is the mean over classes of ``1 - IoU``), so the slices where a small class is lost come first.
     """
     dis = disagreement_map(teacher, student)
+    weights = class_balanced_weights(teacher, student) if balance_classes else None
     ent = None
     if probs is not None:
         p = np.asarray(probs)
@@ -123,14 +150,14 @@ def rank_slices(teacher: np.ndarray, student: np.ndarray, probs: np.ndarray | No
     if not 0.0 <= uncertainty_weight <= 1.0:
         raise ValueError(f"uncertainty_weight must be in [0, 1], got {uncertainty_weight}")
     regions: list[Region] = []
+    cuts: list[tuple[int, int, tuple[tuple[int, int], ...], tuple[slice, ...]]] = []  # (axis, index, bounds, cut)
     if dis.ndim == 3:
         ax = axis % 3
         for i in range(dis.shape[ax]):
             sl = [slice(None)] * 3
             sl[ax] = slice(i, i + 1)
             bounds = tuple((i, i + 1) if a == ax else (0, dis.shape[a]) for a in range(3))
-            regions.append(_region(ax, i, bounds, dis[tuple(sl)], None if ent is None else ent[tuple(sl)],
-                                   uncertainty_weight))
+            cuts.append((ax, i, bounds, tuple(sl)))
     elif dis.ndim == 2:
         if tile < 1:
             raise ValueError(f"tile must be >= 1, got {tile}")
@@ -139,10 +166,12 @@ def rank_slices(teacher: np.ndarray, student: np.ndarray, probs: np.ndarray | No
             for tx in range(nx):
                 y0, x0 = ty * tile, tx * tile
                 y1, x1 = min(y0 + tile, dis.shape[0]), min(x0 + tile, dis.shape[1])
-                sl = (slice(y0, y1), slice(x0, x1))
-                regions.append(_region(-1, ty * nx + tx, ((y0, y1), (x0, x1)), dis[sl],
-                                       None if ent is None else ent[sl], uncertainty_weight))
+                cuts.append((-1, ty * nx + tx, ((y0, y1), (x0, x1)), (slice(y0, y1), slice(x0, x1))))
     else:
         raise ValueError(f"labels must be 2D or 3D, got shape {dis.shape}")
+    for axis_, index, bounds, cut in cuts:
+        balanced = None if weights is None else float(weights[cut].sum()) * len(cuts)
+        regions.append(_region(axis_, index, bounds, dis[cut], None if ent is None else ent[cut],
+                               uncertainty_weight, balanced))
     regions.sort(key=lambda r: (-r.score, r.index))
     return regions if top_k is None else regions[:max(0, int(top_k))]

@@ -37,10 +37,12 @@ class RankResult:
 
 def rank_image(image: np.ndarray, *, teacher: ModelEntry | None, student: ModelEntry | None,
                teacher_labels: np.ndarray | None, student_labels: np.ndarray | None, axis: int = 0,
-               uncertainty_weight: float = 0.5, progress: Callable[[int, int], Any] | None = None,
+               uncertainty_weight: float = 0.5, balance_classes: bool = False,
+               progress: Callable[[int, int], Any] | None = None,
                should_stop: Callable[[], bool] | None = None, source: str = "image") -> RankResult:
     """Teacher and student labels of ``image`` (from the given arrays, else from the models), the student's
-    probabilities when a student model is given, and the regions ranked by :func:`rank_slices`.
+    probabilities when a student model is given, and the regions ranked by :func:`rank_slices` (every class
+    weighed alike with ``balance_classes``).
 
     Runs in a worker. ``progress(done, total)`` counts sliding windows over the model runs.
     """
@@ -80,7 +82,8 @@ def rank_image(image: np.ndarray, *, teacher: ModelEntry | None, student: ModelE
                 s_lab = result.student = probs.argmax(0).astype(np.uint8)
         result.seconds[role] = time.perf_counter() - t0
     result.uncertainty = probs is not None
-    result.regions = rank_slices(t_lab, s_lab, probs, axis=axis, uncertainty_weight=uncertainty_weight)
+    result.regions = rank_slices(t_lab, s_lab, probs, axis=axis, uncertainty_weight=uncertainty_weight,
+                                 balance_classes=balance_classes)
     return result
 
 

@@ -26,6 +26,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -114,6 +115,10 @@ class ReviewWidget(ReviewTuning, QWidget):
         self.weight_spin.setSingleStep(0.1)
         self.weight_spin.setValue(0.5)
         self.weight_spin.setToolTip("score = (1 - w) x disagreement + w x student uncertainty (entropy)")
+        self.balance_check = QCheckBox("every class alike")
+        self.balance_check.setToolTip("Weigh each class's disagreement by the class's size, so the slices where a "
+                                      "small class (a kidney, the spleen) is missed come before a large organ's "
+                                      "border")
         self.rank_button = QPushButton("Rank")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -172,6 +177,7 @@ class ReviewWidget(ReviewTuning, QWidget):
         form.addRow("Student labels", self.student_labels_box)
         form.addRow("Slices along", self.axis_combo)
         form.addRow("Uncertainty weight", self.weight_spin)
+        form.addRow("Classes", self.balance_check)
         rank_row, nav_row, tune_row = QHBoxLayout(), QHBoxLayout(), QHBoxLayout()
         for row, widgets in ((rank_row, (self.rank_button, self.cancel_button)),
                              (nav_row, (self.prev_button, self.next_button)),
@@ -231,7 +237,8 @@ class ReviewWidget(ReviewTuning, QWidget):
         s_lab = None if s_layer is None else np.asarray(_level0(s_layer))
         kwargs = dict(teacher=teacher if t_layer is None else None, student=student, teacher_labels=t_lab,
                       student_labels=s_lab, axis=self.axis_combo.currentIndex(),
-                      uncertainty_weight=self.weight_spin.value(), should_stop=stop,
+                      uncertainty_weight=self.weight_spin.value(), balance_classes=self.balance_check.isChecked(),
+                      should_stop=stop,
                       progress=stop.unless_stopped(self.progressed.emit), source=f"layer {layer.name!r}")
         self._pbar = WindowProgress(f"Review: rank {layer.name}")
         self.status.setText(f"ranking {layer.name!r} …")

@@ -158,6 +158,8 @@ def add_verbs(sub: Any) -> None:
     c.add_argument("--round-seed", type=int, help="seed of the rounds in both arms (default: the round-0 student's)")
     c.add_argument("--shift", choices=SHIFTS, help="every image as another scanner shows it (scanner: gamma 0.5 and "
                    "a 0.5-1.5 bias field; labels kept): data where the teacher is wrong")
+    c.add_argument("--balance-classes", action="store_true", help="the painter ranks slices with every class "
+                   "weighed alike, so slices where a small class is lost come first")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -213,7 +215,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  a.method, a.uncertainty_weight, a.device, a.patch,
                                  downsample=getattr(a, "downsample", None), control=getattr(a, "control", False),
                                  unseen=getattr(a, "unseen", False), round_seed=getattr(a, "round_seed", None),
-                                 shift=getattr(a, "shift", None))
+                                 shift=getattr(a, "shift", None),
+                                 balance_classes=getattr(a, "balance_classes", False))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

@@ -139,7 +139,8 @@ def _evaluate(seg: Any, val: list) -> dict[str, Any]:
 
 
 def _paint(student: Any, teacher_labels: dict[str, np.ndarray], pool: list, painted: dict[str, np.ndarray],
-           slices: int, n_cases: int, weight: float, tile: int) -> tuple[dict[str, np.ndarray], int]:
+           slices: int, n_cases: int, weight: float, tile: int,
+           balance_classes: bool = False) -> tuple[dict[str, np.ndarray], int]:
     """The scripted painter: new painted masks (ground truth copied there) of the ``n_cases`` cases whose top
     ``slices`` regions not yet painted score highest; returns (masks by case name, regions painted)."""
     from ..review import rank_slices, region_slices
@@ -148,7 +149,7 @@ def _paint(student: Any, teacher_labels: dict[str, np.ndarray], pool: list, pain
     for case in pool:
         probs = student.probabilities(case.image)
         regions = rank_slices(teacher_labels[case.name], probs.argmax(0), probs, uncertainty_weight=weight,
-                              tile=tile)
+                              tile=tile, balance_classes=balance_classes)
         done = painted[case.name]
         fresh = [r for r in regions if not done[region_slices(r, done.shape)].all()][:slices]
         picks.append((sum(r.score for r in fresh), case, fresh))
@@ -229,13 +230,14 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
                       patch: list[int] | None = None, downsample: int | None = None,
                       control: bool = False, unseen: bool = False, round_seed: int | None = None,
-                      shift: str | None = None) -> dict[str, Any]:
+                      shift: str | None = None, balance_classes: bool = False) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
     (:func:`unseen_cases`); each row also counts the painted voxels where the teacher was wrong. ``round_seed``:
     the rounds' seed in both arms (patch order; default the round-0 student's), for a second seed of the same loop.
-    ``shift``: every image (pool and validation) as another scanner shows it (:mod:`.domain_shift`), labels kept."""
+    ``shift``: every image (pool and validation) as another scanner shows it (:mod:`.domain_shift`), labels kept.
+    ``balance_classes``: the painter ranks regions with every class weighed alike (``rank_slices``)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -300,7 +302,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
               f"{ev['mean']:.4f} {ev['dice']}; teacher {teacher_ev['mean']:.4f} {teacher_ev['dice']}", flush=True)
         if rnd == rounds:
             break
-        new, count = _paint(seg, teacher_labels, train, painted, slices, cases, uncertainty_weight, tile)
+        new, count = _paint(seg, teacher_labels, train, painted, slices, cases, uncertainty_weight, tile,
+                            balance_classes)
         corr = [corrections_labels(gt[c.name], new[c.name]) if c.name in new else None for c in unlabelled]
         parent = _fine_tune(parent, unlabelled, corr, tmodel, iterations, root / f"round-{rnd + 1}",
                             base.get("num_threads"), round_seed)
@@ -327,7 +330,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
-                "shift": shift,
+                "shift": shift, "balance_classes": balance_classes,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)

@@ -8,7 +8,7 @@ from torch import nn
 
 NORMS = ("instance", "batch", "group", "none")
 BLOCKS = ("conv", "dsconv")
-UPSAMPLE_MODES = ("bilinear", "learned")
+UPSAMPLE_MODES = ("bilinear", "learned", "shuffle", "refine")
 
 
 def _conv(spatial_dims: int) -> type[nn.Module]:
@@ -58,28 +58,63 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-class LogitUpsampler(nn.Module):
-    """Brings logits computed at stride ``factor`` back to the input grid: bilinear/trilinear, or a learned
-    transposed conv (initialised to nearest-neighbour copies). Identity when ``factor`` is 1."""
+def pixel_shuffle(x: torch.Tensor, factor: int, num_classes: int) -> torch.Tensor:
+    """(N, C * f^d, *S) -> (N, C, *(f * S)): each voxel's f^d channels per class become its f^d sub-voxels."""
+    n, s = x.shape[0], x.shape[2:]
+    if len(s) == 3:
+        y = x.reshape(n, num_classes, factor, factor, factor, s[0], s[1], s[2]).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        return y.reshape(n, num_classes, s[0] * factor, s[1] * factor, s[2] * factor)
+    y = x.reshape(n, num_classes, factor, factor, s[0], s[1]).permute(0, 1, 4, 2, 5, 3)
+    return y.reshape(n, num_classes, s[0] * factor, s[1] * factor)
 
-    def __init__(self, spatial_dims: int, num_classes: int, factor: int, mode: str = "bilinear") -> None:
+
+class LogitUpsampler(nn.Module):
+    """Brings logits computed at stride ``factor`` back to the input grid. Identity when ``factor`` is 1.
+
+    ``bilinear``: bilinear/trilinear interpolation. ``learned``: a transposed conv (initialised to nearest-neighbour
+    copies). ``shuffle``: the output conv gives ``factor ** d`` logits per class and voxel (:meth:`out_channels`),
+    rearranged into the sub-voxels (sub-pixel convolution; no interpolation at full resolution). ``refine``:
+    interpolation, then a residual 3x3 conv over the interpolated logits and the input image (zero-initialised, so
+    training starts from plain interpolation), which can move boundaries to the image's edges.
+    """
+
+    def __init__(self, spatial_dims: int, num_classes: int, factor: int, mode: str = "bilinear",
+                 in_channels: int = 1) -> None:
         super().__init__()
         if mode not in UPSAMPLE_MODES:
             raise ValueError(f"unknown upsampling {mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}")
         self.factor = int(factor)
+        self.num_classes = num_classes
         self.interp = "trilinear" if spatial_dims == 3 else "bilinear"
-        self.learned = mode == "learned" and self.factor > 1
-        self.up: nn.Module = nn.Identity()  # always present, so TorchScript can compile either branch
+        self.mode = mode if self.factor > 1 else "bilinear"
+        self.learned = self.mode == "learned"
+        self.shuffle = self.mode == "shuffle"
+        self.refine = self.mode == "refine"
+        self.up: nn.Module = nn.Identity()  # always present, so TorchScript can compile every branch
         if self.learned:
             up = nn.ConvTranspose3d if spatial_dims == 3 else nn.ConvTranspose2d
             self.up = up(num_classes, num_classes, self.factor, stride=self.factor, groups=num_classes)
             with torch.no_grad():
                 self.up.weight.fill_(1.0)
                 self.up.bias.zero_()
+        if self.refine:
+            self.up = _conv(spatial_dims)(num_classes + in_channels, num_classes, 3, padding=1)
+            with torch.no_grad():
+                self.up.weight.zero_()
+                self.up.bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def out_channels(self, spatial_dims: int) -> int:
+        """Channels the U-Net's output conv must give this upsampler."""
+        return self.num_classes * self.factor ** spatial_dims if self.shuffle else self.num_classes
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
             return x
         if self.learned:
             return self.up(x)
-        return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
+        if self.shuffle:
+            return pixel_shuffle(x, self.factor, self.num_classes)
+        y = F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
+        if self.refine:
+            return y + self.up(torch.cat([y, image], dim=1))
+        return y

@@ -23,8 +23,9 @@ class UNet(nn.Module):
     at strides ``feature_strides`` (e.g. 8, 4, 2, 1 for 5 channel levels) with ``feature_channels``.
 
     Speed options (the defaults build the classic network): ``stem=2`` makes the first conv strided, so the
-    whole U-Net runs at half resolution and its logits are brought back by ``upsample`` ("bilinear" or a
-    "learned" transposed conv); the decoder features are then at strides 16, 8, 4, 2. ``block="dsconv"`` uses
+    whole U-Net runs at half resolution and its logits are brought back by ``upsample`` ("bilinear", a "learned"
+    transposed conv, a sub-pixel "shuffle" or a "refine" conv over the image: :class:`LogitUpsampler`); the
+    decoder features are then at strides 16, 8, 4, 2. ``block="dsconv"`` uses
     depthwise-separable convolutions.
     """
 
@@ -65,8 +66,14 @@ class UNet(nn.Module):
             [ConvBlock(spatial_dims, 2 * ch[i - 1], ch[i - 1], norm, block=block)
              for i in range(len(ch) - 1, 0, -1)]
         )
-        self.out = _conv(spatial_dims)(ch[0], num_classes, 1)
-        self.logit_upsampler = LogitUpsampler(spatial_dims, num_classes, self.stem, upsample)
+        self.logit_upsampler = LogitUpsampler(spatial_dims, num_classes, self.stem, upsample, in_channels)
+        self.out = _conv(spatial_dims)(ch[0], self.logit_upsampler.out_channels(spatial_dims), 1)
+        if self.logit_upsampler.shuffle:  # start as nearest-neighbour copies: every sub-voxel alike
+            with torch.no_grad():
+                w = self.out.weight.view(num_classes, -1, *self.out.weight.shape[1:])
+                w.copy_(w[:, :1].expand_as(w))
+                b = self.out.bias.view(num_classes, -1)
+                b.copy_(b[:, :1].expand_as(b))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> UNet:
@@ -108,6 +115,7 @@ class UNet(nn.Module):
             for p in reversed(pad):
                 flat += [0, p]
             x = F.pad(x, flat)
+        image = x
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -117,7 +125,7 @@ class UNet(nn.Module):
         for upsample, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([upsample(x), skips.pop()], dim=1))
             features.append(x)
-        logits = self.logit_upsampler(self.out(x))
+        logits = self.logit_upsampler(self.out(x), image)
         if any(pad):
             logits = logits[(..., *[slice(0, n) for n in size])]
             strides = self.feature_strides
