@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_specs import SPECS, dataset  # noqa: E402
+from segmenter_arms import interleaved_seconds  # noqa: E402
 
 from napari_dmd.models.presets import build_model  # noqa: E402
 from napari_dmd.segment import Segmenter  # noqa: E402
@@ -48,15 +48,7 @@ def latency(ds: str, repeats: int) -> dict[str, float]:
         torch.manual_seed(0)
         model = build_model(preset, spec.dims, classes, **opts).eval()
         segs[name] = Segmenter(model, classes, spec.dims, list(spec.patch), batch_size=spec.batch, name=name)
-    times: dict[str, list[float]] = {n: [] for n in segs}
-    for r in range(repeats + 1):
-        for i, case in enumerate(val):
-            order = list(segs) if (r + i) % 2 else list(segs)[::-1]
-            for n in order:
-                t0 = time.perf_counter()
-                segs[n](case.image)
-                if r:
-                    times[n].append(time.perf_counter() - t0)
+    times = interleaved_seconds(segs, [case.image for case in val], repeats)
     return {n: statistics.median(t) for n, t in times.items()}
 
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_specs import SPECS, dataset  # noqa: E402
+from segmenter_arms import interleaved_seconds  # noqa: E402
 
 from napari_dmd.models.presets import PRESETS, build_model, count_parameters  # noqa: E402
 from napari_dmd.segment import Segmenter  # noqa: E402
@@ -105,15 +105,7 @@ def _latency(ds: str, repeats: int) -> dict[str, dict]:
         m = build_model(n, spec.dims, classes).eval()
         segs[n] = Segmenter(m, classes, spec.dims, list(spec.patch), batch_size=spec.batch, name=n)
         out[n] = {"params": count_parameters(m)}
-    times = {n: [] for n in segs}
-    for r in range(repeats + 1):
-        for i, c in enumerate(val):
-            order = list(segs) if (r + i) % 2 else list(segs)[::-1]
-            for n in order:
-                t0 = time.perf_counter()
-                segs[n](c.image)
-                if r:
-                    times[n].append(time.perf_counter() - t0)
+    times = interleaved_seconds(segs, [c.image for c in val], repeats)
     for n in segs:
         out[n]["median_s"] = statistics.median(times[n])
         out[n]["speedup"] = statistics.median(times["teacher"]) / out[n]["median_s"]

@@ -1,6 +1,7 @@
 """B2's side-by-side benchmarks: every preset through two ``Segmenter`` arms, per validation volume, one process.
 
-Used by ``bench_onednn_convs.py`` and ``bench_one_window.py``. Each preset is freshly built (seed 0; weights do not
+Used by ``bench_onednn_convs.py`` and ``bench_one_window.py``; :func:`interleaved_seconds` (the timing loop) also by
+``fast_students_report.py`` and ``fast_student_variants.py``. Each preset is freshly built (seed 0; weights do not
 change the time) and handed to ``make_arms``, which returns the two arms, the ``new`` pipeline and the ``old``
 one. The arms segment the dataset's validation volumes interleaved (the order turns every volume and round; round 0
 warms up), their labels are checked equal, and each row holds the median ms per volume of both arms
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +32,27 @@ from napari_dmd.segment import Segmenter  # noqa: E402
 MakeArms = Callable[[torch.nn.Module, int, int, list[int], int, str], dict[str, Segmenter]]
 
 
+def interleaved_seconds(calls: dict[Any, Callable[[np.ndarray], Any]], images: list[np.ndarray], repeats: int,
+                        check: Callable[[dict[Any, Any]], None] | None = None) -> dict[Any, list[float]]:
+    """Seconds of every call on every image, ``repeats`` rounds after one uncounted warm-up round; the calls run
+    interleaved (their order reverses every image and round) under ``torch.inference_mode``. ``check``, when
+    given, sees each image's outputs by key."""
+    times: dict[Any, list[float]] = {k: [] for k in calls}
+    for r in range(repeats + 1):
+        for i, image in enumerate(images):
+            order = list(calls) if (r + i) % 2 else list(calls)[::-1]
+            outputs = {}
+            with torch.inference_mode():
+                for k in order:
+                    t0 = time.perf_counter()
+                    outputs[k] = calls[k](image)
+                    if r:
+                        times[k].append(time.perf_counter() - t0)
+            if check is not None:
+                check(outputs)
+    return times
+
+
 def measure(ds: str, repeats: int, make_arms: MakeArms, new: str, old: str) -> dict[str, dict]:
     """Rows by preset for dataset ``ds`` (module docstring); exits when the arms' labels differ."""
     spec = SPECS[ds]
@@ -39,21 +62,15 @@ def measure(ds: str, repeats: int, make_arms: MakeArms, new: str, old: str) -> d
         torch.manual_seed(0)
         model = build_model(n, spec.dims, classes).eval()
         segs[n] = make_arms(model, classes, spec.dims, list(spec.patch), spec.batch, n)
-    times: dict[tuple[str, str], list[float]] = {(n, k): [] for n in segs for k in (new, old)}
-    for r in range(repeats + 1):  # round 0 warms up
-        for i, case in enumerate(val):
-            order = list(times) if (r + i) % 2 else list(times)[::-1]
-            labels = {}
-            with torch.inference_mode():
-                for n, k in order:
-                    t0 = time.perf_counter()
-                    labels[n, k] = segs[n][k](case.image)
-                    if r:
-                        times[n, k].append(time.perf_counter() - t0)
-            for n in segs:
-                same = float(np.mean(labels[n, new] == labels[n, old]))
-                if same < 0.9999:
-                    raise SystemExit(f"{ds} {n}: labels differ at {100 * (1 - same):.3f} % of voxels")
+
+    def same_labels(labels: dict[Any, np.ndarray]) -> None:
+        for n in segs:
+            same = float(np.mean(labels[n, new] == labels[n, old]))
+            if same < 0.9999:
+                raise SystemExit(f"{ds} {n}: labels differ at {100 * (1 - same):.3f} % of voxels")
+
+    calls = {(n, k): segs[n][k] for n in segs for k in (new, old)}
+    times = interleaved_seconds(calls, [case.image for case in val], repeats, check=same_labels)
     med = {key: statistics.median(v) for key, v in times.items()}
     return {n: {f"ms_{old}": 1000 * med[n, old], f"ms_{new}": 1000 * med[n, new],
                 "gain": med[n, old] / med[n, new],
