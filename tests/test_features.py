@@ -99,6 +99,22 @@ def test_pca_range_and_structure():
     assert np.all(flat == 0) and r == []
 
 
+def test_pca_matches_an_svd_of_the_centred_features():
+    """The basis is the right singular vectors of the centred (N, C) matrix, written here with NumPy's SVD."""
+    rng = np.random.default_rng(5)
+    f = (rng.normal(size=(7, 5)) @ rng.normal(size=(5, 40 * 30))).reshape(7, 40, 30).astype(np.float32)
+    rgb, ratios = pca_rgb(f)
+    x = f.reshape(7, -1).T.astype(np.float64)
+    centred = x - x.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(ratios, (s[:3] ** 2) / np.sum(s ** 2), rtol=1e-6)
+    for k in range(3):
+        comp = vt[k] * np.sign(vt[k][np.argmax(np.abs(vt[k]))])
+        proj = centred @ comp
+        lo, hi = np.percentile(proj, 1.0), np.percentile(proj, 99.0)
+        np.testing.assert_allclose(rgb[..., k].ravel(), np.clip((proj - lo) / (hi - lo), 0, 1), atol=1e-5)
+
+
 def test_pca_subsample_is_deterministic():
     f = np.random.default_rng(3).normal(size=(8, 300, 300)).astype(np.float32)
     a, _ = pca_rgb(f, max_samples=5000)
