@@ -179,3 +179,39 @@ def test_bench_corrections_quick(tmp_path, capsys):
     assert len(rows[1]["student_dice"]) == 3 and 0 <= rows[1]["teacher_mean_dice"] <= 1
     info = round_info(out / "round-1")
     assert info["round"] == 1 and len(info["cases"]) == 3 and info["parent"] == str(out / "student" / "last.pt")
+
+
+def test_focus_fraction_sets_the_share_of_patches_on_painted_voxels(runs, tmp_path):
+    img = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    focus = np.zeros((64, 64), bool)
+    focus[60:, 60:] = True
+
+    def corner_share(fraction: float) -> float:
+        s = PatchSampler([img], [None], (16, 16), batch_size=400, augment=False, focus=[focus], seed=2,
+                         focus_fraction=fraction)
+        return float(np.mean([np.isin(p[0], img[48:, 48:]).all() for p in s.sample()[0]]))
+
+    assert corner_share(0.0) < 0.1 and 0.4 < corner_share(0.5) < 0.6 and corner_share(1.0) == 1.0
+    root, _, cases = runs  # the round's config carries it to the engine's sampler
+    ck = load_checkpoint(root / "s" / "last.pt")
+    train = [cases[r[0]] for r in ck["run"]["data"]["train"]]
+    painted = np.zeros(train[0].image.shape, bool)
+    painted[:8] = True
+    d = start_round(root / "s" / "last.pt", train, [corrections_labels(train[0].label, painted)] +
+                    [None] * (len(train) - 1), iterations=1, out=tmp_path / "r", focus_fraction=0.9)
+    assert d.config.focus_fraction == 0.9 and d.sampler.focus_fraction == 0.9
+
+
+def test_bench_corrections_reuses_a_round0_student(tmp_path, capsys):
+    first = tmp_path / "a"
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "0", "--out", str(first)]) == 0
+    start = first / "student" / "last.pt"
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--out", str(tmp_path / "b"),
+                 "--round0", str(start), "--focus-fraction", "1", "--json", str(tmp_path / "b.json")]) == 0
+    printed = capsys.readouterr().out
+    assert f"round-0 student: {start} (given)" in printed and not (tmp_path / "b" / "student").exists()
+    res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
+    assert res["settings"]["round0_checkpoint"] == str(start) and res["settings"]["focus_fraction"] == 1.0
+    assert load_checkpoint(tmp_path / "b" / "round-1" / "last.pt")["config"]["focus_fraction"] == 1.0
+    assert main(["bench", "corrections", "--quick", "--round0", str(tmp_path / "none.pt")]) != 0
+    assert "no such checkpoint file" in capsys.readouterr().err

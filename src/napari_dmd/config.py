@@ -96,6 +96,8 @@ class TrainConfig:
     batch_size: int = _setting(2, "patches per step (per rank under torchrun)", ge=1)
     normalization: str = _setting("zscore", "intensity normalization: zscore | zscore-fg | ct | none")
     fg_fraction: float = _setting(0.33, "fraction of patches centred on a foreground voxel", ge=0, le=1)
+    focus_fraction: float = _setting(0.5, "corrections rounds: fraction of patches centred on a painted voxel "
+                                          "(the rest drawn as usual)", ge=0, le=1)
     augment: bool = _setting(True, "random intensity changes, plus flips and rot90 unless --no-flips")
     flips: bool = _setting(True, "with augment: flip every axis and rotate in-plane by 90 degrees; turn off "
                                  "(--no-flips) when classes are left/right, e.g. kidneys")

@@ -160,6 +160,10 @@ def add_verbs(sub: Any) -> None:
                    "a 0.5-1.5 bias field; labels kept): data where the teacher is wrong")
     c.add_argument("--balance-classes", action="store_true", help="the painter ranks slices with every class "
                    "weighed alike, so slices where a small class is lost come first")
+    c.add_argument("--focus-fraction", type=float, help="the rounds' share of patches centred on painted voxels "
+                   "(default: the config's, 0.5)")
+    c.add_argument("--round0", metavar="CKPT", help="start from this round-0 student (one this bench distilled "
+                   "before with the same data and settings) instead of distilling a new one")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -216,7 +220,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  downsample=getattr(a, "downsample", None), control=getattr(a, "control", False),
                                  unseen=getattr(a, "unseen", False), round_seed=getattr(a, "round_seed", None),
                                  shift=getattr(a, "shift", None),
-                                 balance_classes=getattr(a, "balance_classes", False))
+                                 balance_classes=getattr(a, "balance_classes", False),
+                                 focus_fraction=getattr(a, "focus_fraction", None), round0=getattr(a, "round0", None))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

@@ -178,14 +178,14 @@ def _round_row(folder: Path, rnd: int, slices: int, voxels: int, ev: dict[str, A
 
 
 def _fine_tune(parent: Path, pool: list, corrections: list, tmodel: Any, iterations: int, out: Path,
-               num_threads: int | None, seed: int | None = None) -> Path:
+               num_threads: int | None, seed: int | None = None, **settings: Any) -> Path:
     """One round: fine-tune ``parent`` on ``pool`` with ``corrections`` (None: the teacher's prediction) to the
-    end (``seed``: the round's, else the parent's); the round's ``last.pt``."""
+    end (``seed``: the round's, else the parent's; ``settings``: other round settings); the round's ``last.pt``."""
     from ..corrections import start_round
     from ..runner import drive
 
     run = start_round(parent, pool, corrections, teacher=tmodel, iterations=iterations, out=out,
-                      num_threads=num_threads, **({} if seed is None else {"seed": seed}))
+                      num_threads=num_threads, **({} if seed is None else {"seed": seed}), **settings)
     drive(run)
     return run.last_path
 
@@ -230,14 +230,18 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       method: str | None = None, uncertainty_weight: float = 0.5, device: str = "cpu",
                       patch: list[int] | None = None, downsample: int | None = None,
                       control: bool = False, unseen: bool = False, round_seed: int | None = None,
-                      shift: str | None = None, balance_classes: bool = False) -> dict[str, Any]:
+                      shift: str | None = None, balance_classes: bool = False, focus_fraction: float | None = None,
+                      round0: str | None = None) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
     (:func:`unseen_cases`); each row also counts the painted voxels where the teacher was wrong. ``round_seed``:
     the rounds' seed in both arms (patch order; default the round-0 student's), for a second seed of the same loop.
     ``shift``: every image (pool and validation) as another scanner shows it (:mod:`.domain_shift`), labels kept.
-    ``balance_classes``: the painter ranks regions with every class weighed alike (``rank_slices``)."""
+    ``balance_classes``: the painter ranks regions with every class weighed alike (``rank_slices``).
+    ``focus_fraction``: the rounds' share of patches centred on painted voxels (default: the config's, 0.5).
+    ``round0``: a round-0 student checkpoint to start from (one this bench distilled before with the same data and
+    settings) instead of distilling a new one."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -251,6 +255,10 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     from .domain_shift import check_shift, shift_cases
 
     check_shift(shift)  # before any data is read
+    if round0 is not None and not Path(round0).is_file():
+        raise ValueError(f"--round0 {round0}: no such checkpoint file (a round-0 student's last.pt)")
+    if focus_fraction is not None and not 0.0 <= focus_fraction <= 1.0:
+        raise ValueError(f"--focus-fraction {focus_fraction}: give a fraction in [0, 1]")
 
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
@@ -281,9 +289,13 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     s_iters = student_iterations or (20 if quick else 600)
     cfg = TrainConfig(method=method or ("kd" if quick else "dmd"), iterations=s_iters,
                       **{**base, "model": base.get("model", student_model)})
-    parent = start = _train(cfg, unlabelled, root / "student", teacher=tmodel)
-    print(f"student distilled without labels: {s_iters} iterations ({time.perf_counter() - t_start:.0f} s)",
-          flush=True)
+    if round0:
+        parent = start = Path(round0)
+        print(f"round-0 student: {start} (given)", flush=True)
+    else:
+        parent = start = _train(cfg, unlabelled, root / "student", teacher=tmodel)
+        print(f"student distilled without labels: {s_iters} iterations ({time.perf_counter() - t_start:.0f} s)",
+              flush=True)
     tseg = teacher_segmenter(tmodel, fallback_patch=cfg.patch_size, device=device)
     teacher_ev = _evaluate(tseg, val)
     teacher_labels = {c.name: tseg(c.image) for c in train}
@@ -306,7 +318,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                             balance_classes)
         corr = [corrections_labels(gt[c.name], new[c.name]) if c.name in new else None for c in unlabelled]
         parent = _fine_tune(parent, unlabelled, corr, tmodel, iterations, root / f"round-{rnd + 1}",
-                            base.get("num_threads"), round_seed)
+                            base.get("num_threads"), round_seed,
+                            **({} if focus_fraction is None else {"focus_fraction": focus_fraction}))
         total_slices += count
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
         teacher_wrong += int(sum(int((teacher_labels[n][m] != gt[n][m]).sum()) for n, m in new.items()))
@@ -330,7 +343,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "teacher_checkpoint": str(getattr(tmodel, "source", "") or "") or None,
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
-                "shift": shift, "balance_classes": balance_classes,
+                "shift": shift, "balance_classes": balance_classes, "focus_fraction": focus_fraction,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
