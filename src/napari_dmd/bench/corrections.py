@@ -262,6 +262,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
 
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
+    root.mkdir(parents=True, exist_ok=True)  # rows.jsonl goes there even when no run is trained (--round0)
     iterations = iterations or (10 if quick else 300)
     if dataset.startswith("phantom"):
         from ..data.downsample import downsample_case
