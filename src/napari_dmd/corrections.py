@@ -3,12 +3,12 @@
 A *corrections* map is a label map that holds the user's labels where they painted and :data:`IGNORE` (255, "no
 label here") elsewhere. :func:`start_round` starts a new run (a *round*) from a student checkpoint with the
 corrections as ground truth: the engine takes the teacher's prediction wherever a voxel is IGNORE (see
-``Distiller._step``), so the painted voxels override the teacher and the teacher teaches everywhere else. Half the
-training patches are centred on painted voxels (``PatchSampler(focus=...)``), so a few painted slices are seen
-often in a few hundred steps. Each round folder holds ``round.json`` (parent checkpoint, round number, the
-corrections files, painted voxel count, cases) and the corrections files, so the round can be run again from
-the command line (``napari-dmd distill --resume PARENT --corrections FILES --data ...``). No Qt, no napari; torch
-only inside the functions that train.
+``Distiller._step``), so the painted voxels override the teacher and the teacher teaches everywhere else. A share
+of the training patches (:data:`FOCUS_2D` for a 2D model, else half) is centred on painted voxels
+(``PatchSampler(focus=...)``), so a few painted slices are seen often in a few hundred steps. Each round folder
+holds ``round.json`` (parent checkpoint, round number, the corrections files, painted voxel count, cases) and the
+corrections files, so the round can be run again from the command line (``napari-dmd distill --resume PARENT
+--corrections FILES --data ...``). No Qt, no napari; torch only inside the functions that train.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ class Distiller:
 
     With ``teacher=None`` only method "none" or "ds" is possible (teacher training, or a student alone).
     Cases without labels take the teacher's prediction as their target class (so do voxels labelled IGNORE).
-    ``focus``: boolean masks by case name of voxels to centre half the patches on (a corrections round's painted
-    voxels, :func:`napari_dmd.corrections.start_round`).
+    ``focus``: boolean masks by case name of voxels to centre ``focus_fraction`` of the patches on (a corrections
+    round's painted voxels, :func:`napari_dmd.corrections.start_round`).
     """
 
     def __init__(self, config: TrainConfig, cases: Sequence[Case], *, val_cases: Sequence[Case] | None = None,
