@@ -11,10 +11,9 @@ import torch
 
 from napari_dmd.checkpoint import load_checkpoint
 from napari_dmd.cli import main
+from napari_dmd.config import FOCUS_2D, FOCUS_3D, focus_share
 from napari_dmd.corrections import (
-    FOCUS_2D,
     IGNORE,
-    _round_config,  # the round's settings, tested directly
     corrections_labels,
     load_corrections,
     match_files,
@@ -202,11 +201,10 @@ def test_focus_fraction_sets_the_share_of_patches_on_painted_voxels(runs, tmp_pa
     corr = [corrections_labels(train[0].label, painted)] + [None] * (len(train) - 1)
     d = start_round(root / "s" / "last.pt", train, corr, iterations=1, out=tmp_path / "r", focus_fraction=0.7)
     assert d.config.focus_fraction == 0.7 and d.sampler.focus_fraction == 0.7
-    assert ck["config"]["focus_fraction"] == 0.5  # the parent: the config's default
+    assert ck["config"]["focus_fraction"] is None  # the parent: the default, by the model's dims
     d = start_round(root / "s" / "last.pt", train, corr, iterations=1, out=tmp_path / "r2")
     assert d.sampler.focus_fraction == FOCUS_2D == 0.9  # a 2D model's round, unless told otherwise
-    three_d = {**ck, "model": {**ck["model"], "spatial_dims": 3}}
-    assert _round_config(three_d, 1, {}, None).focus_fraction == 0.5  # 3D: the parent's
+    assert focus_share(None, 3) == FOCUS_3D == 0.5 and focus_share(0.2, 2) == focus_share(0.2, 3) == 0.2
 
 
 def test_bench_corrections_reuses_a_round0_student(tmp_path, capsys):

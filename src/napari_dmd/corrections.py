@@ -4,7 +4,7 @@ A *corrections* map is a label map that holds the user's labels where they paint
 label here") elsewhere. :func:`start_round` starts a new run (a *round*) from a student checkpoint with the
 corrections as ground truth: the engine takes the teacher's prediction wherever a voxel is IGNORE (see
 ``Distiller._step``), so the painted voxels override the teacher and the teacher teaches everywhere else. A share
-of the training patches (:data:`FOCUS_2D` for a 2D model, else half) is centred on painted voxels
+of the training patches (``focus_fraction``: 0.9 for a 2D model, else half) is centred on painted voxels
 (``PatchSampler(focus=...)``), so a few painted slices are seen often in a few hundred steps. Each round folder
 holds ``round.json`` (parent checkpoint, round number, the corrections files, painted voxel count, cases) and the
 corrections files, so the round can be run again from the command line (``napari-dmd distill --resume PARENT
@@ -30,18 +30,13 @@ from .data.io import DataError
 if TYPE_CHECKING:
     from .distill.engine import Distiller
 
-__all__ = ["FOCUS_2D", "IGNORE", "LR_SCALE", "ROUND_FILE", "corrections_labels", "load_corrections", "match_files",
+__all__ = ["IGNORE", "LR_SCALE", "ROUND_FILE", "corrections_labels", "load_corrections", "match_files",
            "merge_labels", "painted_mask", "recorded_teacher", "resume_round", "round_info", "save_corrections",
            "split_by_record", "start_round"]
 
 IGNORE = 255
 ROUND_FILE = "round.json"
 LR_SCALE = 0.2  # a round fine-tunes: the parent's learning rate / 5 (override with lr=...)
-#: a 2D model's round centres this share of its patches on painted voxels (override with focus_fraction=...):
-#: on CHAOS (2D, shifted scanner, 3 seeds) 0.9 beat 0.5 in every seed (+0.7 to +1.1 Dice after 3 rounds); on
-#: hippocampus 3D, where one patch holds a whole case, 0.9 trained on the few painted cases and cost 6 points, so
-#: 3D rounds keep the config's 0.5 (docs/results.md, the correction loop)
-FOCUS_2D = 0.9
 
 
 # ------------------------------------------------------------------------------------------- arrays
@@ -212,8 +207,7 @@ def recorded_teacher(ckpt: dict[str, Any], where: str) -> Any:
 
 def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, Any], base_lr: Any) -> Any:
     """The parent's settings for a round: ``iterations``, lr = the first run's lr x :data:`LR_SCALE` (not
-    compounded over rounds), the parent's resolved patch size, dims and classes, a 2D model's focus fraction
-    :data:`FOCUS_2D` (3D: the parent's), then ``overrides``."""
+    compounded over rounds), the parent's resolved patch size, dims and classes, then ``overrides``."""
     from .config import TrainConfig
 
     cfg = TrainConfig.from_dict(dict(ckpt["config"]))
@@ -224,8 +218,6 @@ def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, An
     cfg.spatial_dims = int(ckpt["model"]["spatial_dims"])
     cfg.num_classes = int(ckpt["model"]["num_classes"])
     cfg.class_names = ckpt.get("class_names") or cfg.class_names
-    if cfg.spatial_dims == 2:
-        cfg.focus_fraction = FOCUS_2D
     for k, v in overrides.items():
         if not hasattr(cfg, k):
             raise ConfigError(f"unknown setting {k!r} for a corrections round")

@@ -239,7 +239,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     the rounds' seed in both arms (patch order; default the round-0 student's), for a second seed of the same loop.
     ``shift``: every image (pool and validation) as another scanner shows it (:mod:`.domain_shift`), labels kept.
     ``balance_classes``: the painter ranks regions with every class weighed alike (``rank_slices``).
-    ``focus_fraction``: the rounds' share of patches centred on painted voxels (default: the config's, 0.5).
+    ``focus_fraction``: the rounds' share of patches centred on painted voxels (default: the config's,
+    :func:`~napari_dmd.config.focus_share`).
     ``round0``: a round-0 student checkpoint to start from (one this bench distilled before with the same data and
     settings) instead of distilling a new one."""
     if dataset not in DATASETS:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import runs
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, focus_share
 from ..data.cases import Case, check_patch_size, validate_cases
 from ..data.sampling import PatchSampler, PatchStream
 from ..data.transforms import normalize
@@ -156,7 +156,8 @@ class Distiller:
             [c.label for c in train_cases], tuple(self.patch_size), batch_size=cfg.batch_size,
             spatial_dims=spatial_dims, fg_fraction=cfg.fg_fraction, num_classes=self.num_classes,
             augment=cfg.augment, flips=cfg.flips, ignore_index=IGNORE, seed=cfg.seed + 1000 * self.dist.rank,
-            focus=[focus.get(c.name) for c in train_cases] if focus else None, focus_fraction=cfg.focus_fraction)
+            focus=[focus.get(c.name) for c in train_cases] if focus else None,
+            focus_fraction=focus_share(cfg.focus_fraction, spatial_dims))
         self.num_workers = resolve_num_workers(cfg.num_workers, self.device)
         self._loader: torch.utils.data.DataLoader | None = None
         self._batches: Iterator | None = None
