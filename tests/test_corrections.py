@@ -220,3 +220,5 @@ def test_bench_corrections_reuses_a_round0_student(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "b" / "round-1" / "last.pt")["config"]["focus_fraction"] == 1.0
     assert main(["bench", "corrections", "--quick", "--round0", str(tmp_path / "none.pt")]) != 0
     assert "no such checkpoint file" in capsys.readouterr().err
+    assert main(["bench", "corrections", "--quick", "--focus-fraction", "1.5"]) != 0  # refused before any data
+    assert "focus_fraction must be in [0, 1], got 1.5" in capsys.readouterr().err

@@ -258,8 +258,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     check_shift(shift)  # before any data is read
     if round0 is not None and not Path(round0).is_file():
         raise ValueError(f"--round0 {round0}: no such checkpoint file (a round-0 student's last.pt)")
-    if focus_fraction is not None and not 0.0 <= focus_fraction <= 1.0:
-        raise ValueError(f"--focus-fraction {focus_fraction}: give a fraction in [0, 1]")
+    TrainConfig(focus_fraction=focus_fraction).validate()  # the config's own rule, before any data is read
 
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
