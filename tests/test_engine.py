@@ -16,6 +16,7 @@ from napari_dmd.data.io import DataError
 from napari_dmd.demo import phantom_cases
 from napari_dmd.distill import engine as engine_mod
 from napari_dmd.distill.engine import Distiller, TrainingError, lr_factor, resolve_num_workers
+from napari_dmd.distill.state import payload
 from napari_dmd.teachers import ModelTeacher, load_teacher
 
 TINY = dict(model="4,8,16", batch_size=2, patch_size=[32, 32], val_interval=2, checkpoint_interval=3,
@@ -270,6 +271,36 @@ def test_cpu_bf16_leaves_3d_models_in_float32(tmp_path):
     d = Distiller(cfg, cases3d, output_dir=tmp_path)
     start = next(iter(d.run()))
     assert d.amp_dtype is None and "3D stays float32" in start.message
+
+
+@pytest.mark.parametrize(("dims", "channels_last"), [(3, True), (3, False), (2, True)])
+def test_cpu_3d_students_train_channels_last_and_the_teacher_does_not(dims, channels_last, tmp_path, monkeypatch):
+    """On the CPU a 3D student (and its batch) go channels-last when ``channels_last`` is on; the teacher's input
+    and 2D students keep the default layout; the first step's losses equal the default layout's to rounding."""
+    from napari_dmd.models.presets import build_model
+
+    cases_nd = phantom_cases(3, dims)
+    patch = [16, 16, 16] if dims == 3 else [32, 32]
+    torch.manual_seed(0)
+    teacher = ModelTeacher(build_model((4, 8, 16), dims, 6), 6, dims)
+    seen: list[bool] = []
+    original = teacher.__call__
+    monkeypatch.setattr(type(teacher), "__call__", lambda self, x: seen.append(x.is_contiguous()) or original(x))
+    parts = {}
+    for cl in (channels_last, False):
+        cfg = TrainConfig(method="dmd", model="4,8,16", iterations=1, batch_size=2, patch_size=patch,
+                          device="cpu", channels_last=cl, val_interval=5, num_threads=1, seed=3)
+        d = Distiller(cfg, cases_nd, val_cases=[], teacher=teacher, output_dir=tmp_path / str(cl))
+        weight = next(p for p in d.model.parameters() if p.ndim == dims + 2 and p.shape[1] > 1)
+        expect_cl = cl and dims == 3
+        if dims == 3:
+            assert weight.is_contiguous(memory_format=torch.channels_last_3d) == expect_cl
+        assert weight.is_contiguous() == (not expect_cl)
+        parts.setdefault(cl, d._step())
+        assert all(v.is_contiguous() for v in payload(d, False)["state_dict"].values())  # saved in the default layout
+    assert seen and all(seen)  # the teacher saw channels-first batches every time
+    for k, v in parts[False].items():
+        assert parts[channels_last][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
 
 
 # ------------------------------------------------------------------ checks and validation

@@ -35,6 +35,7 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
     from ..demo import phantom_cases
     from ..distill.engine import Distiller
     from ..distill.losses import task_loss
+    from ..distill.resolve import student_memory_format
     from ..models.presets import build_model
     from ..teachers import ModelTeacher
 
@@ -53,10 +54,13 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
         images, labels, _ = d.sampler.sample()
         x, y = torch.from_numpy(images).to(dev), torch.from_numpy(labels).to(dev)
         student = build_model(_channels(student_model), dims, NUM_CLASSES).to(dev)
-        if dev.type == "cuda" and cfg.channels_last:  # as the engine does
-            fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+        fmt = student_memory_format(cfg.channels_last, dev, dims)  # as the engine does
+        x_student = x
+        if fmt is not None:
             student.to(memory_format=fmt)
-            x = x.contiguous(memory_format=fmt)
+            x_student = x.contiguous(memory_format=fmt)
+            if dev.type == "cuda":
+                x = x_student
         opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
 
         def teacher_forward() -> None:
@@ -65,7 +69,7 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
 
         def student_fwd_bwd() -> None:
             with d._autocast():
-                loss = task_loss(student(x).float(), y)
+                loss = task_loss(student(x_student).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -39,7 +39,14 @@ from . import _common, state, validation
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .events import Event
 from .methods import TABLE, distill_loss, get_method, target_settings
-from .resolve import auto_patch_size, autocast, choose_precision, lr_factor, resolve_num_workers
+from .resolve import (
+    auto_patch_size,
+    autocast,
+    choose_precision,
+    lr_factor,
+    resolve_num_workers,
+    student_memory_format,
+)
 from .stopping import StepGuard
 from .validation import IGNORE
 
@@ -132,9 +139,9 @@ class Distiller:
             self.heads.to(self.device)
         if teacher is not None:
             teacher.to(self.device)
-        if self.device.type == "cuda" and cfg.channels_last:
-            fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-            self.model.to(memory_format=fmt)
+        self.student_format = student_memory_format(cfg.channels_last, self.device, spatial_dims)
+        if self.student_format is not None:
+            self.model.to(memory_format=self.student_format)
         self.net = TrainNet(self.model, self.heads, self.feature_scales)
         self.train_net: nn.Module = self.net
         if self.dist.enabled:
@@ -381,10 +388,12 @@ class Distiller:
             self._patch_hashes.append(hashlib.sha1(x.numpy().tobytes()).hexdigest())
         if self.device.type == "cuda":
             x, y = x.pin_memory(), y.pin_memory()  # no-op for batches the loader pinned already
-            if self.config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        # the student's batch in its layout; on the CPU the teacher keeps channels-first (faster there, measured)
+        x_student = x if self.student_format is None else x.contiguous(memory_format=self.student_format)
+        if self.device.type == "cuda":
+            x = x_student
         teacher_logits = None
         pixel_weight = None
         if self.teacher is not None:
@@ -400,7 +409,7 @@ class Distiller:
                     pixel_weight = torch.where(missing, conf, torch.ones_like(conf))
         self.step_guard.check(before_student=True)  # a stop: the step is abandoned (stopping.py)
         with self._autocast():
-            logits, scales = self.train_net(x)
+            logits, scales = self.train_net(x_student)
         self.step_guard.check()
         warm = cfg.distill_warmup * self.total
         distill_scale = 1.0 if warm <= 0 else min(1.0, (self.iteration + 1) / warm)

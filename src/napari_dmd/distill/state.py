@@ -29,10 +29,10 @@ def payload(d: Any, with_state: bool) -> dict[str, Any]:
     data: dict[str, Any] = {
         "kind": d.role,
         "model": d.model.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in d.model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in d.model.state_dict().items()},
         "heads": None if d.heads is None else {
             "in_channels": d.heads.in_channels, "feature_scales": d.feature_scales,
-            "state_dict": {k: v.detach().cpu() for k, v in d.heads.state_dict().items()}},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in d.heads.state_dict().items()}},
         "config": d.config.to_dict(),
         "class_names": d.config.class_names,
         "normalization": d.normalization,

@@ -1,0 +1,101 @@
+"""B1: CPU distillation steps of a 3D student, channels-last (the engine's layout since 2026-12-05) vs the default.
+
+Two engines (``Distiller``) per student preset on the same data, teacher and seed, one with ``channels_last`` on
+and one off, take DMD steps alternately in one process; a step is the whole of ``Distiller._step`` (sampling,
+teacher forward, student forward/backward, losses, optimizer). Prints the median seconds per step of each, their
+ratio, and one validation pass each (the sliding-window prediction of the validation cases). The first step's
+losses are printed side by side (same batch and initial weights: they agree to float rounding).
+
+The data: hippocampus 3D with its committed teacher when ``../shared/data`` has it (the ablation's patch
+40x56x40, batch 2), else the synthetic 3D phantom with a fresh teacher. Example::
+
+    python benchmarks/bench_cpu_channels_last.py --threads 1 --steps 12 \
+        --json docs/benchmarks/bench-b1-cpu-channels-last.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from napari_dmd.config import TrainConfig  # noqa: E402
+from napari_dmd.distill.engine import Distiller  # noqa: E402
+
+
+def _data() -> tuple[str, list, list, object, list[int]]:
+    """(name, train cases, validation cases, teacher, patch)."""
+    from ablation_specs import DATA, TEACHERS, dataset
+
+    from napari_dmd.teachers import load_teacher
+
+    if (DATA / "msd_hippocampus").exists():
+        train, val, _ = dataset("hippocampus3d")
+        return "hippocampus3d", train, val, load_teacher(TEACHERS / "hippocampus3d" / "teacher.pt"), [40, 56, 40]
+    from napari_dmd.demo import phantom_cases
+    from napari_dmd.models.presets import build_model
+    from napari_dmd.teachers import ModelTeacher
+
+    cases = phantom_cases(6, 3)
+    torch.manual_seed(0)
+    return "phantom3d", cases[2:], cases[:2], ModelTeacher(build_model("teacher", 3, 6), 6, 3), [16, 48, 48]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["student", "student-fast-deep", "student-fast", "student-tiny"])
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per engine (after 2 warm-up steps)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    name, train, val, teacher, patch = _data()
+    print(f"B1 CPU channels-last: {name}, patch {patch} x 2, DMD, {args.threads} thread(s), "
+          f"median of {args.steps} alternating steps")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="napari-dmd-cl-") as tmp:
+        for preset in args.presets:
+            engines = {}
+            for cl in (False, True):
+                cfg = TrainConfig(method="dmd", model=preset, iterations=10_000, batch_size=2, patch_size=patch,
+                                  val_interval=10_000, device="cpu", channels_last=cl, seed=0)
+                engines[cl] = Distiller(cfg, train, val_cases=val[:4], teacher=teacher,
+                                        output_dir=Path(tmp) / f"{preset}-{cl}")
+            first = {cl: sum(engines[cl]._step().values()) for cl in (False, True)}  # the sum of its loss parts
+            for cl in (False, True):
+                engines[cl]._step()
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for i in range(args.steps):
+                for cl in ((False, True) if i % 2 == 0 else (True, False)):
+                    t0 = time.perf_counter()
+                    engines[cl]._step()
+                    times[cl].append(time.perf_counter() - t0)
+            val_s = {}
+            for cl in (False, True):
+                t0 = time.perf_counter()
+                engines[cl]._validate()
+                val_s[cl] = time.perf_counter() - t0
+            med = {cl: statistics.median(v) for cl, v in times.items()}
+            row = {"preset": preset, "default_s": med[False], "channels_last_s": med[True],
+                   "speedup": med[False] / med[True], "validation_default_s": val_s[False],
+                   "validation_channels_last_s": val_s[True], "first_loss_default": first[False],
+                   "first_loss_channels_last": first[True], "runs_s": {str(k): v for k, v in times.items()}}
+            rows.append(row)
+            print(f"  {preset:18s} step {med[False]:.3f} s -> {med[True]:.3f} s  ({row['speedup']:.2f}x)   "
+                  f"validation {val_s[False]:.2f} s -> {val_s[True]:.2f} s   first loss {first[False]:.6f} / "
+                  f"{first[True]:.6f}")
+    if args.json:
+        args.json.write_text(json.dumps({"dataset": name, "patch": patch, "threads": args.threads,
+                                         "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
