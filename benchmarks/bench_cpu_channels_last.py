@@ -49,6 +49,52 @@ def _data() -> tuple[str, list, list, object, list[int]]:
     return "phantom3d", cases[2:], cases[:2], ModelTeacher(build_model("teacher", 3, 6), 6, 3), [16, 48, 48]
 
 
+def compare(setting: str, presets: list[str], steps: int, threads: int, json_path: Path | None) -> list[dict]:
+    """Two engines per preset, ``setting`` (a boolean TrainConfig field) off and on, alternating DMD steps."""
+    torch.set_num_threads(threads)
+    name, train, val, teacher, patch = _data()
+    print(f"B1 CPU {setting}: {name}, patch {patch} x 2, DMD, {threads} thread(s), "
+          f"median of {steps} alternating steps")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="napari-dmd-b1-") as tmp:
+        for preset in presets:
+            engines = {}
+            for on in (False, True):
+                cfg = TrainConfig(method="dmd", model=preset, iterations=10_000, batch_size=2, patch_size=patch,
+                                  val_interval=10_000, device="cpu", seed=0, **{setting: on})
+                if setting != "channels_last":
+                    cfg.channels_last = True  # the engine's default layout on both sides
+                engines[on] = Distiller(cfg, train, val_cases=val[:4], teacher=teacher,
+                                        output_dir=Path(tmp) / f"{preset}-{on}")
+            first = {on: sum(engines[on]._step().values()) for on in (False, True)}  # the sum of its loss parts
+            for on in (False, True):
+                engines[on]._step()
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for i in range(steps):
+                for on in ((False, True) if i % 2 == 0 else (True, False)):
+                    t0 = time.perf_counter()
+                    engines[on]._step()
+                    times[on].append(time.perf_counter() - t0)
+            val_s = {}
+            for on in (False, True):
+                t0 = time.perf_counter()
+                engines[on]._validate()
+                val_s[on] = time.perf_counter() - t0
+            med = {on: statistics.median(v) for on, v in times.items()}
+            row = {"preset": preset, "default_s": med[False], f"{setting}_s": med[True],
+                   "speedup": med[False] / med[True], "validation_default_s": val_s[False],
+                   f"validation_{setting}_s": val_s[True], "first_loss_default": first[False],
+                   f"first_loss_{setting}": first[True], "runs_s": {str(k): v for k, v in times.items()}}
+            rows.append(row)
+            print(f"  {preset:18s} step {med[False]:.3f} s -> {med[True]:.3f} s  ({row['speedup']:.2f}x)   "
+                  f"validation {val_s[False]:.2f} s -> {val_s[True]:.2f} s   first loss {first[False]:.6f} / "
+                  f"{first[True]:.6f}")
+    if json_path:
+        json_path.write_text(json.dumps({"dataset": name, "patch": patch, "threads": threads, "setting": setting,
+                                         "torch": torch.__version__, "rows": rows}, indent=1))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["student", "student-fast-deep", "student-fast", "student-tiny"])
@@ -56,45 +102,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    name, train, val, teacher, patch = _data()
-    print(f"B1 CPU channels-last: {name}, patch {patch} x 2, DMD, {args.threads} thread(s), "
-          f"median of {args.steps} alternating steps")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="napari-dmd-cl-") as tmp:
-        for preset in args.presets:
-            engines = {}
-            for cl in (False, True):
-                cfg = TrainConfig(method="dmd", model=preset, iterations=10_000, batch_size=2, patch_size=patch,
-                                  val_interval=10_000, device="cpu", channels_last=cl, seed=0)
-                engines[cl] = Distiller(cfg, train, val_cases=val[:4], teacher=teacher,
-                                        output_dir=Path(tmp) / f"{preset}-{cl}")
-            first = {cl: sum(engines[cl]._step().values()) for cl in (False, True)}  # the sum of its loss parts
-            for cl in (False, True):
-                engines[cl]._step()
-            times: dict[bool, list[float]] = {False: [], True: []}
-            for i in range(args.steps):
-                for cl in ((False, True) if i % 2 == 0 else (True, False)):
-                    t0 = time.perf_counter()
-                    engines[cl]._step()
-                    times[cl].append(time.perf_counter() - t0)
-            val_s = {}
-            for cl in (False, True):
-                t0 = time.perf_counter()
-                engines[cl]._validate()
-                val_s[cl] = time.perf_counter() - t0
-            med = {cl: statistics.median(v) for cl, v in times.items()}
-            row = {"preset": preset, "default_s": med[False], "channels_last_s": med[True],
-                   "speedup": med[False] / med[True], "validation_default_s": val_s[False],
-                   "validation_channels_last_s": val_s[True], "first_loss_default": first[False],
-                   "first_loss_channels_last": first[True], "runs_s": {str(k): v for k, v in times.items()}}
-            rows.append(row)
-            print(f"  {preset:18s} step {med[False]:.3f} s -> {med[True]:.3f} s  ({row['speedup']:.2f}x)   "
-                  f"validation {val_s[False]:.2f} s -> {val_s[True]:.2f} s   first loss {first[False]:.6f} / "
-                  f"{first[True]:.6f}")
-    if args.json:
-        args.json.write_text(json.dumps({"dataset": name, "patch": patch, "threads": args.threads,
-                                         "torch": torch.__version__, "rows": rows}, indent=1))
+    compare("channels_last", args.presets, args.steps, args.threads, args.json)
 
 
 if __name__ == "__main__":

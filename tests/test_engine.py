@@ -264,13 +264,36 @@ def test_pooled_scale_resampling_trains(method, cases, teacher_path, tmp_path, m
     assert all(np.isfinite(v) for e in steps for v in e.parts.values())
 
 
-def test_cpu_bf16_leaves_3d_models_in_float32(tmp_path):
-    cases3d = phantom_cases(2, 3)
-    cfg = TrainConfig(method="none", model="4,8,16", iterations=1, batch_size=1, patch_size=[16, 16, 16],
+@pytest.mark.parametrize("supported", [True, False])
+def test_cpu_bf16_on_a_3d_model_casts_only_the_teachers_forward(supported, tmp_path, monkeypatch):
+    """3D + ``cpu_bf16``: the teacher's forward pass runs under bfloat16 autocast, the student's step in float32
+    (its 3D bfloat16 gradients were unstable); without native bfloat16 both stay float32, and the start message
+    says which."""
+    if supported and not engine_mod.cpu_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    monkeypatch.setattr(engine_mod, "cpu_bf16_supported", lambda: supported)
+    from napari_dmd.models.presets import build_model
+
+    torch.manual_seed(0)
+    teacher = ModelTeacher(build_model((4, 8, 16), 3, 6), 6, 3)
+    seen: list[torch.dtype] = []
+    original = teacher.__call__
+
+    def dtype_now() -> torch.dtype:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
+
+    monkeypatch.setattr(type(teacher), "__call__", lambda self, x: seen.append(dtype_now()) or original(x))
+    cfg = TrainConfig(method="dmd", model="4,8,16", iterations=2, batch_size=1, patch_size=[16, 16, 16],
                       cpu_bf16=True, device="cpu", val_interval=5, num_threads=1)
-    d = Distiller(cfg, cases3d, output_dir=tmp_path)
-    start = next(iter(d.run()))
-    assert d.amp_dtype is None and "3D stays float32" in start.message
+    d = Distiller(cfg, phantom_cases(2, 3), val_cases=[], teacher=teacher, output_dir=tmp_path)
+    student_seen: list[torch.dtype] = []
+    d.train_net.register_forward_pre_hook(lambda *_: student_seen.append(dtype_now()))
+    events = list(d.run())
+    start = events[0].message
+    assert d.amp_dtype is None and student_seen == [torch.float32] * 2
+    assert seen == [torch.bfloat16 if supported else torch.float32] * 2
+    assert ("bfloat16 teacher forward" in start) == supported and ("cpu_bf16 ignored" in start) == (not supported)
+    assert all(np.isfinite(v) for e in events if e.kind == "step" for v in e.parts.values())
 
 
 @pytest.mark.parametrize(("dims", "channels_last"), [(3, True), (3, False), (2, True)])

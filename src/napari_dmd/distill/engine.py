@@ -171,7 +171,8 @@ class Distiller:
         self._val_images = [normalize(c.image, self.normalization) for c in self.val_cases]
         self._patch_hashes: list[str] = []
         self._sampler_states: list[dict] = []
-        self.amp_dtype, self._precision_note = choose_precision(cfg, self.device, spatial_dims, cpu_bf16_supported)
+        self.amp_dtype, self.teacher_dtype, self._precision_note = choose_precision(
+            cfg, self.device, spatial_dims, cpu_bf16_supported)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         resumed = state.load_checkpoint(resume) if resume is not None else None
         if resumed is not None:  # settings added since the run began: it goes on as it was trained
@@ -397,7 +398,7 @@ class Distiller:
         teacher_logits = None
         pixel_weight = None
         if self.teacher is not None:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), autocast(self.device, self.teacher_dtype):
                 teacher_logits = self.teacher(x).float()
             missing, top = y == IGNORE, None
             if cfg.correct_teacher:  # each label made the teacher's top class (logits swapped; _common.py)

@@ -46,27 +46,32 @@ def lr_factor(iteration: int, total: int, warmup: float) -> float:
 
 
 def choose_precision(cfg: TrainConfig, device: torch.device, spatial_dims: int,
-                     cpu_bf16_supported: Callable[[], bool]) -> tuple[torch.dtype | None, str]:
-    """The autocast type (None: float32) and a note for the start message.
+                     cpu_bf16_supported: Callable[[], bool]) -> tuple[torch.dtype | None, torch.dtype | None, str]:
+    """The autocast types of the student's step and of the teacher's forward pass (None: float32), and a note for
+    the start message.
 
-    CUDA with ``amp``: bfloat16 where supported, else float16. CPU with ``cpu_bf16``: bfloat16 for 2D models when
-    ``cpu_bf16_supported()`` (native oneDNN bfloat16), else float32 with a note saying why.
+    CUDA with ``amp``: bfloat16 where supported, else float16, for both. CPU with ``cpu_bf16`` where
+    ``cpu_bf16_supported()`` (native oneDNN bfloat16): bfloat16 for both with a 2D model; with a 3D model only the
+    teacher's forward pass (no gradient) goes bfloat16 and the student stays float32. Else float32, with a note
+    saying why.
     """
     amp_ok = cfg.amp and device.type == "cuda"
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp_ok else None
+    teacher = dtype
     note = ""
     if cfg.cpu_bf16 and device.type == "cpu":
-        if spatial_dims == 3:
-            # measured: a 3D convolution's bfloat16 weight gradient (oneDNN, torch 2.13) turned NaN after
-            # ~10 steps when the process had run a 2D job before; 2D runs were unaffected
-            note = ", float32 (cpu_bf16 is for 2D models; 3D stays float32)"
-        elif cpu_bf16_supported():
-            dtype = torch.bfloat16
-        else:
+        if not cpu_bf16_supported():
             note = ", float32 (cpu_bf16 ignored: this CPU has no native bfloat16)"
+        elif spatial_dims == 3:
+            # measured: a 3D convolution's bfloat16 weight gradient (oneDNN, torch 2.13) turned NaN after
+            # ~10 steps when the process had run a 2D job before; the teacher's forward has no gradient
+            teacher = torch.bfloat16
+            note = ", float32 student, bfloat16 teacher forward (3D: cpu_bf16 trains the student in float32)"
+        else:
+            dtype = teacher = torch.bfloat16
     if dtype is not None:
         note = f", {str(dtype).removeprefix('torch.')} autocast"
-    return dtype, note
+    return dtype, teacher, note
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
@@ -79,9 +84,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
 def student_memory_format(channels_last: bool, device: torch.device, spatial_dims: int) -> torch.memory_format | None:
     """The student's training layout: channels-last on CUDA, and on the CPU for 3D models (None: PyTorch's default).
 
-    On the CPU oneDNN's backward of the few-channel full-resolution 3D layers is 3-4x faster channels-last, a
-    whole 3D student step 1.3-1.8x (``benchmarks/bench_cpu_channels_last.py``); 2D steps and the teacher's
-    forward pass were no faster, so they keep the default layout there.
+    On the CPU oneDNN's backward of the few-channel full-resolution 3D layers is 3-4x faster channels-last, the
+    student's forward and backward 1.3-1.9x, a whole DMD step 1.04-1.33x (``benchmarks/bench_cpu_channels_last.py``);
+    2D steps and the teacher's forward pass were no faster, so they keep the default layout there.
     """
     if not channels_last or (device.type != "cuda" and not (device.type == "cpu" and spatial_dims == 3)):
         return None
