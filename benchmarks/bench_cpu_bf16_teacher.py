@@ -11,7 +11,6 @@ mean Dice. Needs a CPU with native bfloat16. Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cpu_channels_last import _data, compare  # noqa: E402
+from bench_cpu_channels_last import _data, compare, parser  # noqa: E402
 
 from napari_dmd.data.transforms import normalize  # noqa: E402
 from napari_dmd.inference import sliding_window_predict  # noqa: E402
@@ -29,9 +28,9 @@ from napari_dmd.metrics import dice_per_class  # noqa: E402
 from napari_dmd.runtime import cpu_bf16_supported  # noqa: E402
 
 
-def teacher_agreement(max_cases: int) -> dict:
-    """The teacher's labels in float32 and under bfloat16 autocast on the validation cases."""
-    _, _, val, teacher, patch = _data()
+def teacher_agreement(data: tuple, max_cases: int) -> dict:
+    """The teacher's labels in float32 and under bfloat16 autocast on the validation cases (``data``: ``_data()``)."""
+    _, _, val, teacher, patch = data
     differ, total, dice = 0, 0, {"float32": [], "bfloat16": []}
     for case in val[:max_cases]:
         image = normalize(case.image, teacher.normalization)
@@ -51,17 +50,14 @@ def teacher_agreement(max_cases: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["student", "student-fast-deep", "student-fast", "student-tiny"])
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per engine (after 2 warm-up steps)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap = parser(__doc__)
     ap.add_argument("--cases", type=int, default=20, help="validation cases for the teacher's agreement")
-    ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not cpu_bf16_supported():
         sys.exit("this CPU has no native bfloat16: nothing to measure")
-    rows = compare("cpu_bf16", args.presets, args.steps, args.threads, None)
-    agreement = teacher_agreement(args.cases)
+    data = _data()  # loaded once for both parts
+    rows = compare("cpu_bf16", args.presets, args.steps, args.threads, None, data)
+    agreement = teacher_agreement(data, args.cases)
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "rows": rows,
                                          "teacher": agreement}, indent=1))

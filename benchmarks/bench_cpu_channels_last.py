@@ -49,10 +49,12 @@ def _data() -> tuple[str, list, list, object, list[int]]:
     return "phantom3d", cases[2:], cases[:2], ModelTeacher(build_model("teacher", 3, 6), 6, 3), [16, 48, 48]
 
 
-def compare(setting: str, presets: list[str], steps: int, threads: int, json_path: Path | None) -> list[dict]:
-    """Two engines per preset, ``setting`` (a boolean TrainConfig field) off and on, alternating DMD steps."""
+def compare(setting: str, presets: list[str], steps: int, threads: int, json_path: Path | None,
+            data: tuple | None = None) -> list[dict]:
+    """Two engines per preset, ``setting`` (a boolean TrainConfig field) off and on, alternating DMD steps; ``data``
+    is what :func:`_data` returns (loaded here when None)."""
     torch.set_num_threads(threads)
-    name, train, val, teacher, patch = _data()
+    name, train, val, teacher, patch = data if data is not None else _data()
     print(f"B1 CPU {setting}: {name}, patch {patch} x 2, DMD, {threads} thread(s), "
           f"median of {steps} alternating steps")
     rows = []
@@ -95,13 +97,18 @@ def compare(setting: str, presets: list[str], steps: int, threads: int, json_pat
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options these B1 benchmarks share: presets, timed steps, threads, JSON output."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["student", "student-fast-deep", "student-fast", "student-tiny"])
     ap.add_argument("--steps", type=int, default=12, help="timed steps per engine (after 2 warm-up steps)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
     compare("channels_last", args.presets, args.steps, args.threads, args.json)
 
 

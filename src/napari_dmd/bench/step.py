@@ -35,7 +35,7 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
     from ..demo import phantom_cases
     from ..distill.engine import Distiller
     from ..distill.losses import task_loss
-    from ..distill.resolve import student_memory_format
+    from ..distill.resolve import autocast, layout_batch
     from ..models.presets import build_model
     from ..teachers import ModelTeacher
 
@@ -54,17 +54,13 @@ def bench_step(dims: int = 3, repeats: int | None = None, batch: int = 2, patch:
         images, labels, _ = d.sampler.sample()
         x, y = torch.from_numpy(images).to(dev), torch.from_numpy(labels).to(dev)
         student = build_model(_channels(student_model), dims, NUM_CLASSES).to(dev)
-        fmt = student_memory_format(cfg.channels_last, dev, dims)  # as the engine does
-        x_student = x
-        if fmt is not None:
-            student.to(memory_format=fmt)
-            x_student = x.contiguous(memory_format=fmt)
-            if dev.type == "cuda":
-                x = x_student
+        if d.student_format is not None:  # the engine's layouts
+            student.to(memory_format=d.student_format)
+        x, x_student = layout_batch(x, d.student_format, dev)
         opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
 
         def teacher_forward() -> None:
-            with torch.no_grad(), d._autocast():
+            with torch.no_grad(), autocast(dev, d.teacher_dtype):  # as the engine's step
                 teacher(x)
 
         def student_fwd_bwd() -> None:

@@ -43,6 +43,7 @@ from .resolve import (
     auto_patch_size,
     autocast,
     choose_precision,
+    layout_batch,
     lr_factor,
     resolve_num_workers,
     student_memory_format,
@@ -391,10 +392,7 @@ class Distiller:
             x, y = x.pin_memory(), y.pin_memory()  # no-op for batches the loader pinned already
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        # the student's batch in its layout; on the CPU the teacher keeps channels-first (faster there, measured)
-        x_student = x if self.student_format is None else x.contiguous(memory_format=self.student_format)
-        if self.device.type == "cuda":
-            x = x_student
+        x, x_student = layout_batch(x, self.student_format, self.device)
         teacher_logits = None
         pixel_weight = None
         if self.teacher is not None:

@@ -88,6 +88,17 @@ def student_memory_format(channels_last: bool, device: torch.device, spatial_dim
     student's forward and backward 1.3-1.9x, a whole DMD step 1.04-1.33x (``benchmarks/bench_cpu_channels_last.py``);
     2D steps and the teacher's forward pass were no faster, so they keep the default layout there.
     """
-    if not channels_last or (device.type != "cuda" and not (device.type == "cpu" and spatial_dims == 3)):
+    pays = device.type == "cuda" or (device.type == "cpu" and spatial_dims == 3)
+    if not (channels_last and pays):
         return None
     return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
+def layout_batch(x: torch.Tensor, fmt: torch.memory_format | None,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the teacher's batch, the student's batch): the student's in ``fmt``; the teacher's the same on CUDA, and
+    channels-first on the CPU, where its no-grad forward pass measured faster that way."""
+    if fmt is None:
+        return x, x
+    x_student = x.contiguous(memory_format=fmt)
+    return (x_student if device.type == "cuda" else x), x_student
