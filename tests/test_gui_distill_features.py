@@ -221,6 +221,21 @@ def test_distill_flips_checkbox_sets_the_config(make_napari_viewer, registry, tm
     assert cfg.flips is False and cfg.augment is True  # intensity augmentation stays on
 
 
+def test_distill_heads_checkbox_sets_head_supervision_for_mfd_and_dmd_only(make_napari_viewer, registry, tmp_path):
+    viewer = _viewer(make_napari_viewer, extra=0)
+    w = _distill(viewer, tmp_path / "heads", iterations=10)
+    w.set_method("dmd")
+    assert not w.heads_check.isChecked() and w._config()[0].head_supervision == 0.0  # default: off
+    w.heads_check.setChecked(True)
+    assert w._config()[0].head_supervision == 1.0
+    for method, applies in (("mfd", True), ("kd", False), ("dkd", False), ("none", False), ("ds", False)):
+        if w.method_combo.findData(method) < 0:
+            continue
+        w.set_method(method)
+        assert w.heads_check.isEnabled() is applies
+        assert w._config()[0].head_supervision == (1.0 if applies else 0.0)
+
+
 def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, trained):
     from napari_dmd._widgets.features import FeaturesWidget
 
