@@ -4,12 +4,12 @@ Data: MSD Task04 hippocampus (read-only, beside the clone in ../shared/data or $
 copied into the project, runs go to a temporary folder. A small 3D teacher is trained in-process first (about
 7 minutes on 2 busy CPU cores), then the Distill widget distils a tiny student on a few cases and the Features
 widget shows its decoder features over one case. ``TEACHER=path/to/best.pt`` reuses a teacher trained before;
-``STUDENT=path/to/best.pt`` takes only the Features screenshot, with that student. The window is 1560x1240 so
+``STUDENT=path/to/best.pt`` takes only the Features screenshot, with that student. The window is 1560x1290 so
 that the Distill dock shows its form and the live plot at once (the screen must be at least that tall). The images
 in docs/ were made with the committed teacher::
 
     TEACHER=benchmarks/teachers/hippocampus3d/teacher.pt QT_QPA_PLATFORM=xcb \
-        xvfb-run -a -s "-screen 0 1600x1300x24" .venv/bin/python docs/make_screenshots_b.py
+        xvfb-run -a -s "-screen 0 1600x1340x24" .venv/bin/python docs/make_screenshots_b.py
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main() -> int:
 
     viewer = napari.Viewer(title="napari-dmd")
     app = QApplication.instance()
-    viewer.window.resize(1560, 1240)
+    viewer.window.resize(1560, 1290)
     cases = load_cases(6)
     for i, case in enumerate(cases):
         meta = {"napari_dmd": {"class_names": CLASS_NAMES, "spacing": list(case.spacing)}}
