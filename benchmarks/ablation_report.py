@@ -173,8 +173,10 @@ def step_speedups(path: Path | None = STEP_SPEEDUP) -> dict[tuple[str, str], flo
     return {(data["dataset"], r["preset"]): float(r["speedup"]) for r in data["rows"]}
 
 
-def expectations(out: Path, path: Path, method: str = "dmd", speedups: Path | None = STEP_SPEEDUP) -> dict[str, Any]:
-    """Write what the Distill widget's defaults give (default student, ``method``, full labels) per dataset:
+def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
+                 speedups: Path | None = STEP_SPEEDUP) -> dict[str, Any]:
+    """Write what the Distill widget's defaults give (default student, each of ``methods`` — ``dmd-hs``: DMD with
+    the Heads box ticked —, full labels) per dataset:
     retention, speed-up (latency.json, one thread) and training seconds per iteration, means over the seeds;
     the seconds are divided by B1's measured step speed-up where ``speedups`` has one for the dataset."""
     rows = _load(out)
@@ -182,7 +184,7 @@ def expectations(out: Path, path: Path, method: str = "dmd", speedups: Path | No
     teachers = {r["dataset"]: r for r in rows if r["setting"] == "teacher"}
     lat = json.loads((out / "latency.json").read_text()) if (out / "latency.json").exists() else {}
     result = []
-    for ds, spec in SPECS.items():
+    for method, (ds, spec) in ((m, item) for m in methods for item in SPECS.items()):
         jobs = [r for r in rows if r["dataset"] == ds and r["setting"] == "full" and r["method"] == method]
         if not jobs or ds not in teachers or "student" not in lat.get(ds, {}):
             continue

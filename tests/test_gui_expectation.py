@@ -15,3 +15,17 @@ def test_distill_shows_the_measured_expectation_and_follows_the_settings(make_na
     assert f"{100 * row['retention']:.0f} % of the teacher's Dice" in text
     w.student_combo.setCurrentText("student-fast-tiny")
     assert w.expect_info.text().startswith("No measurement for DMD with the 'student-fast-tiny' student")
+
+
+def test_ticking_heads_shows_the_head_supervision_rows(make_napari_viewer):
+    w = DistillWidget(make_napari_viewer())
+    w.set_method("dmd")
+    w.iterations_spin.setValue(400)
+    plain = w.expect_info.text()
+    w.heads_check.setChecked(True)
+    rows = matching_rows("dmd-hs", "student")
+    assert rows, "expectations.json holds no dmd-hs rows"
+    text = w.expect_info.text()
+    assert text != plain and expectation_lines("dmd-hs", "student", 400)[0] in text
+    w.set_method("kd")  # heads do not apply: back to KD's own (unmeasured) expectation
+    assert w.expect_info.text().startswith("No measurement for KD")

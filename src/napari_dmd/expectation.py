@@ -3,7 +3,8 @@
 ``resources/expectations.json`` is written by ``benchmarks/ablation.py --expectations`` from the ablation's job
 files (never typed by hand): per dataset, the default student distilled with DMD, mean over seeds of the
 retention (student / teacher mean Dice), the speed-up (teacher / student seconds per volume, one thread) and
-the CPU training time per iteration. The Distill widget shows :func:`expectation_lines` before Start, and
+the CPU training time per iteration; method ``dmd-hs`` is DMD with head supervision (the Heads box). The Distill
+widget shows :func:`expectation_lines` before Start, and
 docs/results.md states the same numbers.
 """
 
@@ -38,7 +39,8 @@ def expectation_lines(method: str, student: str, iterations: int, spatial_dims: 
     "not measured" line when the ablation has no row for these settings."""
     rows = matching_rows(method, student, spatial_dims) or matching_rows(method, student)
     if not rows:
-        return [f"No measurement for {method.upper()} with the {student!r} student yet: "
+        name = method.upper().replace("-HS", " with head supervision")
+        return [f"No measurement for {name} with the {student!r} student yet: "
                 "docs/results.md lists the measured settings."]
     lines = []
     for r in rows:

@@ -105,8 +105,8 @@ class DistillSettings:
         """State before Start what the chosen method and student gave in the ablation, per measured dataset."""
         from ..expectation import expectation_lines
 
-        lines = expectation_lines(self.method_combo.currentData() or "dmd", self.student_combo.currentText().strip(),
-                                  self.iterations_spin.value())
+        method = (self.method_combo.currentData() or "dmd") + ("-hs" if self.head_supervision() else "")
+        lines = expectation_lines(method, self.student_combo.currentText().strip(), self.iterations_spin.value())
         self.expect_info.setText("measured with full labels (docs/results.md):\n" + "\n".join(lines)
                                  if not lines[0].startswith("No measurement") else lines[0])
 
@@ -128,6 +128,7 @@ class DistillSettings:
             "student-fast-deep, 4800 iterations: 81.6 mean Dice against 80.0 without (teacher 81.8); hippocampus "
             "3D with student-fast: no gain (84.3 vs 84.6). See docs/results.md.")
         self.method_combo.currentIndexChanged.connect(self._update_heads)
+        self.heads_check.toggled.connect(self._update_expectation)
         form.addRow("Heads", self.heads_check)
         self.student_combo = QComboBox()
         self.student_combo.setEditable(True)
