@@ -572,3 +572,18 @@ def test_dmd_pool_differs_from_up_only_in_the_multiscale_term():
     assert abs(float(pp["nckd"]) - float(pu["nckd"])) > 1e-6
     with pytest.raises(ValueError, match="resample"):
         mfd_loss(scales, t, y, part="nckd", resample="nearest")
+
+
+def test_nckd_gives_the_target_logit_no_gradient_tckd_does():
+    """Why DMD's scale heads never learn the right class from distillation (docs/method.md): NCKD is computed over
+    the non-target classes only, so its gradient on the student's target-class logit is exactly zero; TCKD's is not."""
+    torch.manual_seed(0)
+    s = torch.randn(2, 4, 6, 6, requires_grad=True)
+    t = torch.randn(2, 4, 6, 6)
+    y = torch.randint(0, 4, (2, 6, 6))
+    (g_n,) = torch.autograd.grad(nckd_loss(s, t, y, T=1.0), s)
+    (g_t,) = torch.autograd.grad(tckd_loss(s, t, y, T=1.0), s)
+    at_target = torch.nn.functional.one_hot(y, 4).permute(0, 3, 1, 2).bool()
+    assert g_n[at_target].abs().max() == 0
+    assert g_n[~at_target].abs().max() > 1e-4  # the other logits do get a gradient
+    assert g_t[at_target].abs().min() > 0
