@@ -68,7 +68,9 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                           "params": {"3d": 172_783, "2d": 59_751},
                           "speedup": {"3d": 23.2, "2d": 13.9, "hippocampus": 12.6, "chaos": 11.6}},
     "student-fast-deep": {"description": "fast deep student: half-resolution U-Net (strided stem), the default "
-                                         "student's 5 levels of 8-64 channels, batch norm folded, bilinear logits",
+                                         "student's 5 levels of 8-64 channels, batch norm folded, bilinear logits; "
+                                         "on CHAOS 99 % of the teacher's Dice with DMD + Heads (4800 "
+                                         "iterations, 5 seeds)",
                           "params": {"3d": 522_571, "2d": 180_283},
                           "speedup": {"3d": 15.0, "2d": 9.4, "hippocampus": 8.9, "chaos": 8.5}},
 }
