@@ -165,9 +165,11 @@ def test_distill_stop_within_one_step_resume_and_responsive_event_loop(make_napa
     # Resume continues the same run up to the new total, with validation Dice on the held-out case
     total = final.iteration + 12
     w.iterations_spin.setValue(total)
+    w.heads_check.setChecked(True)  # changed since the start: Resume shows and keeps the run's own setting
     with qtbot.waitSignal(w.run_finished, timeout=60_000):
         qtbot.mouseClick(w.resume_button, Qt.MouseButton.LeftButton)
     assert w.events[-1].kind == "done", w.last_error
+    assert not w.heads_check.isChecked() and load_checkpoint(last)["config"]["head_supervision"] == 0.0
     steps = _steps(w)
     assert steps[0] == final.iteration + 1 and steps[-1] == total
     assert load_checkpoint(last)["iteration"] == total

@@ -217,6 +217,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             cfg.cpu_bf16 = self.bf16_check.isChecked()
             cfg.num_threads = training_threads()
             self.set_method(cfg.method)
+            self.heads_check.setChecked(bool(cfg.head_supervision))  # the run's own setting is resumed
             self.student_combo.setCurrentText(cfg.model)
             teacher = self._teacher() if cfg.method != "none" else self.teacher_chooser.entry()
             cases, folder, _ = self._cases()
