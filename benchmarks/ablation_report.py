@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -184,26 +185,25 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
     teachers = {r["dataset"]: r for r in rows if r["setting"] == "teacher"}
     lat = json.loads((out / "latency.json").read_text()) if (out / "latency.json").exists() else {}
     result = []
-    for method, (ds, spec) in ((m, item) for m in methods for item in SPECS.items()):
+    for method, (ds, spec) in itertools.product(methods, SPECS.items()):
         jobs = [r for r in rows if r["dataset"] == ds and r["setting"] == "full" and r["method"] == method]
         if not jobs or ds not in teachers or "student" not in lat.get(ds, {}):
             continue
+        factor = factors.get((ds, "student"), 1.0)
         result.append({
             "dataset": ds, "dims": spec.dims, "method": method, "student": "student", "seeds": len(jobs),
             "retention": float(np.mean([r["mean_dice"] for r in jobs]) / teachers[ds]["mean_dice"]),
             "student_dice": float(np.mean([r["mean_dice"] for r in jobs])),
             "teacher_dice": float(teachers[ds]["mean_dice"]),
             "speedup": float(lat[ds]["teacher"] / lat[ds]["student"]),
-            "seconds_per_iteration": float(np.mean([r["train_s"] / r["iterations"] for r in jobs])
-                                           / factors.get((ds, "student"), 1.0)),
-            "step_speedup_applied": factors.get((ds, "student"), 1.0),
+            "seconds_per_iteration": float(np.mean([r["train_s"] / r["iterations"] for r in jobs]) / factor),
+            "step_speedup_applied": factor,
             "threads": int(lat[ds].get("threads", 1)), "patch": jobs[0].get("patch"),
             "iterations": int(jobs[0]["iterations"])})
     src = f"benchmarks/ablation.py --expectations, from {out}/jobs/*.json and {out}/latency.json"
     if factors:
         src += f"; seconds per iteration divided by the step speed-up in {speedups.relative_to(speedups.parents[2])}"
-    data = {"source": src,
-            "rows": result}
+    data = {"source": src, "rows": result}
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return data
 

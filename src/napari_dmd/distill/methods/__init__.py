@@ -107,7 +107,7 @@ def distill_loss(
     inputs = Inputs(student, student_scales, teacher, target, T, weights, ignore_index, resample, target_T,
                     bool(target_balance))
     extra, parts = m.terms(inputs, {k: given[k] for k in m.settings})
-    if head_supervision and m.needs_heads and m.needs_teacher:
+    if head_supervision and m.takes_head_supervision:
         ds_term = deep_supervision_loss(student_scales, target, weights=weights, ignore_index=ignore_index)
         parts["ds"] = ds_term
         extra = extra + head_supervision * ds_term

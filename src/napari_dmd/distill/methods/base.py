@@ -58,6 +58,12 @@ class Method:
     terms: TermsFn  # computes its terms; reads only ``settings``' names
     menu_rank: int | None = None  # position in the Distill widget's menu; None: not offered there
 
+    @property
+    def takes_head_supervision(self) -> bool:
+        """Whether ``head_supervision`` adds the task loss at its scale heads: methods with heads and a teacher
+        (MFD, DMD); the control (``ds``) has that loss already."""
+        return self.needs_heads and self.needs_teacher
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
         object.__setattr__(self, "parts", tuple(self.parts))
