@@ -209,8 +209,10 @@ def plan(datasets: list[str], seeds: tuple[int, ...], settings: tuple[str, ...] 
                 jobs += [Job(ds, "tiny", m, s, WEIGHTS.get(m, {})) for m in TINY_METHODS]
             if ds in ("hippocampus", "chaos") and "pool" in settings:  # rows of the full table
                 jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-pool")]) for m in POOL_METHODS]
-            if "hs" in settings:  # rows of the full table
+            if "hs" in settings:  # rows of the full (and low-label) table
                 jobs += [Job(ds, "full", m, s, WEIGHTS[m.removesuffix("-hs")]) for m in HS_METHODS]
+                if spec.low_labels:
+                    jobs += [Job(ds, "lowlabel", m, s, WEIGHTS[m.removesuffix("-hs")]) for m in HS_METHODS]
             if "t1" in settings:  # DMD (and KD, DKD: the same change to their target terms) at T = 1
                 jobs += [Job(ds, "full", m, s, {**WEIGHTS[m], **T1_WEIGHTS}) for m in ("kd", "dkd", "dmd")]
     return jobs

@@ -61,3 +61,22 @@ def test_table_has_a_control_column_only_with_a_control_arm():
     assert with_control.splitlines()[0].split()[:7] == ["round", "slices", "voxels", "student", "mean", "control",
                                                        "mean"]
     assert last[:6] == ["1", "15", "1,200", "0.7000", "0.6000", "0.8000"]
+
+
+@pytest.mark.timeout(90)  # about 6 s on one idle core
+def test_head_supervision_reaches_both_arms_rounds_not_round_0(tmp_path):
+    from napari_dmd.checkpoint import load_checkpoint
+
+    out = tmp_path / "bench"
+    assert main(["bench", "corrections", "--quick", "--method", "dmd", "--threads", "1", "--rounds", "1",
+                 "--control", "--head-supervision", "0.5", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
+    res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
+    assert res["settings"]["head_supervision"] == 0.5
+    assert load_checkpoint(out / "student" / "last.pt")["config"]["head_supervision"] == 0.0  # round 0: its own
+    for arm in (out / "round-1", out / "control" / "round-1"):
+        assert load_checkpoint(arm / "last.pt")["config"]["head_supervision"] == 0.5
+
+
+def test_head_supervision_is_checked_before_any_data_is_read(tmp_path):
+    with pytest.raises(ValueError, match="head_supervision"):
+        bench.bench_corrections("chaos", data=str(tmp_path / "nowhere"), head_supervision=-1.0)

@@ -164,6 +164,8 @@ def add_verbs(sub: Any) -> None:
                    "(default: the config's, 0.9 for a 2D model, 0.5 for 3D)")
     c.add_argument("--round0", metavar="CKPT", help="start from this round-0 student (one this bench distilled "
                    "before with the same data and settings) instead of distilling a new one")
+    c.add_argument("--head-supervision", type=float, metavar="W", help="the rounds' (both arms) deep supervision "
+                   "at the student's scale heads, MFD/DMD (default: the round-0 student's)")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -221,7 +223,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  unseen=getattr(a, "unseen", False), round_seed=getattr(a, "round_seed", None),
                                  shift=getattr(a, "shift", None),
                                  balance_classes=getattr(a, "balance_classes", False),
-                                 focus_fraction=getattr(a, "focus_fraction", None), round0=getattr(a, "round0", None))
+                                 focus_fraction=getattr(a, "focus_fraction", None), round0=getattr(a, "round0", None),
+                                 head_supervision=getattr(a, "head_supervision", None))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

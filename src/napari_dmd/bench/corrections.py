@@ -192,9 +192,10 @@ def _fine_tune(parent: Path, pool: list, corrections: list, tmodel: Any, iterati
 
 def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, iterations: int, root: Path,
                  first: dict[str, Any], num_threads: int | None, device: str, t_start: float,
-                 seed: int | None = None) -> list[dict[str, Any]]:
+                 seed: int | None = None, settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The control arm: ``rounds`` rounds from ``start`` (the round-0 student) with no corrections (an empty set:
-    the teacher's prediction everywhere), evaluated on ``val`` after each; row 0 is the painted arm's ``first``."""
+    the teacher's prediction everywhere), evaluated on ``val`` after each; row 0 is the painted arm's ``first``.
+    ``settings``: other round settings, as the painted arm's."""
     from ..segment import Segmenter
 
     rows = [{**first, "seconds": round(time.perf_counter() - t_start, 1)}]
@@ -203,7 +204,7 @@ def _control_arm(start: Path, pool: list, val: list, tmodel: Any, rounds: int, i
     parent = start
     for rnd in range(1, rounds + 1):
         parent = _fine_tune(parent, pool, [None] * len(pool), tmodel, iterations, folder / f"round-{rnd}",
-                            num_threads, seed)
+                            num_threads, seed, **(settings or {}))
         ev = _evaluate(Segmenter.from_checkpoint(parent, device=device), val)
         rows.append(_round_row(folder, rnd, 0, 0, ev, first["teacher_mean_dice"], t_start))
         print(f"control round {rnd}: nothing painted; student Dice {ev['mean']:.4f} {ev['dice']}", flush=True)
@@ -231,7 +232,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       patch: list[int] | None = None, downsample: int | None = None,
                       control: bool = False, unseen: bool = False, round_seed: int | None = None,
                       shift: str | None = None, balance_classes: bool = False, focus_fraction: float | None = None,
-                      round0: str | None = None) -> dict[str, Any]:
+                      round0: str | None = None, head_supervision: float | None = None) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
@@ -242,7 +243,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     ``focus_fraction``: the rounds' share of patches centred on painted voxels (default: the config's,
     :func:`~napari_dmd.config.focus_share`).
     ``round0``: a round-0 student checkpoint to start from (one this bench distilled before with the same data and
-    settings) instead of distilling a new one."""
+    settings) instead of distilling a new one. ``head_supervision``: the rounds' (both arms) deep supervision at
+    the student's scale heads (MFD/DMD; default: the round-0 student's)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -258,7 +260,9 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     check_shift(shift)  # before any data is read
     if round0 is not None and not Path(round0).is_file():
         raise ValueError(f"--round0 {round0}: no such checkpoint file (a round-0 student's last.pt)")
-    TrainConfig(focus_fraction=focus_fraction).validate()  # the config's own rule, before any data is read
+    TrainConfig(focus_fraction=focus_fraction, head_supervision=head_supervision or 0.0).validate()  # before data
+    rounds_settings = {k: v for k, v in (("focus_fraction", focus_fraction), ("head_supervision", head_supervision))
+                       if v is not None}
 
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
@@ -319,14 +323,14 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                             balance_classes)
         corr = [corrections_labels(gt[c.name], new[c.name]) if c.name in new else None for c in unlabelled]
         parent = _fine_tune(parent, unlabelled, corr, tmodel, iterations, root / f"round-{rnd + 1}",
-                            base.get("num_threads"), round_seed,
-                            **({} if focus_fraction is None else {"focus_fraction": focus_fraction}))
+                            base.get("num_threads"), round_seed, **rounds_settings)
         total_slices += count
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
         teacher_wrong += int(sum(int((teacher_labels[n][m] != gt[n][m]).sum()) for n, m in new.items()))
     first, last = rows[0], rows[-1]
     control_rows = _control_arm(start, unlabelled, val, tmodel, rounds, iterations, root, first,
-                                base.get("num_threads"), device, t_start, round_seed) if control else None
+                                base.get("num_threads"), device, t_start, round_seed,
+                                {k: v for k, v in rounds_settings.items() if k != "focus_fraction"}) if control else None
     lost = [i for i, (s, t) in enumerate(zip(first["student_dice"], teacher_ev["dice"])) if t - s > LOST_GAP]
     targets = {"student_beats_teacher_mean": last["student_mean_dice"] > teacher_ev["mean"],
                "lost_classes_at_round_0": [i + 1 for i in lost],
@@ -345,6 +349,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
                 "shift": shift, "balance_classes": balance_classes, "focus_fraction": focus_fraction,
+                "head_supervision": head_supervision,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
