@@ -328,9 +328,9 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
         total_voxels += int(sum(int(m.sum()) for m in new.values()))
         teacher_wrong += int(sum(int((teacher_labels[n][m] != gt[n][m]).sum()) for n, m in new.items()))
     first, last = rows[0], rows[-1]
+    unpainted = {k: v for k, v in rounds_settings.items() if k != "focus_fraction"}  # nothing to focus on
     control_rows = _control_arm(start, unlabelled, val, tmodel, rounds, iterations, root, first,
-                                base.get("num_threads"), device, t_start, round_seed,
-                                {k: v for k, v in rounds_settings.items() if k != "focus_fraction"}) if control else None
+                                base.get("num_threads"), device, t_start, round_seed, unpainted) if control else None
     lost = [i for i, (s, t) in enumerate(zip(first["student_dice"], teacher_ev["dice"])) if t - s > LOST_GAP]
     targets = {"student_beats_teacher_mean": last["student_mean_dice"] > teacher_ev["mean"],
                "lost_classes_at_round_0": [i + 1 for i in lost],
