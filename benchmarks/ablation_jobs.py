@@ -34,12 +34,13 @@ from ablation_specs import (
 
 def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
     """The TrainConfig of a job: the dataset's spec, the method (``-pool``: pooled teacher; ``-hs``: with deep
-    supervision at the scale heads, ``head_supervision`` 1) and its weights."""
+    supervision at the scale heads, ``head_supervision`` 1; without it every method as published, head supervision
+    0, although DMD's default is 1) and its weights."""
     from napari_dmd.config import TrainConfig
 
     method = {"alone": "none", "pseudo": "none"}.get(job.method, job.method)
     resample = "pool" if method.endswith("-pool") else "up"
-    heads = {"head_supervision": 1.0} if method.endswith("-hs") else {}
+    heads = {"head_supervision": 1.0 if method.endswith("-hs") else 0.0}
     method = method.removesuffix("-pool").removesuffix("-hs")
     lr = spec.teacher_lr if job.setting == "teacher" else spec.lr
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,

@@ -49,13 +49,22 @@ def test_every_method_runs_with_and_without_labels(method, labelled, cases, teac
     assert [e.iteration for e in steps] == [1, 2, 3]
     assert all(np.isfinite(v) for e in steps for v in e.parts.values())
     expected = {"none": {"task"}, "ds": {"task", "ds"}, "kd": {"task", "kd"}, "dkd": {"task", "tckd", "nckd"},
-                "mfd": {"task", "mfd"}, "dmd": {"task", "tckd", "nckd"}}[method]
+                "mfd": {"task", "mfd"}, "dmd": {"task", "tckd", "nckd", "ds"}}[method]  # DMD: heads supervised
     assert expected <= set(steps[0].parts)
+    assert ("ds" in steps[0].parts) == (method in ("ds", "dmd")), "head supervision: DMD's default only"
     assert events[-1].kind == "done"
     assert any(e.kind == "validation" and e.mean_dice is not None for e in events)
     ckpt = load_checkpoint(d.last_path)
     assert ckpt["config"]["method"] == method and ckpt["iteration"] == 3
     assert (ckpt["heads"] is not None) == (method in ("ds", "mfd", "dmd"))
+
+
+def test_dmd_as_published_with_head_supervision_0(cases, teacher_path, tmp_path):
+    cfg = TrainConfig(method="dmd", iterations=2, head_supervision=0.0, **TINY)
+    d = Distiller(cfg, cases, teacher=load_teacher(teacher_path), output_dir=tmp_path)
+    steps = [e for e in d.run() if e.kind == "step"]
+    assert {"task", "tckd", "nckd"} <= set(steps[0].parts) and "ds" not in steps[0].parts
+    assert load_checkpoint(d.last_path)["config"]["head_supervision"] == 0.0
 
 
 def test_teacher_free_distillation_needs_labels(cases, tmp_path):

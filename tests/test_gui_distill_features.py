@@ -165,11 +165,11 @@ def test_distill_stop_within_one_step_resume_and_responsive_event_loop(make_napa
     # Resume continues the same run up to the new total, with validation Dice on the held-out case
     total = final.iteration + 12
     w.iterations_spin.setValue(total)
-    w.heads_check.setChecked(True)  # changed since the start: Resume shows and keeps the run's own setting
+    w.heads_check.setChecked(False)  # changed since the start: Resume shows and keeps the run's own setting
     with qtbot.waitSignal(w.run_finished, timeout=60_000):
         qtbot.mouseClick(w.resume_button, Qt.MouseButton.LeftButton)
     assert w.events[-1].kind == "done", w.last_error
-    assert not w.heads_check.isChecked() and load_checkpoint(last)["config"]["head_supervision"] == 0.0
+    assert w.heads_check.isChecked() and load_checkpoint(last)["config"]["head_supervision"] == 1.0
     steps = _steps(w)
     assert steps[0] == final.iteration + 1 and steps[-1] == total
     assert load_checkpoint(last)["iteration"] == total
@@ -227,15 +227,19 @@ def test_distill_heads_checkbox_sets_head_supervision_for_mfd_and_dmd_only(make_
     viewer = _viewer(make_napari_viewer, extra=0)
     w = _distill(viewer, tmp_path / "heads", iterations=10)
     w.set_method("dmd")
-    assert not w.heads_check.isChecked() and w._config()[0].head_supervision == 0.0  # default: off
-    w.heads_check.setChecked(True)
-    assert w._config()[0].head_supervision == 1.0
+    assert w.heads_check.isChecked() and w._config()[0].head_supervision == 1.0  # DMD's default: on
+    w.heads_check.setChecked(False)
+    assert w._config()[0].head_supervision == 0.0  # DMD as published
     for method, applies in (("mfd", True), ("kd", False), ("dkd", False), ("none", False), ("ds", False)):
         if w.method_combo.findData(method) < 0:
             continue
         w.set_method(method)
         assert w.heads_check.isEnabled() is applies
+        assert not w.heads_check.isChecked() and w._config()[0].head_supervision == 0.0  # their default: off
+        w.heads_check.setChecked(True)
         assert w._config()[0].head_supervision == (1.0 if applies else 0.0)
+    w.set_method("dmd")
+    assert w.heads_check.isChecked(), "back to DMD: its default again"
 
 
 def test_features_layers_overlay_the_image(make_napari_viewer, qtbot, registry, trained):

@@ -129,3 +129,14 @@ def test_mfd_default_weight_is_two_over_the_number_of_scales(num_scales):
     mfd = mfd_loss(scales, t, y, HP["T"], part="kd")
     assert torch.allclose(parts["mfd"], mfd.detach(), rtol=1e-12)
     assert torch.allclose(total, parts["task"] + 2.0 / num_scales * mfd, rtol=1e-12)
+
+
+def test_head_weight_defaults_per_method_and_explicit_values_win():
+    from napari_dmd.distill.methods import head_weight
+
+    assert head_weight("dmd", None) == 1.0 and head_weight("mfd", None) == 0.0  # the measured defaults
+    assert head_weight("dmd", 0.0) == 0.0 and head_weight("mfd", 0.5) == 0.5  # explicit values win
+    for name in ("none", "ds", "kd", "dkd"):  # no heads to supervise, or (ds) supervised already
+        assert head_weight(name, None) == 0.0 and head_weight(name, 2.0) == 0.0
+    with pytest.raises(ValueError, match="unknown distillation method"):
+        head_weight("dmdx", None)

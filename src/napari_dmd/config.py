@@ -142,8 +142,9 @@ class TrainConfig:
     lambda_feat: float | None = _setting(None, "DMD/MFD weight of the per-scale terms (default 2 / number of "
                                                "scales)", ge=0)
     ds_weight: float = _setting(1.0, "deep-supervision weight of the 'ds' control", ge=0)
-    head_supervision: float = _setting(0.0, "MFD/DMD: also supervise every scale head with the task loss, at this "
-                                            "weight (0: the method as specified; see docs/method.md)", ge=0)
+    head_supervision: float | None = _setting(
+        None, "MFD/DMD: also supervise every scale head with the task loss, at this weight (default: 1 for DMD, 0 "
+              "for MFD; 0: the method as published; see docs/method.md)", ge=0)  # None: the method's default
     feature_scales: list[int] | None = _setting(None, "decoder stages distilled (0 = deepest); default all but the "
                                                       "last")
     scale_weights: list[float] | None = _setting(None, "weight w_k of each distilled scale (default 1 each)", ge=0)

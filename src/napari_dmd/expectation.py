@@ -39,7 +39,7 @@ def expectation_lines(method: str, student: str, iterations: int, spatial_dims: 
     "not measured" line when the ablation has no row for these settings."""
     rows = matching_rows(method, student, spatial_dims) or matching_rows(method, student)
     if not rows:
-        name = method.upper().replace("-HS", " with head supervision")
+        name = method.upper().replace("-HS", " (with head supervision)")
         return [f"No measurement for {name} with the {student!r} student yet: "
                 "docs/results.md lists the measured settings."]
     lines = []

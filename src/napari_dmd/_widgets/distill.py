@@ -28,6 +28,7 @@ from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..config import ConfigError, TrainConfig
+from ..distill.methods import head_weight
 from ._distill_export import DistillExport, export_formats
 from ._distill_form import METHOD_TIPS, METHODS, STUDENT_PRESETS, DistillSettings, available_devices
 from ._distill_run import Notice, RunGuard, RunHandle, default_output_dir, free_folder, train_worker
@@ -217,7 +218,7 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             cfg.cpu_bf16 = self.bf16_check.isChecked()
             cfg.num_threads = training_threads()
             self.set_method(cfg.method)
-            self.heads_check.setChecked(bool(cfg.head_supervision))  # the run's own setting is resumed
+            self.heads_check.setChecked(head_weight(cfg.method, cfg.head_supervision) > 0)  # the run's own setting
             self.student_combo.setCurrentText(cfg.model)
             teacher = self._teacher() if cfg.method != "none" else self.teacher_chooser.entry()
             cases, folder, _ = self._cases()

@@ -38,7 +38,7 @@ from ..teachers.base import Teacher
 from . import _common, state, validation
 from .distributed import all_gather_objects, all_reduce_sum, barrier, init_distributed
 from .events import Event
-from .methods import TABLE, distill_loss, get_method, target_settings
+from .methods import TABLE, distill_loss, get_method, head_weight, target_settings
 from .resolve import (
     auto_patch_size,
     autocast,
@@ -416,7 +416,8 @@ class Distiller:
         loss, parts = distill_loss(
             cfg.method, logits, scales, teacher_logits, y, T=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
             lambda_logit=cfg.lambda_logit, lambda_feat=cfg.lambda_feat, kd_weight=cfg.kd_weight,
-            ds_weight=cfg.ds_weight, head_supervision=cfg.head_supervision, weights=cfg.scale_weights,
+            ds_weight=cfg.ds_weight, head_supervision=head_weight(cfg.method, cfg.head_supervision),
+            weights=cfg.scale_weights,
             ignore_index=IGNORE, target_T=target_T, target_balance=balance,
             pixel_weight=pixel_weight, distill_scale=distill_scale, resample=cfg.scale_resample)
         bad = torch.tensor([float(not torch.isfinite(loss).item())], device=self.device)

@@ -31,7 +31,7 @@ METHOD = Method(
     needs_teacher=True,
     needs_heads=True,
     parts=("tckd", "nckd"),
-    settings={"lambda_logit": 1.0, "lambda_feat": None, "head_supervision": 0.0},
+    settings={"lambda_logit": 1.0, "lambda_feat": None, "head_supervision": None},
     terms=terms,
     menu_rank=0,
 )

@@ -30,7 +30,7 @@ METHOD = Method(
     needs_teacher=True,
     needs_heads=True,
     parts=("mfd",),
-    settings={"lambda_feat": None, "head_supervision": 0.0},
+    settings={"lambda_feat": None, "head_supervision": None},
     terms=terms,
     menu_rank=3,
 )
