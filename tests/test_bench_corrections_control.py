@@ -72,7 +72,7 @@ def test_head_supervision_reaches_both_arms_rounds_not_round_0(tmp_path):
                  "--control", "--head-supervision", "0.5", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
     res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
     assert res["settings"]["head_supervision"] == 0.5
-    assert load_checkpoint(out / "student" / "last.pt")["config"]["head_supervision"] is None  # round 0: its own
+    assert load_checkpoint(out / "student" / "last.pt")["config"]["head_supervision"] == 1.0  # round 0: DMD's default
     for arm in (out / "round-1", out / "control" / "round-1"):
         assert load_checkpoint(arm / "last.pt")["config"]["head_supervision"] == 0.5
 

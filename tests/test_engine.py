@@ -52,6 +52,7 @@ def test_every_method_runs_with_and_without_labels(method, labelled, cases, teac
                 "mfd": {"task", "mfd"}, "dmd": {"task", "tckd", "nckd", "ds"}}[method]  # DMD: heads supervised
     assert expected <= set(steps[0].parts)
     assert ("ds" in steps[0].parts) == (method in ("ds", "dmd")), "head supervision: DMD's default only"
+    assert load_checkpoint(d.last_path)["config"]["head_supervision"] == (1.0 if method == "dmd" else 0.0)
     assert events[-1].kind == "done"
     assert any(e.kind == "validation" and e.mean_dice is not None for e in events)
     ckpt = load_checkpoint(d.last_path)

@@ -88,6 +88,8 @@ class Distiller:
                  focus: dict[str, np.ndarray] | None = None) -> None:
         self.config = config.validate()
         cfg = self.config
+        if cfg.head_supervision is None:  # recorded as used: the method's default (config.yaml, checkpoints)
+            cfg.head_supervision = head_weight(cfg.method, None)
         if teacher is None and get_method(cfg.method).needs_teacher:
             raise ConfigError(f"method {cfg.method!r} needs a teacher; give one, or use method 'none'")
         if not cases:
