@@ -8,6 +8,7 @@ one written with ``--shift`` says so in its title.
 
     python benchmarks/corrections_plot.py --out docs/images/corrections_curve.png
     python benchmarks/corrections_plot.py docs/benchmarks/bench-corrections-*.json --out FIGURE.png
+    python benchmarks/corrections_plot.py A.json B.json --titles "first panel" "second panel" --out FIGURE.png
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ def _panel(ax: Any, name: str, res: dict[str, Any]) -> None:
     title = f"{name} ({settings.get('val_cases', '?')} validation cases" + \
         (f", {down}x down-sampled" if down and down > 1 else "") + \
         (f", images shifted: {settings['shift']}" if settings.get("shift") else "") + ")"
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     ax.set_xlabel(f"slices corrected (cumulative; {settings.get('slices', 5)} per case, "
                   f"{settings.get('cases', 3)} cases a round)", fontsize=8)
     ax.set_xticks(x)
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="*", type=Path, help="JSON files written by napari-dmd bench corrections --json "
                    "(default: the hippocampus and CHAOS files in docs/benchmarks/ that exist)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--titles", nargs="+", help="one panel name per file (default: the file name)")
     a = p.parse_args(argv)
     files = a.files or [f for f in DEFAULT_FILES if f.exists()]
     missing = [str(f) for f in files if not f.exists()]
@@ -66,14 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corrections_plot: error: {', '.join(missing) or 'no bench-corrections JSON in docs/benchmarks'}: "
               "not found; run napari-dmd bench corrections --json FILE first", file=sys.stderr)
         return 2
+    if a.titles and len(a.titles) != len(files):
+        print(f"corrections_plot: error: {len(a.titles)} --titles for {len(files)} files", file=sys.stderr)
+        return 2
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(files), figsize=(5.2 * len(files), 5.2), squeeze=False)
-    for ax, f in zip(axes[0], files):
-        _panel(ax, f.stem.removeprefix("bench-corrections-"), json.loads(f.read_text(encoding="utf-8"))["results"])
+    names = a.titles or [f.stem.removeprefix("bench-corrections-") for f in files]
+    for ax, f, name in zip(axes[0], files, names):
+        _panel(ax, name, json.loads(f.read_text(encoding="utf-8"))["results"])
     axes[0][0].set_ylabel("Dice on validation (%)")
     fig.suptitle("Correction rounds: student vs teacher", fontsize=10)
     fig.tight_layout()
