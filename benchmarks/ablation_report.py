@@ -27,8 +27,8 @@ ORDER = {"none": 0, "alone": 0, "pseudo": 1, "ds": 2, "kd": 3, "dkd": 4, "mfd": 
          "dmd-pool": 7, "dmd-hs": 8}
 LABEL = {"none": "none (student alone)", "alone": "alone (labelled cases only)",
          "pseudo": "pseudo-labels (teacher argmax)", "ds": "heads + deep supervision", "kd": "KD", "dkd": "DKD",
-         "mfd": "MFD", "dmd": "**DMD**", "mfd-pool": "MFD, pooled teacher", "dmd-pool": "DMD, pooled teacher",
-         "dmd-hs": "DMD + deep supervision at the heads"}
+         "mfd": "MFD", "dmd": "DMD as published", "mfd-pool": "MFD, pooled teacher", "dmd-pool": "DMD, pooled teacher",
+         "dmd-hs": "**DMD + deep supervision at the heads** (the default)"}
 
 
 def _load(out: Path) -> list[dict[str, Any]]:
@@ -74,7 +74,8 @@ def bar_chart(groups: dict, teachers: dict, path: Path) -> None:
         items = [(k[2], v) for k, v in groups.items() if k[0] == ds and k[1] == st]
         means = [100 * np.mean([r["mean_dice"] for r in v]) for _, v in items]
         stds = [100 * np.std([r["mean_dice"] for r in v], ddof=1) if len(v) > 1 else 0 for _, v in items]
-        colors = ["tab:red" if m == "dmd" else "tab:gray" if m in ("none", "alone", "pseudo") else "tab:blue"
+        colors = ["tab:red" if m == "dmd-hs" else "salmon" if m == "dmd" else  # the default; DMD as published
+                  "tab:gray" if m in ("none", "alone", "pseudo") else "tab:blue"
                   for m, _ in items]
         ax.bar(range(len(items)), means, yerr=stds, color=colors, capsize=3)
         for i, (_, v) in enumerate(items):  # every seed as a dot
