@@ -222,3 +222,20 @@ def test_bench_corrections_reuses_a_round0_student(tmp_path, capsys):
     assert "no such checkpoint file" in capsys.readouterr().err
     assert main(["bench", "corrections", "--quick", "--focus-fraction", "1.5"]) != 0  # refused before any data
     assert "focus_fraction must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_rounds_train_without_head_supervision_unless_asked(runs, tmp_path):
+    root, data, cases = runs
+    assert main(["distill", "--teacher", str(root / "t" / "last.pt"), *data, "--out", str(tmp_path / "dmd"),
+                 "--method", "dmd", "--iterations", "2", "--labelled-cases", "0", *TINY]) == 0
+    parent = tmp_path / "dmd" / "last.pt"
+    ck = load_checkpoint(parent)
+    assert ck["config"]["head_supervision"] == 1.0  # DMD's default, recorded as used
+    train = [cases[r[0]] for r in ck["run"]["data"]["train"]]
+    plain = start_round(parent, train, [None] * len(train), iterations=1, out=tmp_path / "r1")
+    assert plain.config.head_supervision == 0.0  # measured better for rounds (docs/results.md)
+    asked = start_round(parent, train, [None] * len(train), iterations=1, out=tmp_path / "r2", head_supervision=1.0)
+    assert asked.config.head_supervision == 1.0
+    for d in (plain, asked):
+        d.run_to_end()
+    assert load_checkpoint(tmp_path / "r1" / "last.pt")["config"]["head_supervision"] == 0.0

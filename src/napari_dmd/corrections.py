@@ -30,13 +30,16 @@ from .data.io import DataError
 if TYPE_CHECKING:
     from .distill.engine import Distiller
 
-__all__ = ["IGNORE", "LR_SCALE", "ROUND_FILE", "corrections_labels", "load_corrections", "match_files",
-           "merge_labels", "painted_mask", "recorded_teacher", "resume_round", "round_info", "save_corrections",
-           "split_by_record", "start_round"]
+__all__ = ["IGNORE", "LR_SCALE", "ROUND_FILE", "ROUND_HEAD_SUPERVISION", "corrections_labels", "load_corrections",
+           "match_files", "merge_labels", "painted_mask", "recorded_teacher", "resume_round", "round_info",
+           "save_corrections", "split_by_record", "start_round"]
 
 IGNORE = 255
 ROUND_FILE = "round.json"
 LR_SCALE = 0.2  # a round fine-tunes: the parent's learning rate / 5 (override with lr=...)
+ROUND_HEAD_SUPERVISION = 0.0  # rounds train without head supervision unless asked: on CHAOS with a new scanner (3 seeds
+# from a round-0 student distilled with it) 72.97 after 3 rounds, all 3 above the teacher, left kidney 66.4, against
+# 73.08, 2 of 3, 63.1 with it (docs/results.md, the correction loop)
 
 
 # ------------------------------------------------------------------------------------------- arrays
@@ -207,13 +210,15 @@ def recorded_teacher(ckpt: dict[str, Any], where: str) -> Any:
 
 def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, Any], base_lr: Any) -> Any:
     """The parent's settings for a round: ``iterations``, lr = the first run's lr x :data:`LR_SCALE` (not
-    compounded over rounds), the parent's resolved patch size, dims and classes, then ``overrides``."""
+    compounded over rounds), head supervision :data:`ROUND_HEAD_SUPERVISION`, the parent's resolved patch size,
+    dims and classes, then ``overrides``."""
     from .config import TrainConfig
 
     cfg = TrainConfig.from_dict(dict(ckpt["config"]))
     cfg.iterations = int(iterations)
     base = float(base_lr) if isinstance(base_lr, int | float) else cfg.lr
     cfg.lr = float(overrides.pop("lr", base * LR_SCALE))
+    cfg.head_supervision = overrides.pop("head_supervision", ROUND_HEAD_SUPERVISION)
     cfg.patch_size = [int(p) for p in ckpt.get("patch_size") or cfg.patch_size or []] or None
     cfg.spatial_dims = int(ckpt["model"]["spatial_dims"])
     cfg.num_classes = int(ckpt["model"]["num_classes"])
@@ -308,7 +313,8 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     """A new round: a new run folder whose student starts from ``parent``'s weights (a student's ``last.pt`` or
     ``best.pt``) and trains ``iterations`` steps on ``cases`` with ``corrections`` (one per case, or None) as
     ground truth over the teacher's prediction elsewhere; a case's own label stays unless the parent trained
-    without it. Settings: the parent's, ``lr`` = parent lr x :data:`LR_SCALE` (0.2), then ``overrides``
+    without it. Settings: the parent's, ``lr`` = parent lr x :data:`LR_SCALE` (0.2), no head supervision
+    (:data:`ROUND_HEAD_SUPERVISION`), then ``overrides``
     (e.g. ``correct_teacher=True``: the teacher's logits at a painted voxel swapped so that the painted class is
     its top one; measured worse on CHAOS, so off by default, see docs/results.md).
     With ``carry`` a parent round's corrections stay (the new ones override them where both are painted), so a

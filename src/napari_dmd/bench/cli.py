@@ -165,7 +165,7 @@ def add_verbs(sub: Any) -> None:
     c.add_argument("--round0", metavar="CKPT", help="start from this round-0 student (one this bench distilled "
                    "before with the same data and settings) instead of distilling a new one")
     c.add_argument("--head-supervision", type=float, metavar="W", help="the rounds' (both arms) deep supervision "
-                   "at the student's scale heads, MFD/DMD (default: the round-0 student's)")
+                   "at the student's scale heads, MFD/DMD (default 0, as every corrections round)")
     _patch_arg(c)
     _common(c, device="cpu")
 

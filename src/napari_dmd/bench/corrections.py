@@ -244,7 +244,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     :func:`~napari_dmd.config.focus_share`).
     ``round0``: a round-0 student checkpoint to start from (one this bench distilled before with the same data and
     settings) instead of distilling a new one. ``head_supervision``: the rounds' (both arms) deep supervision at
-    the student's scale heads (MFD/DMD; default: the round-0 student's)."""
+    the student's scale heads (MFD/DMD; default 0, :data:`~napari_dmd.corrections.ROUND_HEAD_SUPERVISION`)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
