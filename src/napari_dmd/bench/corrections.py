@@ -260,7 +260,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     check_shift(shift)  # before any data is read
     if round0 is not None and not Path(round0).is_file():
         raise ValueError(f"--round0 {round0}: no such checkpoint file (a round-0 student's last.pt)")
-    TrainConfig(focus_fraction=focus_fraction, head_supervision=head_supervision or 0.0).validate()  # before data
+    TrainConfig(focus_fraction=focus_fraction, head_supervision=head_supervision).validate()  # before any data
     rounds_settings = {k: v for k, v in (("focus_fraction", focus_fraction), ("head_supervision", head_supervision))
                        if v is not None}
 

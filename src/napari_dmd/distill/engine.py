@@ -88,7 +88,8 @@ class Distiller:
                  focus: dict[str, np.ndarray] | None = None) -> None:
         self.config = config.validate()
         cfg = self.config
-        if cfg.head_supervision is None:  # recorded as used: the method's default (config.yaml, checkpoints)
+        if cfg.head_supervision is None:  # resolved once, recorded as used (config.yaml, checkpoints); the step
+            # passes it to distill_loss, which applies it only to methods that take it
             cfg.head_supervision = head_weight(cfg.method, None)
         if teacher is None and get_method(cfg.method).needs_teacher:
             raise ConfigError(f"method {cfg.method!r} needs a teacher; give one, or use method 'none'")
@@ -418,8 +419,7 @@ class Distiller:
         loss, parts = distill_loss(
             cfg.method, logits, scales, teacher_logits, y, T=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
             lambda_logit=cfg.lambda_logit, lambda_feat=cfg.lambda_feat, kd_weight=cfg.kd_weight,
-            ds_weight=cfg.ds_weight, head_supervision=head_weight(cfg.method, cfg.head_supervision),
-            weights=cfg.scale_weights,
+            ds_weight=cfg.ds_weight, head_supervision=cfg.head_supervision, weights=cfg.scale_weights,
             ignore_index=IGNORE, target_T=target_T, target_balance=balance,
             pixel_weight=pixel_weight, distill_scale=distill_scale, resample=cfg.scale_resample)
         bad = torch.tensor([float(not torch.isfinite(loss).item())], device=self.device)
