@@ -221,6 +221,9 @@ def test_distill_flips_checkbox_sets_the_config(make_napari_viewer, registry, tm
     w.flips_check.setChecked(False)  # e.g. right/left kidney classes
     cfg = w._config()[0]
     assert cfg.flips is False and cfg.augment is True  # intensity augmentation stays on
+    assert not w.spatial_check.isChecked() and cfg.spatial_augment is False  # zoom and rotate: off by default
+    w.spatial_check.setChecked(True)
+    assert w._config()[0].spatial_augment is True
 
 
 def test_distill_heads_checkbox_sets_head_supervision_for_mfd_and_dmd_only(make_napari_viewer, registry, tmp_path):

@@ -403,6 +403,7 @@ def test_teacher_trains_from_layers_and_stops(make_napari_viewer, qtbot, tmp_pat
     assert w.pairs_list.count() == 2
     w.preset_box.setCurrentText("student-tiny")
     w.iterations_spin.setValue(10_000)
+    w.spatial_check.setChecked(True)  # zoom and rotate patches: reaches the run's config
     w.output_edit.setText(str(tmp_path / "run"))
     assert w.train() is not None
     qtbot.waitUntil(lambda: w.last_event is not None and w.last_event.iteration >= 2, timeout=60_000)
@@ -412,6 +413,7 @@ def test_teacher_trains_from_layers_and_stops(make_napari_viewer, qtbot, tmp_pat
     assert w.last_event.kind == "stopped" and w.last_event.iteration <= at_stop + 2  # within the step in progress
     assert w.distiller is None  # trained in a child process, not in napari's
     assert (tmp_path / "run" / "last.pt").exists()
+    assert "spatial_augment: true" in (tmp_path / "run" / "config.yaml").read_text()
     [name] = REGISTRY.names("teacher")
     assert name == "teacher: run" and w.teacher_box.currentText() == name
     assert w.train_button.isEnabled() and not w.stop_button.isEnabled()

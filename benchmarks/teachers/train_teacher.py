@@ -11,6 +11,7 @@ same command again resumes from ``RUN/last.pt``. The recipe per dataset is in ``
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed when it holds last.pt)")
     p.add_argument("--iterations", type=int, help="override the recipe's iteration budget")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spatial-augment", action="store_true", help="random zoom and rotation of each patch")
+    p.add_argument("--snapshots", action="store_true",
+                   help="keep a copy of every checkpoint as RUN/snapshots/itN.pt (for average_snapshots.py)")
     a = p.parse_args(argv)
 
     import torch
@@ -51,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = SPECS[a.dataset]
     train, val, _ = dataset(a.dataset)
     cfg = TrainConfig(method="ds", model=r["model"], iterations=a.iterations or r["iterations"],
-                      batch_size=r["batch"], patch_size=list(r["patch"]), spatial_dims=spec.dims, lr=r["lr"],
-                      seed=0, val_interval=250, checkpoint_interval=250, log_interval=50, num_threads=a.threads,
-                      **r["extra"])
+                      batch_size=r["batch"], patch_size=list(r["patch"]), spatial_dims=spec.dims, lr=a.lr or r["lr"],
+                      seed=a.seed, val_interval=250, checkpoint_interval=250, log_interval=50, num_threads=a.threads,
+                      **{**r["extra"], **({"spatial_augment": True} if a.spatial_augment else {})})
     last = a.out / "last.pt"
     d = Distiller(cfg, train, val_cases=val, output_dir=a.out, resume=last if last.exists() else None,
                   role="teacher")
@@ -63,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             dice = [round(x, 4) for x in ev.dice or []]
             print(f"[{time.perf_counter() - t0:6.0f} s] it {ev.iteration}: mean Dice {ev.mean_dice:.4f} {dice}",
                   flush=True)
+        elif ev.kind == "checkpoint" and a.snapshots and ev.path and Path(ev.path).name == "last.pt":
+            (a.out / "snapshots").mkdir(exist_ok=True)
+            shutil.copyfile(ev.path, a.out / "snapshots" / f"it{ev.iteration}.pt")
         elif ev.kind == "step" and ev.iteration % 100 == 0:
             print(f"[{time.perf_counter() - t0:6.0f} s] it {ev.iteration}/{ev.total} "
                   f"{ev.samples_per_s:.1f} samples/s", flush=True)

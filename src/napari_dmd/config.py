@@ -114,6 +114,8 @@ class TrainConfig:
     augment: bool = _setting(True, "random intensity changes, plus flips and rot90 unless --no-flips")
     flips: bool = _setting(True, "with augment: flip every axis and rotate in-plane by 90 degrees; turn off "
                                  "(--no-flips) when classes are left/right, e.g. kidneys")
+    spatial_augment: bool = _setting(False, "with augment: random zoom (0.8-1.25x) and in-plane rotation (up to 30 "
+                                            "degrees) of each patch; for small datasets (docs/teachers.md, HC18)")
     val_fraction: float = _setting(0.2, "fraction of labelled cases held back for validation (seeded split)",
                                    ge=0, lt=1)
     max_val_cases: int = _setting(16, "at most this many validation cases")

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..config import ConfigError, TrainConfig
+from ..config import HELP, ConfigError, TrainConfig
 from ..data.io import DataError
 from ..distill.methods import get_method, head_weight, menu_methods
 from ..models.presets import PRESET_INFO, PRESETS, preset_summary
@@ -172,6 +172,9 @@ class DistillSettings:
         self.flips_check.setToolTip("Augmentation: random flips and 90° rotations (intensity changes stay on). "
                                     "Turn off when classes are left/right, e.g. right and left kidney.")
         form.addRow("Augment", self.flips_check)
+        self.spatial_check = QCheckBox("zoom and rotate patches")
+        self.spatial_check.setToolTip("Augmentation: " + HELP["spatial_augment"])
+        form.addRow("", self.spatial_check)
         self.device_combo = QComboBox()
         for dev in available_devices():
             if dev == "auto":
@@ -288,7 +291,8 @@ class DistillSettings:
         iterations = self.iterations_spin.value()
         cfg = TrainConfig(method=self.method(), model=self.student_combo.currentText().strip() or "student",
                           iterations=iterations, patch_size=patch, batch_size=self.batch_spin.value(),
-                          flips=self.flips_check.isChecked(), device=str(self.device_combo.currentData()),
+                          flips=self.flips_check.isChecked(), spatial_augment=self.spatial_check.isChecked(),
+                          device=str(self.device_combo.currentData()),
                           cpu_bf16=self.bf16_check.isChecked(), head_supervision=self.head_supervision(),
                           num_threads=training_threads(), **self._intervals(iterations))
         cfg.model_channels()  # raises a clear message on a malformed channel list

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import runner
+from ..config import HELP
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import cases_from_layers, dmd_metadata
 from ._notify import notify_error, notify_info
@@ -147,6 +148,8 @@ class TeacherWidget(QWidget):
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 1_000_000)
         self.iterations_spin.setValue(1000)
+        self.spatial_check = QCheckBox("zoom and rotate patches")
+        self.spatial_check.setToolTip("Augmentation: " + HELP["spatial_augment"])
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText(str(runner.runs_root() / "teacher-<time>"))
         self.train_button = QPushButton("Train teacher")
@@ -164,6 +167,7 @@ class TeacherWidget(QWidget):
         tf.addRow("Model", self.preset_box)
         tf.addRow("Dims", self.dims_box)
         tf.addRow("Iterations", self.iterations_spin)
+        tf.addRow("Augment", self.spatial_check)
         tf.addRow("Output", self.output_edit)
         row = QHBoxLayout()
         row.addWidget(self.train_button)
@@ -347,6 +351,7 @@ class TeacherWidget(QWidget):
                               class_names=list(names) if names else None,
                               val_interval=max(1, min(200, iterations // 5)),
                               checkpoint_interval=max(1, min(200, iterations // 5)), log_interval=10,
+                              spatial_augment=self.spatial_check.isChecked(),
                               num_threads=training_threads())  # a core left for napari
             cfg.validate()
         except ValueError as exc:  # DataError and ConfigError are ValueErrors

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from napari_dmd.data.transforms import augment as augment_patch
+from napari_dmd.data.transforms import zoom_rotate
 
 MAX_FG_INDICES_PER_CLASS = 10_000
 
@@ -89,6 +90,7 @@ class PatchSampler:
         num_classes: int | None = None,
         augment: bool = True,
         flips: bool = True,
+        spatial: bool = False,
         ignore_index: int = 255,
         seed: int = 0,
         focus: Sequence[np.ndarray | None] | None = None,
@@ -128,6 +130,7 @@ class PatchSampler:
         self.num_classes = num_classes
         self.augment = bool(augment)
         self.flips = bool(flips)  # with augment: random flips and rot90 (off: intensity changes only)
+        self.spatial = bool(spatial)  # with augment: random in-plane zoom and rotation (zoom_rotate)
         self.ignore_index = int(ignore_index)
         self.seed = seed
 
@@ -258,6 +261,8 @@ class PatchSampler:
                 src.append(slice(0, size))
                 dst.append(slice(before, before + size))
         patch_img, patch_lab = crop_pad(img, lab, tuple(src), tuple(dst), self.patch_size)
+        if self.augment and self.spatial:
+            patch_img, patch_lab = zoom_rotate(patch_img, patch_lab, rng)
         if self.augment:
             patch_img, patch_lab = augment_patch(patch_img, patch_lab, rng, flip=self.flips, rot90=self.flips)
         has_label = patch_lab is not None

@@ -149,3 +149,40 @@ def augment(
     if lab is not None:
         lab = np.ascontiguousarray(lab)
     return img, lab
+
+
+ZOOM_RANGE = (0.8, 1.25)  # spatial augmentation: in-plane scale factor, drawn log-uniformly
+MAX_ANGLE_DEG = 30.0  # spatial augmentation: in-plane rotation, drawn uniformly in +- this
+
+
+def zoom_rotate(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    zoom: tuple[float, float] = ZOOM_RANGE,
+    max_angle_deg: float = MAX_ANGLE_DEG,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Randomly zoom and rotate a patch in its last two axes about the patch centre (every slice of a 3D patch
+    alike). The image is interpolated linearly, the label by nearest neighbour; what comes from outside the patch
+    is 0 in both, as :func:`napari_dmd.data.sampling.crop_pad` pads. Two draws from ``rng``.
+    """
+    from scipy.ndimage import affine_transform
+
+    s = float(np.exp(rng.uniform(np.log(zoom[0]), np.log(zoom[1]))))
+    a = float(np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg)))
+    # output (y, x) -> input (y, x): rotate by a and shrink by s (s > 1 magnifies the content)
+    m2 = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) / s
+    nd = image.ndim
+    matrix = np.eye(nd)
+    matrix[-2:, -2:] = m2
+    centre = (np.asarray(image.shape, dtype=float) - 1) / 2
+    offset = centre - matrix @ centre
+    img = affine_transform(np.asarray(image, dtype=np.float32), matrix, offset=offset, order=1, mode="constant",
+                           cval=0.0, output=np.float32)
+    lab = None
+    if label is not None:
+        lab = affine_transform(np.asarray(label), matrix, offset=offset, order=0, mode="constant", cval=0,
+                               output=np.asarray(label).dtype)
+    return img, lab
+

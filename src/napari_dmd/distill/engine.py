@@ -166,7 +166,8 @@ class Distiller:
             [normalize(c.image, self.normalization) for c in train_cases],
             [c.label for c in train_cases], tuple(self.patch_size), batch_size=cfg.batch_size,
             spatial_dims=spatial_dims, fg_fraction=cfg.fg_fraction, num_classes=self.num_classes,
-            augment=cfg.augment, flips=cfg.flips, ignore_index=IGNORE, seed=cfg.seed + 1000 * self.dist.rank,
+            augment=cfg.augment, flips=cfg.flips, spatial=cfg.spatial_augment, ignore_index=IGNORE,
+            seed=cfg.seed + 1000 * self.dist.rank,
             focus=[focus.get(c.name) for c in train_cases] if focus else None,
             focus_fraction=focus_share(cfg.focus_fraction, spatial_dims))
         self.num_workers = resolve_num_workers(cfg.num_workers, self.device)
