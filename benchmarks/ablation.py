@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-latency", action="store_true", help="train only: no latency measurement afterwards")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration budget (smoke tests)")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=[*SETTINGS, *EXTRA_SETTINGS],
-                    help="which parts to run (default: tune full lowlabel hs; the weights in WEIGHTS (ablation_specs.py) "
-                         "were chosen after running 'tune'; hs: DMD's default, with deep supervision at its heads; "
+                    help="which parts to run (default: tune full lowlabel hs; the weights in WEIGHTS "
+                         "(ablation_specs.py) were chosen after running 'tune'; hs: DMD's default, with deep "
+                         "supervision at its heads; "
                          "tiny: student-tiny rows; pool: MFD/DMD with scale_resample=pool as extra full-table rows)")
     ap.add_argument("--student", help="student preset of the full and low-label settings (default: student)")
     ap.add_argument("--tiny-student", help="student preset of the tiny setting (default: student-tiny)")
