@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="+", help="run only these methods' student jobs (default: every method)")
     ap.add_argument("--report", help="write the Markdown tables to this file (no training)")
     ap.add_argument("--precision", help="with --report: a float32 run's --out folder to compare with")
+    ap.add_argument("--notes", help="with --report: a Markdown file of hand-written reading to include (e.g. "
+                    "benchmarks/ablation_notes.md for the first table in docs/results.md)")
     ap.add_argument("--expectations", help="write the Distill widget's expectation file (e.g. "
                     "src/napari_dmd/resources/expectations.json) from the run's job files (no training)")
     ap.add_argument("--latency", action="store_true", help="measure teacher/student latency per volume only")
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         expectations(out, Path(args.expectations))
         return
     if args.report:
-        report(out, Path(args.report), Path(args.precision) if args.precision else None)
+        report(out, Path(args.report), Path(args.precision) if args.precision else None,
+               Path(args.notes) if args.notes else None)
         return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python "
           f"{sys.version.split()[0]}; command: {' '.join(sys.argv)}", flush=True)

@@ -35,14 +35,24 @@ def test_ablation_runs_and_reports(ablation, tmp_path, monkeypatch):
         res = ablation.run_job(job, out)
         assert 0.0 <= res["mean_dice"] <= 1.0 and res["params"] > 0
     rows = sorted(p.name for p in (out / "jobs").glob("*.json"))
-    assert rows == ["phantom2d_full_dmd_lambda_feat0.667_s0.json", "phantom2d_full_none_s0.json",
-                    "phantom2d_teacher_none_s0.json"]
+    assert rows == ["phantom2d_full_dmd-hs_lambda_feat0.667_s0.json", "phantom2d_full_dmd_lambda_feat0.667_s0.json",
+                    "phantom2d_full_none_s0.json", "phantom2d_teacher_none_s0.json"]  # hs: DMD's default, by default
     job = json.loads((out / "jobs" / rows[0]).read_text(encoding="utf-8"))
     assert job["iterations"] == ablation.SPECS["phantom2d"].student_iters
     ablation.report(out, tmp_path / "docs" / "results.md")
     text = (tmp_path / "docs" / "results.md").read_text(encoding="utf-8")
     assert "## Full labels" in text and "| DMD as published |" in text and "teacher minus student alone" in text
+    assert "DMD's default (with heads) minus teacher" in text and "DMD as published minus teacher" in text
+    assert "jobs lose a class" in text and "## Reading" not in text  # no hand-written notes unless given
     assert (tmp_path / "docs" / "images" / "ablation.png").stat().st_size > 1000
+
+
+def test_default_plan_has_dmds_default_and_no_tiny_rows(ablation):
+    jobs = ablation.plan(["chaos"], (0,))
+    methods = {(j.setting, j.method) for j in jobs}
+    assert ("full", "dmd-hs") in methods and ("lowlabel", "dmd-hs") in methods and ("full", "dmd") in methods
+    assert not any(j.setting == "tiny" for j in jobs)
+    assert {j.method for j in ablation.plan(["chaos"], (0,), ("tiny",))} == set(ablation.TINY_METHODS)
 
 
 def test_pool_setting_plans_extra_full_rows(ablation):
