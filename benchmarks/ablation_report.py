@@ -309,17 +309,15 @@ def report(out: Path, path: Path, precision: Path | None = None, notes: Path | N
     lines += _time_section(out, rows)
     lines += ["## Commands", "", "```bash",
               f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2"
-              "    # teachers, the weight grid, the tables, then latency (resumable)",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --settings pool"
-              "    # extra rows: MFD/DMD with the pooled teacher",
-              "mkdir -p ablation_fp32/teachers ablation_fp32/jobs && cp -r ablation/teachers/hippocampus "
-              "ablation_fp32/teachers/ && cp ablation/jobs/hippocampus_teacher_none_s0.json ablation_fp32/jobs/",
-              "NAPARI_DMD_ABLATION_FP32=1 .venv/bin/python benchmarks/ablation.py --out ablation_fp32 --jobs 2 "
-              "--datasets hippocampus --settings full lowlabel    # precision check, same teacher",
-              f".venv/bin/python benchmarks/ablation.py --out {out.name} --report docs/results.md"
-              + (f" --precision {precision.name}" if precision is not None else ""),
-              "```", "", "The weights in `WEIGHTS` (benchmarks/ablation.py) were set from the grid's best value per "
-              "method after a first `--settings tune` run (an earlier, float32 run: see the grid above for this "
-              "run's values).", ""]
+              "    # the table: full, low-label and DMD's default (hs) rows, then latency (resumable)",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --jobs 2 --settings tiny pool t1"
+              "    # extra rows: student-tiny, the pooled teacher, target terms at T = 1",
+              f"NAPARI_DMD_ABLATION_FP32=1 .venv/bin/python benchmarks/ablation.py --out {out.name}_fp32 --jobs 2"
+              "    # float32 students, the precision reference",
+              f".venv/bin/python benchmarks/ablation.py --out {out.name} --report results.md"
+              + (f" --precision {precision.name}" if precision is not None else "")
+              + (f" --notes {notes}" if notes is not None else ""),
+              "```", "", "The weights in `WEIGHTS` (benchmarks/ablation_specs.py) were set from the grid's best value "
+              "per method after a `--settings tune` run on 2D hippocampus (docs/results.md, tuning grid).", ""]
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path} and {chart}")
