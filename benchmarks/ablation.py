@@ -53,7 +53,7 @@ from ablation_jobs import (
     run_job,
     teacher_path,
 )
-from ablation_report import CLASS_NAMES, LABEL, ORDER, bar_chart, expectations, report
+from ablation_report import CLASS_NAMES, LABEL, ORDER, STEP_SPEEDUP, bar_chart, expectations, report
 from ablation_specs import (
     CPU_BF16,
     DATA,
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
                     "benchmarks/ablation_notes.md for the first table in docs/results.md)")
     ap.add_argument("--expectations", help="write the Distill widget's expectation file (e.g. "
                     "src/napari_dmd/resources/expectations.json) from the run's job files (no training)")
+    ap.add_argument("--step-speedup", action="store_true", help="with --expectations: divide the jobs' seconds per "
+                    "iteration by B1's channels-last step speed-up (job files from before 2026-12-05 noon)")
     ap.add_argument("--latency", action="store_true", help="measure teacher/student latency per volume only")
     ap.add_argument("--no-latency", action="store_true", help="train only: no latency measurement afterwards")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every iteration budget (smoke tests)")
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         measure_latency(out, args.datasets)
         return
     if args.expectations:
-        expectations(out, Path(args.expectations))
+        expectations(out, Path(args.expectations), speedups=STEP_SPEEDUP if args.step_speedup else None)
         return
     if args.report:
         report(out, Path(args.report), Path(args.precision) if args.precision else None,

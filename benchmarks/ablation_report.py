@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from ablation_specs import SPECS, TUNE_DATASET
 
-# B1's side-by-side measurement of the CPU training step since 3D students train channels-last (2026-12-05): the
-# ablation_v2 job times predate it, so the expectation divides their seconds per iteration by its speed-up
+# B1's side-by-side measurement of the CPU training step since 3D students train channels-last (2026-12-05): job
+# times older than that (docs/ablation_v2) are divided by its speed-up (``ablation.py --step-speedup``)
 STEP_SPEEDUP = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "bench-b1-cpu-channels-last.json"
 
 CLASS_NAMES = {
@@ -182,11 +182,12 @@ def step_speedups(path: Path | None = STEP_SPEEDUP) -> dict[tuple[str, str], flo
 
 
 def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
-                 speedups: Path | None = STEP_SPEEDUP) -> dict[str, Any]:
+                 speedups: Path | None = None) -> dict[str, Any]:
     """Write what the Distill widget's defaults give (default student, each of ``methods`` — ``dmd-hs``: DMD with
     the Heads box ticked —, full labels) per dataset:
     retention, speed-up (latency.json, one thread) and training seconds per iteration, means over the seeds;
-    the seconds are divided by B1's measured step speed-up where ``speedups`` has one for the dataset."""
+    the seconds are divided by B1's measured step speed-up where ``speedups`` (e.g. ``STEP_SPEEDUP``, for job
+    files older than the speed-up) has one for the dataset."""
     rows = _load(out)
     factors = step_speedups(speedups)
     teachers = {r["dataset"]: r for r in rows if r["setting"] == "teacher"}
