@@ -172,7 +172,7 @@ class DistillSettings:
         self.flips_check.setToolTip("Augmentation: random flips and 90° rotations (intensity changes stay on). "
                                     "Turn off when classes are left/right, e.g. right and left kidney.")
         form.addRow("Augment", self.flips_check)
-        self.spatial_check = QCheckBox("zoom and rotate patches")
+        self.spatial_check = QCheckBox("zoom 0.8-1.25x, rotate up to 30°")
         self.spatial_check.setToolTip("Augmentation: " + HELP["spatial_augment"])
         form.addRow("", self.spatial_check)
         self.device_combo = QComboBox()

@@ -148,7 +148,7 @@ class TeacherWidget(QWidget):
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 1_000_000)
         self.iterations_spin.setValue(1000)
-        self.spatial_check = QCheckBox("zoom and rotate patches")
+        self.spatial_check = QCheckBox("zoom 0.8-1.25x, rotate up to 30°")
         self.spatial_check.setToolTip("Augmentation: " + HELP["spatial_augment"])
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText(str(runner.runs_root() / "teacher-<time>"))
