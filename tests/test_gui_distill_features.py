@@ -166,10 +166,15 @@ def test_distill_stop_within_one_step_resume_and_responsive_event_loop(make_napa
     total = final.iteration + 12
     w.iterations_spin.setValue(total)
     w.heads_check.setChecked(False)  # changed since the start: Resume shows and keeps the run's own setting
+    w.flips_check.setChecked(False)  # so are the augmentation boxes
+    w.spatial_check.setChecked(True)
     with qtbot.waitSignal(w.run_finished, timeout=60_000):
         qtbot.mouseClick(w.resume_button, Qt.MouseButton.LeftButton)
     assert w.events[-1].kind == "done", w.last_error
     assert w.heads_check.isChecked() and load_checkpoint(last)["config"]["head_supervision"] == 1.0
+    assert w.flips_check.isChecked() and not w.spatial_check.isChecked()
+    config = load_checkpoint(last)["config"]
+    assert config["flips"] is True and config["spatial_augment"] is False
     steps = _steps(w)
     assert steps[0] == final.iteration + 1 and steps[-1] == total
     assert load_checkpoint(last)["iteration"] == total

@@ -31,22 +31,17 @@ def snapshots(run: Path) -> dict[int, Path]:
     return dict(sorted(out.items()))
 
 
-def average(paths: list[Path]) -> dict:
-    """The last checkpoint of ``paths`` with its model weights replaced by the mean over all of them."""
+def average(cks: list[dict]) -> dict:
+    """The last of the checkpoints ``cks`` with its model weights replaced by the mean over all of them."""
     import torch
 
-    from napari_dmd.checkpoint import load_checkpoint
-
-    cks = [load_checkpoint(p) for p in paths]
     avg = {}
     for k, v in cks[-1]["state_dict"].items():
         if v.is_floating_point():
             avg[k] = torch.stack([c["state_dict"][k].float() for c in cks]).mean(0).to(v.dtype)
         else:
             avg[k] = v
-    out = dict(cks[-1])
-    out["state_dict"] = avg
-    return out
+    return {**cks[-1], "state_dict": avg}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,20 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     spec = SPECS[a.dataset]
     _, val, num_classes = dataset(a.dataset)
     snaps = snapshots(a.run)
+    chosen = [i for i in snaps if i >= a.start]
+    loaded = {i: load_checkpoint(pth) for i, pth in snaps.items() if a.each or i in chosen}  # each file read once
     cands: dict[str, dict] = {"best.pt": load_checkpoint(a.run / "best.pt")}
     if a.each:
-        cands.update({f"it{i}": load_checkpoint(pth) for i, pth in snaps.items()})
-    chosen = [pth for i, pth in snaps.items() if i >= a.start]
-    if chosen:
-        cands[f"average it{min(i for i in snaps if i >= a.start)}-{max(snaps)} ({len(chosen)})"] = average(chosen)
+        cands.update({f"it{i}": ck for i, ck in loaded.items()})
+    averaged = average([loaded[i] for i in chosen]) if chosen else None
+    if averaged is not None:
+        cands[f"average it{chosen[0]}-{chosen[-1]} ({len(chosen)})"] = averaged
     for name, ck in cands.items():
         net = model_from_checkpoint(ck, a.run / "best.pt")
         res = evaluate_model(net, spec, val, num_classes)
         print(f"{name:28s} mean Dice {res['mean_dice']:.4f}  per class {[round(d, 4) for d in res['dice']]}",
               flush=True)
-    if a.write and chosen:
-        ck = cands[list(cands)[-1]]
-        save_checkpoint(a.write, {k: v for k, v in ck.items() if k not in ("format", "format_version")})
+    if a.write and averaged is not None:
+        save_checkpoint(a.write, {k: v for k, v in averaged.items() if k not in ("format", "format_version")})
         print(f"wrote {a.write}")
     return 0
 

@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     r = RECIPES[a.dataset]
     spec = SPECS[a.dataset]
     train, val, _ = dataset(a.dataset)
+    extra = {**r["extra"], "spatial_augment": True} if a.spatial_augment else r["extra"]
     cfg = TrainConfig(method="ds", model=r["model"], iterations=a.iterations or r["iterations"],
                       batch_size=r["batch"], patch_size=list(r["patch"]), spatial_dims=spec.dims, lr=a.lr or r["lr"],
                       seed=a.seed, val_interval=250, checkpoint_interval=250, log_interval=50, num_threads=a.threads,
-                      **{**r["extra"], **({"spatial_augment": True} if a.spatial_augment else {})})
+                      **extra)
     last = a.out / "last.pt"
     d = Distiller(cfg, train, val_cases=val, output_dir=a.out, resume=last if last.exists() else None,
                   role="teacher")

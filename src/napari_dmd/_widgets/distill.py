@@ -219,6 +219,8 @@ class DistillWidget(DistillSettings, DistillExport, QWidget):
             cfg.num_threads = training_threads()
             self.set_method(cfg.method)
             self.heads_check.setChecked(head_weight(cfg.method, cfg.head_supervision) > 0)  # the run's own setting
+            self.flips_check.setChecked(cfg.flips)  # the run's own augmentation, which the resume keeps
+            self.spatial_check.setChecked(cfg.spatial_augment)
             self.student_combo.setCurrentText(cfg.model)
             teacher = self._teacher() if cfg.method != "none" else self.teacher_chooser.entry()
             cases, folder, _ = self._cases()

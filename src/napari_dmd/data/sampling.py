@@ -261,9 +261,9 @@ class PatchSampler:
                 src.append(slice(0, size))
                 dst.append(slice(before, before + size))
         patch_img, patch_lab = crop_pad(img, lab, tuple(src), tuple(dst), self.patch_size)
-        if self.augment and self.spatial:
-            patch_img, patch_lab = zoom_rotate(patch_img, patch_lab, rng)
         if self.augment:
+            if self.spatial:
+                patch_img, patch_lab = zoom_rotate(patch_img, patch_lab, rng)
             patch_img, patch_lab = augment_patch(patch_img, patch_lab, rng, flip=self.flips, rot90=self.flips)
         has_label = patch_lab is not None
         if patch_lab is None:
