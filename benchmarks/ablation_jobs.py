@@ -23,6 +23,7 @@ from ablation_specs import (
     SPECS,
     STUDENT,
     TINY_STUDENT,
+    TRAIN_THREADS,
     Job,
     Spec,
     apply_scale,
@@ -45,7 +46,8 @@ def _config(spec: Spec, job: Job, model: str, iters: int) -> Any:
     lr = spec.teacher_lr if job.setting == "teacher" else spec.lr
     return TrainConfig(method=method, model=model, iterations=iters, batch_size=spec.batch,
                        patch_size=list(spec.patch), spatial_dims=spec.dims, lr=lr, seed=job.seed,
-                       val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=1, num_workers=0,
+                       val_interval=10**9, checkpoint_interval=10**9, log_interval=50, num_threads=TRAIN_THREADS,
+                       num_workers=0,
                        cpu_bf16=CPU_BF16, amp=CPU_BF16, scale_resample=resample,
                        **{**spec.extra, **heads, **job.weights})
 
@@ -74,7 +76,7 @@ def _record(job: Job, net: Any, target: Path, train: list, val: list, num_classe
     res = evaluate_model(net, spec, val, num_classes)
     res.update(job.__dict__, id=job.id, train_s=train_s, iterations=iterations, params=count_parameters(net),
                flops_per_patch=count_flops(net, [1, 1, *spec.patch]), patch=spec.patch, n_train=len(train),
-               n_val=len(val), **extra)
+               n_val=len(val), threads=TRAIN_THREADS, **extra)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(res, indent=1))
     return res
@@ -93,7 +95,7 @@ def run_job(job: Job, out: Path) -> dict[str, Any]:
     from napari_dmd.distill.engine import Distiller
     from napari_dmd.teachers import ModelTeacher
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(TRAIN_THREADS)
     spec = SPECS[job.dataset]
     train, val, num_classes = dataset(job.dataset)
     target = out / "jobs" / f"{job.id}.json"

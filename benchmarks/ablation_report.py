@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ablation_specs import SPECS, TUNE_DATASET
+from ablation_specs import SPECS, TRAIN_THREADS, TUNE_DATASET
 
 # B1's side-by-side measurement of the CPU training step since 3D students train channels-last (2026-12-05): job
 # times older than that (docs/ablation_v2) are divided by its speed-up (``ablation.py --step-speedup``)
@@ -185,7 +185,8 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
                  speedups: Path | None = None) -> dict[str, Any]:
     """Write what the Distill widget's defaults give (default student, each of ``methods`` — ``dmd-hs``: DMD with
     the Heads box ticked —, full labels) per dataset:
-    retention, speed-up (latency.json, one thread) and training seconds per iteration, means over the seeds;
+    retention, speed-up (latency.json, its ``threads`` as ``latency_threads``) and training seconds per iteration on
+    the jobs' ``threads`` (one), means over the seeds;
     the seconds are divided by B1's measured step speed-up where ``speedups`` (e.g. ``STEP_SPEEDUP``, for job
     files older than the speed-up) has one for the dataset."""
     rows = _load(out)
@@ -206,7 +207,8 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
             "speedup": float(lat[ds]["teacher"] / lat[ds]["student"]),
             "seconds_per_iteration": float(np.mean([r["train_s"] / r["iterations"] for r in jobs]) / factor),
             "step_speedup_applied": factor,
-            "threads": int(lat[ds].get("threads", 1)), "patch": jobs[0].get("patch"),
+            "threads": int(jobs[0].get("threads", TRAIN_THREADS)), "latency_threads": int(lat[ds].get("threads", 1)),
+            "patch": jobs[0].get("patch"),
             "iterations": int(jobs[0]["iterations"])})
     src = f"benchmarks/ablation.py --expectations, from {out}/jobs/*.json and {out}/latency.json"
     if factors:

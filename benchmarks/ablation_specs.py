@@ -33,6 +33,7 @@ EXTRA_SETTINGS = ("tiny", "pool", "t1")  # not in the default run: tiny: the stu
 # their class-balanced target terms at T = 1 set explicitly (DMD's default since 2026-12-04)
 POOL_METHODS = ("mfd-pool", "dmd-pool")
 HS_METHODS = ("dmd-hs",)
+TRAIN_THREADS = 1  # every job trains on one CPU thread (the Expect line states it; latency has its own count)
 CPU_BF16 = os.environ.get("NAPARI_DMD_ABLATION_FP32") != "1"  # bfloat16 autocast where the CPU has it natively
 # (and mixed precision on CUDA); NAPARI_DMD_ABLATION_FP32=1: float32 everywhere, the reference
 # the student presets of the full/low-label settings and of the tiny setting (--student, --tiny-student)

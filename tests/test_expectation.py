@@ -41,3 +41,14 @@ def test_lines_state_retention_speedup_and_time():
 def test_unmeasured_settings_say_so(method, student):
     (line,) = expectation_lines(method, student, 100, 3)
     assert line.startswith("No measurement")
+
+
+def test_speedup_threads_and_training_threads_are_stated_apart(monkeypatch):
+    import napari_dmd.expectation as ex
+
+    row = {"dataset": "chaos", "dims": 2, "method": "dmd", "student": "student", "seeds": 3, "retention": 0.9,
+           "speedup": 2.5, "seconds_per_iteration": 0.1, "threads": 1, "latency_threads": 2}
+    monkeypatch.setattr(ex, "load_expectations", lambda: {"source": "", "rows": [row]})
+    (line,) = ex.expectation_lines("dmd", "student", 600, 2)
+    assert "2.5x faster (2 CPU threads)" in line
+    assert line.endswith("~1 min for 600 iterations on 1 CPU thread")

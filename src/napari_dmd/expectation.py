@@ -2,8 +2,9 @@
 
 ``resources/expectations.json`` is written by ``benchmarks/ablation.py --expectations`` from the ablation's job
 files (never typed by hand): per dataset, the default student distilled with DMD, mean over seeds of the
-retention (student / teacher mean Dice), the speed-up (teacher / student seconds per volume, one thread) and
-the CPU training time per iteration; method ``dmd-hs`` is DMD with head supervision (the Heads box). The Distill
+retention (student / teacher mean Dice), the speed-up (teacher / student seconds per volume) and
+the CPU training time per iteration (``threads``: the jobs' training threads; ``latency_threads``: the
+speed-up's); method ``dmd-hs`` is DMD with head supervision (the Heads box). The Distill
 widget shows :func:`expectation_lines` before Start, and
 docs/results.md states the same numbers.
 """
@@ -34,6 +35,10 @@ def matching_rows(method: str, student: str, spatial_dims: int | None = None) ->
             and (spatial_dims is None or r.get("dims") == spatial_dims)]
 
 
+def _threads(n: int) -> str:
+    return f"{n} CPU thread{'s' if n > 1 else ''}"
+
+
 def expectation_lines(method: str, student: str, iterations: int, spatial_dims: int | None = None) -> list[str]:
     """One line per measured dataset: retention, speed-up and CPU wall time scaled to ``iterations``; a plain
     "not measured" line when the ablation has no row for these settings."""
@@ -45,7 +50,8 @@ def expectation_lines(method: str, student: str, iterations: int, spatial_dims: 
     lines = []
     for r in rows:
         minutes = r["seconds_per_iteration"] * iterations / 60
+        lat = int(r.get("latency_threads", r["threads"]))
         lines.append(f"{r['dataset']} ({r['dims']}D): {100 * r['retention']:.0f} % of the teacher's Dice "
-                     f"({r['seeds']} seeds), {r['speedup']:.1f}x faster, ~{minutes:.0f} min for {iterations} "
-                     f"iterations on {r['threads']} CPU thread{'s' if r['threads'] > 1 else ''}")
+                     f"({r['seeds']} seeds), {r['speedup']:.1f}x faster ({_threads(lat)}), ~{minutes:.0f} min for "
+                     f"{iterations} iterations on {_threads(int(r['threads']))}")
     return lines
