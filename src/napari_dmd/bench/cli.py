@@ -166,6 +166,8 @@ def add_verbs(sub: Any) -> None:
                    "before with the same data and settings) instead of distilling a new one")
     c.add_argument("--head-supervision", type=float, metavar="W", help="the rounds' (both arms) deep supervision "
                    "at the student's scale heads, MFD/DMD (default 0, as every corrections round)")
+    c.add_argument("--spatial-augment", action="store_true", help="the round-0 student (unless --round0) and "
+                   "every round train with augmentation, zoom and rotation included, flips off")
     _patch_arg(c)
     _common(c, device="cpu")
 
@@ -224,7 +226,8 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  shift=getattr(a, "shift", None),
                                  balance_classes=getattr(a, "balance_classes", False),
                                  focus_fraction=getattr(a, "focus_fraction", None), round0=getattr(a, "round0", None),
-                                 head_supervision=getattr(a, "head_supervision", None))
+                                 head_supervision=getattr(a, "head_supervision", None),
+                                 spatial_augment=getattr(a, "spatial_augment", False))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

@@ -232,7 +232,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       patch: list[int] | None = None, downsample: int | None = None,
                       control: bool = False, unseen: bool = False, round_seed: int | None = None,
                       shift: str | None = None, balance_classes: bool = False, focus_fraction: float | None = None,
-                      round0: str | None = None, head_supervision: float | None = None) -> dict[str, Any]:
+                      round0: str | None = None, head_supervision: float | None = None,
+                      spatial_augment: bool = False) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
@@ -244,7 +245,9 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     :func:`~napari_dmd.config.focus_share`).
     ``round0``: a round-0 student checkpoint to start from (one this bench distilled before with the same data and
     settings) instead of distilling a new one. ``head_supervision``: the rounds' (both arms) deep supervision at
-    the student's scale heads (MFD/DMD; default 0, :data:`~napari_dmd.corrections.ROUND_HEAD_SUPERVISION`)."""
+    the student's scale heads (MFD/DMD; default 0, :data:`~napari_dmd.corrections.ROUND_HEAD_SUPERVISION`).
+    ``spatial_augment``: the round-0 student (unless ``round0``) and every round of both arms train with
+    augmentation on, zoom and rotation included, flips off (left and right are classes)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -263,6 +266,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     TrainConfig(focus_fraction=focus_fraction, head_supervision=head_supervision).validate()  # before any data
     rounds_settings = {k: v for k, v in (("focus_fraction", focus_fraction), ("head_supervision", head_supervision))
                        if v is not None}
+    augmentation = {"augment": True, "flips": False, "spatial_augment": True} if spatial_augment else {}
+    rounds_settings.update(augmentation)
 
     t_start = time.perf_counter()
     root = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-corrections-"))
@@ -282,7 +287,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     dims = train[0].ndim
     base = _settings(dims, quick, patch or (list(tmodel.patch_size) if tmodel is not None and tmodel.patch_size
                                             else None))
-    base.update(device=device, **RECIPES.get(dataset, {}))
+    base.update({**RECIPES.get(dataset, {}), **augmentation}, device=device)
     print(f"corrections bench: {dataset}, {len(train)} training / {len(val)} validation cases, folder {root}",
           flush=True)
     if tmodel is None:  # a teacher trained here, with the labels
@@ -349,7 +354,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
                 "shift": shift, "balance_classes": balance_classes, "focus_fraction": focus_fraction,
-                "head_supervision": head_supervision,
+                "head_supervision": head_supervision, "spatial_augment": spatial_augment,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
