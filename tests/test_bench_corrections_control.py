@@ -83,14 +83,19 @@ def test_head_supervision_is_checked_before_any_data_is_read(tmp_path):
 
 
 @pytest.mark.timeout(90)  # about 6 s on one idle core
-def test_spatial_augment_reaches_round_0_and_both_arms(tmp_path):
+def test_augment_reaches_round_0_and_both_arms(tmp_path):
     from napari_dmd.checkpoint import load_checkpoint
 
     out = tmp_path / "bench"
     assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--control",
-                 "--spatial-augment", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
+                 "--augment", "spatial", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
     res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
-    assert res["settings"]["spatial_augment"] is True
+    assert res["settings"]["augment_setting"] == "spatial"
     for ck in (out / "student", out / "round-1", out / "control" / "round-1"):
         cfg = load_checkpoint(ck / "last.pt")["config"]
         assert (cfg["augment"], cfg["flips"], cfg["spatial_augment"]) == (True, False, True), ck
+
+
+def test_augment_is_checked_before_any_data_is_read(tmp_path):
+    with pytest.raises(ValueError, match="--augment 'flips'"):
+        bench.bench_corrections("chaos", data=str(tmp_path / "nowhere"), augment="flips")

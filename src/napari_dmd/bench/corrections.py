@@ -36,6 +36,7 @@ TEACHERS = {"hippocampus": HIPPOCAMPUS_TEACHER, "chaos": _TEACHERS_DIR / "chaos"
 DOWNSAMPLE = {"chaos": 2}  # in-plane factor of the data the committed teacher was trained on (default 1)
 # per dataset: the committed teacher's augmentation (CHAOS: none, no flips for left/right kidneys) and the ablation's
 # student recipe (CHAOS: lr 1e-2, batch 4; at lr 2e-3 / batch 2 the label-free student lost both kidneys: 30.4 mean)
+AUGMENTS = (None, "intensity", "spatial")  # --augment: the recipe's; intensity only; also zoom and rotation
 RECIPES: dict[str, dict[str, Any]] = {"chaos": {"augment": False, "flips": False, "lr": 1e-2, "batch_size": 4}}
 DATA_DIRS = {"hippocampus": "msd_hippocampus", "chaos": "chaos_mr_t2"}
 LOST_GAP = 0.10  # a class is "lost" at round 0 when the student is this far below the teacher
@@ -233,7 +234,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       control: bool = False, unseen: bool = False, round_seed: int | None = None,
                       shift: str | None = None, balance_classes: bool = False, focus_fraction: float | None = None,
                       round0: str | None = None, head_supervision: float | None = None,
-                      spatial_augment: bool = False) -> dict[str, Any]:
+                      augment: str | None = None) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
@@ -246,8 +247,9 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     ``round0``: a round-0 student checkpoint to start from (one this bench distilled before with the same data and
     settings) instead of distilling a new one. ``head_supervision``: the rounds' (both arms) deep supervision at
     the student's scale heads (MFD/DMD; default 0, :data:`~napari_dmd.corrections.ROUND_HEAD_SUPERVISION`).
-    ``spatial_augment``: the round-0 student (unless ``round0``) and every round of both arms train with
-    augmentation on, zoom and rotation included, flips off (left and right are classes)."""
+    ``augment``: the round-0 student (unless ``round0``) and every round of both arms train with augmentation on,
+    flips off (left and right are classes): ``"intensity"`` (intensity changes and noise) or ``"spatial"`` (also
+    zoom and rotation); None: the dataset's recipe."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -266,7 +268,10 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     TrainConfig(focus_fraction=focus_fraction, head_supervision=head_supervision).validate()  # before any data
     rounds_settings = {k: v for k, v in (("focus_fraction", focus_fraction), ("head_supervision", head_supervision))
                        if v is not None}
-    augmentation = {"augment": True, "flips": False, "spatial_augment": True} if spatial_augment else {}
+    if augment not in AUGMENTS:
+        raise ValueError(f"--augment {augment!r}: choose one of {', '.join(a for a in AUGMENTS if a)}")
+    augmentation = {} if augment is None else {"augment": True, "flips": False,
+                                               "spatial_augment": augment == "spatial"}
     rounds_settings.update(augmentation)
 
     t_start = time.perf_counter()
@@ -354,7 +359,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
                 "shift": shift, "balance_classes": balance_classes, "focus_fraction": focus_fraction,
-                "head_supervision": head_supervision, "spatial_augment": spatial_augment,
+                "head_supervision": head_supervision, "augment_setting": augment,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
