@@ -88,9 +88,10 @@ def test_augment_reaches_round_0_and_both_arms(tmp_path):
 
     out = tmp_path / "bench"
     assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--control",
-                 "--augment", "spatial", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
+                 "--augment", "spatial", "--seed", "3", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
     res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
-    assert res["settings"]["augment_setting"] == "spatial"
+    assert res["settings"]["augment_setting"] == "spatial" and res["settings"]["seed"] == 3
+    assert load_checkpoint(out / "student" / "last.pt")["config"]["seed"] == 3
     for ck in (out / "student", out / "round-1", out / "control" / "round-1"):
         cfg = load_checkpoint(ck / "last.pt")["config"]
         assert (cfg["augment"], cfg["flips"], cfg["spatial_augment"]) == (True, False, True), ck

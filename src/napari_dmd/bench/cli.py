@@ -166,6 +166,8 @@ def add_verbs(sub: Any) -> None:
                    "before with the same data and settings) instead of distilling a new one")
     c.add_argument("--head-supervision", type=float, metavar="W", help="the rounds' (both arms) deep supervision "
                    "at the student's scale heads, MFD/DMD (default 0, as every corrections round)")
+    c.add_argument("--seed", type=int, help="seed of the round-0 student and of a phantom teacher trained here "
+                   "(default 0); the rounds' is --round-seed")
     c.add_argument("--augment", choices=("intensity", "spatial"), help="the round-0 student (unless --round0) and "
                    "every round of both arms train with augmentation, flips off: intensity changes, or also zoom "
                    "and rotation (spatial); default: the dataset's recipe (CHAOS: none)")
@@ -228,7 +230,7 @@ def _run_verb(verb: str, a: argparse.Namespace) -> dict[str, Any]:
                                  balance_classes=getattr(a, "balance_classes", False),
                                  focus_fraction=getattr(a, "focus_fraction", None), round0=getattr(a, "round0", None),
                                  head_supervision=getattr(a, "head_supervision", None),
-                                 augment=getattr(a, "augment", None))
+                                 augment=getattr(a, "augment", None), seed=getattr(a, "seed", None))
     raise ValueError(f"unknown benchmark {verb!r}")
 
 

@@ -234,7 +234,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                       control: bool = False, unseen: bool = False, round_seed: int | None = None,
                       shift: str | None = None, balance_classes: bool = False, focus_fraction: float | None = None,
                       round0: str | None = None, head_supervision: float | None = None,
-                      augment: str | None = None) -> dict[str, Any]:
+                      augment: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """Run the correction loop (module docstring) and return ``{"settings", "teacher", "rows", "targets"}``
     (with ``control``: also ``"control"``, the control arm's rows). ``downsample``: in-plane factor of the cases
     (default :data:`DOWNSAMPLE`'s, else 1). ``unseen``: paint cases the committed teacher never saw
@@ -249,7 +249,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     the student's scale heads (MFD/DMD; default 0, :data:`~napari_dmd.corrections.ROUND_HEAD_SUPERVISION`).
     ``augment``: the round-0 student (unless ``round0``) and every round of both arms train with augmentation on,
     flips off (left and right are classes): ``"intensity"`` (intensity changes and noise) or ``"spatial"`` (also
-    zoom and rotation); None: the dataset's recipe."""
+    zoom and rotation); None: the dataset's recipe. ``seed``: the round-0 student's (default the config's, 0)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -292,7 +292,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     dims = train[0].ndim
     base = _settings(dims, quick, patch or (list(tmodel.patch_size) if tmodel is not None and tmodel.patch_size
                                             else None))
-    base.update({**RECIPES.get(dataset, {}), **augmentation}, device=device)
+    base.update({**RECIPES.get(dataset, {}), **augmentation, **({} if seed is None else {"seed": seed})},
+                device=device)
     print(f"corrections bench: {dataset}, {len(train)} training / {len(val)} validation cases, folder {root}",
           flush=True)
     if tmodel is None:  # a teacher trained here, with the labels
@@ -359,7 +360,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                 "class_names": (getattr(tmodel, "class_names", None) or [])[1:] or None,
                 "control": control, "round0_checkpoint": str(start), "unseen": unseen, "round_seed": round_seed,
                 "shift": shift, "balance_classes": balance_classes, "focus_fraction": focus_fraction,
-                "head_supervision": head_supervision, "augment_setting": augment,
+                "head_supervision": head_supervision, "augment_setting": augment, "seed": seed,
                 "train_case_names": [c.name for c in train]}
     print(_table(rows, control_rows), flush=True)
     print(f"targets: {targets}", flush=True)
