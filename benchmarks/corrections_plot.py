@@ -46,8 +46,8 @@ def _panel(ax: Any, name: str, res: dict[str, Any], classes: list[str] | None = 
         gap = 100 * (teacher["dice"][k - 1] - rows[0]["student_dice"][k - 1])
         note = (f"> 10 below the teacher at round 0{', recovered' if k in recovered else ''}" if k in lost
                 else f"{gap:.1f} below the teacher at round 0")
-        cl, = ax.plot(x, [100 * r["student_dice"][k - 1] for r in rows], "s-", lw=1, ms=3,
-                      label=f"student, {names[k - 1]} ({note})")
+        cl, = ax.plot(x, [100 * r["student_dice"][k - 1] for r in rows], "s-", lw=1, ms=3, color=f"C{k + 1}",
+                      label=f"student, {names[k - 1]} ({note})")  # one colour per class in every panel
         ax.axhline(100 * teacher["dice"][k - 1], color=cl.get_color(), ls=":", lw=1,
                    label=f"teacher, {names[k - 1]}")
     down = settings.get("downsample")
@@ -60,7 +60,7 @@ def _panel(ax: Any, name: str, res: dict[str, Any], classes: list[str] | None = 
     ax.set_xlabel(f"slices corrected (cumulative; {settings.get('slices', 5)} per case, "
                   f"{settings.get('cases', 3)} cases a round)", fontsize=8)
     ax.set_xticks(x)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(files), figsize=(5.2 * len(files), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(files), figsize=(5.2 * len(files), 6.4), squeeze=False)
     names = a.titles or [f.stem.removeprefix("bench-corrections-") for f in files]
     for ax, f, name in zip(axes[0], files, names):
         _panel(ax, name, json.loads(f.read_text(encoding="utf-8"))["results"], a.classes)

@@ -239,3 +239,20 @@ def test_rounds_train_without_head_supervision_unless_asked(runs, tmp_path):
     for d in (plain, asked):
         d.run_to_end()
     assert load_checkpoint(tmp_path / "r1" / "last.pt")["config"]["head_supervision"] == 0.0
+
+
+@pytest.mark.parametrize(("dims", "parent", "overrides", "expected"), [
+    (2, dict(augment=False, flips=True), {}, (True, False, True)),  # no augmentation before: flips stay off
+    (2, dict(augment=True, flips=True), {}, (True, True, True)),  # the parent flipped: so does the round
+    (2, dict(augment=True, flips=False), {}, (True, False, True)),  # left/right classes stay apart
+    (2, dict(augment=True, flips=True), dict(augment=False, spatial_augment=False), (False, True, False)),
+    (3, dict(augment=False, flips=True), {}, (False, True, False)),  # 3D rounds keep the parent's (not measured)
+])
+def test_rounds_of_2d_models_augment_by_default(dims, parent, overrides, expected):
+    from napari_dmd.config import TrainConfig
+    from napari_dmd.corrections import _round_config
+
+    cfg = TrainConfig(spatial_dims=dims, patch_size=[32] * dims, **parent)
+    ckpt = {"config": cfg.to_dict(), "patch_size": [32] * dims, "model": {"spatial_dims": dims, "num_classes": 3}}
+    got = _round_config(ckpt, 10, dict(overrides), None)
+    assert (got.augment, got.flips, got.spatial_augment) == expected
