@@ -247,6 +247,7 @@ def test_rounds_train_without_head_supervision_unless_asked(runs, tmp_path):
     (2, dict(augment=True, flips=False), {}, (True, False, True)),  # left/right classes stay apart
     (2, dict(augment=True, flips=True), dict(augment=False, spatial_augment=False), (False, True, False)),
     (3, dict(augment=False, flips=True), {}, (False, True, False)),  # 3D rounds keep the parent's (not measured)
+    (2, dict(augment=False, flips=True), dict(round_augment=False), (False, True, False)),  # the parent's as it was
 ])
 def test_rounds_of_2d_models_augment_by_default(dims, parent, overrides, expected):
     from napari_dmd.config import TrainConfig

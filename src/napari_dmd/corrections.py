@@ -214,8 +214,9 @@ def recorded_teacher(ckpt: dict[str, Any], where: str) -> Any:
 def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, Any], base_lr: Any) -> Any:
     """The parent's settings for a round: ``iterations``, lr = the first run's lr x :data:`LR_SCALE` (not
     compounded over rounds), head supervision :data:`ROUND_HEAD_SUPERVISION`, the parent's resolved patch size,
-    dims and classes; a 2D model's round augments (:data:`ROUND_AUGMENT_2D`: intensity, zoom and rotation; flips
-    only where the parent flipped); then ``overrides``."""
+    dims and classes; a 2D model's round augments (``round_augment`` in ``overrides``, default
+    :data:`ROUND_AUGMENT_2D`: intensity, zoom and rotation; flips only where the parent flipped; False: the
+    parent's augmentation as it was); then the other ``overrides``."""
     from .config import TrainConfig
 
     cfg = TrainConfig.from_dict(dict(ckpt["config"]))
@@ -227,7 +228,7 @@ def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, An
     cfg.spatial_dims = int(ckpt["model"]["spatial_dims"])
     cfg.num_classes = int(ckpt["model"]["num_classes"])
     cfg.class_names = ckpt.get("class_names") or cfg.class_names
-    if cfg.spatial_dims == 2 and ROUND_AUGMENT_2D:
+    if cfg.spatial_dims == 2 and overrides.pop("round_augment", ROUND_AUGMENT_2D):
         cfg.flips = cfg.flips and cfg.augment  # a parent without augmentation says nothing about flips: off is safe
         cfg.augment = cfg.spatial_augment = True
     for k, v in overrides.items():
@@ -321,7 +322,8 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     ``best.pt``) and trains ``iterations`` steps on ``cases`` with ``corrections`` (one per case, or None) as
     ground truth over the teacher's prediction elsewhere; a case's own label stays unless the parent trained
     without it. Settings: the parent's, ``lr`` = parent lr x :data:`LR_SCALE` (0.2), no head supervision
-    (:data:`ROUND_HEAD_SUPERVISION`), a 2D model with augmentation (:data:`ROUND_AUGMENT_2D`), then ``overrides``
+    (:data:`ROUND_HEAD_SUPERVISION`), a 2D model with augmentation (``round_augment=False``: the parent's as it
+    was; default :data:`ROUND_AUGMENT_2D`), then ``overrides``
     (e.g. ``correct_teacher=True``: the teacher's logits at a painted voxel swapped so that the painted class is
     its top one; measured worse on CHAOS, so off by default, see docs/results.md).
     With ``carry`` a parent round's corrections stay (the new ones override them where both are painted), so a

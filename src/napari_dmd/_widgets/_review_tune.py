@@ -83,16 +83,17 @@ def round_folder(parent: Path) -> Path | None:
 
 def tune_worker(handle: TuneHandle, parent: Path, case: Case, corrections: np.ndarray,
                 teacher: ModelEntry | None, iterations: int, threads: int,
-                source: str = "the student labels layer") -> Generator[Any, None, dict[str, Any]]:
+                source: str = "the student labels layer", augment: bool = True) -> Generator[Any, None, dict[str, Any]]:
     """Thread-worker generator: build the round (teacher copy, round folder, engine), yield
-    :class:`RoundStarted`, then every engine event; returns the engine's result."""
+    :class:`RoundStarted`, then every engine event; returns the engine's result. ``augment``: a 2D round's
+    augmentation (False: the student's own settings as they were)."""
     from .. import runner
     from ..corrections import IGNORE, start_round
     from ..registry import teacher_from_entry
 
     copy = teacher_from_entry(teacher) if teacher is not None else None  # None: the parent's recorded teacher
     d = start_round(parent, [case], [corrections], teacher=copy, iterations=iterations, out=round_folder(parent),
-                    sources=[source], num_threads=threads)
+                    sources=[source], num_threads=threads, round_augment=augment)
     handle.distiller = d
     if handle.stop:
         d.request_stop()
@@ -136,6 +137,7 @@ class ReviewTuning:
         self.status.setText(f"preparing a round from {parent} …")
         self.tune_worker = start_worker(tune_worker, self._tune, parent, case, corrections, self.teacher_box.entry(),
                                         steps, training_threads(), f"layer {labels.name!r}",
+                                        self.augment_check.isChecked(),
                                         on_yielded=self._on_tune_event,
                                         on_returned=lambda res: self._round_done(res, tracker),
                                         on_failed=self._tune_failed, on_finished=self._tune_finished)
