@@ -242,14 +242,14 @@ def test_rounds_train_without_head_supervision_unless_asked(runs, tmp_path):
 
 
 @pytest.mark.parametrize(("dims", "parent", "overrides", "expected"), [
-    (2, dict(augment=False, flips=True), {}, (True, False, True)),  # no augmentation before: flips stay off
-    (2, dict(augment=True, flips=True), {}, (True, True, True)),  # the parent flipped: so does the round
-    (2, dict(augment=True, flips=False), {}, (True, False, True)),  # left/right classes stay apart
-    (2, dict(augment=True, flips=True), dict(augment=False, spatial_augment=False), (False, True, False)),
-    (3, dict(augment=False, flips=True), {}, (False, True, False)),  # 3D rounds keep the parent's (not measured)
-    (2, dict(augment=False, flips=True), dict(round_augment=False), (False, True, False)),  # the parent's as it was
+    (2, dict(augment=False, flips=True), {}, (False, True, False)),  # off by default: the parent's as it was
+    (2, dict(augment=False, flips=True), dict(round_augment=True), (True, False, True)),  # flips stay off
+    (2, dict(augment=True, flips=True), dict(round_augment=True), (True, True, True)),  # the parent flipped
+    (2, dict(augment=True, flips=False), dict(round_augment=True), (True, False, True)),  # left/right stay apart
+    (2, dict(augment=True, flips=True), dict(round_augment=True, augment=False), (False, True, True)),
+    (3, dict(augment=False, flips=True), dict(round_augment=True), (False, True, False)),  # 3D: the parent's
 ])
-def test_rounds_of_2d_models_augment_by_default(dims, parent, overrides, expected):
+def test_round_augment_adds_augmentation_to_2d_rounds_only(dims, parent, overrides, expected):
     from napari_dmd.config import TrainConfig
     from napari_dmd.corrections import _round_config
 

@@ -205,8 +205,8 @@ def test_fine_tune_writes_a_round_folder_and_resets_the_count(qtbot, review, err
     assert "round done at step 3" in w.status.text() and str(folder) in w.status.text()
     from napari_dmd.checkpoint import load_checkpoint
 
-    cfg = load_checkpoint(folder / "last.pt")["config"]  # the box's default: a 2D round augments
-    assert w.augment_check.isChecked() and cfg["spatial_augment"] is True and cfg["augment"] and cfg["flips"]
+    cfg = load_checkpoint(folder / "last.pt")["config"]  # the box's default: the student's own augmentation
+    assert not w.augment_check.isChecked() and cfg["spatial_augment"] is False and cfg["augment"] and cfg["flips"]
     new = REGISTRY.latest("student")
     assert new is not None and folder.name in new.name and w.student_box.currentText() == new.name
     assert w.student_labels_box.layer() is None  # the next Rank runs the new student
@@ -220,10 +220,10 @@ def test_stop_keeps_the_painted_voxels(qtbot, review, errors):
     layer.paint((4, 20, 20), 3)
     n = w.tracker().count
     w.steps_spin.setValue(5000)
-    w.augment_check.setChecked(False)  # the student's own augmentation (no zoom and rotation)
+    w.augment_check.setChecked(True)  # the 2D round also zooms and rotates
     w.fine_tune()
     qtbot.waitUntil(lambda: w._tune.distiller is not None, timeout=60_000)
-    assert not w.augment_check.isEnabled() and w._tune.distiller.config.spatial_augment is False
+    assert not w.augment_check.isEnabled() and w._tune.distiller.config.spatial_augment is True
     w.stop_button.click()
     qtbot.waitUntil(lambda: w.tune_worker is None, timeout=60_000)
     assert not errors and "round stopped" in w.status.text()

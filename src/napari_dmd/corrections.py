@@ -40,9 +40,11 @@ LR_SCALE = 0.2  # a round fine-tunes: the parent's learning rate / 5 (override w
 ROUND_HEAD_SUPERVISION = 0.0  # rounds train without head supervision unless asked: on CHAOS with a new scanner (3 seeds
 # from a round-0 student distilled with it) 72.97 after 3 rounds, all 3 above the teacher, left kidney 66.4, against
 # 73.08, 2 of 3, 63.1 with it (docs/results.md, the correction loop)
-ROUND_AUGMENT_2D = True  # rounds of a 2D model augment (intensity changes, zoom and rotation) unless asked not to: on
-# CHAOS with a new scanner, from a round-0 student without augmentation, 75.3-77.7 after 3 rounds against 72.9-73.1
-# without, the lost left kidney back to 77-81 (teacher 77.1); 3D rounds keep their parent's (not measured)
+ROUND_AUGMENT_2D = False  # round_augment's default. On: a 2D round augments (intensity, zoom, rotation). Measured
+# both ways: on CHAOS with a new scanner, from a round-0 student distilled without augmentation, 75.3-77.7 after 3
+# rounds against 72.9-73.1 and the lost left kidney back (77-81, teacher 77.1); on the phantom demo (student distilled
+# with augmentation, one 150-step round) 0.711 against 0.781 without. So off by default; the Review dock's box and
+# round_augment=True turn it on (docs/results.md)
 
 
 # ------------------------------------------------------------------------------------------- arrays
@@ -214,9 +216,9 @@ def recorded_teacher(ckpt: dict[str, Any], where: str) -> Any:
 def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, Any], base_lr: Any) -> Any:
     """The parent's settings for a round: ``iterations``, lr = the first run's lr x :data:`LR_SCALE` (not
     compounded over rounds), head supervision :data:`ROUND_HEAD_SUPERVISION`, the parent's resolved patch size,
-    dims and classes; a 2D model's round augments (``round_augment`` in ``overrides``, default
-    :data:`ROUND_AUGMENT_2D`: intensity, zoom and rotation; flips only where the parent flipped; False: the
-    parent's augmentation as it was); then the other ``overrides``."""
+    dims and classes; with ``round_augment`` (in ``overrides``; default :data:`ROUND_AUGMENT_2D`, off) a 2D
+    model's round augments: intensity, zoom and rotation, flips only where the parent flipped (off: the parent's
+    augmentation as it was); then the other ``overrides``."""
     from .config import TrainConfig
 
     cfg = TrainConfig.from_dict(dict(ckpt["config"]))
@@ -228,7 +230,8 @@ def _round_config(ckpt: dict[str, Any], iterations: int, overrides: dict[str, An
     cfg.spatial_dims = int(ckpt["model"]["spatial_dims"])
     cfg.num_classes = int(ckpt["model"]["num_classes"])
     cfg.class_names = ckpt.get("class_names") or cfg.class_names
-    if cfg.spatial_dims == 2 and overrides.pop("round_augment", ROUND_AUGMENT_2D):
+    augment = bool(overrides.pop("round_augment", ROUND_AUGMENT_2D))
+    if cfg.spatial_dims == 2 and augment:
         cfg.flips = cfg.flips and cfg.augment  # a parent without augmentation says nothing about flips: off is safe
         cfg.augment = cfg.spatial_augment = True
     for k, v in overrides.items():
@@ -322,8 +325,8 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     ``best.pt``) and trains ``iterations`` steps on ``cases`` with ``corrections`` (one per case, or None) as
     ground truth over the teacher's prediction elsewhere; a case's own label stays unless the parent trained
     without it. Settings: the parent's, ``lr`` = parent lr x :data:`LR_SCALE` (0.2), no head supervision
-    (:data:`ROUND_HEAD_SUPERVISION`), a 2D model with augmentation (``round_augment=False``: the parent's as it
-    was; default :data:`ROUND_AUGMENT_2D`), then ``overrides``
+    (:data:`ROUND_HEAD_SUPERVISION`), ``round_augment=True``: a 2D round with intensity, zoom and rotation
+    augmentation (default :data:`ROUND_AUGMENT_2D`, off), then ``overrides``
     (e.g. ``correct_teacher=True``: the teacher's logits at a painted voxel swapped so that the painted class is
     its top one; measured worse on CHAOS, so off by default, see docs/results.md).
     With ``carry`` a parent round's corrections stay (the new ones override them where both are painted), so a

@@ -83,10 +83,11 @@ def round_folder(parent: Path) -> Path | None:
 
 def tune_worker(handle: TuneHandle, parent: Path, case: Case, corrections: np.ndarray,
                 teacher: ModelEntry | None, iterations: int, threads: int,
-                source: str = "the student labels layer", augment: bool = True) -> Generator[Any, None, dict[str, Any]]:
+                source: str = "the student labels layer",
+                augment: bool = False) -> Generator[Any, None, dict[str, Any]]:
     """Thread-worker generator: build the round (teacher copy, round folder, engine), yield
-    :class:`RoundStarted`, then every engine event; returns the engine's result. ``augment``: a 2D round's
-    augmentation (False: the student's own settings as they were)."""
+    :class:`RoundStarted`, then every engine event; returns the engine's result. ``augment``: a 2D round with
+    intensity, zoom and rotation augmentation (False: the student's own settings as they were)."""
     from .. import runner
     from ..corrections import IGNORE, start_round
     from ..registry import teacher_from_entry

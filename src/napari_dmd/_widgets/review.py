@@ -146,11 +146,12 @@ class ReviewWidget(ReviewTuning, QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.augment_check = QCheckBox("augment 2D rounds: intensity, zoom, rotation")
-        self.augment_check.setChecked(True)
+        self.augment_check.setChecked(False)
         self.augment_check.setToolTip("A 2D student's round also changes intensities and zooms and rotates its "
-                                      "patches (flips only if the student's own run flipped); measured on CHAOS from "
-                                      "a new scanner: 75-78 Dice after 3 rounds instead of 73, a lost kidney back. "
-                                      "Off: the student's own augmentation. 3D rounds always keep the student's.")
+                                      "patches (flips only if the student's own run flipped). Helped a student "
+                                      "distilled without augmentation on CHAOS from a new scanner (75-78 Dice after 3 "
+                                      "rounds instead of 73, a lost kidney back); hurt the phantom demo's student, "
+                                      "which was distilled with augmentation. 3D rounds keep the student's own.")
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")
         self.progress_bar.hide()
