@@ -97,6 +97,24 @@ def test_augment_reaches_round_0_and_both_arms(tmp_path):
         assert (cfg["augment"], cfg["flips"], cfg["spatial_augment"]) == (True, False, True), ck
 
 
+@pytest.mark.timeout(120)  # about 8 s on one idle core
+def test_augment_off_turns_an_augmented_parents_rounds_plain(tmp_path):
+    from napari_dmd.checkpoint import load_checkpoint
+
+    first = tmp_path / "first"
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "0", "--augment", "spatial",
+                 "--out", str(first), "--json", str(tmp_path / "a.json")]) == 0
+    parent = first / "student" / "last.pt"
+    assert load_checkpoint(parent)["config"]["augment"] is True
+    out = tmp_path / "second"
+    assert main(["bench", "corrections", "--quick", "--threads", "1", "--rounds", "1", "--round0", str(parent),
+                 "--augment", "off", "--out", str(out), "--json", str(tmp_path / "b.json")]) == 0
+    res = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))["results"]
+    assert res["settings"]["augment_setting"] == "off"
+    cfg = load_checkpoint(out / "round-1" / "last.pt")["config"]
+    assert (cfg["augment"], cfg["flips"], cfg["spatial_augment"]) == (False, False, False)
+
+
 def test_augment_is_checked_before_any_data_is_read(tmp_path):
     with pytest.raises(ValueError, match="--augment 'flips'"):
         bench.bench_corrections("chaos", data=str(tmp_path / "nowhere"), augment="flips")

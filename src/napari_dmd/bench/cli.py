@@ -168,9 +168,10 @@ def add_verbs(sub: Any) -> None:
                    "at the student's scale heads, MFD/DMD (default 0, as every corrections round)")
     c.add_argument("--seed", type=int, help="seed of the round-0 student and of a phantom teacher trained here "
                    "(default 0); the rounds' is --round-seed")
-    c.add_argument("--augment", choices=("intensity", "spatial"), help="the round-0 student (unless --round0) and "
-                   "every round of both arms train with augmentation, flips off: intensity changes, or also zoom "
-                   "and rotation (spatial); default: the dataset's recipe (CHAOS: none)")
+    c.add_argument("--augment", choices=("off", "intensity", "spatial"), help="the round-0 student (unless --round0) "
+                   "and every round of both arms train with augmentation, flips off: intensity changes, or also zoom "
+                   "and rotation (spatial); off: none, also where the --round0 student had it; default: the "
+                   "dataset's recipe (CHAOS: none)")
     _patch_arg(c)
     _common(c, device="cpu")
 

@@ -36,7 +36,7 @@ TEACHERS = {"hippocampus": HIPPOCAMPUS_TEACHER, "chaos": _TEACHERS_DIR / "chaos"
 DOWNSAMPLE = {"chaos": 2}  # in-plane factor of the data the committed teacher was trained on (default 1)
 # per dataset: the committed teacher's augmentation (CHAOS: none, no flips for left/right kidneys) and the ablation's
 # student recipe (CHAOS: lr 1e-2, batch 4; at lr 2e-3 / batch 2 the label-free student lost both kidneys: 30.4 mean)
-AUGMENTS = (None, "intensity", "spatial")  # --augment: the recipe's; intensity only; also zoom and rotation
+AUGMENTS = (None, "off", "intensity", "spatial")  # --augment: the recipe's; none; intensity only; also zoom, rotation
 RECIPES: dict[str, dict[str, Any]] = {"chaos": {"augment": False, "flips": False, "lr": 1e-2, "batch_size": 4}}
 DATA_DIRS = {"hippocampus": "msd_hippocampus", "chaos": "chaos_mr_t2"}
 LOST_GAP = 0.10  # a class is "lost" at round 0 when the student is this far below the teacher
@@ -249,7 +249,8 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
     the student's scale heads (MFD/DMD; default 0, :data:`~napari_dmd.corrections.ROUND_HEAD_SUPERVISION`).
     ``augment``: the round-0 student (unless ``round0``) and every round of both arms train with augmentation on,
     flips off (left and right are classes): ``"intensity"`` (intensity changes and noise) or ``"spatial"`` (also
-    zoom and rotation); None: the dataset's recipe. ``seed``: the round-0 student's (default the config's, 0)."""
+    zoom and rotation); ``"off"``: no augmentation at all (also where the parent ``round0`` had it); None: the
+    dataset's recipe. ``seed``: the round-0 student's (default the config's, 0)."""
     if dataset not in DATASETS:
         raise ValueError(f"--dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     factor = DOWNSAMPLE.get(dataset, 1) if downsample is None else downsample
@@ -270,7 +271,7 @@ def bench_corrections(dataset: str = "phantom2d", rounds: int = 3, slices: int =
                        if v is not None}
     if augment not in AUGMENTS:
         raise ValueError(f"--augment {augment!r}: choose one of {', '.join(a for a in AUGMENTS if a)}")
-    augmentation = {} if augment is None else {"augment": True, "flips": False,
+    augmentation = {} if augment is None else {"augment": augment != "off", "flips": False,
                                                "spatial_augment": augment == "spatial"}
     rounds_settings.update(augmentation)
 
