@@ -66,6 +66,12 @@ def prepare_run(cfg: TrainConfig, cases: Sequence[Case], *, teacher: Any = None,
         output_dir = default_output_dir(f"{role}-{cfg.method}" if role == "student" else role)
     run = Distiller(cfg, cases, val_cases=val_cases, teacher=teacher, output_dir=output_dir, resume=resume,
                     role=role)
+    if cfg.augment and cfg.flips:  # classes told apart by position: flips swap them (data.positional)
+        from .data.positional import flip_warning
+
+        flip = flip_warning(cases, run.num_classes, cfg.class_names)
+        if flip:
+            warnings.append(flip)
     return run, warnings
 
 

@@ -55,7 +55,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     check_patch_size(cfg.patch_size, cases)
     cfg.num_classes, cfg.class_names = resolve_class_names(  # dataset.json's classes fix the class count
         cfg.num_classes, (args.config, cfg.class_names), (f"{args.data}/dataset.json", names))
-    d, _ = prepare_run(cfg, cases, output_dir=out, resume=args.resume, role="teacher")
+    d, warnings = prepare_run(cfg, cases, output_dir=out, resume=args.resume, role="teacher")
+    for warning in warnings:  # e.g. flips on classes told apart by position
+        print(f"warning: {warning}", file=sys.stderr)
     _print_params("teacher", d.parameter_counts()["model"])
     result = _drive(d, args.quiet)
     print(f"teacher checkpoint: {final_checkpoint(d)}  ({_dice_text(result['best_dice'])}, {result['wall_s']:.0f} s)")
