@@ -491,3 +491,25 @@ def test_student_chooser_states_each_presets_size_and_measured_speed(make_napari
     assert f"{PRESET_INFO['student-fast']['speedup']['3d']:g}x (3D)" in w.student_info.text()
     w.student_combo.setCurrentText("8,16,32")  # custom channels: nothing measured to state
     assert w.student_info.text() == ""
+
+
+def test_distill_warns_when_flips_would_swap_classes_told_apart_by_position(make_napari_viewer, qtbot, registry,
+                                                                              tmp_path):
+    """Layers whose two classes look alike and differ only by side: the run says so in the dock's status line."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = rng.normal(0.0, 0.1, (64, 128)).astype(np.float32)
+        lab = np.zeros(img.shape, np.uint8)
+        lab[20:44, 10 + i:34 + i] = 1  # "left" box
+        lab[20:44, 90 - i:114 - i] = 2  # "right" box, same intensity
+        img[lab > 0] += 1.0
+        viewer.add_image(img, name=f"side {i}")
+        viewer.add_labels(lab, name=f"side {i} labels")
+    w = _distill(viewer, tmp_path / "sides", iterations=3)
+    assert w.flips_check.isChecked()
+    qtbot.mouseClick(w.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "differ by position" in w.status_label.text(), timeout=60_000)
+    assert "the x axis in 3 of 3 labelled cases" in w.status_label.text()
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    assert "differ by position" in w.status_label.text()  # kept in the status line after the run

@@ -176,7 +176,7 @@ def distill_target(spec: RunSpec, chan: Channel) -> dict[str, Any]:
                                      output_dir=spec.output_dir, resume=spec.resume, role=spec.role,
                                      class_names=names)
     for message in warnings:
-        chan.send("notice", (message, False))
+        chan.send("notice", (message, True))  # e.g. flips on positional classes
     chan.send("info", {"output_dir": str(d.output_dir), "last_path": str(d.last_path),
                        "best_path": str(d.best_path), "iteration": d.iteration, "total": d.total,
                        "class_names": d.config.class_names})
