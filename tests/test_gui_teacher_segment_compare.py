@@ -417,6 +417,31 @@ def test_teacher_trains_from_layers_and_stops(make_napari_viewer, qtbot, tmp_pat
     [name] = REGISTRY.names("teacher")
     assert name == "teacher: run" and w.teacher_box.currentText() == name
     assert w.train_button.isEnabled() and not w.stop_button.isEnabled()
+    assert w.notices == []  # the phantom's classes differ by look: no flip warning
+    REGISTRY.clear()
+
+
+@pytest.mark.gui
+def test_teacher_training_warns_when_flips_would_swap_side_by_side_classes(make_napari_viewer, qtbot, tmp_path):
+    REGISTRY.clear()
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Teacher")
+    for i in range(3):
+        img = np.zeros((48, 96), np.float32)
+        lab = np.zeros(img.shape, np.uint8)
+        lab[12:36, 4 + i:24 + i], lab[12:36, 70 - i:90 - i] = 1, 2  # alike, left and right
+        img[lab > 0] = 1.0
+        viewer.add_image(img + np.random.default_rng(i).normal(0, 0.1, img.shape).astype(np.float32), name=f"i{i}")
+        viewer.add_labels(lab, name=f"l{i}")
+        w.image_box.set_layer(f"i{i}")
+        w.labels_box.set_layer(f"l{i}")
+        w.add_pair()
+    w.preset_box.setCurrentText("student-tiny")
+    w.iterations_spin.setValue(2)
+    w.output_edit.setText(str(tmp_path / "run"))
+    assert w.train() is not None
+    _wait_idle(qtbot, w)
+    assert len(w.notices) == 1 and "differ by position" in w.notices[0] and "x axis" in w.notices[0]
     REGISTRY.clear()
 
 

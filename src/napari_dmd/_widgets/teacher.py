@@ -43,7 +43,7 @@ from .. import runner
 from ..config import HELP
 from ._choosers import LayerChooser, ModelChooser
 from ._geometry import cases_from_layers, dmd_metadata
-from ._notify import notify_error, notify_info
+from ._notify import notify_error, notify_info, notify_warning
 from ._scroll import make_scrollable
 from ._workers import StopFlag, start_worker, training_threads
 from .segment import Throttled
@@ -111,6 +111,7 @@ class TeacherWidget(QWidget):
         self.load_worker = None  # a Load in flight (also beside training or the demo)
         self._eta_start: tuple[float, int] | None = None  # (time, step) of the demo's first progress report
         self.last_event: Event | None = None
+        self.notices: list[str] = []  # warnings from preparing the training runs
         self._stop = StopFlag()  # Stop, the viewer closing (napari quits the worker) or the widget's deletion
         self._pbar = None
         # napari's activity-dock bar and the status line repaint the window at each update (10-15 ms under
@@ -387,6 +388,11 @@ class TeacherWidget(QWidget):
 
     def _on_event(self, message: tuple[str, Any]) -> None:
         kind, event = message  # a message of the training child: its engine events are shown
+        if kind == "notice":  # a warning from preparing the run (e.g. flips on classes told apart by position)
+            text, warning = event
+            (notify_warning if warning else notify_info)(f"Train teacher: {text}")
+            self.notices.append(text)
+            return
         if kind != "event":
             return
         self.last_event = event
