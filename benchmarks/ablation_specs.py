@@ -81,7 +81,7 @@ SPECS = {
     "phantom3d": Spec("phantom3d", 3, [16, 48, 48], 2, 600, 900),
     # 3D, with the committed teacher (benchmarks/teachers/hippocampus3d) and its 16 validation cases; no flips
     # since 2026-12-06: the head (anterior) and tail (posterior) are told apart by position, and flips cost the
-    # students 4-7 Dice points (docs/ablation_v3 ran with them; its rows without: docs/ablation_v3/hippocampus3d_noflip)
+    # students 4-8 Dice points (docs/ablation_v3 ran with them; its rows without: docs/ablation_v3/hippocampus3d_noflip)
     "hippocampus3d": Spec("hippocampus3d", 3, [40, 56, 40], 2, 400, 0, low_labels=6, extra={"flips": False}),
 }
 HC18_DOWN = 8  # in-plane down-sampling of the HC18 ultrasound images (800x540 px at 0.05-0.25 mm)

@@ -245,7 +245,10 @@ def test_distill_writes_beside_a_folder_holding_run_files_and_shows_teacher_warn
     assert (out / "config.yaml").read_text(encoding="utf-8") == "mine: 1\n"
     assert w.output_edit.text() == str(tmp_path / "run-2") and (tmp_path / "run-2" / "last.pt").is_file()
     assert any("already holds a run (config.yaml)" in m and "run-2" in m for m in infos), infos
-    assert any(m.startswith("Distill: ") and "trained at spacing (5.0, 5.0)" in m for m in infos), infos
+    warnings = [str(r.message) for r in notification_manager.records[start:]
+                if r.severity == NotificationSeverity.WARNING]
+    assert any(m.startswith("Distill: ") and "trained at spacing (5.0, 5.0)" in m for m in warnings), warnings
+    assert "trained at spacing (5.0, 5.0)" in w.status_label.text()  # a warning: kept in the status line
 
 
 # ------------------------------------------------------------------------------------------------ reader

@@ -114,7 +114,7 @@ class TrainConfig:
     augment: bool = _setting(True, "random intensity changes, plus flips and rot90 unless --no-flips")
     flips: bool = _setting(True, "with augment: flip every axis and rotate in-plane by 90 degrees; turn off "
                                  "(--no-flips) when classes differ by side or position rather than look, e.g. left "
-                                 "and right kidney, hippocampus head and tail (4-7 Dice points there)")
+                                 "and right kidney, hippocampus head and tail (4-8 Dice points there)")
     spatial_augment: bool = _setting(False, "with augment: random zoom (0.8-1.25x) and in-plane rotation (up to 30 "
                                             "degrees) of each patch; for small datasets (docs/teachers.md, HC18)")
     val_fraction: float = _setting(0.2, "fraction of labelled cases held back for validation (seeded split)",

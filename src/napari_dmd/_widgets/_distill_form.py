@@ -172,7 +172,7 @@ class DistillSettings:
         self.flips_check.setToolTip("Augmentation: random flips and 90° rotations (intensity changes stay on). "
                                     "Turn off when classes differ by side or position rather than look, e.g. "
                                     "right and left kidney, or the hippocampus's head and tail (flips cost its "
-                                    "students 4-7 Dice points).")
+                                    "students 4-8 Dice points).")
         form.addRow("Augment", self.flips_check)
         self.spatial_check = QCheckBox("zoom 0.8-1.25x, rotate up to 30°")
         self.spatial_check.setToolTip("Augmentation: " + HELP["spatial_augment"])

@@ -2,7 +2,7 @@
 
 Left and right kidney, or the hippocampus's head (anterior) and tail (posterior), look alike; a network tells
 them apart by position. Random flips during training show each in the other's place, and short distillation
-runs then mix them up (hippocampus 3D students: 4-7 Dice points lost with flips, docs/results.md). This
+runs then mix them up (hippocampus 3D students: 4-8 Dice points lost with flips, docs/results.md). This
 module finds such pairs in the labelled cases, so a run that flips can say so before it starts.
 
 A pair (a, b) is *positional* when, in at least :data:`AGREEMENT` of the labelled cases holding both (and at
@@ -104,4 +104,4 @@ def flip_warning(cases: Sequence[Case], num_classes: int, class_names: Sequence[
                     f"labelled cases, {p.separation:.0f} voxels apart, alike in intensity)")
     return ("flips are on, but " + "; ".join(said) + " differ by position rather than look: flipped patches show "
             "each in the other's place. Consider turning flips off (--no-flips; in the Distill dock untick 'flip "
-            "and rotate patches'): on hippocampus 3D flips cost the students 4-7 Dice points.")
+            "and rotate patches'): on hippocampus 3D flips cost the students 4-8 Dice points.")
