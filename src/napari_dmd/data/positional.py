@@ -93,15 +93,12 @@ def flip_warning(cases: Sequence[Case], num_classes: int, class_names: Sequence[
     pairs = positional_pairs(cases, num_classes)
     if not pairs:
         return None
-    names = list(class_names) if class_names and len(class_names) == num_classes else \
-        ["background"] + [f"class {k}" for k in range(1, num_classes)]
-    ndim = cases[0].ndim if cases else 3
-    axes = "zyx"[3 - ndim:] if ndim <= 3 else None
-    said = []
-    for p in pairs[:3]:
-        axis = f"the {axes[p.axis]} axis" if axes else f"axis {p.axis}"
-        said.append(f"{names[p.a]!r} and {names[p.b]!r} (same order along {axis} in {p.agree} of {p.cases} "
-                    f"labelled cases, {p.separation:.0f} voxels apart, alike in intensity)")
+    from ..distill.collapse import class_name
+
+    axes = "zyx"[-cases[0].ndim:]  # array order of a 2D or 3D case
+    said = [f"{class_name(p.a - 1, class_names)!r} and {class_name(p.b - 1, class_names)!r} (same order along the "
+            f"{axes[p.axis]} axis in {p.agree} of {p.cases} labelled cases, {p.separation:.0f} voxels apart, alike "
+            "in intensity)" for p in pairs[:3]]
     return ("flips are on, but " + "; ".join(said) + " differ by position rather than look: flipped patches show "
             "each in the other's place. Consider turning flips off (--no-flips; in the Distill dock untick 'flip "
             "and rotate patches'): on hippocampus 3D flips cost the students 4-8 Dice points.")
