@@ -47,7 +47,7 @@ def test_every_preset_shapes_and_feature_scales(name, dims, shape):
     for f, stride, ch in zip(feats, net.feature_strides, net.feature_channels):
         assert f.shape[1] == ch
         assert tuple(f.shape[2:]) == tuple(-(-n // stride) for n in shape)
-    assert net.feature_strides[-1] == (2 if name.startswith("student-fast") else 1)
+    assert net.feature_strides[-1] == (2 if name in ("student", "student-fast", "student-fast-tiny") else 1)
     assert PRESET_INFO[name]["params"][f"{dims}d"] == count_parameters(net)
 
 
@@ -84,7 +84,8 @@ def test_fast_students_use_batch_norm_unless_overridden():
     assert build_model("student-fast", 2, 3).norm == "batch"
     assert build_model("student-fast", 2, 3, norm="auto").norm == "batch"
     assert build_model("student-fast", 2, 3, norm="instance").norm == "instance"
-    assert build_model("student", 2, 3).norm == "instance"
+    assert build_model("student-classic", 2, 3).norm == "instance"
+    assert build_model("student-tiny", 2, 3).norm == "instance"
     assert build_model((4, 8, 16), 2, 3).norm == "instance"
     assert build_model("student-fast", 2, 3, stem=1).total_stride == 8
 
@@ -167,3 +168,25 @@ def test_bench_presets_quick_lists_every_model(capsys):
     assert "speed-up (1 thr)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown preset"):
         bench_presets("student-huge", quick=True)
+
+
+def test_default_student_is_the_fast_deep_design_and_the_old_name_still_builds_it():
+    new, alias, old = (build_model(n, 3, 3) for n in ("student", "student-fast-deep", "student-classic"))
+    assert new.config() == alias.config()
+    assert (new.norm, new.stem, new.channels) == ("batch", 2, (8, 16, 24, 40, 64))
+    assert (old.norm, old.stem, old.channels) == ("instance", 1, (8, 16, 24, 40, 64))
+    assert len(new.feature_strides) == 4 and new.feature_strides[-1] == 2  # heads at 4 scales, finest at 1/2
+
+
+def test_as_trained_rebuilds_a_renamed_presets_architecture():
+    from napari_dmd.models.presets import as_trained
+
+    classic = build_model("student-classic", 2, 4)
+    now = build_model("student", 2, 4)
+    back = as_trained(now, classic.config())
+    assert back.config() == classic.config()
+    back.load_state_dict(classic.state_dict())  # the old weights fit
+    assert as_trained(now, now.config()) is now
+    assert as_trained(now, None) is now
+    other = build_model("student-fast", 2, 4)  # other channels: left to the caller's check
+    assert as_trained(now, other.config()) is now

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import torch
+
 from napari_dmd.checkpoint import load_checkpoint, save_checkpoint
 from napari_dmd.config import TrainConfig
 from napari_dmd.demo import phantom_cases
 from napari_dmd.distill.engine import Distiller
+from napari_dmd.models.presets import build_model
+from napari_dmd.models.unet import UNet
+from napari_dmd.teachers import load_teacher
 from napari_dmd.runs import LEGACY_SETTINGS
 
 TINY = dict(method="none", model="4,8,16", batch_size=2, patch_size=[32, 32], val_interval=100,
@@ -26,3 +31,35 @@ def test_a_checkpoint_from_before_target_balance_resumes_with_the_old_behaviour(
     resumed = Distiller(cfg, cases, output_dir=tmp_path, resume=d.last_path)
     assert resumed.config.target_balance is False and resumed.config.target_temperature == cfg.temperature
     assert resumed.run_to_end()["iteration"] == 4
+
+
+def _as_old_student(path) -> None:
+    """Rewrite a ``student-classic`` checkpoint as written before 2026-12-06, when that network was ``student``."""
+    ckpt = load_checkpoint(path)
+    assert ckpt["run"]["settings"]["model"]["norm"] == "instance"  # the record holds the architecture itself
+    ckpt["config"]["model"] = "student"
+    save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+
+
+def test_a_run_of_the_old_default_student_resumes_and_starts_a_round_as_trained(tmp_path):
+    from napari_dmd.corrections import start_round
+
+    cases = phantom_cases(4, 2)
+    old = {**TINY, "model": "student-classic"}
+    d = Distiller(TrainConfig(iterations=2, **old), cases, output_dir=tmp_path / "run")
+    d.run_to_end()
+    _as_old_student(d.last_path)
+    assert build_model("student", 2, 6).norm == "batch"  # the name now means another network
+    resumed = Distiller(TrainConfig(iterations=3, **{**old, "model": "student"}), cases, output_dir=tmp_path / "run",
+                        resume=d.last_path)
+    assert (resumed.model.norm, resumed.model.stem) == ("instance", 1)
+    assert resumed.run_to_end()["iteration"] == 3
+    net = UNet(2, 1, 6, (4, 8))  # a stand-in teacher (the run trained alone; a round distils)
+    teacher = save_checkpoint(tmp_path / "t.pt", {"kind": "teacher", "model": net.config(), "normalization": "zscore",
+                                                  "state_dict": net.state_dict(), "patch_size": [32, 32]})
+    r = start_round(d.last_path, cases, [None] * len(cases), iterations=1, out=tmp_path / "round",
+                    teacher=load_teacher(teacher))
+    assert (r.model.norm, r.model.stem) == ("instance", 1)
+    assert all(torch.equal(a, b) for a, b in zip(r.model.state_dict().values(),
+                                                 load_checkpoint(d.last_path)["state_dict"].values()))
+    assert r.run_to_end()["iteration"] == 1

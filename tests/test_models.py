@@ -33,7 +33,7 @@ def test_presets_compression_ratios():
         assert t / tiny >= 30, (dims, t, tiny)
     assert count_parameters(build_model("teacher", 3, 3)) > 3_000_000
     assert set(PRESETS) == {"teacher", "student", "student-tiny", "student-fast", "student-fast-tiny",
-                            "student-fast-deep"}
+                            "student-classic"}
 
 
 def test_bad_arguments():

@@ -357,7 +357,8 @@ def start_round(parent: str | Path, cases: Sequence[Case], corrections: Sequence
     train, focus = _training_cases(dropped, cases, corrections, cfg.num_classes, where)
     n = int(prior["round"]) + 1 if isinstance(prior.get("round"), int) else 1
     folder = Path(out) if out else default_output_dir(f"round-{n}", root=parent.resolve().parent.parent)
-    d = _distiller(cfg, train, list(val_cases or []), teacher, focus, output_dir=folder)
+    d = _distiller(cfg, train, list(val_cases or []), teacher, focus, output_dir=folder,
+                   architecture=ckpt["model"])  # as trained, also from a preset since renamed
     saved = ckpt["model"]
     if saved.get("channels") != list(d.model.channels):
         raise ConfigError(f"{parent}: its model {saved} does not match the round's ({d.model.config()})")

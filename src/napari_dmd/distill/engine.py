@@ -30,7 +30,7 @@ from ..data.sampling import PatchSampler, PatchStream
 from ..data.transforms import normalize
 from ..inference import sliding_window_predict
 from ..models.heads import ScaleHeads
-from ..models.presets import build_model, count_parameters
+from ..models.presets import as_trained, build_model, count_parameters
 from ..models.unet import UNet
 from ..runs import TrainingError  # defined beside the run-folder code (which raises it too); still importable here
 from ..runtime import cpu_bf16_supported, resolve_device  # names kept here (tests patch cpu_bf16_supported)
@@ -79,13 +79,15 @@ class Distiller:
     With ``teacher=None`` only method "none" or "ds" is possible (teacher training, or a student alone).
     Cases without labels take the teacher's prediction as their target class (so do voxels labelled IGNORE).
     ``focus``: boolean masks by case name of voxels to centre ``focus_fraction`` of the patches on (a corrections
-    round's painted voxels, :func:`napari_dmd.corrections.start_round`).
+    round's painted voxels, :func:`napari_dmd.corrections.start_round`). ``architecture``: a checkpoint's model
+    entry whose options (norm, stem, upsample) the model takes when its channels match (a round's parent; a resumed
+    run's own checkpoint is used by itself), so a run made with a preset since renamed goes on as it was trained.
     """
 
     def __init__(self, config: TrainConfig, cases: Sequence[Case], *, val_cases: Sequence[Case] | None = None,
                  teacher: Teacher | None = None, output_dir: str | Path | None = None,
                  resume: str | Path | None = None, role: str = "student",
-                 focus: dict[str, np.ndarray] | None = None) -> None:
+                 focus: dict[str, np.ndarray] | None = None, architecture: dict | None = None) -> None:
         self.config = config.validate()
         cfg = self.config
         if cfg.head_supervision is None:  # resolved once, recorded as used (config.yaml, checkpoints); the step
@@ -113,9 +115,11 @@ class Distiller:
         self._resolve_data(list(cases), val_cases, teacher)  # classes, dims, train/validation split
         spatial_dims, train_cases = self.spatial_dims, self.train_cases
 
-        # models
+        # models (a resumed run or a round keeps the architecture it was trained with: a renamed preset stays)
+        resumed = state.load_checkpoint(resume) if resume is not None else None
         torch.manual_seed(cfg.seed)
-        self.model: UNet = build_model(cfg.model_channels(), spatial_dims, self.num_classes, norm=cfg.norm)
+        self.model: UNet = as_trained(build_model(cfg.model_channels(), spatial_dims, self.num_classes,
+                                                  norm=cfg.norm), architecture or (resumed or {}).get("model"))
         scales = cfg.feature_scales
         if scales is None:
             scales = list(range(len(self.model.feature_strides) - 1)) or [0]
@@ -179,7 +183,6 @@ class Distiller:
         self.amp_dtype, self.teacher_dtype, self._precision_note = choose_precision(
             cfg, self.device, spatial_dims, cpu_bf16_supported)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        resumed = state.load_checkpoint(resume) if resume is not None else None
         if resumed is not None:  # settings added since the run began: it goes on as it was trained
             runs.apply_legacy_settings(cfg, resumed)
         self.run_record = runs.run_record(self)

@@ -1,18 +1,17 @@
-"""Named model sizes: a teacher, the default (full-resolution) students and the fast students.
+"""Named model sizes: a teacher, the default (fast) student, the tiny students and the classic students.
 
-``student`` and ``student-tiny`` keep full resolution and instance norm. The fast students (``student-fast``,
-``student-fast-tiny``) use batch norm (folded into the convs at inference) and a strided stem (the U-Net runs
-at half resolution; its logits are upsampled bilinearly); ``student-fast`` has four levels of 8-40 channels,
-``student-fast-tiny`` five levels of 4-32 (four levels of 4-24 was faster but lost a whole class in 2 of 3 DMD
-runs on hippocampus), ``student-fast-deep`` the default student's five levels of 8-64 at half resolution (the best
-student on CHAOS slices, worse than ``student-fast`` on the small hippocampus volumes, where five levels at half
-resolution end at 1-2 voxels); they were chosen by per-volume latency against ``teacher``
-(``benchmarks/fast_students_latency.py``, docs/benchmarks.md B2). ``student-fast-deep`` meets the targets for
-the default (>= 8x faster at >= 98 % of the teacher's Dice, DMD + Heads): CHAOS 8.5x / 99 % (4800 iterations),
-hippocampus 3D 8.9x / 98.6 % once its recipe dropped flips (1600 iterations; 2026-12-06, docs/results.md). It is
-not the default yet: ``student-fast`` lost the phantom's small classes in the demo's short runs, where
-``student`` keeps them (``student-fast-deep`` not yet run there), and the demo, the Expect line and the guides are
-measured with ``student``.
+``student`` (the default since 2026-12-06) uses batch norm (folded into the convs at inference) and a strided stem:
+the U-Net runs at half resolution with five levels of 8-64 channels and its logits are upsampled bilinearly. It
+meets the targets for the default (>= 8x faster than ``teacher`` at >= 98 % of its Dice, DMD + Heads): CHAOS 8.5x /
+99 % (4800 iterations, 5 seeds), hippocampus 3D 8.9x / 98.6 % without flips (1600 iterations, 3 seeds;
+docs/results.md). It was measured under the name ``student-fast-deep``, still accepted (:data:`PRESET_ALIASES`).
+``student-classic`` is the default student before that day (full resolution, instance norm, the same channels),
+kept for comparison; checkpoints and run folders made with the old ``student`` hold their architecture and load,
+resume and start correction rounds as they were trained. ``student-tiny`` keeps full resolution and instance norm
+(4-32 channels). The other fast students: ``student-fast`` four levels of 8-40 channels at half resolution,
+``student-fast-tiny`` five levels of 4-32 (four levels of 4-24 was faster but lost a whole class in 2 of 3 DMD runs
+on hippocampus); chosen by per-volume latency against ``teacher`` (``benchmarks/fast_students_latency.py``,
+docs/benchmarks.md B2).
 """
 
 from __future__ import annotations
@@ -29,18 +28,21 @@ PRESETS: dict[str, tuple[int, ...]] = {
     "student-tiny": (4, 8, 16, 24, 32),
     "student-fast": (8, 16, 24, 40),
     "student-fast-tiny": (4, 8, 16, 24, 32),
-    "student-fast-deep": (8, 16, 24, 40, 64),
+    "student-classic": (8, 16, 24, 40, 64),
 }
+
+#: Former preset names and the preset each now means (``build_model`` accepts them; choosers do not list them).
+PRESET_ALIASES: dict[str, str] = {"student-fast-deep": "student"}
 
 _FAST = {"norm": "batch", "stem": 2, "upsample": "bilinear", "block": "conv"}
 #: Architecture options of each preset besides its channels (UNet keyword arguments); none = classic U-Net.
 PRESET_OPTIONS: dict[str, dict[str, Any]] = {
     "teacher": {"norm": "instance"},
-    "student": {"norm": "instance"},
+    "student": dict(_FAST),
     "student-tiny": {"norm": "instance"},
     "student-fast": dict(_FAST),
     "student-fast-tiny": dict(_FAST),
-    "student-fast-deep": dict(_FAST),
+    "student-classic": {"norm": "instance"},
 }
 
 #: What a chooser can show per preset. ``params``: parameters of the 3D and 2D model for 1 input channel and
@@ -56,9 +58,12 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
                 "speedup": {"3d": 1.0, "2d": 1.0, "hippocampus": 1.0, "chaos": 1.0}},
-    "student": {"description": "default student: full resolution, 5 levels of 8-64 channels, instance norm",
+    "student": {"description": "default student: half-resolution U-Net (strided stem), 5 levels of 8-64 "
+                               "channels, batch norm folded at inference, bilinear logits; with DMD + Heads 99 % of "
+                               "the teacher's Dice on CHAOS (4800 iterations, 5 seeds), 98.6 % on hippocampus 3D "
+                               "without flips (1600 iterations, 3 seeds)",
                 "params": {"3d": 522_571, "2d": 180_283},
-                "speedup": {"3d": 3.0, "2d": 2.4, "hippocampus": 2.5, "chaos": 2.5}},
+                "speedup": {"3d": 15.0, "2d": 9.4, "hippocampus": 8.9, "chaos": 8.5}},
     "student-tiny": {"description": "tiny student: full resolution, 5 levels of 4-32 channels, instance norm",
                      "params": {"3d": 172_783, "2d": 59_751},
                      "speedup": {"3d": 7.4, "2d": 4.7, "hippocampus": 4.6, "chaos": 4.0}},
@@ -71,13 +76,10 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
                           "speedup": {"3d": 23.2, "2d": 13.9, "hippocampus": 12.6, "chaos": 11.6}},
-    "student-fast-deep": {"description": "fast deep student: half-resolution U-Net (strided stem), the default "
-                                         "student's 5 levels of 8-64 channels, batch norm folded, bilinear logits; "
-                                         "with DMD + Heads 99 % of the teacher's Dice on CHAOS (4800 "
-                                         "iterations, 5 seeds), 98.6 % on hippocampus 3D without flips (1600 "
-                                         "iterations, 3 seeds)",
-                          "params": {"3d": 522_571, "2d": 180_283},
-                          "speedup": {"3d": 15.0, "2d": 9.4, "hippocampus": 8.9, "chaos": 8.5}},
+    "student-classic": {"description": "classic student (the default before 2026-12-06): full resolution, 5 levels "
+                                       "of 8-64 channels, instance norm",
+                        "params": {"3d": 522_571, "2d": 180_283},
+                        "speedup": {"3d": 3.0, "2d": 2.4, "hippocampus": 2.5, "chaos": 2.5}},
 }
 
 
@@ -102,6 +104,7 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
     ``options`` (``stem``, ``upsample``, ``block``, ``dropout``) override the preset's architecture options.
     """
     if isinstance(preset, str):
+        preset = PRESET_ALIASES.get(preset, preset)
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
         channels = PRESETS[preset]
@@ -113,6 +116,22 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
         kwargs["norm"] = norm
     kwargs.update(options)
     return UNet(spatial_dims, in_channels, num_classes, channels, **kwargs)
+
+
+_ARCH_KEYS = ("norm", "stem", "upsample", "block")
+
+
+def as_trained(model: UNet, saved: dict[str, Any] | None) -> UNet:
+    """``model``, or the architecture ``saved`` (a checkpoint's ``model`` entry) describes when it has the same
+    channels but other options: a run made with a preset since renamed (the classic ``student`` before
+    2026-12-06) resumes and starts rounds as it was trained. Different channels are left to the caller's check."""
+    if not saved or list(saved.get("channels") or []) != list(model.channels):
+        return model
+    cfg = model.config()
+    old = {k: saved.get(k, d) for k, d in zip(_ARCH_KEYS, ("instance", 1, "bilinear", "conv"))}
+    if old == {k: getattr(model, k) for k in _ARCH_KEYS}:
+        return model
+    return UNet.from_config({**cfg, **old})
 
 
 def count_parameters(model: nn.Module) -> int:
