@@ -10,8 +10,8 @@ from napari_dmd.demo import phantom_cases
 from napari_dmd.distill.engine import Distiller
 from napari_dmd.models.presets import build_model
 from napari_dmd.models.unet import UNet
-from napari_dmd.teachers import load_teacher
 from napari_dmd.runs import LEGACY_SETTINGS
+from napari_dmd.teachers import load_teacher
 
 TINY = dict(method="none", model="4,8,16", batch_size=2, patch_size=[32, 32], val_interval=100,
             checkpoint_interval=100, num_threads=1)
