@@ -117,7 +117,7 @@ def test_demo_recipe_key_tracks_training_settings():
                                                      ("teacher_patch", 64), ("student_batch", 4))}
     assert len(keys) == 4 and r.key() not in keys
     assert replace(r, num_threads=1).key() == r.key()
-    assert r.key().startswith(f"phantom2d-v4-t{r.teacher_iterations}-s{r.student_iterations}-")
+    assert r.key().startswith(f"phantom2d-v5-t{r.teacher_iterations}-s{r.student_iterations}-")
 
 
 def test_demo_pair_benchmark_smoke(tmp_path, capsys):
