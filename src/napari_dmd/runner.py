@@ -66,6 +66,12 @@ def prepare_run(cfg: TrainConfig, cases: Sequence[Case], *, teacher: Any = None,
         output_dir = default_output_dir(f"{role}-{cfg.method}" if role == "student" else role)
     run = Distiller(cfg, cases, val_cases=val_cases, teacher=teacher, output_dir=output_dir, resume=resume,
                     role=role)
+    if cfg.patch_size:  # an explicit patch the model must pad (the fast students' stride is 32)
+        from .distill.resolve import padding_warning
+
+        padded = padding_warning(run.patch_size, run.model.total_stride)
+        if padded:
+            warnings.append(padded)
     if cfg.augment and cfg.flips:  # classes told apart by position: flips swap them (data.positional)
         from .data.positional import flip_warning
 

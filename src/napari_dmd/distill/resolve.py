@@ -36,6 +36,23 @@ def auto_patch_size(shapes: Sequence[Sequence[int]], spatial_dims: int, multiple
     return [int(min(cap, max(multiple, multiple * round(m / multiple)))) for m in med]
 
 
+def padding_warning(patch: Sequence[int], stride: int, limit: float = 1.25) -> str | None:
+    """A warning when a patch that is not a multiple of the network's total ``stride`` along each axis makes the
+    model pad it to at least ``limit`` times its voxels (it computes on the zeros and sees nothing there); None
+    otherwise. Names the padded size and the multiples on either side."""
+    padded = [stride * math.ceil(p / stride) for p in patch]
+    ratio = math.prod(padded) / max(1, math.prod(patch))
+    if ratio < limit:
+        return None
+    below = [max(stride, stride * (p // stride)) for p in patch]
+    fmt = "x".join
+    return (f"patch {fmt(map(str, patch))} is padded to {fmt(map(str, padded))} inside the model (its input must be "
+            f"a multiple of {stride} along each axis): {100 * (1 - 1 / ratio):.0f} % of the model's work per step "
+            f"goes to zeros. A patch of {fmt(map(str, padded))} costs the model the same and shows it more image"
+            + (f"; {fmt(map(str, below))} costs less" if below != padded else "")
+            + "; leave the patch size empty to have one chosen.")
+
+
 def lr_factor(iteration: int, total: int, warmup: float) -> float:
     """Linear warm-up then cosine decay to 1 % of the base learning rate."""
     w = int(round(warmup * total))
