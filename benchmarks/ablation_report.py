@@ -181,6 +181,15 @@ def step_speedups(path: Path | None = STEP_SPEEDUP) -> dict[tuple[str, str], flo
     return {(data["dataset"], r["preset"]): float(r["speedup"]) for r in data["rows"]}
 
 
+def _recipe(spec: Any) -> dict[str, str]:
+    """How a dataset's jobs differ from the Distill widget's defaults (augmentation with flips), as a note."""
+    if spec.extra.get("augment") is False:
+        return {"recipe": "trained without augmentation"}
+    if spec.extra.get("flips") is False:
+        return {"recipe": "trained without flips"}
+    return {}
+
+
 def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
                  speedups: Path | None = None) -> dict[str, Any]:
     """Write what the Distill widget's defaults give (default student, each of ``methods`` — ``dmd-hs``: DMD with
@@ -209,7 +218,7 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
             "step_speedup_applied": factor,
             "threads": int(jobs[0].get("threads", TRAIN_THREADS)), "latency_threads": int(lat[ds].get("threads", 1)),
             "patch": jobs[0].get("patch"),
-            "iterations": int(jobs[0]["iterations"])})
+            "iterations": int(jobs[0]["iterations"]), **_recipe(spec)})
     src = f"benchmarks/ablation.py --expectations, from {out}/jobs/*.json and {out}/latency.json"
     if factors:
         src += f"; seconds per iteration divided by the step speed-up in {speedups.relative_to(speedups.parents[2])}"

@@ -52,3 +52,6 @@ def test_speedup_threads_and_training_threads_are_stated_apart(monkeypatch):
     (line,) = ex.expectation_lines("dmd", "student", 600, 2)
     assert "2.5x faster (2 CPU threads)" in line
     assert line.endswith("~1 min for 600 iterations on 1 CPU thread")
+    row["recipe"] = "trained without flips"  # a dataset trained unlike the widget's defaults says so
+    (line,) = ex.expectation_lines("dmd", "student", 600, 2)
+    assert line.endswith("on 1 CPU thread (trained without flips)")

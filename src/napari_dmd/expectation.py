@@ -4,7 +4,8 @@
 files (never typed by hand): per dataset, the default student distilled with DMD, mean over seeds of the
 retention (student / teacher mean Dice), the speed-up (teacher / student seconds per volume) and
 the CPU training time per iteration (``threads``: the jobs' training threads; ``latency_threads``: the
-speed-up's); method ``dmd-hs`` is DMD with head supervision (the Heads box). The Distill
+speed-up's); method ``dmd-hs`` is DMD with head supervision (the Heads box); ``recipe`` notes how a dataset's
+jobs were trained unlike the widget's defaults (e.g. without flips). The Distill
 widget shows :func:`expectation_lines` before Start, and
 docs/results.md states the same numbers.
 """
@@ -53,5 +54,6 @@ def expectation_lines(method: str, student: str, iterations: int, spatial_dims: 
         lat = int(r.get("latency_threads", r["threads"]))
         lines.append(f"{r['dataset']} ({r['dims']}D): {100 * r['retention']:.0f} % of the teacher's Dice "
                      f"({r['seeds']} seeds), {r['speedup']:.1f}x faster ({_threads(lat)}), ~{minutes:.0f} min for "
-                     f"{iterations} iterations on {_threads(int(r['threads']))}")
+                     f"{iterations} iterations on {_threads(int(r['threads']))}"
+                     + (f" ({r['recipe']})" if r.get("recipe") else ""))
     return lines
