@@ -33,6 +33,7 @@ def test_lines_state_retention_speedup_and_time():
     lines = expectation_lines("dmd", "student", 500, row["dims"])
     line = next(x for x in lines if x.startswith(row["dataset"]))
     assert f"{100 * row['retention']:.0f} % of the teacher's Dice" in line
+    assert f"({row['seeds']} seeds, after {row['iterations']} iterations)" in line  # the Dice is that budget's
     assert f"{row['speedup']:.1f}x faster" in line
     assert f"~{row['seconds_per_iteration'] * 500 / 60:.0f} min for 500 iterations" in line
 

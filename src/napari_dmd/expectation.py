@@ -40,6 +40,11 @@ def _threads(n: int) -> str:
     return f"{n} CPU thread{'s' if n > 1 else ''}"
 
 
+def _after(row: dict[str, Any]) -> str:
+    """", after N iterations" where the row records its training length (the Dice is that budget's)."""
+    return f", after {int(row['iterations'])} iterations" if row.get("iterations") else ""
+
+
 def expectation_lines(method: str, student: str, iterations: int, spatial_dims: int | None = None) -> list[str]:
     """One line per measured dataset: retention, speed-up and CPU wall time scaled to ``iterations``; a plain
     "not measured" line when the ablation has no row for these settings."""
@@ -53,7 +58,7 @@ def expectation_lines(method: str, student: str, iterations: int, spatial_dims: 
         minutes = r["seconds_per_iteration"] * iterations / 60
         lat = int(r.get("latency_threads", r["threads"]))
         lines.append(f"{r['dataset']} ({r['dims']}D): {100 * r['retention']:.0f} % of the teacher's Dice "
-                     f"({r['seeds']} seeds), {r['speedup']:.1f}x faster ({_threads(lat)}), ~{minutes:.0f} min for "
+                     f"({r['seeds']} seeds{_after(r)}), {r['speedup']:.1f}x faster ({_threads(lat)}), ~{minutes:.0f} min for "
                      f"{iterations} iterations on {_threads(int(r['threads']))}"
                      + (f" ({r['recipe']})" if r.get("recipe") else ""))
     return lines
