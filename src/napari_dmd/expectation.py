@@ -58,7 +58,8 @@ def expectation_lines(method: str, student: str, iterations: int, spatial_dims: 
         minutes = r["seconds_per_iteration"] * iterations / 60
         lat = int(r.get("latency_threads", r["threads"]))
         lines.append(f"{r['dataset']} ({r['dims']}D): {100 * r['retention']:.0f} % of the teacher's Dice "
-                     f"({r['seeds']} seeds{_after(r)}), {r['speedup']:.1f}x faster ({_threads(lat)}), ~{minutes:.0f} min for "
+                     f"({r['seeds']} seeds{_after(r)}), {r['speedup']:.1f}x faster ({_threads(lat)}), "
+                     f"~{minutes:.0f} min for "
                      f"{iterations} iterations on {_threads(int(r['threads']))}"
                      + (f" ({r['recipe']})" if r.get("recipe") else ""))
     return lines
