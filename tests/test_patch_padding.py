@@ -33,3 +33,18 @@ def test_prepare_run_warns_for_an_explicit_patch_the_student_pads_only(tmp_path)
     assert len(said([48, 48])) == 1  # the default student's stride is 32: 48 -> 64
     assert said([64, 64]) == []
     assert said(None) == []  # chosen by the run: a multiple of the stride
+
+
+def test_a_checkpoints_window_is_rounded_up_to_the_models_stride(tmp_path):
+    from napari_dmd.checkpoint import save_checkpoint
+    from napari_dmd.models.presets import build_model
+    from napari_dmd.segment import Segmenter, stride_window
+
+    assert stride_window([16, 48, 48], 32) == [32, 64, 64]  # the model pads to these anyway
+    assert stride_window([40, 56, 40], 16) == [48, 64, 48] and stride_window([64, 96], 32) == [64, 96]
+    for preset, patch, window in (("student", [16, 48, 48], [32, 64, 64]), ("student-classic", [16, 48, 48],
+                                                                            [16, 48, 48])):
+        net = build_model(preset, 3, 3)
+        path = save_checkpoint(tmp_path / f"{preset}.pt", {"kind": "student", "model": net.config(),
+                                                           "state_dict": net.state_dict(), "patch_size": patch})
+        assert Segmenter.from_checkpoint(path, device="cpu").patch_size == window

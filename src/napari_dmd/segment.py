@@ -23,6 +23,12 @@ from .models.fold import fold_batchnorm, has_batchnorm
 from .models.presets import count_parameters
 
 
+def stride_window(patch: list[int], stride: int) -> list[int]:
+    """``patch`` rounded up to a multiple of the model's total ``stride`` along each axis: the model pads every
+    window to that size anyway, so the rounded window costs the same and fewer of them cover an image."""
+    return [int(stride * -(-int(p) // stride)) for p in patch]
+
+
 @dataclass
 class Segmenter:
     """Predicts labels for raw images (spatial axes only) with the model's own normalization."""
@@ -41,14 +47,15 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Segmenter:
-        """Load a napari-dmd checkpoint (weights only) as a segmenter."""
+        """Load a napari-dmd checkpoint (weights only) as a segmenter; its sliding window is the training patch
+        rounded up to a multiple of the model's stride (:func:`stride_window`)."""
         from .runtime import resolve_device
 
         ckpt = load_checkpoint(path)
         model = model_from_checkpoint(ckpt, path)
         dev = str(resolve_device(device))
-        patch = ckpt.get("patch_size") or [64] * model.spatial_dims
-        return cls(model.to(dev), model.num_classes, model.spatial_dims, list(patch),
+        patch = stride_window(ckpt.get("patch_size") or [64] * model.spatial_dims, model.total_stride)
+        return cls(model.to(dev), model.num_classes, model.spatial_dims, patch,
                    ckpt.get("normalization", "zscore"), ckpt.get("class_names"), dev, name=Path(path).name)
 
     @property
