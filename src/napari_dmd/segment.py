@@ -21,12 +21,14 @@ from .data.transforms import normalize
 from .inference import predict_labels, sliding_window_predict
 from .models.fold import fold_batchnorm, has_batchnorm
 from .models.presets import count_parameters
+from .models.unet import padded_size
 
 
 def stride_window(patch: list[int], stride: int) -> list[int]:
     """``patch`` rounded up to a multiple of the model's total ``stride`` along each axis: the model pads every
-    window to that size anyway, so the rounded window costs the same and fewer of them cover an image."""
-    return [int(stride * -(-int(p) // stride)) for p in patch]
+    window to that size anyway (:func:`~napari_dmd.models.unet.padded_size`), so the rounded window costs the same
+    and fewer of them cover an image."""
+    return padded_size(patch, stride)
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..models.unet import padded_size
+
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
@@ -40,7 +42,7 @@ def padding_warning(patch: Sequence[int], stride: int, limit: float = 1.25) -> s
     """A warning when a patch that is not a multiple of the network's total ``stride`` along each axis makes the
     model pad it to at least ``limit`` times its voxels (it computes on the zeros and sees nothing there); None
     otherwise. Names the padded size and the multiples on either side."""
-    padded = [stride * math.ceil(p / stride) for p in patch]
+    padded = padded_size(patch, stride)
     ratio = math.prod(padded) / max(1, math.prod(patch))
     if ratio < limit:
         return None

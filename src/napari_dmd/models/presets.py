@@ -118,9 +118,6 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
     return UNet(spatial_dims, in_channels, num_classes, channels, **kwargs)
 
 
-_ARCH_KEYS = ("norm", "stem", "upsample", "block")
-
-
 def as_trained(model: UNet, saved: dict[str, Any] | None) -> UNet:
     """``model``, or the architecture ``saved`` (a checkpoint's ``model`` entry) describes when it has the same
     channels but other options: a run made with a preset since renamed (the classic ``student`` before
@@ -128,8 +125,8 @@ def as_trained(model: UNet, saved: dict[str, Any] | None) -> UNet:
     if not saved or list(saved.get("channels") or []) != list(model.channels):
         return model
     cfg = model.config()
-    old = {k: saved.get(k, d) for k, d in zip(_ARCH_KEYS, ("instance", 1, "bilinear", "conv"))}
-    if old == {k: getattr(model, k) for k in _ARCH_KEYS}:
+    old = UNet.arch_options(saved)
+    if old == UNet.arch_options(cfg):
         return model
     return UNet.from_config({**cfg, **old})
 

@@ -11,7 +11,15 @@ from torch import nn
 
 from .blocks import BLOCKS, NORMS, UPSAMPLE_MODES, ConvBlock, LogitUpsampler, _conv, _norm
 
-__all__ = ["BLOCKS", "NORMS", "UPSAMPLE_MODES", "ConvBlock", "UNet", "_norm"]
+__all__ = ["ARCH_DEFAULTS", "BLOCKS", "NORMS", "UPSAMPLE_MODES", "ConvBlock", "UNet", "_norm", "padded_size"]
+
+#: The architecture options a config may leave out, with the value they then mean (the classic U-Net).
+ARCH_DEFAULTS: dict[str, Any] = {"norm": "instance", "stem": 1, "upsample": "bilinear", "block": "conv"}
+
+
+def padded_size(size: Sequence[int], stride: int) -> list[int]:
+    """``size`` rounded up to a multiple of ``stride`` along each axis: what :class:`UNet` pads its input to."""
+    return [int(stride * -(-int(n) // stride)) for n in size]
 
 
 class UNet(nn.Module):
@@ -79,9 +87,14 @@ class UNet(nn.Module):
     def from_config(cls, cfg: Mapping[str, Any]) -> UNet:
         """Rebuild from :meth:`config` (older configs without the speed options give the classic network)."""
         return cls(int(cfg["spatial_dims"]), int(cfg["in_channels"]), int(cfg["num_classes"]),
-                   tuple(cfg["channels"]), norm=cfg.get("norm", "instance"), dropout=float(cfg.get("dropout", 0.0)),
-                   stem=int(cfg.get("stem", 1)), upsample=cfg.get("upsample", "bilinear"),
-                   block=cfg.get("block", "conv"))
+                   tuple(cfg["channels"]), dropout=float(cfg.get("dropout", 0.0)), **cls.arch_options(cfg))
+
+    @staticmethod
+    def arch_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The options (norm, stem, upsample, block) a config describes, :data:`ARCH_DEFAULTS` where it is silent."""
+        opts = {k: cfg.get(k, d) for k, d in ARCH_DEFAULTS.items()}
+        opts["stem"] = int(opts["stem"])
+        return opts
 
     @property
     def total_stride(self) -> int:
@@ -102,7 +115,7 @@ class UNet(nn.Module):
         cfg = {"spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
                "num_classes": self.num_classes, "channels": list(self.channels), "norm": self.norm,
                "dropout": self.dropout}
-        if (self.stem, self.upsample, self.block) != (1, "bilinear", "conv"):
+        if any(getattr(self, k) != ARCH_DEFAULTS[k] for k in ("stem", "upsample", "block")):
             cfg.update(stem=self.stem, upsample=self.upsample, block=self.block)
         return cfg
 
