@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ablation_specs import SPECS, TRAIN_THREADS, TUNE_DATASET
+from ablation_specs import SPECS, STUDENT, TRAIN_THREADS, TUNE_DATASET
 
 # B1's side-by-side measurement of the CPU training step since 3D students train channels-last (2026-12-05): job
 # times older than that (docs/ablation_v2) are divided by its speed-up (``ablation.py --step-speedup``)
@@ -192,7 +192,7 @@ def _recipe(spec: Any) -> dict[str, str]:
 
 def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
                  speedups: Path | None = None) -> dict[str, Any]:
-    """Write what the Distill widget's defaults give (default student, each of ``methods`` — ``dmd-hs``: DMD with
+    """Write what the Distill widget's defaults give (the run's student preset, ``STUDENT``; each of ``methods`` — ``dmd-hs``: DMD with
     the Heads box ticked —, full labels) per dataset:
     retention, speed-up (latency.json, its ``threads`` as ``latency_threads``) and training seconds per iteration on
     the jobs' ``threads`` (one), means over the seeds;
@@ -209,7 +209,7 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
             continue
         factor = factors.get((ds, "student"), 1.0)
         result.append({
-            "dataset": ds, "dims": spec.dims, "method": method, "student": "student", "seeds": len(jobs),
+            "dataset": ds, "dims": spec.dims, "method": method, "student": STUDENT, "seeds": len(jobs),
             "retention": float(np.mean([r["mean_dice"] for r in jobs]) / teachers[ds]["mean_dice"]),
             "student_dice": float(np.mean([r["mean_dice"] for r in jobs])),
             "teacher_dice": float(teachers[ds]["mean_dice"]),
