@@ -192,8 +192,8 @@ def _recipe(spec: Any) -> dict[str, str]:
 
 def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
                  speedups: Path | None = None) -> dict[str, Any]:
-    """Write what the Distill widget's defaults give (the run's student preset, ``STUDENT``; each of ``methods`` — ``dmd-hs``: DMD with
-    the Heads box ticked —, full labels) per dataset:
+    """Write what the Distill widget's defaults give (the run's student preset, ``STUDENT``; each of ``methods``
+    — ``dmd-hs``: DMD with the Heads box ticked —, full labels) per dataset:
     retention, speed-up (latency.json, its ``threads`` as ``latency_threads``) and training seconds per iteration on
     the jobs' ``threads`` (one), means over the seeds;
     the seconds are divided by B1's measured step speed-up where ``speedups`` (e.g. ``STEP_SPEEDUP``, for job

@@ -47,7 +47,9 @@ def test_every_preset_shapes_and_feature_scales(name, dims, shape):
     for f, stride, ch in zip(feats, net.feature_strides, net.feature_channels):
         assert f.shape[1] == ch
         assert tuple(f.shape[2:]) == tuple(-(-n // stride) for n in shape)
-    assert net.feature_strides[-1] == (2 if name in ("student", "student-fast", "student-fast-tiny") else 1)
+    assert net.feature_strides[-1] == net.stem  # the finest decoder stage runs at the stem's resolution
+    stem = {"student-tiny": 4 if dims == 2 else 2, "student": 2, "student-fast": 2, "student-fast-tiny": 2}
+    assert net.stem == stem.get(name, 1)
     assert PRESET_INFO[name]["params"][f"{dims}d"] == count_parameters(net)
 
 
@@ -85,9 +87,21 @@ def test_fast_students_use_batch_norm_unless_overridden():
     assert build_model("student-fast", 2, 3, norm="auto").norm == "batch"
     assert build_model("student-fast", 2, 3, norm="instance").norm == "instance"
     assert build_model("student-classic", 2, 3).norm == "instance"
-    assert build_model("student-tiny", 2, 3).norm == "instance"
+    assert build_model("student-tiny", 2, 3).norm == "batch"
+    assert build_model("student-tiny-classic", 2, 3).norm == "instance"
     assert build_model((4, 8, 16), 2, 3).norm == "instance"
     assert build_model("student-fast", 2, 3, stem=1).total_stride == 8
+
+
+def test_the_tiny_student_runs_at_half_resolution_in_3d_and_quarter_in_2d():
+    three, two = build_model("student-tiny", 3, 3), build_model("student-tiny", 2, 3)
+    assert (three.stem, two.stem) == (2, 4)
+    assert three.config()["channels"] == build_model("student-fast", 3, 3).config()["channels"]
+    assert build_model("student-tiny", 2, 3, stem=2).stem == 2  # an explicit option still wins
+    x = torch.randn(1, 1, 70, 50)
+    logits, feats = two.eval()(x, return_features=True)
+    assert logits.shape == (1, 3, 70, 50) and len(feats) == 3  # heads on 3 scales (MFD/DMD apply)
+    assert two.feature_strides == [16, 8, 4]
 
 
 @pytest.mark.parametrize("opts", [dict(stem=2, norm="batch"), dict(stem=2, upsample="learned", block="dsconv"),

@@ -63,3 +63,32 @@ def test_a_run_of_the_old_default_student_resumes_and_starts_a_round_as_trained(
     assert all(torch.equal(a, b) for a, b in zip(r.model.state_dict().values(),
                                                  load_checkpoint(d.last_path)["state_dict"].values()))
     assert r.run_to_end()["iteration"] == 1
+
+
+def test_a_run_of_the_old_tiny_student_resumes_as_trained(tmp_path):
+    cases = phantom_cases(4, 2)
+    old = {**TINY, "model": "student-tiny-classic"}
+    d = Distiller(TrainConfig(iterations=2, **old), cases, output_dir=tmp_path / "run")
+    d.run_to_end()
+    ckpt = load_checkpoint(d.last_path)  # as written before 2026-12-06 (evening), when that network was student-tiny
+    ckpt["config"]["model"] = "student-tiny"
+    save_checkpoint(d.last_path, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+    assert tuple(build_model("student-tiny", 2, 6).channels) != (4, 8, 16, 24, 32)  # the name means another net
+    resumed = Distiller(TrainConfig(iterations=3, **{**old, "model": "student-tiny"}), cases,
+                        output_dir=tmp_path / "run", resume=d.last_path)
+    assert (tuple(resumed.model.channels), resumed.model.norm, resumed.model.stem) == ((4, 8, 16, 24, 32),
+                                                                                      "instance", 1)
+    assert resumed.run_to_end()["iteration"] == 3
+
+
+def test_only_a_former_meaning_of_the_same_name_is_taken_from_a_checkpoint():
+    from napari_dmd.models.presets import as_trained
+
+    saved = build_model("student-tiny-classic", 2, 3).config()
+    for name in ("student", "student-fast", None):  # other channels under another name: the caller's check
+        model = build_model(name or "student-fast", 2, 3)
+        assert as_trained(model, saved, name) is model
+    model = build_model("student-tiny", 2, 3)
+    assert tuple(as_trained(model, saved, "student-tiny").channels) == (4, 8, 16, 24, 32)
+    other = {**saved, "channels": [4, 8, 16, 24, 48]}  # not what student-tiny meant
+    assert as_trained(model, other, "student-tiny") is model

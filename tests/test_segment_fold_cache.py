@@ -48,12 +48,19 @@ def test_training_mode_model_is_put_in_eval_mode():
     assert not seg.model.training
 
 
-def test_windows_per_call_grows_on_cuda_only_within_memory():
-    seg = _segmenter()
-    assert seg.windows_per_call() == 4  # CPU
+def test_windows_per_call_grows_with_small_models_on_the_cpu_and_within_memory_on_cuda():
+    seg = _segmenter()  # student-fast, 2D, 32x32 windows: 16x16 positions x 8 channels at its first level
+    assert seg.windows_per_call() == 64  # 2**19 // 2048 = 256, capped at 64
+    seg.patch_size = [256, 256]  # 128 x 128 x 8 = 131072 values: 4 windows
+    assert seg.windows_per_call() == 4
+    teacher = Segmenter(build_model("teacher", 2, 3).eval(), 3, 2, [128, 128])
+    assert teacher.windows_per_call() == 4  # its first level alone exceeds the budget: never fewer than 4
+    tiny = Segmenter(build_model("student-tiny", 2, 3).eval(), 3, 2, [128, 128])
+    assert tiny.windows_per_call() == 64  # 32 x 32 x 8 = 8192 values per window
+    seg.patch_size = [32, 32]
     seg.device = "cuda"
     assert seg.windows_per_call() == 16  # 32x32 windows
-    seg.patch_size = [128, 128, 128]  # 2 M voxels per window: no more than the CPU's 4
+    seg.patch_size = [128, 128, 128]  # 2 M voxels per window: no more than 4
     assert seg.windows_per_call() == 4
     seg.batch_size = 2
     assert seg.windows_per_call() == 2

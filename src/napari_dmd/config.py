@@ -94,8 +94,9 @@ class TrainConfig:
     # what to train
     method: str = _setting("dmd", f"{' | '.join(METHODS)} (none also trains teachers)", choices=METHODS)
     model: str = _setting("student", "model preset (teacher, student, student-tiny, student-fast, "
-                                     "student-fast-tiny, student-classic: the default student before 2026-12-06) or "
-                                     "channels per level, e.g. 8,16,32,64 (full resolution)")
+                                     "student-fast-tiny; student-classic and student-tiny-classic: student and "
+                                     "student-tiny before 2026-12-06) or channels per level, e.g. 8,16,32,64 (full "
+                                     "resolution)")
     norm: str = _setting("auto", "normalization layers: auto (the preset's own) | instance | batch | group | none")
     spatial_dims: int | None = _setting(None, "2 or 3; default from the teacher or the data (2 on 3D data = "
                                               "slice-wise model)", ge=2, le=3, says="must be 2 or 3")

@@ -21,7 +21,11 @@ from .data.transforms import normalize
 from .inference import predict_labels, sliding_window_predict
 from .models.fold import fold_batchnorm, has_batchnorm
 from .models.presets import count_parameters
-from .models.unet import padded_size
+from .models.unet import UNet, padded_size
+
+#: Values (positions x channels) of a U-Net's first level that one CPU call of the sliding window may hold: small
+#: students run many windows per call, the teacher 4 (:meth:`Segmenter.windows_per_call`).
+CPU_FIRST_LEVEL_BUDGET = 2**19
 
 
 def stride_window(patch: list[int], stride: int) -> list[int]:
@@ -95,13 +99,20 @@ class Segmenter:
                    should_stop=should_stop, amp=self.device.startswith("cuda"))
 
     def windows_per_call(self) -> int:
-        """Sliding windows per model call: the given ``batch_size``, else 4 on the CPU (larger batches do not pay
-        there) and on CUDA as many as fit 4 M voxels, between 4 and 16 (16 windows ran 1.4-3.7x faster than 4 on an
-        H200 for teacher and student, 2D and 3D: docs/benchmarks.md, B2 on a GPU)."""
+        """Sliding windows per model call: the given ``batch_size``; on the CPU, as many as keep a U-Net's first
+        level under :data:`CPU_FIRST_LEVEL_BUDGET` values, between 4 and 64 (4 for the teacher; 16 for the default
+        2D student and 64 for the quarter-resolution ``student-tiny`` on 128x128 windows, which ran 1.2x / 1.6x
+        faster than 4 per call while the teacher ran 1.06x / 1.25x slower with 16 / 64: docs/benchmarks.md, B2);
+        on CUDA as many as fit 4 M voxels, between 4 and 16 (16 windows ran 1.4-3.7x faster than 4 on an H200 for
+        teacher and student, 2D and 3D)."""
         if self.batch_size is not None:
             return self.batch_size
         if not self.device.startswith("cuda"):
-            return 4
+            model = self.model
+            if not isinstance(model, UNet):
+                return 4
+            first = np.prod(padded_size(self.patch_size, model.stem)) / model.stem ** model.spatial_dims
+            return int(min(64, max(4, CPU_FIRST_LEVEL_BUDGET // max(1, int(first * model.channels[0])))))
         return int(min(16, max(4, 2**22 // max(1, int(np.prod(self.patch_size))))))
 
     def _inference_model(self) -> nn.Module | Callable[[torch.Tensor], torch.Tensor]:

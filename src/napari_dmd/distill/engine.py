@@ -119,7 +119,8 @@ class Distiller:
         resumed = state.load_checkpoint(resume) if resume is not None else None
         torch.manual_seed(cfg.seed)
         self.model: UNet = as_trained(build_model(cfg.model_channels(), spatial_dims, self.num_classes,
-                                                  norm=cfg.norm), architecture or (resumed or {}).get("model"))
+                                                  norm=cfg.norm), architecture or (resumed or {}).get("model"),
+                                      cfg.model)
         scales = cfg.feature_scales
         if scales is None:
             scales = list(range(len(self.model.feature_strides) - 1)) or [0]

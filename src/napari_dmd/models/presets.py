@@ -7,11 +7,14 @@ meets the targets for the default (>= 8x faster than ``teacher`` at >= 98 % of i
 docs/results.md). It was measured under the name ``student-fast-deep``, still accepted (:data:`PRESET_ALIASES`).
 ``student-classic`` is the default student before that day (full resolution, instance norm, the same channels),
 kept for comparison; checkpoints and run folders made with the old ``student`` hold their architecture and load,
-resume and start correction rounds as they were trained. ``student-tiny`` keeps full resolution and instance norm
-(4-32 channels). The other fast students: ``student-fast`` four levels of 8-40 channels at half resolution,
-``student-fast-tiny`` five levels of 4-32 (four levels of 4-24 was faster but lost a whole class in 2 of 3 DMD runs
-on hippocampus); chosen by per-volume latency against ``teacher`` (``benchmarks/fast_students_latency.py``,
-docs/benchmarks.md B2).
+resume and start correction rounds as they were trained. ``student-tiny`` (since 2026-12-06, evening) is
+``student-fast``'s network (four levels of 8-40 channels, batch norm) with a stem of stride 2 in 3D and 4 in 2D: the
+same 8x fewer positions per level in either (15.1x / 98.8 % on hippocampus 3D; 2D at quarter resolution, for large
+slices, docs/results.md); the tiny student before that day, full resolution and instance norm with 4-32 channels,
+is ``student-tiny-classic`` (:data:`FORMER_PRESETS`). The other fast students: ``student-fast`` four levels of 8-40
+channels at half resolution, ``student-fast-tiny`` five levels of 4-32 (four levels of 4-24 was faster but lost a
+whole class in 2 of 3 DMD runs on hippocampus); chosen by per-volume latency against ``teacher``
+(``benchmarks/fast_students_latency.py``, docs/benchmarks.md B2).
 """
 
 from __future__ import annotations
@@ -25,35 +28,40 @@ from .unet import UNet
 PRESETS: dict[str, tuple[int, ...]] = {
     "teacher": (16, 32, 64, 128, 256),
     "student": (8, 16, 24, 40, 64),
-    "student-tiny": (4, 8, 16, 24, 32),
+    "student-tiny": (8, 16, 24, 40),
     "student-fast": (8, 16, 24, 40),
     "student-fast-tiny": (4, 8, 16, 24, 32),
     "student-classic": (8, 16, 24, 40, 64),
+    "student-tiny-classic": (4, 8, 16, 24, 32),
 }
 
 #: Former preset names and the preset each now means (``build_model`` accepts them; choosers do not list them).
 PRESET_ALIASES: dict[str, str] = {"student-fast-deep": "student"}
+#: What a preset name meant before it was given to another network (2026-12-06): a run saved under the old meaning
+#: resumes and starts correction rounds with that network (:func:`as_trained`).
+FORMER_PRESETS: dict[str, str] = {"student": "student-classic", "student-tiny": "student-tiny-classic"}
 
 _FAST = {"norm": "batch", "stem": 2, "upsample": "bilinear", "block": "conv"}
 #: Architecture options of each preset besides its channels (UNet keyword arguments); none = classic U-Net.
 PRESET_OPTIONS: dict[str, dict[str, Any]] = {
     "teacher": {"norm": "instance"},
     "student": dict(_FAST),
-    "student-tiny": {"norm": "instance"},
+    "student-tiny": {**_FAST, "stem": {2: 4, 3: 2}},  # per spatial dims
     "student-fast": dict(_FAST),
     "student-fast-tiny": dict(_FAST),
     "student-classic": {"norm": "instance"},
+    "student-tiny-classic": {"norm": "instance"},
 }
 
 #: What a chooser can show per preset. ``params``: parameters of the 3D and 2D model for 1 input channel and
 #: 3 classes. ``speedup``: per-volume latency of teacher / preset, untrained models, sliding window with Gaussian
-#: blending, interleaved in one process, 1 CPU thread, batch norm folded: "3d" = a 48x64x48 volume with patch
-#: 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise) (`napari-dmd bench inference --presets`);
-#: "hippocampus" / "chaos" = median per validation volume of hippocampus 3D (patch 40x56x40) and CHAOS (2D, patch
-#: 128x128) (`benchmarks/fast_students_report.py --datasets hippocampus3d chaos`). Measured on the shared 2-core
-#: development VM (AMD EPYC, Linux, torch 2.13 CPU, load 1-2) after 3D convolutions went to oneDNN and images that
-#: fit one window skipped MONAI's blending (hippocampus, CHAOS; the "3d"/"2d" volumes take several windows);
-#: docs/benchmarks.md B2.
+#: blending, interleaved in one process, 1 CPU thread, batch norm folded, the Segmenter's own windows per call:
+#: "3d" = a 48x64x48 volume with patch 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise)
+#: (`napari-dmd bench inference --presets all`, docs/benchmarks/bench-b2-presets-2026-12-06.json); "hippocampus" /
+#: "chaos" = median per validation volume of hippocampus 3D (patch 40x56x40) and CHAOS (2D, patch 128x128)
+#: (`benchmarks/bench_windows_per_call.py`, docs/benchmarks/bench-b2-windows-per-call.json). Measured on the shared
+#: 2-core development VM (Intel Xeon, Linux, torch 2.13 CPU, otherwise idle) on 2026-12-06; the same presets on the
+#: earlier AMD EPYC VM gave higher 3D ratios (`student` 15.0x "3d", 8.9x hippocampus; docs/benchmarks.md B2).
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
@@ -63,23 +71,31 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                                "the teacher's Dice on CHAOS (4800 iterations, 5 seeds), 98.6 % on hippocampus 3D "
                                "without flips (1600 iterations, 3 seeds)",
                 "params": {"3d": 522_571, "2d": 180_283},
-                "speedup": {"3d": 15.0, "2d": 9.4, "hippocampus": 8.9, "chaos": 8.5}},
-    "student-tiny": {"description": "tiny student: full resolution, 5 levels of 4-32 channels, instance norm",
-                     "params": {"3d": 172_783, "2d": 59_751},
-                     "speedup": {"3d": 7.4, "2d": 4.7, "hippocampus": 4.6, "chaos": 4.0}},
+                "speedup": {"3d": 10.2, "2d": 9.6, "hippocampus": 7.8, "chaos": 10.0}},
+    "student-tiny": {"description": "tiny student: student-fast's network at half resolution in 3D, quarter "
+                                    "resolution in 2D (for large slices; small structures suffer), batch norm "
+                                    "folded at inference; with DMD + Heads 98.8 % of the teacher's Dice on "
+                                    "hippocampus 3D without flips (1600 iterations, 3 seeds), 97.1 % on CHAOS "
+                                    "(4800 iterations, 3 seeds)",
+                     "params": {"3d": 192_323, "2d": 66_483},
+                     "speedup": {"3d": 20.1, "2d": 24.6, "hippocampus": 13.7, "chaos": 24.2}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits; with DMD + Heads 98.8 % of the "
                                     "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 28.4, "2d": 10.8, "hippocampus": 15.1, "chaos": 9.0}},
+                     "speedup": {"3d": 20.2, "2d": 10.2, "hippocampus": 14.2, "chaos": 10.4}},
     "student-fast-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of "
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
-                          "speedup": {"3d": 23.2, "2d": 13.9, "hippocampus": 12.6, "chaos": 11.6}},
+                          "speedup": {"3d": 16.9, "2d": 14.8, "hippocampus": 11.5, "chaos": 14.8}},
     "student-classic": {"description": "classic student (the default before 2026-12-06): full resolution, 5 levels "
                                        "of 8-64 channels, instance norm",
                         "params": {"3d": 522_571, "2d": 180_283},
-                        "speedup": {"3d": 3.0, "2d": 2.4, "hippocampus": 2.5, "chaos": 2.5}},
+                        "speedup": {"3d": 2.3, "2d": 2.3, "hippocampus": 2.4, "chaos": 2.5}},
+    "student-tiny-classic": {"description": "classic tiny student (student-tiny before 2026-12-06): full "
+                                            "resolution, 5 levels of 4-32 channels, instance norm",
+                             "params": {"3d": 172_783, "2d": 59_751},
+                             "speedup": {"3d": 5.4, "2d": 4.3, "hippocampus": 4.5, "chaos": 4.5}},
 }
 
 
@@ -108,7 +124,8 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
         channels = PRESETS[preset]
-        kwargs = dict(PRESET_OPTIONS.get(preset, {}))
+        kwargs = {k: v[spatial_dims] if isinstance(v, dict) else v  # an option given per spatial dims
+                  for k, v in PRESET_OPTIONS.get(preset, {}).items()}
     else:
         channels = tuple(int(c) for c in preset)
         kwargs = {"norm": "instance"}
@@ -118,14 +135,24 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
     return UNet(spatial_dims, in_channels, num_classes, channels, **kwargs)
 
 
-def as_trained(model: UNet, saved: dict[str, Any] | None) -> UNet:
-    """``model``, or the architecture ``saved`` (a checkpoint's ``model`` entry) describes when it has the same
-    channels but other options: a run made with a preset since renamed (the classic ``student`` before
-    2026-12-06) resumes and starts rounds as it was trained. Different channels are left to the caller's check."""
-    if not saved or list(saved.get("channels") or []) != list(model.channels):
+def as_trained(model: UNet, saved: dict[str, Any] | None, preset: str | None = None) -> UNet:
+    """``model``, or the architecture ``saved`` (a checkpoint's ``model`` entry) describes when a run made with a
+    preset since given to another network must go on as it was trained: the same channels with other options (the
+    classic ``student`` before 2026-12-06), or other channels exactly those ``preset`` meant before
+    (:data:`FORMER_PRESETS`: the classic ``student-tiny``). Other differences are left to the caller's check."""
+    if not saved or not saved.get("channels"):
         return model
     cfg = model.config()
     old = UNet.arch_options(saved)
+    channels = [int(c) for c in saved["channels"]]
+    if channels != list(model.channels):
+        former = FORMER_PRESETS.get(PRESET_ALIASES.get(preset or "", preset or ""))
+        if former is None:
+            return model
+        was = build_model(former, model.spatial_dims, model.num_classes, model.in_channels).config()
+        if channels != list(was["channels"]) or old != UNet.arch_options(was):
+            return model
+        return UNet.from_config({**cfg, "channels": channels, **old})
     if old == UNet.arch_options(cfg):
         return model
     return UNet.from_config({**cfg, **old})
