@@ -182,12 +182,21 @@ def step_speedups(path: Path | None = STEP_SPEEDUP) -> dict[tuple[str, str], flo
 
 
 def _recipe(spec: Any) -> dict[str, str]:
-    """How a dataset's jobs differ from the Distill widget's defaults (augmentation with flips), as a note."""
+    """How a dataset's jobs differ from the Distill widget's defaults (augmentation with flips, TrainConfig's
+    learning rate and batch), as a note."""
+    from napari_dmd.config import TrainConfig
+
+    widget = TrainConfig()
+    notes = []
     if spec.extra.get("augment") is False:
-        return {"recipe": "trained without augmentation"}
-    if spec.extra.get("flips") is False:
-        return {"recipe": "trained without flips"}
-    return {}
+        notes.append("without augmentation")
+    elif spec.extra.get("flips") is False:
+        notes.append("without flips")
+    if spec.lr != widget.lr:
+        notes.append(f"learning rate {spec.lr:g}, the widget's {widget.lr:g}")
+    if spec.batch != widget.batch_size:
+        notes.append(f"{spec.batch} patches per step, the widget's {widget.batch_size}")
+    return {"recipe": "trained " + "; ".join(notes)} if notes else {}
 
 
 def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
