@@ -146,16 +146,15 @@ def as_trained(model: UNet, saved: dict[str, Any] | None, preset: str | None = N
     old = UNet.arch_options(saved)
     channels = [int(c) for c in saved["channels"]]
     if channels != list(model.channels):
-        former = FORMER_PRESETS.get(PRESET_ALIASES.get(preset or "", preset or ""))
+        former = FORMER_PRESETS.get(PRESET_ALIASES.get(preset, preset)) if preset else None
         if former is None:
             return model
         was = build_model(former, model.spatial_dims, model.num_classes, model.in_channels).config()
         if channels != list(was["channels"]) or old != UNet.arch_options(was):
             return model
-        return UNet.from_config({**cfg, "channels": channels, **old})
-    if old == UNet.arch_options(cfg):
+    elif old == UNet.arch_options(cfg):
         return model
-    return UNet.from_config({**cfg, **old})
+    return UNet.from_config({**cfg, "channels": channels, **old})
 
 
 def count_parameters(model: nn.Module) -> int:
