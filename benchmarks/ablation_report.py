@@ -181,22 +181,19 @@ def step_speedups(path: Path | None = STEP_SPEEDUP) -> dict[tuple[str, str], flo
     return {(data["dataset"], r["preset"]): float(r["speedup"]) for r in data["rows"]}
 
 
-def _recipe(spec: Any) -> dict[str, str]:
-    """How a dataset's jobs differ from the Distill widget's defaults (augmentation with flips, TrainConfig's
-    learning rate and batch), as a note."""
-    from napari_dmd.config import TrainConfig
-
-    widget = TrainConfig()
+def _recipe(spec: Any, widget: Any) -> dict[str, str]:
+    """How a dataset's jobs differ from the Distill widget's defaults (``widget``: a default TrainConfig;
+    augmentation with flips, its learning rate and batch), as a note."""
     notes = []
     if spec.extra.get("augment") is False:
-        notes.append("without augmentation")
+        notes.append("trained without augmentation")
     elif spec.extra.get("flips") is False:
-        notes.append("without flips")
+        notes.append("trained without flips")
     if spec.lr != widget.lr:
         notes.append(f"learning rate {spec.lr:g}, the widget's {widget.lr:g}")
     if spec.batch != widget.batch_size:
         notes.append(f"{spec.batch} patches per step, the widget's {widget.batch_size}")
-    return {"recipe": "trained " + "; ".join(notes)} if notes else {}
+    return {"recipe": "; ".join(notes)} if notes else {}
 
 
 def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-hs"),
@@ -207,6 +204,9 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
     the jobs' ``threads`` (one), means over the seeds;
     the seconds are divided by B1's measured step speed-up where ``speedups`` (e.g. ``STEP_SPEEDUP``, for job
     files older than the speed-up) has one for the dataset."""
+    from napari_dmd.config import TrainConfig
+
+    widget = TrainConfig()
     rows = _load(out)
     factors = step_speedups(speedups)
     teachers = {r["dataset"]: r for r in rows if r["setting"] == "teacher"}
@@ -227,7 +227,7 @@ def expectations(out: Path, path: Path, methods: tuple[str, ...] = ("dmd", "dmd-
             "step_speedup_applied": factor,
             "threads": int(jobs[0].get("threads", TRAIN_THREADS)), "latency_threads": int(lat[ds].get("threads", 1)),
             "patch": jobs[0].get("patch"),
-            "iterations": int(jobs[0]["iterations"]), **_recipe(spec)})
+            "iterations": int(jobs[0]["iterations"]), **_recipe(spec, widget)})
     src = f"benchmarks/ablation.py --expectations, from {out}/jobs/*.json and {out}/latency.json"
     if factors:
         src += f"; seconds per iteration divided by the step speed-up in {speedups.relative_to(speedups.parents[2])}"
