@@ -24,6 +24,7 @@ from monai.inferers import sliding_window_inference
 
 from .models.fold import fold_batchnorm
 from .models.onednn import onednn_convs
+from .models.unet import UNet
 
 __all__ = [
     "InferenceCancelled",
@@ -125,17 +126,18 @@ class _WindowRunner:
         if self.should_stop is not None and self.should_stop():
             raise InferenceCancelled(f"inference cancelled after {self.done} of {self.total} windows")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, *patch) float32 -> (B, C, *patch) float32 logits."""
+    def __call__(self, x: torch.Tensor, region: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+        """(B, 1, *patch) float32 -> (B, C, *patch) float32 logits; with ``region`` (a :class:`UNet` predictor
+        only, see :func:`takes_region`) those of that part of the window."""
         self.check_stop()
         ctx = torch.autocast(device_type="cuda") if self.autocast else contextlib.nullcontext()
         with ctx:
-            out = self.predictor(x)
+            out = self.predictor(x) if region is None else self.predictor(x, region=region)  # type: ignore[call-arg]
         if not isinstance(out, torch.Tensor):
             raise TypeError(
                 f"the predictor must return a logits tensor (B, C, *patch), got {type(out).__name__}"
             )
-        expected = (x.shape[0], *self.patch_size)
+        expected = (x.shape[0], *(self.patch_size if region is None else [b - a for a, b in region]))
         if out.ndim != x.ndim or (out.shape[0], *out.shape[2:]) != expected:
             raise ValueError(
                 f"the predictor mapped a window of shape {tuple(x.shape)} to {tuple(out.shape)}; "
@@ -160,6 +162,12 @@ def _stitch_device(device: torch.device, out_numel: int) -> torch.device:
     return device if 3 * 4 * out_numel < 0.5 * free else torch.device("cpu")
 
 
+def takes_region(predictor: Predictor) -> bool:
+    """Whether ``predictor`` computes the logits of part of a window for less (``predictor(x, region=...)``): a
+    :class:`UNet` whose logits are upsampled from a strided stem."""
+    return isinstance(predictor, UNet) and predictor.stem > 1
+
+
 def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple[int, ...], batch_size: int,
                        stitch: torch.device) -> torch.Tensor:
     """(N, C, *spatial) logits of images that each fit one window (every spatial size <= the patch): padded as
@@ -172,6 +180,10 @@ def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple
     for s, p, b in reversed(list(zip(spatial, patch, before))):
         pad += [b, p - s - b]
     x = torch.nn.functional.pad(inputs, pad, value=0.0) if any(pad) else inputs
+    if any(pad) and takes_region(runner.predictor):  # the U-Net upsamples only the image's part of its logits
+        region = [(b, b + s) for b, s in zip(before, spatial)]
+        outs = [runner(x[i:i + batch_size], region).to(stitch) for i in range(0, x.shape[0], batch_size)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
     crop = (slice(None), slice(None), *(slice(b, b + s) for b, s in zip(before, spatial)))
     outs = [runner(x[i:i + batch_size])[crop].to(stitch) for i in range(0, x.shape[0], batch_size)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)

@@ -119,8 +119,14 @@ class UNet(nn.Module):
             cfg.update(stem=self.stem, upsample=self.upsample, block=self.block)
         return cfg
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False,
+                region: Sequence[tuple[int, int]] | None = None):
+        """Logits (and with ``return_features`` the decoder features). ``region`` (per spatial axis ``[a, b)``
+        within the input): the logits of that part only, equal to cropping them, cheaper for a strided stem."""
         size = x.shape[2:]
+        if region is not None and (len(region) != len(size)
+                                   or any(not 0 <= a < b <= n for (a, b), n in zip(region, size))):
+            raise ValueError(f"region {region} does not lie within the input's {tuple(size)}")
         s = self.total_stride
         pad = [(-n) % s for n in size]
         if any(pad):
@@ -138,9 +144,13 @@ class UNet(nn.Module):
         for upsample, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([upsample(x), skips.pop()], dim=1))
             features.append(x)
-        logits = self.logit_upsampler(self.out(x), image)
+        if region is not None:
+            logits = self.logit_upsampler.forward_region(self.out(x), image, region)
+        else:
+            logits = self.logit_upsampler(self.out(x), image)
         if any(pad):
-            logits = logits[(..., *[slice(0, n) for n in size])]
+            if region is None:
+                logits = logits[(..., *[slice(0, n) for n in size])]
             strides = self.feature_strides
             features = [f[(..., *[slice(0, -(-n // st)) for n in size])] for f, st in zip(features, strides)]
         if return_features:
