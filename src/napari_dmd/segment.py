@@ -5,8 +5,10 @@ Shared by the CLI (predict, evaluate), the napari widgets (Segment, Compare) and
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,31 @@ from .models.unet import UNet, padded_size
 #: Values (positions x channels) of a U-Net's first level that one CPU call of the sliding window may hold: small
 #: students run many windows per call, the teacher 4 (:meth:`Segmenter.windows_per_call`).
 CPU_FIRST_LEVEL_BUDGET = 2**19
+#: With idle OpenMP threads asleep (``OMP_WAIT_POLICY=PASSIVE``, as napari-dmd's CLI and widgets set it), a CPU call
+#: whose U-Net first level holds fewer values than this runs on one thread: waking the others for each of its small
+#: operations cost more than they gained (2 threads: the default student 1.1x, ``student-tiny`` 1.3x slower than 1 on
+#: hippocampus 3D, 1.15x / 1.25x on CHAOS; the teacher 1.35-1.55x faster; docs/benchmarks.md, B2).
+CPU_THREADED_FIRST_LEVEL = 2**20
+
+
+def idle_threads_sleep() -> bool:
+    """Whether OpenMP's idle threads sleep between parallel regions (``OMP_WAIT_POLICY=PASSIVE``)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Within the block, torch runs ``n`` intra-op threads in this thread (OpenMP's count is per calling thread);
+    the previous count is restored after. None: unchanged."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def stride_window(patch: list[int], stride: int) -> list[int]:
@@ -49,6 +76,7 @@ class Segmenter:
     name: str = "model"
     overlap: float = 0.5
     batch_size: int | None = None  # windows per model call; None: 4 on the CPU, up to 16 on CUDA (windows_per_call)
+    threads: int | None = None  # CPU threads of a prediction; None: torch's, 1 for a small model (cpu_threads)
     _folded: tuple[Any, nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -94,9 +122,29 @@ class Segmenter:
         self.check_image(image, source)
         model = self._inference_model()
         x = normalize(np.asarray(image, dtype=np.float32), self.normalization)
-        return how(model, x, self.patch_size, num_classes=self.num_classes, overlap=self.overlap,
-                   batch_size=self.windows_per_call(), device=self.device, progress=progress,
-                   should_stop=should_stop, amp=self.device.startswith("cuda"))
+        with torch_threads(None if self.device.startswith("cuda") else self.cpu_threads()):
+            return how(model, x, self.patch_size, num_classes=self.num_classes, overlap=self.overlap,
+                       batch_size=self.windows_per_call(), device=self.device, progress=progress,
+                       should_stop=should_stop, amp=self.device.startswith("cuda"))
+
+    def _first_level_values(self) -> int | None:
+        """Values (positions x channels) of a U-Net's first level for one window; None for another model."""
+        model = self.model
+        if not isinstance(model, UNet):
+            return None
+        positions = np.prod(padded_size(self.patch_size, model.stem)) / model.stem ** model.spatial_dims
+        return max(1, int(positions * model.channels[0]))
+
+    def cpu_threads(self) -> int:
+        """Threads of a CPU prediction: the given ``threads``; else torch's count, but one for a U-Net whose call
+        holds fewer than :data:`CPU_THREADED_FIRST_LEVEL` first-level values while idle OpenMP threads sleep
+        (:func:`idle_threads_sleep`): the students, not the teacher."""
+        if self.threads is not None:
+            return self.threads
+        first = self._first_level_values()
+        if first is not None and idle_threads_sleep() and first * self.windows_per_call() < CPU_THREADED_FIRST_LEVEL:
+            return 1
+        return torch.get_num_threads()
 
     def windows_per_call(self) -> int:
         """Sliding windows per model call: the given ``batch_size``; on the CPU, as many as keep a U-Net's first
@@ -108,11 +156,8 @@ class Segmenter:
         if self.batch_size is not None:
             return self.batch_size
         if not self.device.startswith("cuda"):
-            model = self.model
-            if not isinstance(model, UNet):
-                return 4
-            first = np.prod(padded_size(self.patch_size, model.stem)) / model.stem ** model.spatial_dims
-            return int(min(64, max(4, CPU_FIRST_LEVEL_BUDGET // max(1, int(first * model.channels[0])))))
+            first = self._first_level_values()
+            return 4 if first is None else int(min(64, max(4, CPU_FIRST_LEVEL_BUDGET // first)))
         return int(min(16, max(4, 2**22 // max(1, int(np.prod(self.patch_size))))))
 
     def _inference_model(self) -> nn.Module | Callable[[torch.Tensor], torch.Tensor]:
