@@ -180,12 +180,11 @@ def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple
     for s, p, b in reversed(list(zip(spatial, patch, before))):
         pad += [b, p - s - b]
     x = torch.nn.functional.pad(inputs, pad, value=0.0) if any(pad) else inputs
-    if any(pad) and takes_region(runner.predictor):  # the U-Net upsamples only the image's part of its logits
-        region = [(b, b + s) for b, s in zip(before, spatial)]
-        outs = [runner(x[i:i + batch_size], region).to(stitch) for i in range(0, x.shape[0], batch_size)]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-    crop = (slice(None), slice(None), *(slice(b, b + s) for b, s in zip(before, spatial)))
-    outs = [runner(x[i:i + batch_size])[crop].to(stitch) for i in range(0, x.shape[0], batch_size)]
+    region = [(b, b + s) for b, s in zip(before, spatial)]
+    asks = any(pad) and takes_region(runner.predictor)  # the U-Net upsamples only the image's part of its logits
+    crop = (slice(None), slice(None), *(slice(a, b) for a, b in region))
+    outs = [(runner(x[i:i + batch_size], region) if asks else runner(x[i:i + batch_size])[crop]).to(stitch)
+            for i in range(0, x.shape[0], batch_size)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 

@@ -144,13 +144,11 @@ class UNet(nn.Module):
         for upsample, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([upsample(x), skips.pop()], dim=1))
             features.append(x)
-        if region is not None:
-            logits = self.logit_upsampler.forward_region(self.out(x), image, region)
-        else:
-            logits = self.logit_upsampler(self.out(x), image)
+        if region is None and any(pad):  # the padding is cropped off: the input's own extent is the region
+            region = [(0, int(n)) for n in size]
+        logits = self.logit_upsampler(self.out(x), image) if region is None else \
+            self.logit_upsampler.forward_region(self.out(x), image, region)
         if any(pad):
-            if region is None:
-                logits = logits[(..., *[slice(0, n) for n in size])]
             strides = self.feature_strides
             features = [f[(..., *[slice(0, -(-n // st)) for n in size])] for f, st in zip(features, strides)]
         if return_features:
