@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fast_students_report's plotting helpers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 #: latency JSON and the arm that is today's pipeline, per dataset
@@ -69,17 +72,12 @@ def plot(res: dict[str, dict[str, dict]], png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from fast_students_report import log_ms_axis, pareto_front
 
     titles = {"hippocampus3d": "hippocampus 3D (no flips, patch 40x56x40)", "chaos": "CHAOS (2D, patch 128x128)"}
     fig, axes = plt.subplots(1, len(res), figsize=(11, 4.4))
     for ax, (ds, rows) in zip(np.atleast_1d(axes), res.items()):
-        pts = sorted((r["ms"], r["dice"]) for r in rows.values())
-        front, best = [], -1.0
-        for x, y in pts:  # Pareto front: no faster preset has a higher Dice
-            if y > best:
-                front.append((x, y))
-                best = y
+        front = pareto_front([(r["ms"], r["dice"]) for r in rows.values()])
         ax.plot(*zip(*front), "--", color="0.6", zorder=1, label="Pareto front")
         for n, r in rows.items():
             color = "k" if n == "teacher" else ("C0" if n.endswith("classic") else "C1")
@@ -92,11 +90,8 @@ def plot(res: dict[str, dict[str, dict]], png: Path) -> None:
         t = rows["teacher"]["dice"]
         ax.axhline(0.98 * t, color="C2", lw=0.8, ls=":", label="98 % of the teacher")
         ax.axhline(0.95 * t, color="C3", lw=0.8, ls=":", label="95 % of the teacher")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
         ms = [r["ms"] for r in rows.values()]
-        ax.set_xticks([tick for tick in (5, 10, 20, 50, 100, 200, 500, 1000) if min(ms) / 1.5 <= tick <= max(ms) * 1.5])
+        log_ms_axis(ax, ms)
         ax.set_xlim(min(ms) / 1.3, max(ms) * 2.2)
         ax.set_xlabel("ms per validation volume (1 CPU thread, Intel VM, log)")
         ax.set_ylabel("mean Dice, DMD + Heads (mean ± sd over seeds)")

@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,21 +150,36 @@ def main() -> None:
     _plot(res, Path(a.png))
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (latency, Dice) points no faster point beats on Dice, fastest first."""
+    front, best = [], -1.0
+    for x, y in sorted(points):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def log_ms_axis(ax: Any, ms: list[float]) -> None:
+    """A log latency axis labelled 10, 20, 50 ms (not 2x10^1 labels that overlap), ticks within the data's range."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([tick for tick in (5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+                   if min(ms) / 1.5 <= tick <= max(ms) * 1.5])
+
+
 def _plot(res: dict, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, len(res["datasets"]), figsize=(11, 4.2))
     for ax, (ds, rows) in zip(np.atleast_1d(axes), res["datasets"].items()):
-        pts = sorted((1000 * r["median_s"], r["dice"], n) for n, r in rows.items() if np.isfinite(r["dice"]))
-        front, best = [], -1.0
-        for x, y, _ in pts:  # Pareto front: no faster preset has a higher Dice
-            if y > best:
-                front.append((x, y))
-                best = y
+        front = pareto_front([(1000 * r["median_s"], r["dice"]) for r in rows.values() if np.isfinite(r["dice"])])
         ax.plot(*zip(*front), "--", color="0.6", zorder=1, label="Pareto front")
         for n, r in rows.items():
             fast = n.startswith("student-fast")
@@ -175,12 +191,7 @@ def _plot(res: dict, png: Path) -> None:
         t = rows["teacher"]["dice"]
         ax.axhline(0.98 * t, color="C2", lw=0.8, ls=":", label="98 % of teacher")
         ax.axhline(0.95 * t, color="C3", lw=0.8, ls=":", label="95 % of teacher")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())  # 10, 20, 50 ms, not 2x10^1 labels that overlap
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ms = [1000 * r["median_s"] for r in rows.values()]
-        ax.set_xticks([tick for tick in (5, 10, 20, 50, 100, 200, 500, 1000, 2000)
-                       if min(ms) / 1.5 <= tick <= max(ms) * 1.5])
+        log_ms_axis(ax, [1000 * r["median_s"] for r in rows.values()])
         ax.set_xlabel(f"ms per validation volume ({res['threads']} CPU thread, log)")
         ax.set_ylabel("mean Dice (validation, DMD; mean ± sd over seeds)")
         ax.set_title(f"{ds} ({SPECS[ds].dims}D models, patch {'x'.join(map(str, SPECS[ds].patch))})")
