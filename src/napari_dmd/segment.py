@@ -33,6 +33,9 @@ CPU_FIRST_LEVEL_BUDGET = 2**19
 #: operations cost more than they gained (2 threads: the default student 1.1x, ``student-tiny`` 1.3x slower than 1 on
 #: hippocampus 3D, 1.15x / 1.25x on CHAOS; the teacher 1.35-1.55x faster; docs/benchmarks.md, B2).
 CPU_THREADED_FIRST_LEVEL = 2**20
+#: First-level values that the windows in flight on all CPU workers together may hold (:meth:`Segmenter.cpu_workers`):
+#: 64 MB of float32, a few hundred MB for a whole U-Net; a 3D teacher on large windows keeps one worker.
+CPU_POOL_FIRST_LEVEL = 2**24
 
 
 def idle_threads_sleep() -> bool:
@@ -75,8 +78,9 @@ class Segmenter:
     device: str = "cpu"
     name: str = "model"
     overlap: float = 0.5
-    batch_size: int | None = None  # windows per model call; None: 4 on the CPU, up to 16 on CUDA (windows_per_call)
+    batch_size: int | None = None  # windows per model call (per CPU worker); None: windows_per_call decides
     threads: int | None = None  # CPU threads of a prediction; None: torch's, 1 for a small model (cpu_threads)
+    workers: int | None = None  # CPU threads running one call's windows side by side; None: cpu_workers decides
     _folded: tuple[Any, nn.Module] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -122,10 +126,12 @@ class Segmenter:
         self.check_image(image, source)
         model = self._inference_model()
         x = normalize(np.asarray(image, dtype=np.float32), self.normalization)
-        with torch_threads(None if self.device.startswith("cuda") else self.cpu_threads()):
+        cuda = self.device.startswith("cuda")
+        workers, each = (1, 1) if cuda else self.cpu_workers()
+        with torch_threads(None if cuda else self.cpu_threads()):
             return how(model, x, self.patch_size, num_classes=self.num_classes, overlap=self.overlap,
-                       batch_size=self.windows_per_call(), device=self.device, progress=progress,
-                       should_stop=should_stop, amp=self.device.startswith("cuda"))
+                       batch_size=self.windows_per_call() * workers, device=self.device, progress=progress,
+                       should_stop=should_stop, amp=cuda, workers=workers, threads_per_worker=each)
 
     def _first_level_values(self) -> int | None:
         """Values (positions x channels) of a U-Net's first level for one window; None for another model."""
@@ -145,6 +151,22 @@ class Segmenter:
         if first is not None and idle_threads_sleep() and first * self.windows_per_call() < CPU_THREADED_FIRST_LEVEL:
             return 1
         return torch.get_num_threads()
+
+    def cpu_workers(self) -> tuple[int, int]:
+        """(workers, threads each) of a CPU prediction: ``workers`` threads each run :meth:`windows_per_call`
+        windows side by side (:class:`~napari_dmd.window_pool.WindowPool`) on an equal share of the threads
+        (``threads`` or torch's). The given ``workers``; else one per thread while the windows in flight hold at
+        most :data:`CPU_POOL_FIRST_LEVEL` first-level values (memory), at least one. Windows that come one at a
+        time (a volume that fits one window) run in the calling thread on :meth:`cpu_threads`."""
+        total = max(1, self.threads if self.threads is not None else torch.get_num_threads())
+        if not isinstance(self.model, nn.Module):
+            return 1, total
+        if self.workers is not None:
+            workers = max(1, self.workers)
+        else:
+            first = self._first_level_values() or CPU_FIRST_LEVEL_BUDGET
+            workers = max(1, min(total, CPU_POOL_FIRST_LEVEL // (first * self.windows_per_call())))
+        return workers, max(1, total // workers)
 
     def windows_per_call(self) -> int:
         """Sliding windows per model call: the given ``batch_size``; on the CPU, as many as keep a U-Net's first
