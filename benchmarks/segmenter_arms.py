@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -79,20 +80,28 @@ def measure(ds: str, repeats: int, make_arms: MakeArms, new: str, old: str) -> d
 
 
 def main(description: str, make_arms: MakeArms, new: str, old: str, labels: tuple[str, str]) -> None:
-    """The command line: ``--datasets``, ``--threads``, ``--repeats``, ``--json``; prints a Markdown table per
+    """The command line: ``--datasets``, ``--threads``, ``--repeats``, ``--json``, ``--busy``; prints a Markdown table per
     dataset with the columns ``labels`` (old arm, new arm)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--datasets", nargs="+", default=["hippocampus3d", "chaos"], choices=list(SPECS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--busy", type=int, default=0, help="busy-looping processes beside the measurement (a loaded "
+                   "desktop)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {}}
-    for ds in a.datasets:
-        rows = measure(ds, a.repeats, make_arms, new, old)
-        res["datasets"][ds] = rows
-        print(f"\n{ds}: {a.threads} thread(s), median ms per validation volume, patch {SPECS[ds].patch}")
+    res = {"threads": a.threads, "repeats": a.repeats, "busy": a.busy, "torch": torch.__version__, "datasets": {}}
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.busy)]
+    try:
+        for ds in a.datasets:
+            res["datasets"][ds] = measure(ds, a.repeats, make_arms, new, old)
+    finally:
+        for proc in busy:
+            proc.kill()
+    for ds, rows in res["datasets"].items():
+        print(f"\n{ds}: {a.threads} thread(s), {a.busy} busy process(es), median ms per validation volume, "
+              f"patch {SPECS[ds].patch}")
         print(f"| preset | {labels[0]} | {labels[1]} | gain | speed-up vs teacher (before -> now) |")
         print("|---|---:|---:|---:|---:|")
         for n, r in rows.items():

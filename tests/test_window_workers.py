@@ -89,6 +89,9 @@ def test_cpu_workers_one_per_thread_within_the_memory_budget(two_threads):
     assert big._first_level_values() * big.windows_per_call() > CPU_POOL_FIRST_LEVEL
     assert big.cpu_workers() == (1, 2), "a 3D teacher on large windows keeps one worker (memory)"
     assert Segmenter(lambda x: x, 3, 2, [8, 8]).cpu_workers() == (1, 2), "a foreign predictor: no workers"
+    tiny = Segmenter(build_model("student-tiny", 2, 5), 5, 2, [128, 128])
+    assert tiny.model.stem == 4 and tiny.cpu_workers() == (1, 2), "a quarter-resolution student keeps one worker"
+    assert Segmenter(build_model("student-tiny", 2, 5), 5, 2, [128, 128], workers=2).cpu_workers() == (2, 1)
 
 
 def test_workers_keep_progress_and_cancel():

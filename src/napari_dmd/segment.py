@@ -36,6 +36,10 @@ CPU_THREADED_FIRST_LEVEL = 2**20
 #: First-level values that the windows in flight on all CPU workers together may hold (:meth:`Segmenter.cpu_workers`):
 #: 64 MB of float32, a few hundred MB for a whole U-Net; a 3D teacher on large windows keeps one worker.
 CPU_POOL_FIRST_LEVEL = 2**24
+#: A U-Net computing at 1/4 of the resolution or less (``student-tiny``) keeps one CPU worker: per CHAOS volume, 2
+#: threads, two workers gained it 1.14x on an idle machine and cost it 1.24x beside one busy process (the teacher:
+#: 1.38x and 1.18x faster; docs/benchmarks.md, B2).
+CPU_POOL_MAX_STEM = 4
 
 
 def idle_threads_sleep() -> bool:
@@ -156,13 +160,16 @@ class Segmenter:
         """(workers, threads each) of a CPU prediction: ``workers`` threads each run :meth:`windows_per_call`
         windows side by side (:class:`~napari_dmd.window_pool.WindowPool`) on an equal share of the threads
         (``threads`` or torch's). The given ``workers``; else one per thread while the windows in flight hold at
-        most :data:`CPU_POOL_FIRST_LEVEL` first-level values (memory), at least one. Windows that come one at a
-        time (a volume that fits one window) run in the calling thread on :meth:`cpu_threads`."""
+        most :data:`CPU_POOL_FIRST_LEVEL` first-level values (memory), at least one; one for a U-Net whose stem
+        divides the resolution by :data:`CPU_POOL_MAX_STEM` or more. Windows that come one at a time (a volume
+        that fits one window) run in the calling thread on :meth:`cpu_threads`."""
         total = max(1, self.threads if self.threads is not None else torch.get_num_threads())
         if not isinstance(self.model, nn.Module):
             return 1, total
         if self.workers is not None:
             workers = max(1, self.workers)
+        elif isinstance(self.model, UNet) and self.model.stem >= CPU_POOL_MAX_STEM:
+            workers = 1
         else:
             first = self._first_level_values() or CPU_FIRST_LEVEL_BUDGET
             workers = max(1, min(total, CPU_POOL_FIRST_LEVEL // (first * self.windows_per_call())))
