@@ -26,7 +26,6 @@ from segmenter_arms import main  # noqa: E402
 
 from napari_dmd.segment import Segmenter  # noqa: E402
 
-
 #: ``--every-preset``: the workers arm gives every preset one worker per thread, also those that
 #: ``Segmenter.cpu_workers`` keeps on one (``student-tiny``), to measure why.
 EVERY_PRESET = "--every-preset" in sys.argv

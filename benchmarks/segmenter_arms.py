@@ -80,8 +80,8 @@ def measure(ds: str, repeats: int, make_arms: MakeArms, new: str, old: str) -> d
 
 
 def main(description: str, make_arms: MakeArms, new: str, old: str, labels: tuple[str, str]) -> None:
-    """The command line: ``--datasets``, ``--threads``, ``--repeats``, ``--json``, ``--busy``; prints a Markdown table per
-    dataset with the columns ``labels`` (old arm, new arm)."""
+    """The command line: ``--datasets``, ``--threads``, ``--repeats``, ``--json``, ``--busy``; prints a Markdown
+    table per dataset with the columns ``labels`` (old arm, new arm)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--datasets", nargs="+", default=["hippocampus3d", "chaos"], choices=list(SPECS))
     p.add_argument("--threads", type=int, default=1)
