@@ -37,8 +37,8 @@ CPU_THREADED_FIRST_LEVEL = 2**20
 #: 64 MB of float32, a few hundred MB for a whole U-Net; a 3D teacher on large windows keeps one worker.
 CPU_POOL_FIRST_LEVEL = 2**24
 #: A U-Net computing at 1/4 of the resolution or less (``student-tiny``) keeps one CPU worker: per CHAOS volume, 2
-#: threads, two workers gained it 1.14x on an idle machine and cost it 1.24x beside one busy process (the teacher:
-#: 1.38x and 1.18x faster; docs/benchmarks.md, B2).
+#: threads, two workers gained it 1.14x on an idle machine and made it 1.05x slower beside one busy process (1.24x in
+#: a side run), while the teacher ran 1.38x and 1.29x faster (docs/benchmarks.md, B2).
 CPU_POOL_MAX_STEM = 4
 
 

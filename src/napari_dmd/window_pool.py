@@ -4,7 +4,7 @@ A small student's operations are too small for OpenMP to share among cores (2 th
 one when idle threads sleep, ``OMP_WAIT_POLICY=PASSIVE``, as napari-dmd runs). Its windows are independent, though:
 :class:`WindowPool` splits the batch of one call into ``workers`` chunks and runs each in its own thread on
 ``threads_each`` intra-op threads (torch releases the GIL inside its operations). Each window's logits are those of
-the same network on the same input; memory stays that of one call (the chunks share its windows).
+the same network on the same input; the pool holds no more windows than the call it splits.
 ``benchmarks/bench_window_workers.py`` measures it per volume (docs/benchmarks.md, B2).
 """
 
