@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data beside the clone (../shared/data, or $NAPARI_DMD_DATA)."""
+"""Shared fixtures: the real data beside the clone (../shared/data, or $NAPARI_DMD_DATA); two torch threads."""
 
 from __future__ import annotations
 
@@ -31,3 +31,14 @@ def chaos_dir() -> Path:
 @pytest.fixture
 def hc18_dir() -> Path:
     return data_dir("hc18_fetal_head")
+
+
+@pytest.fixture
+def two_threads():
+    """Torch runs 2 intra-op threads in the test; the previous count is restored after, whatever the test set."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

@@ -10,14 +10,6 @@ from napari_dmd.models.presets import build_model
 from napari_dmd.segment import CPU_THREADED_FIRST_LEVEL, Segmenter, torch_threads
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_small_students_run_on_one_thread_only_when_idle_threads_sleep(monkeypatch, two_threads):
     student = Segmenter(build_model("student", 3, 3), 3, 3, [48, 64, 48])
     teacher = Segmenter(build_model("teacher", 3, 3), 3, 3, [48, 64, 48])

@@ -15,14 +15,6 @@ from napari_dmd.segment import CPU_POOL_FIRST_LEVEL, Segmenter
 from napari_dmd.window_pool import WindowPool
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def _count_in_new_thread() -> int:
     seen = []
     t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
