@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import napari_dmd.inference as inference
-from napari_dmd.models.blocks import interpolation_source
+from napari_dmd.models.linear_upsample import linear_upsample, linear_weights
 from napari_dmd.models.unet import UNet
 from napari_dmd.segment import Segmenter
 
@@ -32,13 +32,44 @@ def test_region_logits_equal_the_crop(opts, dims, shape, region):
     assert torch.allclose(part, crop, atol=1e-6, rtol=0)
 
 
-def test_interpolation_source_by_hand():
-    # factor 2: output 0-1 read source 0-1 (0 clamped), outputs 4-7 read sources 1-4
-    assert interpolation_source([(0, 2), (4, 8)], [10, 10], 2) == [(0, 2), (1, 5)]
-    # the last outputs clamp at the source's end
-    assert interpolation_source([(18, 20)], [10], 2) == [(8, 10)]
-    # factor 4: output 5 sits at source 0.875 (reads 0 and 1), output 10 at 2.125 (2 and 3)
-    assert interpolation_source([(5, 11)], [8], 4) == [(0, 4)]
+def test_linear_weights_by_hand():
+    # factor 2 over 3 samples: outputs sit at sources -0.25 (clamped to 0), 0.25, 0.75, 1.25, 1.75, 2.25 (the last
+    # sample repeated)
+    expected = [[1, 0, 0], [0.75, 0.25, 0], [0.25, 0.75, 0], [0, 0.75, 0.25], [0, 0.25, 0.75], [0, 0, 1]]
+    assert linear_weights(3, 2).tolist() == expected
+    assert linear_weights(3, 2, 2, 4).tolist() == expected[2:4]
+    # factor 4: output 5 sits at source 0.875, output 10 at 2.125
+    w = linear_weights(8, 4)
+    assert w[5, :2].tolist() == [0.125, 0.875] and w[10, 2:4].tolist() == [0.875, 0.125]
+    with pytest.raises(ValueError, match="outside"):
+        linear_weights(3, 2, 4, 7)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 3, 6, 5)])
+def test_linear_upsample_equals_interpolate_with_its_gradient(factor, shape):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    mode = "trilinear" if len(shape) == 5 else "bilinear"
+    ref = torch.nn.functional.interpolate(x, scale_factor=float(factor), mode=mode, align_corners=False)
+    out = linear_upsample(x, factor)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-12, rtol=0)
+    g = torch.randn_like(ref)
+    (gx_ref,) = torch.autograd.grad(ref, x, g)
+    (gx,) = torch.autograd.grad(out, x, g)
+    assert torch.allclose(gx, gx_ref, atol=1e-12, rtol=0)
+    region = [(1, n * factor - 2) for n in shape[2:]]
+    part = linear_upsample(x, factor, region)
+    assert torch.allclose(part, ref[(..., *[slice(a, b) for a, b in region])], atol=1e-12, rtol=0)
+
+
+def test_weights_made_in_inference_mode_serve_a_training_step():
+    with torch.inference_mode():
+        linear_upsample(torch.randn(1, 2, 9, 11), 2)  # caches the weights of these sizes
+    x = torch.randn(1, 2, 9, 11, requires_grad=True)
+    linear_upsample(x, 2).sum().backward()  # an inference tensor saved for backward would raise here
+    assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 @pytest.mark.parametrize("region", [[(0, 9)], [(0, 4), (3, 3)], [(-1, 4), (0, 4)], [(0, 4), (0, 40)]])

@@ -136,8 +136,10 @@ class _WindowRunner:
         parts = self.parts(x, region)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def parts(self, x: torch.Tensor, region: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
-        """The logits of ``__call__`` in consecutive parts along the batch (one per worker of the pool)."""
+    def parts(self, x: torch.Tensor, region: Sequence[tuple[int, int]] | None = None,
+              finish: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The logits of ``__call__`` in consecutive parts along the batch (one per worker of the pool); with
+        ``finish``, ``finish(logits)`` of each part, computed in the part's worker."""
         self.check_stop()
 
         def predict(part: torch.Tensor) -> torch.Tensor:
@@ -145,7 +147,8 @@ class _WindowRunner:
             with ctx:
                 out = self.predictor(part) if region is None else \
                     self.predictor(part, region=region)  # type: ignore[call-arg]
-            return self._checked(part, out, region)
+            out = self._checked(part, out, region)
+            return out if finish is None else finish(out)
 
         outs = [predict(x)] if self.pool is None else self.pool.map(predict, x)
         self.done += int(x.shape[0])
@@ -188,11 +191,13 @@ def takes_region(predictor: Predictor) -> bool:
 
 
 def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple[int, ...], batch_size: int,
-                       stitch: torch.device) -> torch.Tensor:
+                       stitch: torch.device, labels: bool = False) -> torch.Tensor:
     """(N, C, *spatial) logits of images that each fit one window (every spatial size <= the patch): padded as
     MONAI pads them (zeros, the odd voxel after), ``batch_size`` images per call, cropped back. MONAI's blending
     of a single window divides its weighted logits by the same weights: the same result to float rounding, without
-    the weight maps and the output buffers (half the time of a 2D student on 128x128 slices)."""
+    the weight maps and the output buffers (half the time of a 2D student on 128x128 slices). ``labels`` (stitching
+    on the CPU only): the (N, *spatial) labels instead (:func:`window_labels`), each call's taken in its worker
+    while its logits are fresh in the cache, and no logits gathered."""
     spatial = tuple(int(s) for s in inputs.shape[2:])
     before = [(p - s) // 2 for s, p in zip(spatial, patch)]
     pad: list[int] = []
@@ -202,9 +207,21 @@ def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple
     region = [(b, b + s) for b, s in zip(before, spatial)]
     asks = any(pad) and takes_region(runner.predictor)  # the U-Net upsamples only the image's part of its logits
     crop = (slice(None), slice(None), *(slice(a, b) for a, b in region))
-    outs = [(out if asks else out[crop]).to(stitch) for i in range(0, x.shape[0], batch_size)
-            for out in runner.parts(x[i:i + batch_size], region if asks else None)]
+
+    def finish(out: torch.Tensor) -> torch.Tensor:
+        out = out if asks else out[crop]
+        return window_labels(out) if labels else out
+
+    outs = [out.to(stitch) for i in range(0, x.shape[0], batch_size)
+            for out in runner.parts(x[i:i + batch_size], region if asks else None, finish)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def window_labels(logits: torch.Tensor) -> torch.Tensor:
+    """(B, *spatial) labels of CPU logits (B, C, *spatial): their argmax over the classes by :func:`class_argmax`
+    (ties: the first class), uint8, or int16 with more than 255 classes."""
+    scores = np.moveaxis(logits.numpy(), 1, 0)
+    return torch.from_numpy(class_argmax(scores, np.uint8 if scores.shape[0] <= 255 else np.int16))
 
 
 def _sliding_window_logits(
@@ -221,8 +238,11 @@ def _sliding_window_logits(
     amp: bool,
     workers: int = 1,
     threads_per_worker: int = 1,
+    labels: bool = False,
 ) -> torch.Tensor:
-    """Blended logits (C, *image.shape) float32, on the stitching device."""
+    """Blended logits (C, *image.shape) float32, on the stitching device; with ``labels``, where images fit one
+    window and stitching is on the CPU, their labels (*image.shape) instead (:func:`_one_window_logits`): the
+    caller tells them apart by the dtype."""
     image = _check_inputs(image, patch_size, overlap, batch_size)
     patch = tuple(int(p) for p in patch_size)
     dev = torch.device(device)
@@ -255,7 +275,8 @@ def _sliding_window_logits(
         route = onednn_convs(module) if module is not None and dev.type == "cpu" else contextlib.nullcontext()
         with torch.inference_mode(), route, pool or contextlib.nullcontext():
             if all(s <= p for s, p in zip(spatial, patch)):  # one window per image: no blending to do
-                logits = _one_window_logits(runner, inputs, patch, batch_size, stitch)
+                logits = _one_window_logits(runner, inputs, patch, batch_size, stitch,
+                                            labels and stitch.type == "cpu")
             else:
                 logits = sliding_window_inference(
                     inputs,
@@ -276,6 +297,8 @@ def _sliding_window_logits(
     if progress is not None and runner.done != total:  # defensive: always end on done == total
         progress(total, total)
     logits = torch.as_tensor(logits)
+    if not logits.is_floating_point():  # labels (N, *spatial) -> image.shape
+        return logits if slicewise else logits[0]
     # (N, C, *spatial) -> (C, *image.shape)
     return logits.transpose(0, 1) if slicewise else logits[0]
 
@@ -343,22 +366,16 @@ def predict_labels(
 
     uint8, or int16 with more than 255 classes. Keyword arguments are those of :func:`sliding_window_predict`.
     """
-    logits = _sliding_window_logits(
-        predictor,
-        image,
-        patch_size,
-        num_classes=kw.pop("num_classes", None),
-        overlap=kw.pop("overlap", 0.5),
-        batch_size=kw.pop("batch_size", 4),
-        device=kw.pop("device", "cpu"),
-        progress=kw.pop("progress", None),
-        should_stop=kw.pop("should_stop", None),
-        amp=kw.pop("amp", False),
-        workers=(workers := kw.pop("workers", 1)),
-        threads_per_worker=kw.pop("threads_per_worker", 1),
-    )
-    if kw:
-        raise TypeError(f"predict_labels() got unexpected keyword arguments: {', '.join(sorted(kw))}")
+    known = {"num_classes": None, "overlap": 0.5, "batch_size": 4, "device": "cpu", "progress": None,
+             "should_stop": None, "amp": False, "workers": 1, "threads_per_worker": 1}
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise TypeError(f"predict_labels() got unexpected keyword arguments: {', '.join(unknown)}")
+    args = {**known, **kw}
+    logits = _sliding_window_logits(predictor, image, patch_size, labels=True, **args)
+    workers = args["workers"]
+    if not logits.is_floating_point():  # images that fit one window: labelled per call (_one_window_logits)
+        return logits.numpy()
     n_classes = logits.shape[0]
     dtype = np.uint8 if n_classes <= 255 else np.int16
     # argmax of the blended logits == argmax of their softmax; on the CPU a running maximum over the classes (torch's

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .linear_upsample import linear_upsample
 
 NORMS = ("instance", "batch", "group", "none")
 BLOCKS = ("conv", "dsconv")
@@ -59,13 +60,6 @@ class ConvBlock(nn.Sequential):
             layers.append((nn.Dropout3d if spatial_dims == 3 else nn.Dropout2d)(dropout))
         layers += _layer(spatial_dims, c_out, c_out, norm, 1, block)
         super().__init__(*layers)
-
-
-def interpolation_source(region: Sequence[tuple[int, int]], size: Sequence[int], factor: int) -> list[tuple[int, int]]:
-    """Per axis, the source range ``[lo, hi)`` of ``size`` that linear interpolation by ``factor`` (align_corners
-    False, as :class:`LogitUpsampler`) reads to make the output range ``[a, b)`` of ``region``."""
-    return [(max(0, math.floor((a + 0.5) / factor - 0.5)), min(int(n), math.floor((b - 0.5) / factor - 0.5) + 2))
-            for (a, b), n in zip(region, size)]
 
 
 def pixel_shuffle(x: torch.Tensor, factor: int, num_classes: int) -> torch.Tensor:
@@ -124,22 +118,31 @@ class LogitUpsampler(nn.Module):
             return self.up(x)
         if self.shuffle:
             return pixel_shuffle(x, self.factor, self.num_classes)
-        y = F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
+        y = self._interpolate(x)
         if self.refine:
             return y + self.up(torch.cat([y, image], dim=1))
         return y
 
     def forward_region(self, x: torch.Tensor, image: torch.Tensor, region: Sequence[tuple[int, int]]) -> torch.Tensor:
         """``forward(x, image)`` cropped to ``region`` (per axis ``[a, b)`` of the output grid), with the same values.
-        Plain interpolation then reads and writes only that part: on a hippocampus volume padded to its window
-        this is under half of the upsampling, which took a fifth of a small 3D student's time."""
+        Plain interpolation then computes only that part (:func:`linear_upsample`): on a hippocampus volume padded
+        to its window this is under half of the upsampling, which took a fifth of a small 3D student's time."""
         crop = (..., *[slice(a, b) for a, b in region])
         if self.factor == 1:
             return x[crop]
         if self.mode != "bilinear":
             return self.forward(x, image)[crop]
-        f = self.factor
-        src = interpolation_source(region, x.shape[2:], f)
-        y = F.interpolate(x[(..., *[slice(lo, hi) for lo, hi in src])], scale_factor=float(f), mode=self.interp,
-                          align_corners=False)
-        return y[(..., *[slice(a - f * lo, b - f * lo) for (a, b), (lo, _) in zip(region, src)])]
+        return linear_upsample(x, self.factor, region)
+
+    def _interpolate(self, x: torch.Tensor) -> torch.Tensor:
+        """Linear interpolation by ``factor``: per-axis matrix products in eager PyTorch (:func:`linear_upsample`,
+        3-5x faster on the CPU), ``F.interpolate`` when scripted, traced or compiled (export keeps any size)."""
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
+        return self._eager_interpolate(x)
+
+    @torch.jit.unused
+    def _eager_interpolate(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
+        return linear_upsample(x, self.factor)

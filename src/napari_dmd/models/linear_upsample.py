@@ -1,0 +1,62 @@
+"""Bilinear / trilinear upsampling by an integer factor as one small matrix product per axis.
+
+``F.interpolate(x, scale_factor=f, mode="bilinear" | "trilinear", align_corners=False)`` is separable: along each
+axis, output ``o`` reads the source at ``(o + 0.5) / f - 0.5`` (clamped at 0) between its floor and the next index
+(the last one repeated). :func:`linear_upsample` applies that as a ``(f * n, n)`` weight matrix per axis, which on
+the CPU ran 3-5x faster than ``F.interpolate`` on the logits of the students that compute at reduced resolution
+(a quarter of ``student-tiny``'s time on CHAOS-sized slices went to the interpolation; forward and backward alike;
+``benchmarks/bench_linear_upsample.py``). The weights of factors 2 and 4 are exact in binary, so the result equals
+``F.interpolate``'s to float rounding. A ``region`` computes only those output rows per axis (the same values as
+the crop of the whole).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["linear_upsample", "linear_weights"]
+
+
+@functools.lru_cache(maxsize=128)
+def _weights(n_in: int, factor: int, start: int, stop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    with torch.inference_mode(False):  # an ordinary tensor: autograd may save it in a later training step
+        out = torch.arange(start, stop, dtype=torch.float64)
+        src = ((out + 0.5) / factor - 0.5).clamp(min=0.0)
+        lo = src.floor().long()
+        frac = src - lo
+        hi = (lo + 1).clamp(max=n_in - 1)
+        rows = torch.arange(stop - start)
+        m = torch.zeros(stop - start, n_in, dtype=torch.float64)
+        m.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+        m.index_put_((rows, hi), frac, accumulate=True)
+        return m.to(device=device, dtype=dtype)
+
+
+def linear_weights(n_in: int, factor: int, start: int = 0, stop: int | None = None, *,
+                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Rows ``[start, stop)`` (default all ``factor * n_in``) of the matrix of 1D linear interpolation by
+    ``factor`` with ``align_corners=False``; cached per size, range, device and dtype (do not modify)."""
+    stop = factor * n_in if stop is None else stop
+    if not 0 <= start < stop <= factor * n_in:
+        raise ValueError(f"rows [{start}, {stop}) lie outside the {factor * n_in} outputs of {n_in} by {factor}")
+    return _weights(int(n_in), int(factor), int(start), int(stop), torch.device(device), dtype)
+
+
+def linear_upsample(x: torch.Tensor, factor: int,
+                    region: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=factor, mode="bilinear"/"trilinear", align_corners=False)`` of a
+    (N, C, *S) tensor with 2 or 3 spatial axes, cropped to ``region`` (per axis ``[a, b)`` of the output) when
+    given, by one matrix product per axis."""
+    sizes = [int(n) for n in x.shape[2:]]
+    if len(sizes) not in (2, 3):
+        raise ValueError(f"linear_upsample takes 2 or 3 spatial axes, got a tensor of shape {tuple(x.shape)}")
+    spans = list(region) if region is not None else [(0, factor * n) for n in sizes]
+    mats = [linear_weights(n, factor, a, b, device=x.device, dtype=x.dtype) for n, (a, b) in zip(sizes, spans)]
+    y = mats[-2] @ (x @ mats[-1].T)  # the last two axes: batched over every axis before them
+    if len(sizes) == 3:
+        n, c, d, h, w = y.shape
+        y = (mats[0] @ y.reshape(n, c, d, h * w)).reshape(n, c, mats[0].shape[0], h, w)
+    return y
