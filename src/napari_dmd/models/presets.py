@@ -57,13 +57,13 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: 3 classes. ``speedup``: per-volume latency of teacher / preset, untrained models, sliding window with Gaussian
 #: blending, interleaved in one process, 1 CPU thread, batch norm folded, the Segmenter's own windows per call:
 #: "3d" = a 48x64x48 volume with patch 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise)
-#: (`napari-dmd bench inference --presets all`, docs/benchmarks/bench-b2-presets-2026-12-06.json); "hippocampus" /
+#: (`napari-dmd bench inference --presets all`, docs/benchmarks/bench-b2-presets-linear-upsample.json); "hippocampus" /
 #: "chaos" = median per validation volume of hippocampus 3D (patch 40x56x40) and CHAOS (2D, patch 128x128)
-#: (CHAOS: `benchmarks/bench_windows_per_call.py`, docs/benchmarks/bench-b2-windows-per-call.json; hippocampus since
-#: the logits are upsampled only over the image: `benchmarks/bench_region_upsampling.py`,
-#: docs/benchmarks/bench-b2-region-upsampling-hippocampus-r5.json). Measured on the shared
-#: 2-core development VM (Intel Xeon, Linux, torch 2.13 CPU, otherwise idle) on 2026-12-06; the same presets on the
-#: earlier AMD EPYC VM gave higher 3D ratios (`student` 15.0x "3d", 8.9x hippocampus; docs/benchmarks.md B2).
+#: (`benchmarks/bench_linear_upsample.py --threads 1`, its "matmul" arm, docs/benchmarks/
+#: bench-b2-linear-upsample-1thread.json). Measured on the shared 2-core development VM (Intel Xeon, Linux, torch
+#: 2.13 CPU, otherwise idle) on 2026-12-06, after the logits of the reduced-resolution students were upsampled by
+#: matrix products (docs/benchmarks.md B2); the same command before that change, an hour earlier: `student` 12.6x
+#: "3d" / 10.7x "2d", `student-tiny` 24.6x / 27.2x.
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
@@ -73,31 +73,31 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                                "the teacher's Dice on CHAOS (4800 iterations, 5 seeds), 98.6 % on hippocampus 3D "
                                "without flips (1600 iterations, 3 seeds)",
                 "params": {"3d": 522_571, "2d": 180_283},
-                "speedup": {"3d": 10.2, "2d": 9.6, "hippocampus": 9.1, "chaos": 10.0}},
+                "speedup": {"3d": 14.9, "2d": 11.5, "hippocampus": 9.3, "chaos": 10.9}},
     "student-tiny": {"description": "tiny student: student-fast's network at half resolution in 3D, quarter "
                                     "resolution in 2D (for large slices; small structures suffer), batch norm "
                                     "folded at inference; with DMD + Heads 98.8 % of the teacher's Dice on "
                                     "hippocampus 3D without flips (1600 iterations, 3 seeds), 97.1 % on CHAOS "
                                     "(4800 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 20.1, "2d": 24.6, "hippocampus": 15.3, "chaos": 24.2}},
+                     "speedup": {"3d": 29.6, "2d": 35.3, "hippocampus": 16.5, "chaos": 29.2}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits; with DMD + Heads 98.8 % of the "
                                     "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 20.2, "2d": 10.2, "hippocampus": 15.8, "chaos": 10.4}},
+                     "speedup": {"3d": 30.9, "2d": 12.5, "hippocampus": 17.5, "chaos": 11.9}},
     "student-fast-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of "
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
-                          "speedup": {"3d": 16.9, "2d": 14.8, "hippocampus": 14.3, "chaos": 14.8}},
+                          "speedup": {"3d": 27.3, "2d": 18.9, "hippocampus": 15.2, "chaos": 16.5}},
     "student-classic": {"description": "classic student (the default before 2026-12-06): full resolution, 5 levels "
                                        "of 8-64 channels, instance norm",
                         "params": {"3d": 522_571, "2d": 180_283},
-                        "speedup": {"3d": 2.3, "2d": 2.3, "hippocampus": 2.4, "chaos": 2.5}},
+                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.4, "chaos": 2.6}},
     "student-tiny-classic": {"description": "classic tiny student (student-tiny before 2026-12-06): full "
                                             "resolution, 5 levels of 4-32 channels, instance norm",
                              "params": {"3d": 172_783, "2d": 59_751},
-                             "speedup": {"3d": 5.4, "2d": 4.3, "hippocampus": 4.5, "chaos": 4.5}},
+                             "speedup": {"3d": 4.2, "2d": 4.9, "hippocampus": 4.5, "chaos": 4.6}},
 }
 
 

@@ -1,0 +1,104 @@
+"""B2: logits of reduced-resolution students upsampled by per-axis matrix products, not ``F.interpolate``.
+
+``napari_dmd.models.linear_upsample`` gives the same values as ``F.interpolate(..., align_corners=False)`` by one
+small matrix product per axis. Two measurements, each side by side in one process:
+
+* per volume (``--datasets``): every preset segments the validation volumes through two ``Segmenter`` arms,
+  "matmul" (the product) and "interpolate" (a copy of the same model whose logit upsampler calls
+  ``F.interpolate`` as before, for the whole window and for the image's region of it); labels checked equal;
+* per operation (``--ops``): the upsampling alone, forward and forward + backward (a training step's share), on
+  the logits the stem students make of their windows.
+
+Run it as the product runs::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_linear_upsample.py --datasets chaos hippocampus3d \
+        --threads 2 --repeats 3 --json docs/benchmarks/bench-b2-linear-upsample.json
+    python benchmarks/bench_linear_upsample.py --ops
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from segmenter_arms import main  # noqa: E402
+
+from napari_dmd.models.blocks import LogitUpsampler  # noqa: E402
+from napari_dmd.models.linear_upsample import linear_upsample  # noqa: E402
+from napari_dmd.models.unet import UNet  # noqa: E402
+from napari_dmd.segment import Segmenter  # noqa: E402
+
+
+class InterpolatingUpsampler(LogitUpsampler):
+    """The upsampler as it was: ``F.interpolate`` of the whole grid, or of the source range a region reads."""
+
+    def _interpolate(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
+
+    def forward_region(self, x: torch.Tensor, image: torch.Tensor, region: Sequence[tuple[int, int]]) -> torch.Tensor:
+        if self.factor == 1 or self.mode != "bilinear":
+            return super().forward_region(x, image, region)
+        f = self.factor
+        src = [(max(0, math.floor((a + 0.5) / f - 0.5)), min(int(n), math.floor((b - 0.5) / f - 0.5) + 2))
+               for (a, b), n in zip(region, x.shape[2:])]
+        y = self._interpolate(x[(..., *[slice(lo, hi) for lo, hi in src])])
+        return y[(..., *[slice(a - f * lo, b - f * lo) for (a, b), (lo, _) in zip(region, src)])]
+
+
+def _pair(model: torch.nn.Module, classes: int, dims: int, patch: list[int], batch: int,
+          name: str) -> dict[str, Segmenter]:
+    old = copy.deepcopy(model)
+    if isinstance(old, UNet):
+        old.logit_upsampler.__class__ = InterpolatingUpsampler
+    return {"matmul": Segmenter(model, classes, dims, patch, name=name),
+            "interpolate": Segmenter(old, classes, dims, patch, name=name)}
+
+
+def _ms(fn, repeats: int = 20) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def ops() -> None:
+    """Print the upsampling's own time, both ways, forward and forward + backward, on one thread (as a window
+    worker and a training step on the CPU run it by default)."""
+    torch.set_num_threads(1)
+    cases = {"student-tiny, 2D, 64 windows of 128x128 (factor 4)": ((64, 5, 32, 32), 4),
+             "student, 2D, 16 windows of 128x128 (factor 2)": ((16, 5, 64, 64), 2),
+             "student, 3D, one 40x56x40 window (factor 2)": ((1, 3, 20, 28, 20), 2),
+             "student, 3D training batch, 2 x 40x56x40 (factor 2)": ((2, 3, 20, 28, 20), 2)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median ms of 20")
+    print("| logits | interpolate | matmul | ratio | fwd+bwd interpolate | fwd+bwd matmul | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, (shape, f) in cases.items():
+        mode = "trilinear" if len(shape) == 5 else "bilinear"
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            a = _ms(lambda: F.interpolate(x, scale_factor=float(f), mode=mode, align_corners=False))
+            b = _ms(lambda: linear_upsample(x, f))
+        xg = x.clone().requires_grad_()
+        c = _ms(lambda: F.interpolate(xg, scale_factor=float(f), mode=mode, align_corners=False).square().sum()
+                .backward())
+        d = _ms(lambda: linear_upsample(xg, f).square().sum().backward())
+        print(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {c:.2f} | {d:.2f} | {c / d:.2f}x |")
+
+
+if __name__ == "__main__":
+    if "--ops" in sys.argv:
+        ops()
+    else:
+        main(__doc__.splitlines()[0], _pair, "matmul", "interpolate", ("interpolate, ms", "matmul, ms"))
