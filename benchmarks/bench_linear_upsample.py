@@ -85,16 +85,22 @@ def ops() -> None:
     print("| logits | interpolate | matmul | ratio | fwd+bwd interpolate | fwd+bwd matmul | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, (shape, f) in cases.items():
-        mode = "trilinear" if len(shape) == 5 else "bilinear"
-        x = torch.randn(*shape)
-        with torch.inference_mode():
-            a = _ms(lambda: F.interpolate(x, scale_factor=float(f), mode=mode, align_corners=False))
-            b = _ms(lambda: linear_upsample(x, f))
-        xg = x.clone().requires_grad_()
-        c = _ms(lambda: F.interpolate(xg, scale_factor=float(f), mode=mode, align_corners=False).square().sum()
-                .backward())
-        d = _ms(lambda: linear_upsample(xg, f).square().sum().backward())
+        a, b, c, d = _op_ms(shape, f)
         print(f"| {label} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {c:.2f} | {d:.2f} | {c / d:.2f}x |")
+
+
+def _op_ms(shape: tuple[int, ...], f: int) -> tuple[float, float, float, float]:
+    """Median ms of interpolate and matmul, forward (inference mode), then forward + backward."""
+    mode = "trilinear" if len(shape) == 5 else "bilinear"
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        a = _ms(lambda: F.interpolate(x, scale_factor=float(f), mode=mode, align_corners=False))
+        b = _ms(lambda: linear_upsample(x, f))
+    xg = x.clone().requires_grad_()
+    c = _ms(lambda: F.interpolate(xg, scale_factor=float(f), mode=mode, align_corners=False).square().sum()
+            .backward())
+    d = _ms(lambda: linear_upsample(xg, f).square().sum().backward())
+    return a, b, c, d
 
 
 if __name__ == "__main__":
