@@ -1,8 +1,8 @@
 """B2: Dice against latency of today's presets (the Pareto plot the README shows), from committed measurements.
 
 Nothing is trained or timed here. Latency: the median ms per validation volume on one CPU thread of the Intel
-development VM, as the Segmenter runs today (hippocampus 3D: ``bench_region_upsampling.py``, 5 repeats; CHAOS:
-``bench_windows_per_call.py``). Dice: each preset's DMD runs with DMD's default (head supervision, "dmd-hs"), the
+development VM, as the Segmenter runs today (``bench_linear_upsample.py --threads 1``, its "matmul" arm, 3
+repeats; both datasets). Dice: each preset's DMD runs with DMD's default (head supervision, "dmd-hs"), the
 longest budget measured for it, mean ± sd over seeds, from the job files named in :data:`RUNS` (the budget is in
 each label: runs of different budgets are not a like-for-like ranking). Presets without such runs are left out.
 Example::
@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # fast_students_report
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 #: latency JSON and the arm that is today's pipeline, per dataset
-LATENCY = {"hippocampus3d": ("benchmarks/bench-b2-region-upsampling-hippocampus-r5.json", "ms_region"),
-           "chaos": ("benchmarks/bench-b2-windows-per-call.json", "ms_now")}
+LATENCY = {ds: ("benchmarks/bench-b2-linear-upsample-1thread.json", "ms_matmul") for ds in ("hippocampus3d", "chaos")}
 TEACHER = {ds: f"ablation_v4/jobs/{ds}_teacher_none_s0.json" for ds in LATENCY}
 #: per dataset: preset -> (glob of its DMD-default job files under docs/, what the label says about the budget)
 RUNS = {
