@@ -7,13 +7,15 @@ small matrix product per axis. Two measurements, each side by side in one proces
   "matmul" (the product) and "interpolate" (a copy of the same model whose logit upsampler calls
   ``F.interpolate`` as before, for the whole window and for the image's region of it); labels checked equal;
 * per operation (``--ops``): the upsampling alone, forward and forward + backward (a training step's share), on
-  the logits the stem students make of their windows.
+  the logits the stem students make of their windows;
+* per training pass (``--train``): a student's forward + backward on a training batch, both ways.
 
 Run it as the product runs::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_linear_upsample.py --datasets chaos hippocampus3d \
         --threads 2 --repeats 3 --json docs/benchmarks/bench-b2-linear-upsample.json
     python benchmarks/bench_linear_upsample.py --ops
+    python benchmarks/bench_linear_upsample.py --train
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from segmenter_arms import main  # noqa: E402
 
 from napari_dmd.models.blocks import LogitUpsampler  # noqa: E402
 from napari_dmd.models.linear_upsample import linear_upsample  # noqa: E402
+from napari_dmd.models.presets import build_model  # noqa: E402
 from napari_dmd.models.unet import UNet  # noqa: E402
 from napari_dmd.segment import Segmenter  # noqa: E402
 
@@ -103,8 +106,33 @@ def _op_ms(shape: tuple[int, ...], f: int) -> tuple[float, float, float, float]:
     return a, b, c, d
 
 
+def train(repeats: int = 10) -> None:
+    """Print a student's forward + backward (training mode) on a training batch, both ways, one thread."""
+    torch.set_num_threads(1)
+    print("| preset | batch | interpolate, ms | matmul, ms | gain |")
+    print("|---|---|---:|---:|---:|")
+    for name, dims, shape in (("student", 3, (2, 1, 40, 56, 40)), ("student", 2, (4, 1, 128, 128)),
+                              ("student-tiny", 2, (4, 1, 128, 128))):
+        torch.manual_seed(0)
+        new = build_model(name, dims, 3).train()
+        old = copy.deepcopy(new)
+        old.logit_upsampler.__class__ = InterpolatingUpsampler
+        x = torch.randn(*shape)
+        times: dict[str, list[float]] = {"new": [], "old": []}
+        for r in range(repeats + 1):
+            for key, net in (("new", new), ("old", old))[:: 1 if r % 2 else -1]:
+                t0 = time.perf_counter()
+                net(x).square().mean().backward()
+                if r:
+                    times[key].append(time.perf_counter() - t0)
+        o, n = (1000 * statistics.median(times[k]) for k in ("old", "new"))
+        print(f"| {name} ({dims}D) | {'x'.join(map(str, shape))} | {o:.1f} | {n:.1f} | {o / n:.2f}x |")
+
+
 if __name__ == "__main__":
-    if "--ops" in sys.argv:
+    if "--train" in sys.argv:
+        train()
+    elif "--ops" in sys.argv:
         ops()
     else:
         main(__doc__.splitlines()[0], _pair, "matmul", "interpolate", ("interpolate, ms", "matmul, ms"))
