@@ -78,9 +78,10 @@ SPECS = {
     # patch = the whole 24x64x64 volume, as the committed teacher was trained since 2026-12-06 (night): its instance
     # norm then sees what it saw in training (the earlier teacher, trained on 16x48x48, scored 0.93 with those windows
     # and 0.64 with 32x64x64), and the default student gets the in-plane context it needs (16x48x48 padded to
-    # 32x64x64 lost a class in 3 of 3 seeds; docs/results.md). 600 student iterations (300 until 2026-12-05: every
-    # method but KD lost a class there; the 300-iteration rows are in docs/ablation_v2/phantom3d_300)
-    "phantom3d": Spec("phantom3d", 3, [24, 64, 64], 2, 600, 900),
+    # 32x64x64 lost a class in 3 of 3 seeds; docs/results.md). 1200 student iterations since 2026-12-06 (late
+    # afternoon): at 600 the students were still learning every class (DMD's default lost the spleen in 1 of 3 seeds,
+    # a class not yet learned; docs/ablation_v4/phantom3d_600it); 300 until 2026-12-05 (docs/ablation_v2/phantom3d_300)
+    "phantom3d": Spec("phantom3d", 3, [24, 64, 64], 2, 1200, 900),
     # 3D, with the committed teacher (benchmarks/teachers/hippocampus3d) and its 16 validation cases; no flips
     # since 2026-12-06: the head (anterior) and tail (posterior) are told apart by position, and flips cost the
     # students 4-8 Dice points (docs/ablation_v3 ran with them; its rows without: docs/ablation_v3/hippocampus3d_noflip)
