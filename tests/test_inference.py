@@ -226,3 +226,27 @@ def test_class_argmax_equals_numpy_first_maximum_on_ties() -> None:
         assert got.dtype == np.uint8 and got[0, 0, 0] == 1 and got[1, 1, 1] == 0
         np.testing.assert_array_equal(got, arr.argmax(0))
     assert class_argmax(scores, np.int16).dtype == np.int16
+
+
+@pytest.mark.parametrize(("shape", "patch"), [((5, 13, 11), (16, 16)), ((9, 13, 11), (16, 16, 16))])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_window_labels_per_call_equal_the_argmax_of_the_probabilities(shape, patch, workers) -> None:
+    # images that fit one window are labelled call by call in the worker that ran it: the same labels as the
+    # argmax of the gathered probabilities, also for a U-Net asked for the image's region of a padded window
+    from napari_dmd.models.unet import UNet
+
+    image = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    torch.manual_seed(0)
+    for net in (_contextual(len(patch), n_classes=4), UNet(len(patch), 1, 4, (4, 8), stem=2).eval()):
+        probs = sliding_window_predict(net, image, patch, batch_size=2, workers=workers)
+        labels = predict_labels(net, image, patch, batch_size=2, workers=workers)
+        assert labels.dtype == np.uint8 and labels.shape == shape
+        np.testing.assert_array_equal(labels, probs.argmax(0))
+
+
+def test_one_window_labels_for_many_classes_are_int16() -> None:
+    image = np.linspace(-1, 1, 3 * 6 * 6, dtype=np.float32).reshape(3, 6, 6)
+    net = _pointwise(2, n_classes=300)
+    labels = predict_labels(net, image, (8, 8), num_classes=300)
+    assert labels.dtype == np.int16
+    np.testing.assert_array_equal(labels, sliding_window_predict(net, image, (8, 8)).argmax(0))
