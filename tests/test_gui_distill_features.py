@@ -490,6 +490,8 @@ def test_student_chooser_states_each_presets_size_and_measured_speed(make_napari
         assert f"{PRESET_INFO[name]['params']['2d']:,} parameters" in tip and "faster than the teacher" in tip
     w.student_combo.setCurrentText("student-fast")
     assert f"{PRESET_INFO['student-fast']['speedup']['3d']:g}x (3D)" in w.student_info.text()
+    two = PRESET_INFO["student-fast"]["speedup_two_threads"]
+    assert f"with 2 threads {two['hippocampus']:g}x / {two['chaos']:g}x" in w.student_info.text()
     w.student_combo.setCurrentText("8,16,32")  # custom channels: nothing measured to state
     assert w.student_info.text() == ""
 

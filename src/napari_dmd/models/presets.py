@@ -64,40 +64,51 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: 2.13 CPU, otherwise idle) on 2026-12-06, after the logits of the reduced-resolution students were upsampled by
 #: matrix products (docs/benchmarks.md B2); the same command before that change, an hour earlier: `student` 12.6x
 #: "3d" / 10.7x "2d", `student-tiny` 24.6x / 27.2x.
+#: ``speedup_two_threads``: the same per validation volume with 2 threads as napari-dmd runs them (idle threads
+#: asleep, window workers), the median of three runs of 2026-12-06 (docs/benchmarks/bench-b2-linear-upsample.json,
+#: bench-b2-window-workers-after-upsample.json, bench-b2-labels-per-call.json): a hippocampus volume fits one window,
+#: so the teacher uses the second core and the small students barely do.
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
-                "speedup": {"3d": 1.0, "2d": 1.0, "hippocampus": 1.0, "chaos": 1.0}},
+                "speedup": {"3d": 1.0, "2d": 1.0, "hippocampus": 1.0, "chaos": 1.0},
+                "speedup_two_threads": {"hippocampus": 1.0, "chaos": 1.0}},
     "student": {"description": "default student: half-resolution U-Net (strided stem), 5 levels of 8-64 "
                                "channels, batch norm folded at inference, bilinear logits; with DMD + Heads 99 % of "
                                "the teacher's Dice on CHAOS (4800 iterations, 5 seeds), 98.6 % on hippocampus 3D "
                                "without flips (1600 iterations, 3 seeds)",
                 "params": {"3d": 522_571, "2d": 180_283},
-                "speedup": {"3d": 14.9, "2d": 11.5, "hippocampus": 9.3, "chaos": 10.9}},
+                "speedup": {"3d": 14.9, "2d": 11.5, "hippocampus": 9.3, "chaos": 10.9},
+                "speedup_two_threads": {"hippocampus": 6.4, "chaos": 9.5}},
     "student-tiny": {"description": "tiny student: student-fast's network at half resolution in 3D, quarter "
                                     "resolution in 2D (for large slices; small structures suffer), batch norm "
                                     "folded at inference; with DMD + Heads 98.8 % of the teacher's Dice on "
                                     "hippocampus 3D without flips (1600 iterations, 3 seeds), 97.1 % on CHAOS "
                                     "(4800 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 29.6, "2d": 35.3, "hippocampus": 16.5, "chaos": 29.2}},
+                     "speedup": {"3d": 29.6, "2d": 35.3, "hippocampus": 16.5, "chaos": 29.2},
+                     "speedup_two_threads": {"hippocampus": 11.6, "chaos": 16.2}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits; with DMD + Heads 98.8 % of the "
                                     "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 30.9, "2d": 12.5, "hippocampus": 17.5, "chaos": 11.9}},
+                     "speedup": {"3d": 30.9, "2d": 12.5, "hippocampus": 17.5, "chaos": 11.9},
+                     "speedup_two_threads": {"hippocampus": 11.7, "chaos": 9.9}},
     "student-fast-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of "
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
-                          "speedup": {"3d": 27.3, "2d": 18.9, "hippocampus": 15.2, "chaos": 16.5}},
+                          "speedup": {"3d": 27.3, "2d": 18.9, "hippocampus": 15.2, "chaos": 16.5},
+                          "speedup_two_threads": {"hippocampus": 10.4, "chaos": 15.1}},
     "student-classic": {"description": "classic student (the default before 2026-12-06): full resolution, 5 levels "
                                        "of 8-64 channels, instance norm",
                         "params": {"3d": 522_571, "2d": 180_283},
-                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.4, "chaos": 2.6}},
+                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.4, "chaos": 2.6},
+                        "speedup_two_threads": {"hippocampus": 1.9, "chaos": 2.4}},
     "student-tiny-classic": {"description": "classic tiny student (student-tiny before 2026-12-06): full "
                                             "resolution, 5 levels of 4-32 channels, instance norm",
                              "params": {"3d": 172_783, "2d": 59_751},
-                             "speedup": {"3d": 4.2, "2d": 4.9, "hippocampus": 4.5, "chaos": 4.6}},
+                             "speedup": {"3d": 4.2, "2d": 4.9, "hippocampus": 4.5, "chaos": 4.6},
+                             "speedup_two_threads": {"hippocampus": 3.1, "chaos": 4.5}},
 }
 
 
@@ -106,12 +117,13 @@ def preset_summary(name: str) -> str:
     info = PRESET_INFO.get(name)
     if info is None:
         return ""
-    p, x = info["params"], info["speedup"]
+    p, x, y = info["params"], info["speedup"], info["speedup_two_threads"]
     if name == "teacher":
         return f"{p['2d']:,} parameters (2D) / {p['3d']:,} (3D); the reference for speed-ups"
     return (f"{p['2d']:,} parameters (2D) / {p['3d']:,} (3D); measured {x['2d']:g}x (2D) / {x['3d']:g}x (3D) "
             f"faster than the teacher per volume, {x['hippocampus']:g}x on hippocampus (3D) and {x['chaos']:g}x on "
-            "CHAOS validation volumes (1 CPU thread)")
+            "CHAOS validation volumes (1 CPU thread; with 2 threads "
+            f"{y['hippocampus']:g}x / {y['chaos']:g}x)")
 
 
 def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, num_classes: int,
