@@ -8,7 +8,10 @@ small matrix product per axis. Two measurements, each side by side in one proces
   ``F.interpolate`` as before, for the whole window and for the image's region of it); labels checked equal;
 * per operation (``--ops``): the upsampling alone, forward and forward + backward (a training step's share), on
   the logits the stem students make of their windows;
-* per training pass (``--train``): a student's forward + backward on a training batch, both ways.
+* per training pass (``--train``): a student's forward + backward on a training batch, both ways;
+* per DMD step (``--step``): ``napari-dmd bench step``'s whole DMD step (the teacher's forward, the student's forward
+  and backward, every loss) with the multi-scale losses' ``upsample_like`` by matrix products or by
+  ``F.interpolate``, alternating, 3D hippocampus-sized and 2D CHAOS-sized batches, one thread.
 
 Run it as the product runs::
 
@@ -16,11 +19,14 @@ Run it as the product runs::
         --threads 2 --repeats 3 --json docs/benchmarks/bench-b2-linear-upsample.json
     python benchmarks/bench_linear_upsample.py --ops
     python benchmarks/bench_linear_upsample.py --train
+    python benchmarks/bench_linear_upsample.py --step
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import math
 import statistics
 import sys
@@ -129,8 +135,43 @@ def train(repeats: int = 10) -> None:
         print(f"| {name} ({dims}D) | {'x'.join(map(str, shape))} | {o:.1f} | {n:.1f} | {o / n:.2f}x |")
 
 
+def _interpolated_like(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``distill.scales.upsample_like`` as it was: ``F.interpolate`` to ``size``."""
+    size = tuple(int(v) for v in size)
+    if tuple(logits.shape[2:]) == size:
+        return logits
+    mode = "trilinear" if len(size) == 3 else "bilinear"
+    return F.interpolate(logits.float(), size=size, mode=mode, align_corners=False)
+
+
+def step(rounds: int = 4) -> None:
+    """Print the median DMD step both ways (``bench_step``'s own median of 5 per round, rounds alternating)."""
+    from napari_dmd.bench.step import bench_step
+    from napari_dmd.distill import losses, scales
+
+    torch.set_num_threads(1)
+    matmul = scales.upsample_like
+    print("| DMD step (1 thread) | F.interpolate, ms | matrix products, ms | gain |")
+    print("|---|---:|---:|---:|")
+    for dims, patch, batch in ((3, [40, 56, 40], 2), (2, [128, 128], 4)):
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        try:
+            for r in range(rounds):
+                for key, fn in (("old", _interpolated_like), ("new", matmul))[:: 1 if r % 2 else -1]:
+                    losses.upsample_like = scales.upsample_like = fn
+                    with contextlib.redirect_stdout(io.StringIO()):  # bench_step prints its own table
+                        res = bench_step(dims=dims, patch=patch, batch=batch, repeats=5)
+                    times[key].append(res["dmd_step_s"])
+        finally:
+            losses.upsample_like = scales.upsample_like = matmul
+        o, n = (1000 * statistics.median(times[k]) for k in ("old", "new"))
+        print(f"| {dims}D, batch {batch} x {'x'.join(map(str, patch))} | {o:.1f} | {n:.1f} | {o / n:.2f}x |")
+
+
 if __name__ == "__main__":
-    if "--train" in sys.argv:
+    if "--step" in sys.argv:
+        step()
+    elif "--train" in sys.argv:
         train()
     elif "--ops" in sys.argv:
         ops()

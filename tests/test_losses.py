@@ -165,6 +165,24 @@ def close(a, b, tol=1e-9):
 
 
 # -------------------------------------------------------------------------------- values vs reference
+@pytest.mark.parametrize(("small", "size"), [((2, 3), (4, 6)), ((2, 3), (8, 3)), ((3, 2), (9, 8)),
+                                             ((2, 2, 3), (4, 8, 6)), ((1, 2, 2), (2, 2, 8))])
+def test_upsample_like_by_whole_multiples_matches_reference(small, size):
+    # sizes that are whole multiples per axis take the matrix-product path (models.linear_upsample)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, *small, generator=g, dtype=torch.float64)
+    out = upsample_like(x, size)
+    assert out.shape == (2, 3, *size)
+    assert torch.allclose(out, ref_upsample(x, size), atol=1e-12)
+    xg = x.clone().requires_grad_()
+    (upsample_like(xg, size) * torch.arange(out.numel(), dtype=torch.float64).view(out.shape)).sum().backward()
+    xr = x.clone().requires_grad_()
+    mode = "trilinear" if len(size) == 3 else "bilinear"
+    (torch.nn.functional.interpolate(xr, size=size, mode=mode, align_corners=False)
+     * torch.arange(out.numel(), dtype=torch.float64).view(out.shape)).sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, atol=1e-9)
+
+
 @pytest.mark.parametrize("dim", ["2d", "3d"])
 def test_upsample_like_matches_reference(dim):
     _, teacher, _, scales = make(dim)
