@@ -1,14 +1,14 @@
-"""Bilinear / trilinear upsampling by an integer factor as one small matrix product per axis.
+"""Bilinear / trilinear upsampling by integer factors as one small matrix product per axis.
 
 ``F.interpolate(x, scale_factor=f, mode="bilinear" | "trilinear", align_corners=False)`` is separable: along each
 axis, output ``o`` reads the source at ``(o + 0.5) / f - 0.5`` (clamped at 0) between its floor and the next index
-(the last one repeated). :func:`linear_upsample` applies that as a ``(f * n, n)`` weight matrix per axis (a factor per axis allowed), which on
-one CPU thread, on the logits of the students that compute at reduced resolution, ran as fast as ``F.interpolate`` in
-2D by 2, 2.2x faster in 2D by 4 and 6-7x faster in 3D by 2, and 1.6-4x faster forward and backward
-(``benchmarks/bench_linear_upsample.py --ops``; the interpolation had been 40 % of ``student-tiny``'s time on
-256x256 slices). The weights of power-of-two factors are exact in binary, so the result
-equals ``F.interpolate``'s to float rounding (other factors: to float32 rounding of the weights). A ``region`` computes only those output rows per axis (the same values as
-the crop of the whole).
+(the last one repeated). :func:`linear_upsample` applies that as a ``(f * n, n)`` weight matrix per axis (a factor
+per axis allowed). On one CPU thread, on the logits of the students that compute at reduced resolution, that ran
+as fast as ``F.interpolate`` in 2D by 2, 2.2x faster in 2D by 4 and 6-7x faster in 3D by 2, and 1.6-4x faster
+forward and backward (``benchmarks/bench_linear_upsample.py --ops``; the interpolation had been 40 % of
+``student-tiny``'s time on 256x256 slices). The weights of power-of-two factors are exact in binary, so the result
+equals ``F.interpolate``'s to float rounding (other factors: to float32 rounding of its weights). A ``region``
+computes only those output rows per axis (the same values as the crop of the whole).
 """
 
 from __future__ import annotations
