@@ -217,11 +217,16 @@ def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+def label_dtype(n_classes: int) -> type[np.integer]:
+    """The label map's dtype for ``n_classes``: uint8, or int16 with more than 255 classes."""
+    return np.uint8 if n_classes <= 255 else np.int16
+
+
 def window_labels(logits: torch.Tensor) -> torch.Tensor:
     """(B, *spatial) labels of CPU logits (B, C, *spatial): their argmax over the classes by :func:`class_argmax`
-    (ties: the first class), uint8, or int16 with more than 255 classes."""
+    (ties: the first class), as :func:`label_dtype`."""
     scores = np.moveaxis(logits.numpy(), 1, 0)
-    return torch.from_numpy(class_argmax(scores, np.uint8 if scores.shape[0] <= 255 else np.int16))
+    return torch.from_numpy(class_argmax(scores, label_dtype(scores.shape[0])))
 
 
 def _sliding_window_logits(
@@ -373,15 +378,13 @@ def predict_labels(
         raise TypeError(f"predict_labels() got unexpected keyword arguments: {', '.join(unknown)}")
     args = {**known, **kw}
     logits = _sliding_window_logits(predictor, image, patch_size, labels=True, **args)
-    workers = args["workers"]
     if not logits.is_floating_point():  # images that fit one window: labelled per call (_one_window_logits)
         return logits.numpy()
-    n_classes = logits.shape[0]
-    dtype = np.uint8 if n_classes <= 255 else np.int16
+    dtype = label_dtype(logits.shape[0])
     # argmax of the blended logits == argmax of their softmax; on the CPU a running maximum over the classes (torch's
     # argmax over the first axis of a (C, *S) tensor is 4-5x slower there, NumPy's 2x), on CUDA torch's on the device
     if logits.device.type == "cpu":
-        return class_argmax(logits.numpy(), dtype, workers)
+        return class_argmax(logits.numpy(), dtype, args["workers"])
     return logits.argmax(dim=0).cpu().numpy().astype(dtype)
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear_upsample import linear_upsample
+from .linear_upsample import linear_upsample, upsample
 
 NORMS = ("instance", "batch", "group", "none")
 BLOCKS = ("conv", "dsconv")
@@ -135,14 +135,12 @@ class LogitUpsampler(nn.Module):
         return linear_upsample(x, self.factor, region)
 
     def _interpolate(self, x: torch.Tensor) -> torch.Tensor:
-        """Linear interpolation by ``factor``: per-axis matrix products in eager PyTorch (:func:`linear_upsample`,
-        up to 7x faster on the CPU), ``F.interpolate`` when scripted, traced or compiled (export keeps any size)."""
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
+        """Linear interpolation by ``factor``: per-axis matrix products in eager PyTorch (:func:`upsample`, up to 7x
+        faster on the CPU), ``F.interpolate`` when scripted, traced or compiled (export keeps any size)."""
+        if torch.jit.is_scripting():
             return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
         return self._eager_interpolate(x)
 
     @torch.jit.unused
     def _eager_interpolate(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return F.interpolate(x, scale_factor=float(self.factor), mode=self.interp, align_corners=False)
-        return linear_upsample(x, self.factor)
+        return upsample(x, self.factor)

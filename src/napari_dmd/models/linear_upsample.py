@@ -17,8 +17,9 @@ import functools
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["linear_upsample", "linear_weights"]
+__all__ = ["linear_upsample", "linear_weights", "upsample"]
 
 
 @functools.lru_cache(maxsize=128)
@@ -65,3 +66,13 @@ def linear_upsample(x: torch.Tensor, factor: int | Sequence[int],
         n, c, d, h, w = y.shape
         y = (mats[0] @ y.reshape(n, c, d, h * w)).reshape(n, c, mats[0].shape[0], h, w)
     return y
+
+
+def upsample(x: torch.Tensor, factor: int | Sequence[int]) -> torch.Tensor:
+    """:func:`linear_upsample` in eager PyTorch; ``F.interpolate`` (the same values) while traced (ONNX export) or
+    compiled, which keep any input size."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        scale = float(factor) if isinstance(factor, int) else tuple(float(f) for f in factor)
+        mode = "trilinear" if x.dim() == 5 else "bilinear"
+        return F.interpolate(x, scale_factor=scale, mode=mode, align_corners=False)
+    return linear_upsample(x, factor)
