@@ -1,14 +1,17 @@
 """B2: Dice against latency of today's presets (the Pareto plot the README shows), from committed measurements.
 
-Nothing is trained or timed here. Latency: the median ms per validation volume on one CPU thread of the Intel
-development VM, as the Segmenter runs today (``bench_linear_upsample.py --threads 1``, its "matmul" arm, 3
-repeats; both datasets). Dice: each preset's DMD runs with DMD's default (head supervision, "dmd-hs"), the
-longest budget measured for it, mean ± sd over seeds, from the job files named in :data:`RUNS` (the budget is in
-each label: runs of different budgets are not a like-for-like ranking). Presets without such runs are left out.
+Nothing is trained or timed here. Latency: the median ms per validation volume on one CPU thread (``--threads 2``:
+two, idle threads asleep, as napari-dmd runs) of the Intel development VM, as the Segmenter runs today
+(``bench_linear_upsample.py --threads 1`` / ``2``, its "matmul" arm, 3 repeats; both datasets). Dice: each
+preset's DMD runs with DMD's default (head supervision, "dmd-hs"), the longest budget measured for it, mean ± sd
+over seeds, from the job files named in :data:`RUNS` (the budget is in each label: runs of different budgets are
+not a like-for-like ranking). Presets without such runs are left out.
 Example::
 
     python benchmarks/b2_pareto_plot.py --png docs/images/b2_dice_latency_presets.png \
         --json docs/benchmarks/bench-b2-pareto-presets.json
+    python benchmarks/b2_pareto_plot.py --threads 2 --png docs/images/b2_dice_latency_presets_2threads.png \
+        --json docs/benchmarks/bench-b2-pareto-presets-2threads.json
 """
 
 from __future__ import annotations
@@ -23,15 +26,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fast_students_report's plotting helpers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-#: latency JSON and the arm that is today's pipeline, per dataset
-LATENCY = {ds: ("benchmarks/bench-b2-linear-upsample-1thread.json", "ms_matmul") for ds in ("hippocampus3d", "chaos")}
-TEACHER = {ds: f"ablation_v4/jobs/{ds}_teacher_none_s0.json" for ds in LATENCY}
+#: latency JSON per thread count (its "matmul" arm is today's pipeline): the presets as of 2026-12-06, 17:00 UTC
+LATENCY = {1: "benchmarks/bench-b2-3d-presets-1thread.json", 2: "benchmarks/bench-b2-3d-presets-2threads.json"}
+ARM = "ms_matmul"
+DATASETS = ("hippocampus3d", "chaos")
+TEACHER = {ds: f"ablation_v4/jobs/{ds}_teacher_none_s0.json" for ds in DATASETS}
 #: per dataset: preset -> (glob of its DMD-default job files under docs/, what the label says about the budget)
 RUNS = {
     "hippocampus3d": {
-        "student": ("ablation_cpu4x/student-fast-deep-noflip/hippocampus3d_full_dmd-hs_*_s[0-9].json", "1600 it."),
-        "student-tiny": ("ablation_cpu4x/student-fast-noflip/hippocampus3d_full_dmd-hs_*_s[0-9].json",
-                         "= student-fast in 3D, 1600 it."),
+        "student": ("ablation_cpu4x/student-fast-noflip/hippocampus3d_full_dmd-hs_*_s[0-9].json",
+                    "= student-fast in 3D, 1600 it."),
+        "student-tiny": ("ablation_cpu4x/student-tiny-noflip/hippocampus3d_full_dmd-hs_*_s[0-9].json", "1600 it."),
+        "student-fast-deep": ("ablation_cpu4x/student-fast-deep-noflip/hippocampus3d_full_dmd-hs_*_s[0-9].json",
+                              "1600 it."),
         "student-classic": ("ablation_v3/hippocampus3d_noflip/jobs/hippocampus3d_full_dmd-hs_*_s[0-9].json",
                             "400 it."),
     },
@@ -43,11 +50,12 @@ RUNS = {
 }
 
 
-def collect() -> dict[str, dict[str, dict]]:
+def collect(threads: int = 1) -> dict[str, dict[str, dict]]:
     """Rows per dataset and preset: ms, speed-up, Dice runs, mean, sd, retention, label."""
     out: dict[str, dict[str, dict]] = {}
-    for ds, (lat_file, arm) in LATENCY.items():
-        lat = json.loads((DOCS / lat_file).read_text())["datasets"][ds]
+    arm = ARM
+    for ds in DATASETS:
+        lat = json.loads((DOCS / LATENCY[threads]).read_text())["datasets"][ds]
         teacher = json.loads((DOCS / TEACHER[ds]).read_text())["mean_dice"]
         rows = {"teacher": {"ms": lat["teacher"][arm], "dice_runs": [teacher], "label": "teacher"}}
         for preset, (pattern, budget) in RUNS[ds].items():
@@ -66,7 +74,7 @@ def collect() -> dict[str, dict[str, dict]]:
     return out
 
 
-def plot(res: dict[str, dict[str, dict]], png: Path) -> None:
+def plot(res: dict[str, dict[str, dict]], png: Path, threads: int = 1) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +91,7 @@ def plot(res: dict[str, dict[str, dict]], png: Path) -> None:
             ax.errorbar(r["ms"], r["dice"], yerr=r["dice_sd"], fmt="s" if n == "teacher" else "o", color=color,
                         capsize=3, zorder=2)
             text = r["label"] if n == "teacher" else f"{r['label']}\n{r['speedup']:.1f}x, {100 * r['retention']:.1f} %"
-            above = n == "student-tiny"  # the others' labels go below their points
+            above = n in ("student-tiny", "student-fast-deep")  # the others' labels go below their points
             ax.annotate(text, (r["ms"], r["dice"]), textcoords="offset points", fontsize=7.5,
                         xytext=(6, 6) if above else (6, -18), va="bottom" if above else "top")
         t = rows["teacher"]["dice"]
@@ -92,7 +100,8 @@ def plot(res: dict[str, dict[str, dict]], png: Path) -> None:
         ms = [r["ms"] for r in rows.values()]
         log_ms_axis(ax, ms)
         ax.set_xlim(min(ms) / 1.3, max(ms) * 2.2)
-        ax.set_xlabel("ms per validation volume (1 CPU thread, Intel VM, log)")
+        what = "1 CPU thread" if threads == 1 else f"{threads} threads as napari-dmd runs"
+        ax.set_xlabel(f"ms per validation volume ({what}, Intel VM, log)")
         ax.set_ylabel("mean Dice, DMD + Heads (mean ± sd over seeds)")
         ax.set_title(titles.get(ds, ds))
         ax.legend(fontsize=7, loc="lower right")
@@ -105,8 +114,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--png", default="docs/images/b2_dice_latency_presets.png")
     p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--threads", type=int, choices=sorted(LATENCY), default=1)
     a = p.parse_args()
-    res = collect()
+    res = collect(a.threads)
     for ds, rows in res.items():
         print(f"\n{ds}\n| preset | ms/volume | speed-up | Dice (runs) | retention |\n|---|---:|---:|---:|---:|")
         for r in rows.values():
@@ -114,7 +124,7 @@ def main() -> None:
                   f"{100 * r['dice_sd']:.2f} ({len(r['dice_runs'])}) | {100 * r['retention']:.1f} % |")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
-    plot(res, Path(a.png))
+    plot(res, Path(a.png), a.threads)
 
 
 if __name__ == "__main__":

@@ -43,12 +43,14 @@ def test_every_preset_shapes_and_feature_scales(name, dims, shape):
     with torch.no_grad():
         logits, feats = net(torch.randn(2, 1, *shape), return_features=True)
     assert logits.shape == (2, 3, *shape)
-    assert len(feats) == len(net.feature_strides) == len(net.feature_channels) >= 3
+    least = 2 if (name, dims) == ("student-tiny", 3) else 3  # 3D tiny: one head scale (1/4) + the output stage
+    assert len(feats) == len(net.feature_strides) == len(net.feature_channels) >= least
     for f, stride, ch in zip(feats, net.feature_strides, net.feature_channels):
         assert f.shape[1] == ch
         assert tuple(f.shape[2:]) == tuple(-(-n // stride) for n in shape)
     assert net.feature_strides[-1] == net.stem  # the finest decoder stage runs at the stem's resolution
-    stem = {"student-tiny": 4 if dims == 2 else 2, "student": 2, "student-fast": 2, "student-fast-tiny": 2}
+    stem = {"student-tiny": 4 if dims == 2 else 2, "student": 2, "student-fast": 2, "student-fast-deep": 2,
+            "student-fast-tiny": 2}
     assert net.stem == stem.get(name, 1)
     assert PRESET_INFO[name]["params"][f"{dims}d"] == count_parameters(net)
 
@@ -96,7 +98,9 @@ def test_fast_students_use_batch_norm_unless_overridden():
 def test_the_tiny_student_runs_at_half_resolution_in_3d_and_quarter_in_2d():
     three, two = build_model("student-tiny", 3, 3), build_model("student-tiny", 2, 3)
     assert (three.stem, two.stem) == (2, 4)
-    assert three.config()["channels"] == build_model("student-fast", 3, 3).config()["channels"]
+    assert (three.channels, three.norm, three.feature_strides) == ((8, 16, 24), "batch", [4, 2])  # 3 levels
+    assert three.eval()(torch.randn(1, 1, 24, 32, 24)).shape == (1, 3, 24, 32, 24)
+    assert count_parameters(three) < count_parameters(build_model("student", 3, 3)) / 2
     assert build_model("student-tiny", 2, 3, stem=2).stem == 2  # an explicit option still wins
     x = torch.randn(1, 1, 70, 50)
     logits, feats = two.eval()(x, return_features=True)
@@ -184,12 +188,18 @@ def test_bench_presets_quick_lists_every_model(capsys):
         bench_presets("student-huge", quick=True)
 
 
-def test_default_student_is_the_fast_deep_design_and_the_old_name_still_builds_it():
-    new, alias, old = (build_model(n, 3, 3) for n in ("student", "student-fast-deep", "student-classic"))
-    assert new.config() == alias.config()
-    assert (new.norm, new.stem, new.channels) == ("batch", 2, (8, 16, 24, 40, 64))
+def test_default_student_is_the_fast_deep_design_in_2d_and_the_fast_design_in_3d():
+    two, deep2 = build_model("student", 2, 3), build_model("student-fast-deep", 2, 3)
+    assert two.config() == deep2.config()
+    assert (two.norm, two.stem, two.channels) == ("batch", 2, (8, 16, 24, 40, 64))
+    three, fast3 = build_model("student", 3, 3), build_model("student-fast", 3, 3)
+    assert three.config() == fast3.config()
+    assert (three.norm, three.stem, three.channels) == ("batch", 2, (8, 16, 24, 40))
+    assert build_model("student-fast-deep", 3, 3).channels == (8, 16, 24, 40, 64)  # kept for comparison
+    old = build_model("student-classic", 3, 3)
     assert (old.norm, old.stem, old.channels) == ("instance", 1, (8, 16, 24, 40, 64))
-    assert len(new.feature_strides) == 4 and new.feature_strides[-1] == 2  # heads at 4 scales, finest at 1/2
+    assert len(two.feature_strides) == 4 and two.feature_strides[-1] == 2  # heads at 4 scales, finest at 1/2
+    assert three.feature_strides == [8, 4, 2]
 
 
 def test_as_trained_rebuilds_a_renamed_presets_architecture():

@@ -483,8 +483,8 @@ def test_student_chooser_states_each_presets_size_and_measured_speed(make_napari
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-dmd", "Distill")
     names = [w.student_combo.itemText(i) for i in range(w.student_combo.count())]
-    assert names == ["student", "student-tiny", "student-fast", "student-fast-tiny", "student-classic",
-                     "student-tiny-classic"]
+    assert names == ["student", "student-tiny", "student-fast", "student-fast-deep", "student-fast-tiny",
+                     "student-classic", "student-tiny-classic"]
     for i, name in enumerate(names):
         tip = w.student_combo.itemData(i, Qt.ItemDataRole.ToolTipRole)
         assert f"{PRESET_INFO[name]['params']['2d']:,} parameters" in tip and "faster than the teacher" in tip

@@ -92,3 +92,32 @@ def test_only_a_former_meaning_of_the_same_name_is_taken_from_a_checkpoint():
     assert tuple(as_trained(model, saved, "student-tiny").channels) == (4, 8, 16, 24, 32)
     other = {**saved, "channels": [4, 8, 16, 24, 48]}  # not what student-tiny meant
     assert as_trained(model, other, "student-tiny") is model
+
+
+def test_a_3d_run_of_the_former_default_and_tiny_students_resumes_as_trained(tmp_path):
+    """In 3D ``student`` was ``student-fast-deep``'s network and ``student-tiny`` ``student-fast``'s until 2026-12-06
+    (night): a run saved then resumes with the network it trained."""
+    cases = phantom_cases(3, 3)
+    for name, former in (("student", "student-fast-deep"), ("student-tiny", "student-fast")):
+        cfg = {**TINY, "model": former, "patch_size": [16, 32, 32]}
+        d = Distiller(TrainConfig(iterations=1, **cfg), cases, output_dir=tmp_path / name)
+        d.run_to_end()
+        ckpt = load_checkpoint(d.last_path)  # as written when that network was `name` in 3D
+        ckpt["config"]["model"] = name
+        save_checkpoint(d.last_path, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+        was = build_model(former, 3, d.num_classes).channels
+        assert build_model(name, 3, d.num_classes).channels != was  # the name now means another network
+        resumed = Distiller(TrainConfig(iterations=2, **{**cfg, "model": name}), cases, output_dir=tmp_path / name,
+                            resume=d.last_path)
+        assert resumed.model.channels == was and resumed.model.stem == 2
+        assert resumed.run_to_end()["iteration"] == 2
+
+
+def test_a_former_3d_meaning_is_not_taken_in_2d_unless_it_built_the_same_network():
+    from napari_dmd.models.presets import as_trained
+
+    saved = build_model("student-fast-deep", 3, 3).config()  # the five-level 3D network
+    model = build_model("student", 3, 3)
+    assert tuple(as_trained(model, saved, "student").channels) == (8, 16, 24, 40, 64)
+    assert as_trained(model, saved, "student-fast") is model  # not a former meaning of that name
+    assert as_trained(model, {**saved, "stem": 1}, "student") is model  # not what any former meaning built

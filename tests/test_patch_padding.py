@@ -42,8 +42,9 @@ def test_a_checkpoints_window_is_rounded_up_to_the_models_stride(tmp_path):
 
     assert stride_window([16, 48, 48], 32) == [32, 64, 64]  # the model pads to these anyway
     assert stride_window([40, 56, 40], 16) == [48, 64, 48] and stride_window([64, 96], 32) == [64, 96]
-    for preset, patch, window in (("student", [16, 48, 48], [32, 64, 64]), ("student-classic", [16, 48, 48],
-                                                                            [16, 48, 48])):
+    for preset, patch, window in (("student-fast-deep", [16, 48, 48], [32, 64, 64]),  # total stride 32
+                                  ("student", [16, 48, 48], [16, 48, 48]),  # 3D: 16, the patch already fits
+                                  ("student-classic", [16, 48, 48], [16, 48, 48])):
         net = build_model(preset, 3, 3)
         path = save_checkpoint(tmp_path / f"{preset}.pt", {"kind": "student", "model": net.config(),
                                                            "state_dict": net.state_dict(), "patch_size": patch})

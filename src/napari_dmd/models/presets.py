@@ -1,20 +1,21 @@
 """Named model sizes: a teacher, the default (fast) student, the tiny students and the classic students.
 
 ``student`` (the default since 2026-12-06) uses batch norm (folded into the convs at inference) and a strided stem:
-the U-Net runs at half resolution with five levels of 8-64 channels and its logits are upsampled bilinearly. It
-meets the targets for the default (>= 8x faster than ``teacher`` at >= 98 % of its Dice, DMD + Heads): CHAOS 8.5x /
-99 % (4800 iterations, 5 seeds), hippocampus 3D 8.9x / 98.6 % without flips (1600 iterations, 3 seeds;
-docs/results.md). It was measured under the name ``student-fast-deep``, still accepted (:data:`PRESET_ALIASES`).
-``student-classic`` is the default student before that day (full resolution, instance norm, the same channels),
-kept for comparison; checkpoints and run folders made with the old ``student`` hold their architecture and load,
-resume and start correction rounds as they were trained. ``student-tiny`` (since 2026-12-06, evening) is
-``student-fast``'s network (four levels of 8-40 channels, batch norm) with a stem of stride 2 in 3D and 4 in 2D: the
-same 8x fewer positions per level in either (15.1x / 98.8 % on hippocampus 3D; 2D at quarter resolution, for large
-slices, docs/results.md); the tiny student before that day, full resolution and instance norm with 4-32 channels,
-is ``student-tiny-classic`` (:data:`FORMER_PRESETS`). The other fast students: ``student-fast`` four levels of 8-40
-channels at half resolution, ``student-fast-tiny`` five levels of 4-32 (four levels of 4-24 was faster but lost a
-whole class in 2 of 3 DMD runs on hippocampus); chosen by per-volume latency against ``teacher``
-(``benchmarks/fast_students_latency.py``, docs/benchmarks.md B2).
+the U-Net runs at half resolution and its logits are upsampled bilinearly. In 2D it has five levels of 8-64
+channels (measured as ``student-fast-deep``: CHAOS 8.5x / 99 % of the teacher's Dice, DMD + Heads, 4800 iterations,
+5 seeds); in 3D, since 2026-12-06 (17:00 UTC), four levels of 8-40 (``student-fast``'s network: hippocampus 3D 98.8 %
+without flips at 1600 iterations, 3 seeds, and 10.9x faster than the teacher with 2 threads where the five-level
+network made 6.2x: a hippocampus volume is one window, and a small network's many small operations do not share a
+second core; docs/results.md). Channels and options may differ per spatial dims (a dict keyed by 2 and 3).
+``student-classic`` is the default student before 2026-12-06 (full resolution, instance norm, 8-64 channels), kept
+for comparison, as is ``student-fast-deep`` (the five-level network in 3D too). ``student-tiny`` (since 2026-12-06,
+evening) is ``student-fast``'s network with a stem of stride 4 in 2D (for large slices; small structures suffer) and,
+since 17:00 UTC that day, three levels of 8-24 channels at half resolution in 3D (a quarter-resolution 3D student cannot
+reach 95 % on hippocampus: its ceiling is 78 Dice). Checkpoints and run folders made under a name's earlier meaning
+(:data:`FORMER_PRESETS`) hold their architecture and load, resume and start correction rounds as they were trained.
+The other fast students: ``student-fast`` four levels of 8-40 channels at half resolution, ``student-fast-tiny``
+five levels of 4-32; chosen by per-volume latency against ``teacher`` (``benchmarks/fast_students_latency.py``,
+``benchmarks/bench_3d_student_candidates.py``, docs/benchmarks.md B2).
 """
 
 from __future__ import annotations
@@ -25,21 +26,27 @@ from torch import nn
 
 from .unet import UNet
 
-PRESETS: dict[str, tuple[int, ...]] = {
+Channels = tuple[int, ...]
+#: Channels per level of each preset, or per spatial dims (``{2: ..., 3: ...}``).
+PRESETS: dict[str, Channels | dict[int, Channels]] = {
     "teacher": (16, 32, 64, 128, 256),
-    "student": (8, 16, 24, 40, 64),
-    "student-tiny": (8, 16, 24, 40),
+    "student": {2: (8, 16, 24, 40, 64), 3: (8, 16, 24, 40)},
+    "student-tiny": {2: (8, 16, 24, 40), 3: (8, 16, 24)},
     "student-fast": (8, 16, 24, 40),
+    "student-fast-deep": (8, 16, 24, 40, 64),
     "student-fast-tiny": (4, 8, 16, 24, 32),
     "student-classic": (8, 16, 24, 40, 64),
     "student-tiny-classic": (4, 8, 16, 24, 32),
 }
 
 #: Former preset names and the preset each now means (``build_model`` accepts them; choosers do not list them).
-PRESET_ALIASES: dict[str, str] = {"student-fast-deep": "student"}
-#: What a preset name meant before it was given to another network (2026-12-06): a run saved under the old meaning
-#: resumes and starts correction rounds with that network (:func:`as_trained`).
-FORMER_PRESETS: dict[str, str] = {"student": "student-classic", "student-tiny": "student-tiny-classic"}
+PRESET_ALIASES: dict[str, str] = {}
+#: What a preset name meant before it was given to another network (2026-12-06): a run saved under an old meaning
+#: resumes and starts correction rounds with that network (:func:`as_trained`). ``student`` was
+#: ``student-classic`` until 2026-12-06 and ``student-fast-deep`` in 3D until 17:00 UTC that day; ``student-tiny``
+#: was ``student-tiny-classic`` until that evening and ``student-fast`` in 3D until 17:00 UTC.
+FORMER_PRESETS: dict[str, tuple[str, ...]] = {"student": ("student-classic", "student-fast-deep"),
+                                              "student-tiny": ("student-tiny-classic", "student-fast")}
 
 _FAST = {"norm": "batch", "stem": 2, "upsample": "bilinear", "block": "conv"}
 #: Architecture options of each preset besides its channels (UNet keyword arguments); none = classic U-Net.
@@ -48,6 +55,7 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
     "student": dict(_FAST),
     "student-tiny": {**_FAST, "stem": {2: 4, 3: 2}},  # per spatial dims
     "student-fast": dict(_FAST),
+    "student-fast-deep": dict(_FAST),
     "student-fast-tiny": dict(_FAST),
     "student-classic": {"norm": "instance"},
     "student-tiny-classic": {"norm": "instance"},
@@ -57,59 +65,68 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: 3 classes. ``speedup``: per-volume latency of teacher / preset, untrained models, sliding window with Gaussian
 #: blending, interleaved in one process, 1 CPU thread, batch norm folded, the Segmenter's own windows per call:
 #: "3d" = a 48x64x48 volume with patch 40x56x40, "2d" = 8 slices of 256x256 with patch 128x128 (slice-wise)
-#: (`napari-dmd bench inference --presets all`, docs/benchmarks/bench-b2-presets-linear-upsample.json); "hippocampus" /
+#: (`napari-dmd bench inference --presets all`, docs/benchmarks/bench-b2-presets-3d-students.json); "hippocampus" /
 #: "chaos" = median per validation volume of hippocampus 3D (patch 40x56x40) and CHAOS (2D, patch 128x128)
 #: (`benchmarks/bench_linear_upsample.py --threads 1`, its "matmul" arm, docs/benchmarks/
-#: bench-b2-linear-upsample-1thread.json). Measured on the shared 2-core development VM (Intel Xeon, Linux, torch
-#: 2.13 CPU, otherwise idle) on 2026-12-06, after the logits of the reduced-resolution students were upsampled by
-#: matrix products (docs/benchmarks.md B2); the same command before that change, an hour earlier: `student` 12.6x
-#: "3d" / 10.7x "2d", `student-tiny` 24.6x / 27.2x.
-#: ``speedup_two_threads``: the same per validation volume with 2 threads as napari-dmd runs them (idle threads
-#: asleep, window workers), the median of three runs of 2026-12-06 (docs/benchmarks/bench-b2-linear-upsample.json,
-#: bench-b2-window-workers-after-upsample.json, bench-b2-labels-per-call.json): a hippocampus volume fits one window,
-#: so the teacher uses the second core and the small students barely do.
+#: bench-b2-3d-presets-1thread.json). ``speedup_two_threads``: the same per validation volume with 2 threads as
+#: napari-dmd runs them (idle threads asleep, window workers), the lower of two runs (bench-b2-3d-presets-2threads
+#: .json and -2threads-run2.json): a hippocampus volume fits one window, so the teacher uses the second core and
+#: the small students barely do. Measured on the shared 2-core development VM (Intel Xeon, Linux, torch 2.13 CPU,
+#: otherwise idle) on 2026-12-06 at 18:07-18:12 UTC, with the 3D presets of 17:00 UTC (docs/benchmarks.md B2).
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
                 "speedup": {"3d": 1.0, "2d": 1.0, "hippocampus": 1.0, "chaos": 1.0},
                 "speedup_two_threads": {"hippocampus": 1.0, "chaos": 1.0}},
-    "student": {"description": "default student: half-resolution U-Net (strided stem), 5 levels of 8-64 "
-                               "channels, batch norm folded at inference, bilinear logits; with DMD + Heads 99 % of "
-                               "the teacher's Dice on CHAOS (4800 iterations, 5 seeds), 98.6 % on hippocampus 3D "
-                               "without flips (1600 iterations, 3 seeds)",
-                "params": {"3d": 522_571, "2d": 180_283},
-                "speedup": {"3d": 14.9, "2d": 11.5, "hippocampus": 9.3, "chaos": 10.9},
-                "speedup_two_threads": {"hippocampus": 6.4, "chaos": 9.5}},
-    "student-tiny": {"description": "tiny student: student-fast's network at half resolution in 3D, quarter "
-                                    "resolution in 2D (for large slices; small structures suffer), batch norm "
-                                    "folded at inference; with DMD + Heads 98.8 % of the teacher's Dice on "
-                                    "hippocampus 3D without flips (1600 iterations, 3 seeds), 97.1 % on CHAOS "
-                                    "(4800 iterations, 3 seeds)",
-                     "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 29.6, "2d": 35.3, "hippocampus": 16.5, "chaos": 29.2},
-                     "speedup_two_threads": {"hippocampus": 11.6, "chaos": 16.2}},
+    "student": {"description": "default student: half-resolution U-Net (strided stem), 5 levels of 8-64 channels "
+                               "in 2D, 4 levels of 8-40 in 3D, batch norm folded at inference, bilinear logits; "
+                               "with DMD + Heads 99 % of the teacher's Dice on CHAOS (4800 iterations, 5 seeds), "
+                               "98.8 % on hippocampus 3D without flips (1600 iterations, 3 seeds)",
+                "params": {"3d": 192_323, "2d": 180_283},
+                "speedup": {"3d": 26.1, "2d": 11.2, "hippocampus": 16.0, "chaos": 10.0},
+                "speedup_two_threads": {"hippocampus": 9.1, "chaos": 8.9}},
+    "student-tiny": {"description": "tiny student: half-resolution U-Net of 3 levels of 8-24 channels in 3D, "
+                                    "student-fast's network at quarter resolution in 2D (for large slices; small "
+                                    "structures suffer), batch norm folded at inference; with DMD + Heads 97.1 % "
+                                    "of the teacher's Dice on CHAOS (4800 iterations, 3 seeds), 99.1 % on "
+                                    "hippocampus 3D without flips (1600 iterations, 3 seeds)",
+                     "params": {"3d": 68_587, "2d": 66_483},
+                     "speedup": {"3d": 47.0, "2d": 33.0, "hippocampus": 25.3, "chaos": 27.6},
+                     "speedup_two_threads": {"hippocampus": 14.8, "chaos": 13.6}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits; with DMD + Heads 98.8 % of the "
                                     "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 30.9, "2d": 12.5, "hippocampus": 17.5, "chaos": 11.9},
-                     "speedup_two_threads": {"hippocampus": 11.7, "chaos": 9.9}},
+                     "speedup": {"3d": 30.4, "2d": 12.3, "hippocampus": 17.2, "chaos": 11.1},
+                     "speedup_two_threads": {"hippocampus": 9.9, "chaos": 8.9}},
+    "student-fast-deep": {"description": "fast deep student (the default student in 3D until 2026-12-06, 17:00 UTC): "
+                                         "half-resolution U-Net (strided stem), 5 levels of 8-64 channels, batch "
+                                         "norm folded at inference, bilinear logits; with DMD + Heads 98.6 % of the "
+                                         "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
+                          "params": {"3d": 522_571, "2d": 180_283},
+                          "speedup": {"3d": 15.3, "2d": 11.0, "hippocampus": 10.1, "chaos": 10.1},
+                          "speedup_two_threads": {"hippocampus": 5.8, "chaos": 9.4}},
     "student-fast-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of "
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
-                          "speedup": {"3d": 27.3, "2d": 18.9, "hippocampus": 15.2, "chaos": 16.5},
-                          "speedup_two_threads": {"hippocampus": 10.4, "chaos": 15.1}},
+                          "speedup": {"3d": 24.5, "2d": 17.7, "hippocampus": 15.2, "chaos": 15.4},
+                          "speedup_two_threads": {"hippocampus": 8.8, "chaos": 14.8}},
     "student-classic": {"description": "classic student (the default before 2026-12-06): full resolution, 5 levels "
                                        "of 8-64 channels, instance norm",
                         "params": {"3d": 522_571, "2d": 180_283},
-                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.4, "chaos": 2.6},
-                        "speedup_two_threads": {"hippocampus": 1.9, "chaos": 2.4}},
+                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.3, "chaos": 2.4},
+                        "speedup_two_threads": {"hippocampus": 1.8, "chaos": 2.3}},
     "student-tiny-classic": {"description": "classic tiny student (student-tiny before 2026-12-06): full "
                                             "resolution, 5 levels of 4-32 channels, instance norm",
                              "params": {"3d": 172_783, "2d": 59_751},
-                             "speedup": {"3d": 4.2, "2d": 4.9, "hippocampus": 4.5, "chaos": 4.6},
-                             "speedup_two_threads": {"hippocampus": 3.1, "chaos": 4.5}},
+                             "speedup": {"3d": 4.1, "2d": 4.8, "hippocampus": 4.6, "chaos": 4.4},
+                             "speedup_two_threads": {"hippocampus": 2.7, "chaos": 4.2}},
 }
+
+
+def _per_dims(value: Any, spatial_dims: int) -> Any:
+    """A preset's value for ``spatial_dims``: itself, or its entry when given per spatial dims (a dict)."""
+    return value[spatial_dims] if isinstance(value, dict) else value
 
 
 def preset_summary(name: str) -> str:
@@ -137,9 +154,8 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
         preset = PRESET_ALIASES.get(preset, preset)
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        channels = PRESETS[preset]
-        kwargs = {k: v[spatial_dims] if isinstance(v, dict) else v  # an option given per spatial dims
-                  for k, v in PRESET_OPTIONS.get(preset, {}).items()}
+        channels = _per_dims(PRESETS[preset], spatial_dims)
+        kwargs = {k: _per_dims(v, spatial_dims) for k, v in PRESET_OPTIONS.get(preset, {}).items()}
     else:
         channels = tuple(int(c) for c in preset)
         kwargs = {"norm": "instance"}
@@ -152,23 +168,20 @@ def build_model(preset: str | tuple[int, ...] | list[int], spatial_dims: int, nu
 def as_trained(model: UNet, saved: dict[str, Any] | None, preset: str | None = None) -> UNet:
     """``model``, or the architecture ``saved`` (a checkpoint's ``model`` entry) describes when a run made with a
     preset since given to another network must go on as it was trained: the same channels with other options (the
-    classic ``student`` before 2026-12-06), or other channels exactly those ``preset`` meant before
-    (:data:`FORMER_PRESETS`: the classic ``student-tiny``). Other differences are left to the caller's check."""
+    classic ``student`` before 2026-12-06), or exactly what one of ``preset``'s former meanings builds in these
+    spatial dims (:data:`FORMER_PRESETS`). Other differences are left to the caller's check."""
     if not saved or not saved.get("channels"):
         return model
     cfg = model.config()
     old = UNet.arch_options(saved)
     channels = [int(c) for c in saved["channels"]]
-    if channels != list(model.channels):
-        former = FORMER_PRESETS.get(PRESET_ALIASES.get(preset, preset)) if preset else None
-        if former is None:
-            return model
+    if channels == list(model.channels):
+        return model if old == UNet.arch_options(cfg) else UNet.from_config({**cfg, "channels": channels, **old})
+    for former in FORMER_PRESETS.get(PRESET_ALIASES.get(preset, preset), ()) if preset else ():
         was = build_model(former, model.spatial_dims, model.num_classes, model.in_channels).config()
-        if channels != list(was["channels"]) or old != UNet.arch_options(was):
-            return model
-    elif old == UNet.arch_options(cfg):
-        return model
-    return UNet.from_config({**cfg, "channels": channels, **old})
+        if channels == list(was["channels"]) and old == UNet.arch_options(was):
+            return UNet.from_config({**cfg, "channels": channels, **old})
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
