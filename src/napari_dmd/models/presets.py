@@ -4,8 +4,8 @@
 the U-Net runs at half resolution and its logits are upsampled bilinearly. In 2D it has five levels of 8-64
 channels (measured as ``student-fast-deep``: CHAOS 8.5x / 99 % of the teacher's Dice, DMD + Heads, 4800 iterations,
 5 seeds); in 3D, since 2026-12-06 (17:00 UTC), four levels of 8-40 (``student-fast``'s network: hippocampus 3D 98.8 %
-without flips at 1600 iterations, 3 seeds, and 10.9x faster than the teacher with 2 threads where the five-level
-network made 6.2x: a hippocampus volume is one window, and a small network's many small operations do not share a
+without flips at 1600 iterations, 3 seeds, and 9.2-9.9x faster than the teacher with 2 threads where the five-level
+network made 5.8-6.3x: a hippocampus volume is one window, and a small network's many small operations do not share a
 second core; docs/results.md). Channels and options may differ per spatial dims (a dict keyed by 2 and 3).
 ``student-classic`` is the default student before 2026-12-06 (full resolution, instance norm, 8-64 channels), kept
 for comparison, as is ``student-fast-deep`` (the five-level network in 3D too). ``student-tiny`` (since 2026-12-06,
