@@ -53,16 +53,16 @@ RUNS = {
 def collect(threads: int = 1) -> dict[str, dict[str, dict]]:
     """Rows per dataset and preset: ms, speed-up, Dice runs, mean, sd, retention, label."""
     out: dict[str, dict[str, dict]] = {}
-    arm = ARM
+    measured = json.loads((DOCS / LATENCY[threads]).read_text())["datasets"]
     for ds in DATASETS:
-        lat = json.loads((DOCS / LATENCY[threads]).read_text())["datasets"][ds]
+        lat = measured[ds]
         teacher = json.loads((DOCS / TEACHER[ds]).read_text())["mean_dice"]
-        rows = {"teacher": {"ms": lat["teacher"][arm], "dice_runs": [teacher], "label": "teacher"}}
+        rows = {"teacher": {"ms": lat["teacher"][ARM], "dice_runs": [teacher], "label": "teacher"}}
         for preset, (pattern, budget) in RUNS[ds].items():
             files = sorted(DOCS.glob(pattern))
             if not files:
                 raise SystemExit(f"{ds} {preset}: no job files match docs/{pattern}")
-            rows[preset] = {"ms": lat[preset][arm], "dice_runs": [json.loads(f.read_text())["mean_dice"]
+            rows[preset] = {"ms": lat[preset][ARM], "dice_runs": [json.loads(f.read_text())["mean_dice"]
                                                                  for f in files],
                             "label": f"{preset} ({budget})", "jobs": pattern}
         for r in rows.values():

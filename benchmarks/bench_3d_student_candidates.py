@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_specs import SPECS, dataset  # noqa: E402
-from segmenter_arms import interleaved_seconds  # noqa: E402
+from fast_student_variants import latency  # noqa: E402
 
 from napari_dmd.models.presets import build_model, count_parameters  # noqa: E402
-from napari_dmd.segment import Segmenter  # noqa: E402
 
 #: name -> (preset, build_model options)
 CANDIDATES: dict[str, tuple[str, dict]] = {
@@ -52,19 +50,11 @@ def main() -> None:
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    spec = SPECS[a.dataset]
-    _, val, classes = dataset(a.dataset)
-    names = [n for n in CANDIDATES if a.only is None or n in a.only or n == "teacher"]
-    segs, params = {}, {}
-    for n in names:
-        preset, opts = CANDIDATES[n]
-        torch.manual_seed(0)
-        model = build_model(preset, 3, classes, **opts).eval()
-        params[n] = count_parameters(model)
-        segs[n] = Segmenter(model, classes, 3, list(spec.patch), batch_size=spec.batch, name=n)
-    times = interleaved_seconds(segs, [c.image for c in val], a.repeats)
-    med = {n: statistics.median(v) for n, v in times.items()}
-    rows = {n: {"params": params[n], "ms": 1000 * med[n], "speedup": med["teacher"] / med[n]} for n in names}
+    chosen = {n: c for n, c in CANDIDATES.items() if a.only is None or n in a.only or n == "teacher"}
+    med = latency(a.dataset, a.repeats, chosen)
+    _, val, classes = dataset(a.dataset)  # loaded once per process (latency loaded it)
+    params = {n: count_parameters(build_model(preset, 3, classes, **opts)) for n, (preset, opts) in chosen.items()}
+    rows = {n: {"params": params[n], "ms": 1000 * med[n], "speedup": med["teacher"] / med[n]} for n in chosen}
     print(f"{a.dataset}: {a.threads} thread(s), {len(val)} validation volumes, median of {a.repeats} rounds")
     print("| candidate | parameters | ms per volume | speed-up |\n|---|---:|---:|---:|")
     for n, r in rows.items():

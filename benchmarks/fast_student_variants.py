@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,12 +40,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
-def latency(ds: str, repeats: int) -> dict[str, float]:
-    """Median seconds per validation volume of every variant."""
+def latency(ds: str, repeats: int, variants: dict[str, tuple[Any, dict]] | None = None) -> dict[str, float]:
+    """Median seconds per validation volume of every variant (``variants``: name -> (preset or channels,
+    ``build_model`` options), default :data:`VARIANTS`), interleaved through ``Segmenter`` in one process."""
     spec = SPECS[ds]
     _, val, classes = dataset(ds)
     segs = {}
-    for name, (preset, opts) in VARIANTS.items():
+    for name, (preset, opts) in (VARIANTS if variants is None else variants).items():
         torch.manual_seed(0)
         model = build_model(preset, spec.dims, classes, **opts).eval()
         segs[name] = Segmenter(model, classes, spec.dims, list(spec.patch), batch_size=spec.batch, name=name)

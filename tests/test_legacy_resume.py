@@ -96,7 +96,7 @@ def test_only_a_former_meaning_of_the_same_name_is_taken_from_a_checkpoint():
 
 def test_a_3d_run_of_the_former_default_and_tiny_students_resumes_as_trained(tmp_path):
     """In 3D ``student`` was ``student-fast-deep``'s network and ``student-tiny`` ``student-fast``'s until 2026-12-06
-    (night): a run saved then resumes with the network it trained."""
+    (17:00 UTC): a run saved then resumes with the network it trained."""
     cases = phantom_cases(3, 3)
     for name, former in (("student", "student-fast-deep"), ("student-tiny", "student-fast")):
         cfg = {**TINY, "model": former, "patch_size": [16, 32, 32]}
@@ -113,7 +113,7 @@ def test_a_3d_run_of_the_former_default_and_tiny_students_resumes_as_trained(tmp
         assert resumed.run_to_end()["iteration"] == 2
 
 
-def test_a_former_3d_meaning_is_not_taken_in_2d_unless_it_built_the_same_network():
+def test_only_a_former_3d_meaning_of_the_same_name_that_built_the_same_network_is_taken():
     from napari_dmd.models.presets import as_trained
 
     saved = build_model("student-fast-deep", 3, 3).config()  # the five-level 3D network
