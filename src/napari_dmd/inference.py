@@ -137,12 +137,16 @@ class _WindowRunner:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def parts(self, x: torch.Tensor, region: Sequence[tuple[int, int]] | None = None,
-              finish: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[torch.Tensor]:
+              finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              labels: torch.dtype | None = None) -> list[torch.Tensor]:
         """The logits of ``__call__`` in consecutive parts along the batch (one per worker of the pool); with
-        ``finish``, ``finish(logits)`` of each part, computed in the part's worker."""
+        ``finish``, ``finish(logits)`` of each part, computed in the part's worker; with ``labels`` (a U-Net that
+        :func:`takes_labels`), its labels of that dtype instead (``predictor.labels``), ``finish`` not applied."""
         self.check_stop()
 
         def predict(part: torch.Tensor) -> torch.Tensor:
+            if labels is not None:
+                return self._checked_labels(part, self.predictor.labels(part, region=region, dtype=labels), region)
             ctx = torch.autocast(device_type="cuda") if self.autocast else contextlib.nullcontext()
             with ctx:
                 out = self.predictor(part) if region is None else \
@@ -156,13 +160,25 @@ class _WindowRunner:
             self.progress(min(self.done, self.total), self.total)
         return outs
 
+    def _expected(self, x: torch.Tensor, region: Sequence[tuple[int, int]] | None) -> tuple[int, ...]:
+        return (x.shape[0], *(self.patch_size if region is None else [b - a for a, b in region]))
+
+    def _checked_labels(self, x: torch.Tensor, out: torch.Tensor,
+                        region: Sequence[tuple[int, int]] | None) -> torch.Tensor:
+        classes = self.predictor.num_classes  # type: ignore[union-attr]
+        if self.num_classes is not None and classes != self.num_classes:
+            raise ValueError(f"the predictor has {classes} classes, expected num_classes={self.num_classes}")
+        if tuple(out.shape) != self._expected(x, region):
+            raise ValueError(f"the predictor labelled a window of shape {tuple(x.shape)} as {tuple(out.shape)}")
+        return out
+
     def _checked(self, x: torch.Tensor, out: Any, region: Sequence[tuple[int, int]] | None) -> torch.Tensor:
         """``out`` as float32 logits, if it has the shape and classes the windows ``x`` call for."""
         if not isinstance(out, torch.Tensor):
             raise TypeError(
                 f"the predictor must return a logits tensor (B, C, *patch), got {type(out).__name__}"
             )
-        expected = (x.shape[0], *(self.patch_size if region is None else [b - a for a, b in region]))
+        expected = self._expected(x, region)
         if out.ndim != x.ndim or (out.shape[0], *out.shape[2:]) != expected:
             raise ValueError(
                 f"the predictor mapped a window of shape {tuple(x.shape)} to {tuple(out.shape)}; "
@@ -190,6 +206,12 @@ def takes_region(predictor: Predictor) -> bool:
     return isinstance(predictor, UNet) and predictor.stem > 1
 
 
+def takes_labels(predictor: Predictor) -> bool:
+    """Whether ``predictor`` labels windows for less than their logits' argmax (``predictor.labels``): a 2D
+    :class:`UNet` whose logits are upsampled bilinearly from a strided stem (``UNet.labels_from_low_res``)."""
+    return isinstance(predictor, UNet) and predictor.labels_from_low_res
+
+
 def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple[int, ...], batch_size: int,
                        stitch: torch.device, labels: bool = False) -> torch.Tensor:
     """(N, C, *spatial) logits of images that each fit one window (every spatial size <= the patch): padded as
@@ -212,14 +234,20 @@ def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple
         out = out if asks else out[crop]
         return window_labels(out) if labels else out
 
+    fused = label_dtype_torch(runner.predictor.num_classes) if labels and takes_labels(runner.predictor) else None
     outs = [out.to(stitch) for i in range(0, x.shape[0], batch_size)
-            for out in runner.parts(x[i:i + batch_size], region if asks else None, finish)]
+            for out in runner.parts(x[i:i + batch_size], region if asks or fused else None, finish, fused)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def label_dtype(n_classes: int) -> type[np.integer]:
     """The label map's dtype for ``n_classes``: uint8, or int16 with more than 255 classes."""
     return np.uint8 if n_classes <= 255 else np.int16
+
+
+def label_dtype_torch(n_classes: int) -> torch.dtype:
+    """:func:`label_dtype` as a torch dtype."""
+    return torch.uint8 if label_dtype(n_classes) is np.uint8 else torch.int16
 
 
 def window_labels(logits: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BLOCKS, NORMS, UPSAMPLE_MODES, ConvBlock, LogitUpsampler, _conv, _norm
+from .linear_upsample import first_class, upsampled_labels
 
 __all__ = ["ARCH_DEFAULTS", "BLOCKS", "NORMS", "UPSAMPLE_MODES", "ConvBlock", "UNet", "_norm", "padded_size"]
 
@@ -124,11 +125,48 @@ class UNet(nn.Module):
         """Logits (and with ``return_features`` the decoder features). ``region`` (per spatial axis ``[a, b)``
         within the input): the logits of that part only, equal to cropping them, cheaper for a strided stem."""
         size = x.shape[2:]
+        self._check_region(region, size)
+        low, image, features, pad = self._decode(x)
+        if region is None and any(pad):  # the padding is cropped off: the input's own extent is the region
+            region = [(0, int(n)) for n in size]
+        logits = self.logit_upsampler(low, image) if region is None else \
+            self.logit_upsampler.forward_region(low, image, region)
+        if any(pad):
+            strides = self.feature_strides
+            features = [f[(..., *[slice(0, -(-n // st)) for n in size])] for f, st in zip(features, strides)]
+        if return_features:
+            return logits, features
+        return logits
+
+    def labels(self, x: torch.Tensor, region: Sequence[tuple[int, int]] | None = None,
+               dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+        """``forward(x, region=region).argmax(1)`` as ``dtype`` (ties: the first class). A 2D U-Net with bilinear
+        logits from a strided stem takes them from its logits before upsampling (:func:`upsampled_labels`: only
+        pixels near a class boundary are blended; the same labels but where two classes' blended scores tie to
+        float rounding), 1.8-2.7x faster than upsampling on 4-46 CHAOS slices; in 3D that was slower (a
+        hippocampus volume: 0.7 against 0.3 ms) and the logits are upsampled (docs/benchmarks.md, B2)."""
+        if not self.labels_from_low_res:
+            return first_class(self(x, region=region), dtype)
+        size = x.shape[2:]
+        self._check_region(region, size)
+        return upsampled_labels(self._decode(x)[0], self.stem, region or [(0, int(n)) for n in size], dtype)
+
+    @property
+    def labels_from_low_res(self) -> bool:
+        """Whether :meth:`labels` takes the labels from the logits before upsampling."""
+        return self.spatial_dims == 2 and self.stem > 1 and self.logit_upsampler.mode == "bilinear"
+
+    @staticmethod
+    def _check_region(region: Sequence[tuple[int, int]] | None, size: Sequence[int]) -> None:
         if region is not None and (len(region) != len(size)
                                    or any(not 0 <= a < b <= n for (a, b), n in zip(region, size))):
             raise ValueError(f"region {region} does not lie within the input's {tuple(size)}")
+
+    def _decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[int]]:
+        """Logits at the stem's resolution of ``x`` padded to a multiple of the total stride, that padded input,
+        the decoder features (deepest to finest, of the padded input) and the padding per spatial axis."""
         s = self.total_stride
-        pad = [(-n) % s for n in size]
+        pad = [(-n) % s for n in x.shape[2:]]
         if any(pad):
             flat: list[int] = []
             for p in reversed(pad):
@@ -144,13 +182,4 @@ class UNet(nn.Module):
         for upsample, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([upsample(x), skips.pop()], dim=1))
             features.append(x)
-        if region is None and any(pad):  # the padding is cropped off: the input's own extent is the region
-            region = [(0, int(n)) for n in size]
-        logits = self.logit_upsampler(self.out(x), image) if region is None else \
-            self.logit_upsampler.forward_region(self.out(x), image, region)
-        if any(pad):
-            strides = self.feature_strides
-            features = [f[(..., *[slice(0, -(-n // st)) for n in size])] for f, st in zip(features, strides)]
-        if return_features:
-            return logits, features
-        return logits
+        return self.out(x), image, features, pad

@@ -1,0 +1,168 @@
+"""B2: a strided student's labels from its logits before upsampling (``UNet.labels``) vs the argmax of the upsampled
+logits, per validation volume, side by side in one process.
+
+Since 2026-12-07 a U-Net with a strided stem and bilinear logits labels each window from its low-resolution logits
+(:func:`napari_dmd.models.linear_upsample.upsampled_labels`): a voxel whose source voxels share a class takes it,
+and only voxels near a class boundary are blended. How many are blended depends on the prediction, so an untrained
+network (near-constant or noisy logits) would not say what a user sees: each student is first trained briefly
+(``--train-iterations``, the student alone on the dataset's training cases, cross-entropy + Dice, one thread), then
+both arms segment the validation volumes interleaved (``segmenter_arms.interleaved_seconds``; labels compared) beside
+the teacher. The "argmax" arm is the same network whose ``labels`` takes the argmax of the upsampled logits, as every
+prediction did before (``window_labels``).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_labels_from_low_res.py --threads 1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation_specs import SPECS, dataset  # noqa: E402
+from segmenter_arms import interleaved_seconds  # noqa: E402
+
+from napari_dmd.inference import window_labels  # noqa: E402
+from napari_dmd.models import linear_upsample  # noqa: E402
+from napari_dmd.models.presets import build_model  # noqa: E402
+from napari_dmd.models.unet import UNet  # noqa: E402
+from napari_dmd.segment import Segmenter  # noqa: E402
+
+STUDENTS = ("student", "student-tiny")
+
+
+class ArgmaxOfLogits(UNet):
+    """The U-Net labelling windows as before 2026-12-07: the argmax of its upsampled logits."""
+
+    def labels(self, x: torch.Tensor, region: Any = None, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+        return window_labels(self(x, region=region)).to(dtype)
+
+
+def trained(name: str, ds: str, iterations: int, seed: int = 0) -> UNet:
+    """Preset ``name`` trained ``iterations`` steps alone (no teacher) on ``ds``'s training cases; untrained at 0."""
+    from napari_dmd.config import TrainConfig
+    from napari_dmd.distill.engine import Distiller
+
+    spec = SPECS[ds]
+    train, _, classes = dataset(ds)
+    torch.manual_seed(seed)
+    if iterations == 0:
+        return build_model(name, spec.dims, classes).eval()
+    cfg = TrainConfig(method="none", model=name, iterations=iterations, batch_size=spec.batch,
+                      patch_size=list(spec.patch), spatial_dims=spec.dims, lr=spec.lr, seed=seed,
+                      val_interval=10**9, checkpoint_interval=10**9, log_interval=10**9, num_threads=1,
+                      num_workers=0, **spec.extra)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Distiller(cfg, train, val_cases=[], output_dir=Path(tmp) / "run")
+        d.run_to_end()
+    return d.model.eval()
+
+
+def blended_fraction(seg: Segmenter, images: list[np.ndarray]) -> float:
+    """Share of the validation voxels that ``upsampled_labels`` blends (their sources disagree)."""
+    counted = blended = 0
+    original = linear_upsample._blended
+
+    def counting(*args: Any) -> tuple:
+        nonlocal blended
+        where, values = original(*args)
+        blended += where.size
+        return where, values
+
+    linear_upsample._blended = counting
+    try:
+        with torch.inference_mode():
+            for image in images:
+                seg(image)
+                counted += image.size
+    finally:
+        linear_upsample._blended = original
+    return blended / max(1, counted)
+
+
+def measure(ds: str, iterations: int, repeats: int) -> dict[str, Any]:
+    spec = SPECS[ds]
+    _, val, classes = dataset(ds)
+    images = [c.image for c in val]
+    segs: dict[tuple[str, str], Segmenter] = {}
+    torch.manual_seed(0)
+    segs["teacher", "fused"] = Segmenter(build_model("teacher", spec.dims, classes).eval(), classes, spec.dims,
+                                         list(spec.patch), name="teacher")
+    rows: dict[str, Any] = {}
+    for name in STUDENTS:
+        t0 = time.perf_counter()
+        with torch_threads(1):
+            net = trained(name, ds, iterations)
+        old = copy.deepcopy(net)
+        old.__class__ = ArgmaxOfLogits
+        segs[name, "fused"] = Segmenter(net, classes, spec.dims, list(spec.patch), name=name)
+        segs[name, "argmax"] = Segmenter(old, classes, spec.dims, list(spec.patch), name=name)
+        rows[name] = {"train_s": time.perf_counter() - t0,
+                      "blended_fraction": blended_fraction(segs[name, "fused"], images)}
+    agree: dict[str, list[float]] = {n: [] for n in STUDENTS}
+
+    def check(out: dict) -> None:
+        for n in STUDENTS:
+            agree[n].append(float(np.mean(out[n, "fused"] == out[n, "argmax"])))
+
+    times = interleaved_seconds(segs, images, repeats, check=check)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    teacher = med["teacher", "fused"]
+    for n in STUDENTS:
+        a, f = med[n, "argmax"], med[n, "fused"]
+        rows[n].update(ms_argmax=1000 * a, ms_fused=1000 * f, gain=a / f, speedup_argmax=teacher / a,
+                       speedup_fused=teacher / f, labels_equal=min(agree[n]))
+    return {"teacher_ms": 1000 * teacher, "train_iterations": iterations, "presets": rows}
+
+
+class torch_threads:
+    """Within: ``torch.set_num_threads(n)``; the count before, after."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.before = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.before)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["chaos", "hippocampus3d"], choices=list(SPECS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-iterations", type=int, default=200)
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {}}
+    for ds in a.datasets:
+        res["datasets"][ds] = r = measure(ds, a.train_iterations, a.repeats)
+        print(f"\n{ds}: {a.threads} thread(s), students trained {a.train_iterations} iterations; median ms per "
+              f"validation volume (teacher {r['teacher_ms']:.1f})")
+        print("| preset | argmax of upsampled logits | labels from low resolution | gain | speed-up vs teacher "
+              "(before -> now) | voxels blended | labels equal |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for n, row in r["presets"].items():
+            print(f"| {n} | {row['ms_argmax']:.1f} | {row['ms_fused']:.1f} | {row['gain']:.2f}x | "
+                  f"{row['speedup_argmax']:.2f}x -> {row['speedup_fused']:.2f}x | "
+                  f"{100 * row['blended_fraction']:.1f} % | {100 * row['labels_equal']:.3f} % |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
