@@ -6,11 +6,16 @@ Since 2026-12-07 a U-Net with a strided stem and bilinear logits labels each win
 and only voxels near a class boundary are blended. How many are blended depends on the prediction, so an untrained
 network (near-constant or noisy logits) would not say what a user sees: each student is first trained briefly
 (``--train-iterations``, the student alone on the dataset's training cases, cross-entropy + Dice, one thread), then
-both arms segment the validation volumes interleaved (``segmenter_arms.interleaved_seconds``; labels compared) beside
-the teacher. The "argmax" arm is the same network whose ``labels`` takes the argmax of the upsampled logits, as every
-prediction did before (``window_labels``).
+both arms segment the validation volumes interleaved in a new random order each time
+(``segmenter_arms.interleaved_seconds``; labels compared) beside the teacher. The "argmax" arm is the same network
+whose ``labels`` takes the argmax of the upsampled logits, as every prediction did before (``window_labels``).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_labels_from_low_res.py --threads 1 --json out.json
+    python benchmarks/bench_labels_from_low_res.py --ops      # the labelling alone, on logits made of the labels
+
+``--beside-workers`` lets calls split among window workers take labels from low resolution too (off in the
+product: ``inference.LOW_RES_LABELS_BESIDE_WORKERS``). In 3D both arms take the argmax of the upsampled logits (the
+low-resolution path is 2D only), so there they measure the same pipeline twice: the noise between arms.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_specs import SPECS, dataset  # noqa: E402
 from segmenter_arms import interleaved_seconds  # noqa: E402
 
+from napari_dmd import inference  # noqa: E402
 from napari_dmd.inference import window_labels  # noqa: E402
 from napari_dmd.models import linear_upsample  # noqa: E402
 from napari_dmd.models.presets import build_model  # noqa: E402
 from napari_dmd.models.unet import UNet  # noqa: E402
 from napari_dmd.segment import Segmenter  # noqa: E402
 
-STUDENTS = ("student", "student-tiny")
+STUDENTS = ("student", "student-tiny", "student-fast", "student-fast-deep", "student-fast-tiny")
 
 
 class ArgmaxOfLogits(UNet):
@@ -116,7 +122,7 @@ def measure(ds: str, iterations: int, repeats: int) -> dict[str, Any]:
         for n in STUDENTS:
             agree[n].append(float(np.mean(out[n, "fused"] == out[n, "argmax"])))
 
-    times = interleaved_seconds(segs, images, repeats, check=check)
+    times = interleaved_seconds(segs, images, repeats, check=check, shuffle=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     teacher = med["teacher", "fused"]
     for n in STUDENTS:
@@ -124,6 +130,56 @@ def measure(ds: str, iterations: int, repeats: int) -> dict[str, Any]:
         rows[n].update(ms_argmax=1000 * a, ms_fused=1000 * f, gain=a / f, speedup_argmax=teacher / a,
                        speedup_fused=teacher / f, labels_equal=min(agree[n]))
     return {"teacher_ms": 1000 * teacher, "train_iterations": iterations, "presets": rows}
+
+
+def _label_logits(label: np.ndarray, classes: int, factor: int, dims: int) -> torch.Tensor:
+    """Logits at 1/``factor`` resolution made of a label map (slices (N, y, x) for ``dims`` 2, one volume for 3): the
+    class fractions of each block x 4, plus noise of 0.1 (about a trained network's boundaries)."""
+    lab = torch.from_numpy(label.astype(np.int64))
+    lab = lab if dims == 2 else lab[None]
+    pad: list[int] = []
+    for n in reversed(lab.shape[1:]):
+        pad += [0, (-n) % factor]
+    onehot = torch.nn.functional.one_hot(torch.nn.functional.pad(lab, pad), classes).movedim(-1, 1).float()
+    pool = torch.nn.functional.avg_pool2d if dims == 2 else torch.nn.functional.avg_pool3d
+    low = pool(onehot, factor) * 4
+    return low + 0.1 * torch.randn(low.shape, generator=torch.Generator().manual_seed(0))
+
+
+def ops(rounds: int = 30) -> None:
+    """Print the labelling alone, both ways, on logits made of validation labels: CHAOS slices at 1/4 and 1/2
+    resolution (the 2D students), a hippocampus volume at 1/2 (3D), one thread."""
+    from napari_dmd.models.linear_upsample import linear_upsample as upsample
+    from napari_dmd.models.linear_upsample import upsampled_labels
+
+    torch.set_num_threads(1)
+
+    def ms(fn) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times[3:])
+
+    print("| logits | output voxels | argmax of upsampled, ms | from low resolution, ms | gain |")
+    print("|---|---:|---:|---:|---:|")
+    _, val, classes = dataset("chaos")
+    for f in (4, 2):
+        x = _label_logits(val[1].label, classes, f, 2)
+        for b in (4, 16, 46):
+            xb = x[:b]
+            old = ms(lambda xb=xb, f=f: window_labels(upsample(xb, f)))
+            new = ms(lambda xb=xb, f=f: upsampled_labels(xb, f))
+            print(f"| CHAOS, {b} slices at 1/{f} | {b * 128 * 128:,} | {old:.2f} | {new:.2f} | {old / new:.2f}x |")
+    _, val, classes = dataset("hippocampus3d")
+    for case in val[:2]:
+        x = _label_logits(case.label, classes, 2, 3)
+        region = [(0, n) for n in case.label.shape]
+        old = ms(lambda x=x, region=region: window_labels(upsample(x, 2, region)))
+        new = ms(lambda x=x, region=region: upsampled_labels(x, 2, region))
+        print(f"| hippocampus 3D, {'x'.join(map(str, case.label.shape))} at 1/2 | {case.label.size:,} | {old:.2f} | "
+              f"{new:.2f} | {old / new:.2f}x |")
 
 
 class torch_threads:
@@ -143,12 +199,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["chaos", "hippocampus3d"], choices=list(SPECS))
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train-iterations", type=int, default=200)
     p.add_argument("--json", default=None)
+    p.add_argument("--beside-workers", action="store_true", help="low-resolution labels in window workers too")
+    p.add_argument("--ops", action="store_true", help="time the labelling alone (1 thread) and exit")
     a = p.parse_args()
+    if a.ops:
+        ops()
+        return
+    inference.LOW_RES_LABELS_BESIDE_WORKERS = a.beside_workers
     torch.set_num_threads(a.threads)
-    res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {}}
+    res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {},
+           "beside_workers": a.beside_workers}
     for ds in a.datasets:
         res["datasets"][ds] = r = measure(ds, a.train_iterations, a.repeats)
         print(f"\n{ds}: {a.threads} thread(s), students trained {a.train_iterations} iterations; median ms per "

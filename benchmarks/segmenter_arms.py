@@ -34,14 +34,19 @@ MakeArms = Callable[[torch.nn.Module, int, int, list[int], int, str], dict[str, 
 
 
 def interleaved_seconds(calls: dict[Any, Callable[[np.ndarray], Any]], images: list[np.ndarray], repeats: int,
-                        check: Callable[[dict[Any, Any]], None] | None = None) -> dict[Any, list[float]]:
+                        check: Callable[[dict[Any, Any]], None] | None = None,
+                        shuffle: bool = False) -> dict[Any, list[float]]:
     """Seconds of every call on every image, ``repeats`` rounds after one uncounted warm-up round; the calls run
-    interleaved (their order reverses every image and round) under ``torch.inference_mode``. ``check``, when
-    given, sees each image's outputs by key."""
+    interleaved (their order reverses every image and round; with ``shuffle``, a new random order each time, so no
+    call always follows the same one or repeats itself back to back) under ``torch.inference_mode``. ``check``,
+    when given, sees each image's outputs by key."""
     times: dict[Any, list[float]] = {k: [] for k in calls}
+    rng = np.random.default_rng(0)
     for r in range(repeats + 1):
         for i, image in enumerate(images):
             order = list(calls) if (r + i) % 2 else list(calls)[::-1]
+            if shuffle:
+                order = [order[j] for j in rng.permutation(len(order))]
             outputs = {}
             with torch.inference_mode():
                 for k in order:

@@ -136,3 +136,16 @@ def test_many_classes_are_labelled_as_int16():
     with torch.inference_mode():
         want = net(torch.from_numpy(image)[:, None]).argmax(1).numpy()
     assert labels.dtype == np.int16 and np.array_equal(labels, want)
+
+
+def test_window_workers_keep_the_argmax_of_the_upsampled_logits(monkeypatch):
+    """Beside a second worker the low-resolution path's NumPy steps wait for the GIL: the pool takes the argmax."""
+    torch.manual_seed(2)
+    net = build_model("student", 2, 3).eval()
+    asked = []
+    monkeypatch.setattr(UNet, "labels", lambda self, *a, **k: asked.append(1) or UNet_labels(self, *a, **k))
+    image = np.random.default_rng(1).standard_normal((6, 64, 64)).astype(np.float32)
+    two = predict_labels(net, image, [64, 64], num_classes=3, batch_size=2, workers=2)
+    assert not asked
+    one = predict_labels(net, image, [64, 64], num_classes=3, batch_size=2)
+    assert asked and np.array_equal(one, two)

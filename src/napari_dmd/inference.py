@@ -234,7 +234,9 @@ def _one_window_logits(runner: _WindowRunner, inputs: torch.Tensor, patch: tuple
         out = out if asks else out[crop]
         return window_labels(out) if labels else out
 
-    fused = label_dtype_torch(runner.predictor.num_classes) if labels and takes_labels(runner.predictor) else None
+    alone = runner.pool is None or LOW_RES_LABELS_BESIDE_WORKERS
+    fused = label_dtype_torch(runner.predictor.num_classes) if labels and alone and takes_labels(runner.predictor) \
+        else None
     outs = [out.to(stitch) for i in range(0, x.shape[0], batch_size)
             for out in runner.parts(x[i:i + batch_size], region if asks or fused else None, finish, fused)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -415,6 +417,10 @@ def predict_labels(
         return class_argmax(logits.numpy(), dtype, args["workers"])
     return logits.argmax(dim=0).cpu().numpy().astype(dtype)
 
+
+#: Whether calls split among window workers also take labels from the logits before upsampling (``UNet.labels``);
+#: off: there their NumPy steps wait on each other for the GIL (docs/benchmarks.md, B2).
+LOW_RES_LABELS_BESIDE_WORKERS = False
 
 #: Scores from which :func:`class_argmax` splits its work among threads.
 ARGMAX_SPLIT_VALUES = 2**22

@@ -8,7 +8,8 @@ as fast as ``F.interpolate`` in 2D by 2, 2.2x faster in 2D by 4 and 6-7x faster 
 forward and backward (``benchmarks/bench_linear_upsample.py --ops``; the interpolation had been 40 % of
 ``student-tiny``'s time on 256x256 slices). The weights of power-of-two factors are exact in binary, so the result
 equals ``F.interpolate``'s to float rounding (other factors: to float32 rounding of its weights). A ``region``
-computes only those output rows per axis (the same values as the crop of the whole).
+computes only those output rows per axis (the same values as the crop of the whole). :func:`upsampled_labels` gives
+the argmax of the upsampled logits without upsampling them where the sources agree (2D students' labels on the CPU).
 """
 
 from __future__ import annotations
