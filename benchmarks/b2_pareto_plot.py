@@ -1,8 +1,9 @@
 """B2: Dice against latency of today's presets (the Pareto plot the README shows), from committed measurements.
 
 Nothing is trained or timed here. Latency: the median ms per validation volume on one CPU thread (``--threads 2``:
-two, idle threads asleep, as napari-dmd runs) of the Intel development VM, as the Segmenter runs today
-(``bench_linear_upsample.py --threads 1`` / ``2``, its "matmul" arm, 3 repeats; both datasets). Dice: each
+two, idle threads asleep, as napari-dmd runs) of the Intel development VM, as the Segmenter runs today, with each
+student trained 200 iterations (the labelling's time depends on the prediction; ``bench_labels_from_low_res.py
+--threads 1`` / ``2``, its "fused" arm, 5 repeats, one JSON per dataset). Dice: each
 preset's DMD runs with DMD's default (head supervision, "dmd-hs"), the longest budget measured for it, mean ± sd
 over seeds, from the job files named in :data:`RUNS` (the budget is in each label: runs of different budgets are
 not a like-for-like ranking). Presets without such runs are left out.
@@ -26,9 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fast_students_report's plotting helpers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-#: latency JSON per thread count (its "matmul" arm is today's pipeline): the presets as of 2026-12-06, 17:00 UTC
-LATENCY = {1: "benchmarks/bench-b2-3d-presets-1thread.json", 2: "benchmarks/bench-b2-3d-presets-2threads.json"}
-ARM = "ms_matmul"
+#: latency JSON per thread count and dataset (its "fused" arm is today's pipeline), measured 2026-12-06, evening
+LATENCY = {n: {ds: f"benchmarks/bench-b2-pairs-{ds}-{'1thread' if n == 1 else '2threads'}.json"
+               for ds in ("hippocampus3d", "chaos")} for n in (1, 2)}
+ARM = "ms_fused"
 DATASETS = ("hippocampus3d", "chaos")
 TEACHER = {ds: f"ablation_v4/jobs/{ds}_teacher_none_s0.json" for ds in DATASETS}
 #: per dataset: preset -> (glob of its DMD-default job files under docs/, what the label says about the budget)
@@ -53,22 +55,23 @@ RUNS = {
 def collect(threads: int = 1) -> dict[str, dict[str, dict]]:
     """Rows per dataset and preset: ms, speed-up, Dice runs, mean, sd, retention, label."""
     out: dict[str, dict[str, dict]] = {}
-    measured = json.loads((DOCS / LATENCY[threads]).read_text())["datasets"]
     for ds in DATASETS:
-        lat = measured[ds]
+        measured = json.loads((DOCS / LATENCY[threads][ds]).read_text())["datasets"][ds]
+        lat = measured["presets"]
         teacher = json.loads((DOCS / TEACHER[ds]).read_text())["mean_dice"]
-        rows = {"teacher": {"ms": lat["teacher"][ARM], "dice_runs": [teacher], "label": "teacher"}}
+        rows = {"teacher": {"ms": measured["teacher_ms"], "dice_runs": [teacher], "label": "teacher"}}
         for preset, (pattern, budget) in RUNS[ds].items():
             files = sorted(DOCS.glob(pattern))
             if not files:
                 raise SystemExit(f"{ds} {preset}: no job files match docs/{pattern}")
             rows[preset] = {"ms": lat[preset][ARM], "dice_runs": [json.loads(f.read_text())["mean_dice"]
                                                                  for f in files],
-                            "label": f"{preset} ({budget})", "jobs": pattern}
+                            "label": f"{preset} ({budget})", "jobs": pattern,
+                            "speedup": lat[preset]["speedup_fused"]}  # against the teacher of its own round
+        rows["teacher"]["speedup"] = 1.0
         for r in rows.values():
             r["dice"] = float(np.mean(r["dice_runs"]))
             r["dice_sd"] = float(np.std(r["dice_runs"])) if len(r["dice_runs"]) > 1 else 0.0
-            r["speedup"] = rows["teacher"]["ms"] / r["ms"]
             r["retention"] = r["dice"] / teacher
         out[ds] = rows
     return out

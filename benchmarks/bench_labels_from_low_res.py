@@ -13,9 +13,11 @@ whose ``labels`` takes the argmax of the upsampled logits, as every prediction d
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_labels_from_low_res.py --threads 1 --json out.json
     python benchmarks/bench_labels_from_low_res.py --ops      # the labelling alone, on logits made of the labels
 
-``--beside-workers`` lets calls split among window workers take labels from low resolution too (off in the
-product: ``inference.LOW_RES_LABELS_BESIDE_WORKERS``). In 3D both arms take the argmax of the upsampled logits (the
-low-resolution path is 2D only), so there they measure the same pipeline twice: the noise between arms.
+``--pairs`` times each student with the teacher alone, one after the other (as a user holds one teacher and one
+student), rather than every preset in one round. ``--beside-workers`` lets calls split among window workers take
+labels from low resolution too (off in the product: ``inference.LOW_RES_LABELS_BESIDE_WORKERS``). In 3D both arms
+take the argmax of the upsampled logits (the low-resolution path is 2D only), so there they measure the same
+pipeline twice: the noise between arms.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ from segmenter_arms import interleaved_seconds  # noqa: E402
 from napari_dmd import inference  # noqa: E402
 from napari_dmd.inference import window_labels  # noqa: E402
 from napari_dmd.models import linear_upsample  # noqa: E402
-from napari_dmd.models.presets import build_model  # noqa: E402
+from napari_dmd.models.presets import PRESETS, build_model  # noqa: E402
 from napari_dmd.models.unet import UNet  # noqa: E402
 from napari_dmd.segment import Segmenter  # noqa: E402
 
-STUDENTS = ("student", "student-tiny", "student-fast", "student-fast-deep", "student-fast-tiny")
+STUDENTS = tuple(n for n in PRESETS if n != "teacher")
 
 
 class ArgmaxOfLogits(UNet):
@@ -53,16 +55,22 @@ class ArgmaxOfLogits(UNet):
         return window_labels(self(x, region=region)).to(dtype)
 
 
-def trained(name: str, ds: str, iterations: int, seed: int = 0) -> UNet:
-    """Preset ``name`` trained ``iterations`` steps alone (no teacher) on ``ds``'s training cases; untrained at 0."""
+def trained(name: str, ds: str, iterations: int, seed: int = 0, cache: Path | None = None) -> UNet:
+    """Preset ``name`` trained ``iterations`` steps alone (no teacher) on ``ds``'s training cases; untrained at 0.
+    With ``cache``, the weights are kept there and read back by later runs."""
     from napari_dmd.config import TrainConfig
     from napari_dmd.distill.engine import Distiller
 
     spec = SPECS[ds]
     train, _, classes = dataset(ds)
     torch.manual_seed(seed)
+    net = build_model(name, spec.dims, classes)
     if iterations == 0:
-        return build_model(name, spec.dims, classes).eval()
+        return net.eval()
+    kept = cache / f"{ds}-{name}-{iterations}-s{seed}.pt" if cache else None
+    if kept is not None and kept.exists():
+        net.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True))
+        return net.eval()
     cfg = TrainConfig(method="none", model=name, iterations=iterations, batch_size=spec.batch,
                       patch_size=list(spec.patch), spatial_dims=spec.dims, lr=spec.lr, seed=seed,
                       val_interval=10**9, checkpoint_interval=10**9, log_interval=10**9, num_threads=1,
@@ -72,6 +80,9 @@ def trained(name: str, ds: str, iterations: int, seed: int = 0) -> UNet:
     with tempfile.TemporaryDirectory() as tmp:
         d = Distiller(cfg, train, val_cases=[], output_dir=Path(tmp) / "run")
         d.run_to_end()
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(d.model.state_dict(), kept)
     return d.model.eval()
 
 
@@ -97,39 +108,48 @@ def blended_fraction(seg: Segmenter, images: list[np.ndarray]) -> float:
     return blended / max(1, counted)
 
 
-def measure(ds: str, iterations: int, repeats: int) -> dict[str, Any]:
+def measure(ds: str, iterations: int, repeats: int, cache: Path | None = None, pairs: bool = False) -> dict[str, Any]:
+    """Rows per student preset (module docstring). ``pairs``: each student's two arms are timed with the teacher
+    alone, one student after the other (as a user holds one teacher and one student), not all presets at once."""
     spec = SPECS[ds]
     _, val, classes = dataset(ds)
     images = [c.image for c in val]
-    segs: dict[tuple[str, str], Segmenter] = {}
     torch.manual_seed(0)
-    segs["teacher", "fused"] = Segmenter(build_model("teacher", spec.dims, classes).eval(), classes, spec.dims,
-                                         list(spec.patch), name="teacher")
+    teacher = Segmenter(build_model("teacher", spec.dims, classes).eval(), classes, spec.dims, list(spec.patch),
+                        name="teacher")
     rows: dict[str, Any] = {}
+    arms: dict[str, dict[str, Segmenter]] = {}
     for name in STUDENTS:
         t0 = time.perf_counter()
         with torch_threads(1):
-            net = trained(name, ds, iterations)
+            net = trained(name, ds, iterations, cache=cache)
         old = copy.deepcopy(net)
         old.__class__ = ArgmaxOfLogits
-        segs[name, "fused"] = Segmenter(net, classes, spec.dims, list(spec.patch), name=name)
-        segs[name, "argmax"] = Segmenter(old, classes, spec.dims, list(spec.patch), name=name)
-        rows[name] = {"train_s": time.perf_counter() - t0,
-                      "blended_fraction": blended_fraction(segs[name, "fused"], images)}
-    agree: dict[str, list[float]] = {n: [] for n in STUDENTS}
+        arms[name] = {"fused": Segmenter(net, classes, spec.dims, list(spec.patch), name=name),
+                      "argmax": Segmenter(old, classes, spec.dims, list(spec.patch), name=name)}
+        rows[name] = {"train_s": time.perf_counter() - t0, "blended_fraction": blended_fraction(arms[name]["fused"],
+                                                                                                images)}
+    groups = [[n] for n in STUDENTS] if pairs else [list(STUDENTS)]
+    teacher_ms = []
+    for group in groups:
+        segs: dict[Any, Segmenter] = {("teacher", "fused"): teacher}
+        segs.update({(n, k): arms[n][k] for n in group for k in ("fused", "argmax")})
+        agree: dict[str, list[float]] = {n: [] for n in group}
 
-    def check(out: dict) -> None:
-        for n in STUDENTS:
-            agree[n].append(float(np.mean(out[n, "fused"] == out[n, "argmax"])))
+        def check(out: dict, group: list[str] = group, agree: dict = agree) -> None:
+            for n in group:
+                agree[n].append(float(np.mean(out[n, "fused"] == out[n, "argmax"])))
 
-    times = interleaved_seconds(segs, images, repeats, check=check, shuffle=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    teacher = med["teacher", "fused"]
-    for n in STUDENTS:
-        a, f = med[n, "argmax"], med[n, "fused"]
-        rows[n].update(ms_argmax=1000 * a, ms_fused=1000 * f, gain=a / f, speedup_argmax=teacher / a,
-                       speedup_fused=teacher / f, labels_equal=min(agree[n]))
-    return {"teacher_ms": 1000 * teacher, "train_iterations": iterations, "presets": rows}
+        times = interleaved_seconds(segs, images, repeats, check=check, shuffle=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        t = med["teacher", "fused"]
+        teacher_ms.append(1000 * t)
+        for n in group:
+            a, f = med[n, "argmax"], med[n, "fused"]
+            rows[n].update(ms_argmax=1000 * a, ms_fused=1000 * f, gain=a / f, speedup_argmax=t / a,
+                           speedup_fused=t / f, labels_equal=min(agree[n]), teacher_ms=1000 * t)
+    return {"teacher_ms": statistics.median(teacher_ms), "train_iterations": iterations, "pairs": pairs,
+            "presets": rows}
 
 
 def _label_logits(label: np.ndarray, classes: int, factor: int, dims: int) -> torch.Tensor:
@@ -202,6 +222,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train-iterations", type=int, default=200)
     p.add_argument("--json", default=None)
+    p.add_argument("--cache", type=Path, default=None, help="keep the trained students here for later runs")
+    p.add_argument("--pairs", action="store_true", help="time each student with the teacher alone")
     p.add_argument("--beside-workers", action="store_true", help="low-resolution labels in window workers too")
     p.add_argument("--ops", action="store_true", help="time the labelling alone (1 thread) and exit")
     a = p.parse_args()
@@ -213,7 +235,7 @@ def main() -> None:
     res = {"threads": a.threads, "repeats": a.repeats, "torch": torch.__version__, "datasets": {},
            "beside_workers": a.beside_workers}
     for ds in a.datasets:
-        res["datasets"][ds] = r = measure(ds, a.train_iterations, a.repeats)
+        res["datasets"][ds] = r = measure(ds, a.train_iterations, a.repeats, a.cache, a.pairs)
         print(f"\n{ds}: {a.threads} thread(s), students trained {a.train_iterations} iterations; median ms per "
               f"validation volume (teacher {r['teacher_ms']:.1f})")
         print("| preset | argmax of upsampled logits | labels from low resolution | gain | speed-up vs teacher "
