@@ -24,6 +24,7 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from .models.fold import fold_batchnorm
+from .models.linear_upsample import running_argmax
 from .models.onednn import onednn_convs
 from .models.unet import UNet
 from .window_pool import WindowPool
@@ -435,19 +436,9 @@ def class_argmax(scores: np.ndarray, dtype: Any = np.uint8, workers: int = 1) ->
     out = np.zeros(scores.shape[1:], dtype=dtype)
     parts = min(workers, scores.shape[1]) if scores.ndim > 1 and scores.size >= ARGMAX_SPLIT_VALUES else 1
     if parts < 2:
-        _running_argmax(scores, out)
+        running_argmax(scores, out)
         return out
     bounds = np.linspace(0, scores.shape[1], parts + 1).astype(int)
     with ThreadPoolExecutor(parts, "napari-dmd-argmax") as pool:
-        list(pool.map(lambda a, b: _running_argmax(scores[:, a:b], out[a:b]), bounds[:-1], bounds[1:]))
+        list(pool.map(lambda a, b: running_argmax(scores[:, a:b], out[a:b]), bounds[:-1], bounds[1:]))
     return out
-
-
-def _running_argmax(scores: np.ndarray, out: np.ndarray) -> None:
-    """Write ``scores.argmax(0)`` into ``out`` (zeros on entry)."""
-    best = np.array(scores[0], dtype=scores.dtype, copy=True)
-    higher = np.empty(best.shape, dtype=bool)
-    for c in range(1, scores.shape[0]):
-        np.greater(scores[c], best, out=higher)
-        np.copyto(out, out.dtype.type(c), where=higher)
-        np.maximum(best, scores[c], out=best)

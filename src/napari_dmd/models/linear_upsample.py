@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["first_argmax", "first_class", "linear_upsample", "linear_weights", "upsample", "upsampled_labels"]
+__all__ = ["first_argmax", "first_class", "linear_upsample", "linear_weights", "running_argmax", "upsample",
+           "upsampled_labels"]
 
 
 @functools.lru_cache(maxsize=128)
@@ -87,16 +88,21 @@ def upsample(x: torch.Tensor, factor: int | Sequence[int]) -> torch.Tensor:
 
 
 
-def first_argmax(x: np.ndarray, dtype: Any = np.uint8) -> np.ndarray:
-    """``x.argmax(1)`` as ``dtype`` (ties: the first class) by a running maximum over the classes: one pass per
-    class over contiguous planes, several times faster than an argmax that reads the classes strided."""
-    best = x[:, 0].copy()
-    labels = np.zeros(best.shape, dtype=dtype)
+def running_argmax(scores: np.ndarray, out: np.ndarray) -> None:
+    """Write ``scores.argmax(0)`` (ties: the first class) into ``out`` (zeros on entry) by a running maximum over
+    the classes: one pass per class, several times faster than NumPy's argmax across a strided class axis."""
+    best = np.array(scores[0], dtype=scores.dtype, copy=True)
     higher = np.empty(best.shape, dtype=bool)
-    for c in range(1, x.shape[1]):
-        np.greater(x[:, c], best, out=higher)
-        np.copyto(labels, labels.dtype.type(c), where=higher)
-        np.maximum(best, x[:, c], out=best)
+    for c in range(1, scores.shape[0]):
+        np.greater(scores[c], best, out=higher)
+        np.copyto(out, out.dtype.type(c), where=higher)
+        np.maximum(best, scores[c], out=best)
+
+
+def first_argmax(x: np.ndarray, dtype: Any = np.uint8) -> np.ndarray:
+    """``x.argmax(1)`` of an (N, C, ...) array as ``dtype`` (ties: the first class), by :func:`running_argmax`."""
+    labels = np.zeros(x.shape[:1] + x.shape[2:], dtype=dtype)
+    running_argmax(np.moveaxis(x, 1, 0), labels)
     return labels
 
 
