@@ -27,11 +27,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fast_students_report's plotting helpers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-#: latency JSON per thread count and dataset (its "fused" arm is today's pipeline), measured 2026-12-06, evening
-LATENCY = {n: {ds: f"benchmarks/bench-b2-pairs-{ds}-{'1thread' if n == 1 else '2threads'}.json"
-               for ds in ("hippocampus3d", "chaos")} for n in (1, 2)}
-ARM = "ms_fused"
 DATASETS = ("hippocampus3d", "chaos")
+#: latency JSON per thread count and dataset (its "fused" arm is today's pipeline), measured 2026-12-06, evening
+LATENCY = {n: {ds: f"benchmarks/bench-b2-pairs-{ds}-{'1thread' if n == 1 else '2threads'}.json" for ds in DATASETS}
+           for n in (1, 2)}
+ARM = "ms_fused"
 TEACHER = {ds: f"ablation_v4/jobs/{ds}_teacher_none_s0.json" for ds in DATASETS}
 #: per dataset: preset -> (glob of its DMD-default job files under docs/, what the label says about the budget)
 RUNS = {

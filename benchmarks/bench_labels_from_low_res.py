@@ -43,7 +43,7 @@ from napari_dmd.inference import window_labels  # noqa: E402
 from napari_dmd.models import linear_upsample  # noqa: E402
 from napari_dmd.models.presets import PRESETS, build_model  # noqa: E402
 from napari_dmd.models.unet import UNet  # noqa: E402
-from napari_dmd.segment import Segmenter  # noqa: E402
+from napari_dmd.segment import Segmenter, torch_threads  # noqa: E402
 
 STUDENTS = tuple(n for n in PRESETS if n != "teacher")
 
@@ -200,19 +200,6 @@ def ops(rounds: int = 30) -> None:
         new = ms(lambda x=x, region=region: upsampled_labels(x, 2, region))
         print(f"| hippocampus 3D, {'x'.join(map(str, case.label.shape))} at 1/2 | {case.label.size:,} | {old:.2f} | "
               f"{new:.2f} | {old / new:.2f}x |")
-
-
-class torch_threads:
-    """Within: ``torch.set_num_threads(n)``; the count before, after."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.before = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
 
 
 def main() -> None:

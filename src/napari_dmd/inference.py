@@ -24,7 +24,7 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from .models.fold import fold_batchnorm
-from .models.linear_upsample import running_argmax
+from .models.linear_upsample import first_class, running_argmax
 from .models.onednn import onednn_convs
 from .models.unet import UNet
 from .window_pool import WindowPool
@@ -254,10 +254,9 @@ def label_dtype_torch(n_classes: int) -> torch.dtype:
 
 
 def window_labels(logits: torch.Tensor) -> torch.Tensor:
-    """(B, *spatial) labels of CPU logits (B, C, *spatial): their argmax over the classes by :func:`class_argmax`
-    (ties: the first class), as :func:`label_dtype`."""
-    scores = np.moveaxis(logits.numpy(), 1, 0)
-    return torch.from_numpy(class_argmax(scores, label_dtype(scores.shape[0])))
+    """(B, *spatial) labels of CPU logits (B, C, *spatial): their argmax over the classes by a running maximum
+    (``first_class``; ties: the first class), as :func:`label_dtype`."""
+    return first_class(logits, label_dtype_torch(logits.shape[1]))
 
 
 def _sliding_window_logits(

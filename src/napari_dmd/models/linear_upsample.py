@@ -84,10 +84,6 @@ def upsample(x: torch.Tensor, factor: int | Sequence[int]) -> torch.Tensor:
     return linear_upsample(x, factor)
 
 
-
-
-
-
 def running_argmax(scores: np.ndarray, out: np.ndarray) -> None:
     """Write ``scores.argmax(0)`` (ties: the first class) into ``out`` (zeros on entry) by a running maximum over
     the classes: one pass per class, several times faster than NumPy's argmax across a strided class axis."""
@@ -110,7 +106,12 @@ def first_class(logits: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torch
     """``logits.argmax(1)`` as ``dtype`` (ties: the first class); on the CPU by :func:`first_argmax`."""
     if logits.device.type != "cpu":
         return logits.argmax(1).to(dtype)
-    return torch.from_numpy(first_argmax(logits.detach().float().numpy(), torch.empty((), dtype=dtype).numpy().dtype))
+    return torch.from_numpy(first_argmax(logits.detach().float().numpy(), _numpy_dtype(dtype)))
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """NumPy's dtype for a torch dtype."""
+    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 class _Axis:
@@ -120,7 +121,7 @@ class _Axis:
     def __init__(self, n_in: int, factor: int, start: int, stop: int) -> None:
         m = linear_weights(n_in, factor, start, stop).numpy()
         self.n_in = n_in
-        self.lo = np.clip(np.floor((np.arange(start, stop) + 0.5) / factor - 0.5), 0, None).astype(np.int64)
+        self.lo = (m > 0).argmax(1)  # the lower source has weight 1 - frac > 0; the upper one may have 0
         hi = np.minimum(self.lo + 1, n_in - 1)
         rows = np.arange(stop - start)
         self.w_lo = m[rows, self.lo]
@@ -173,7 +174,7 @@ def upsampled_labels(x: torch.Tensor, factor: int | Sequence[int],
     spans = list(region) if region is not None else [(0, f * n) for f, n in zip(factors, sizes)]
     axes = [_Axis(n, f, a, b) for n, f, (a, b) in zip(sizes, factors, spans)]
     scores = x.detach().float().numpy()
-    low = first_argmax(scores, torch.empty((), dtype=dtype).numpy().dtype)
+    low = first_argmax(scores, _numpy_dtype(dtype))
     labels = low
     for i, axis in enumerate(axes, start=1):
         labels = axis.expand(labels, i)
