@@ -38,6 +38,26 @@ def _zscore(image: np.ndarray, values: np.ndarray) -> np.ndarray:
 _TAIL = 1e-3  # fraction of voxels on each side left out of the outlier band's reference range
 _MARGIN = 4.0  # band = reference range widened by this many widths on each side
 _SAMPLE = 1 << 17  # voxels (evenly strided) used to find the band in larger volumes: 1 ms, not 2-20
+_PRESELECT_STEP = 8  # every 8th value guesses thresholds beyond which both tails' order statistics lie
+
+
+def _tail_order_statistics(flat: np.ndarray, k: int) -> tuple[float, float]:
+    """The ``k``-th smallest and ``k``-th largest (0-based) of the finite values ``flat``, exactly as
+    ``np.partition(flat, (k, n - 1 - k))`` gives them, for a third of its time on a volume of 60 k voxels: a
+    strided sample's 4x wider tails give thresholds ``t_lo``/``t_hi``; when more than ``k`` values lie at or
+    below ``t_lo`` the ``k``-th smallest is among them (likewise above ``t_hi``), so only those are partitioned.
+    A sample that misses (never for a real scan, possible for a contrived pattern) falls back to the whole."""
+    n = flat.size
+    if n >= 64 * _PRESELECT_STEP:
+        sample = flat[::_PRESELECT_STEP]
+        m = sample.size
+        j = min(m // 2 - 1, int(np.ceil(m * 4 * _TAIL)))
+        guess = np.partition(sample, (j, m - 1 - j))
+        low, high = flat[flat <= guess[j]], flat[flat >= guess[m - 1 - j]]
+        if low.size > k and high.size > k:
+            return float(np.partition(low, k)[k]), float(np.partition(high, high.size - 1 - k)[high.size - 1 - k])
+    part = np.partition(flat, (k, n - 1 - k))
+    return float(part[k]), float(part[n - 1 - k])
 
 
 def outlier_band(image: np.ndarray) -> tuple[float, float] | None:
@@ -55,8 +75,7 @@ def outlier_band(image: np.ndarray) -> tuple[float, float] | None:
     k = max(1, int(np.ceil(n * _TAIL)))
     if n < 2 * k + 2:
         return None
-    part = np.partition(flat, (k, n - 1 - k))
-    lo, hi = float(part[k]), float(part[n - 1 - k])
+    lo, hi = _tail_order_statistics(flat, k)
     width = hi - lo
     if not (np.isfinite(width) and width > 0):
         return None
