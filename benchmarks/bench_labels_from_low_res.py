@@ -1,12 +1,12 @@
 """B2: a strided student's labels from its logits before upsampling (``UNet.labels``) vs the argmax of the upsampled
 logits, per validation volume, side by side in one process.
 
-Since 2026-12-07 a U-Net with a strided stem and bilinear logits labels each window from its low-resolution logits
-(:func:`napari_dmd.models.linear_upsample.upsampled_labels`): a voxel whose source voxels share a class takes it,
-and only voxels near a class boundary are blended. How many are blended depends on the prediction, so an untrained
-network (near-constant or noisy logits) would not say what a user sees: each student is first trained briefly
-(``--train-iterations``, the student alone on the dataset's training cases, cross-entropy + Dice, one thread), then
-both arms segment the validation volumes interleaved in a new random order each time
+Since 2026-12-06 (evening) a U-Net with a strided stem and bilinear logits labels each window from its
+low-resolution logits (:func:`napari_dmd.models.linear_upsample.upsampled_labels`): a voxel whose source voxels
+share a class takes it, and only voxels near a class boundary are blended. How many are blended depends on the
+prediction, so an untrained network (near-constant or noisy logits) would not say what a user sees: each student is
+first trained briefly (``--train-iterations``, the student alone on the dataset's training cases, cross-entropy +
+Dice, one thread), then both arms segment the validation volumes interleaved in a new random order each time
 (``segmenter_arms.interleaved_seconds``; labels compared) beside the teacher. The "argmax" arm is the same network
 whose ``labels`` takes the argmax of the upsampled logits, as every prediction did before (``window_labels``).
 
@@ -49,7 +49,7 @@ STUDENTS = tuple(n for n in PRESETS if n != "teacher")
 
 
 class ArgmaxOfLogits(UNet):
-    """The U-Net labelling windows as before 2026-12-07: the argmax of its upsampled logits."""
+    """The U-Net labelling windows as before 2026-12-06 evening: the argmax of its upsampled logits."""
 
     def labels(self, x: torch.Tensor, region: Any = None, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
         return window_labels(self(x, region=region)).to(dtype)

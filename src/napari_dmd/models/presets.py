@@ -73,8 +73,9 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: ``speedup_two_threads``: the same with 2 threads as napari-dmd runs them (idle threads asleep, window workers),
 #: the lower of two runs (bench-b2-pairs-*-2threads.json and -2threads-run2.json): a hippocampus volume fits one
 #: window, so the teacher uses the second core and the small students barely do. Measured on the shared 2-core
-#: development VM (Intel Xeon, Linux, torch 2.13 CPU, otherwise idle) on 2026-12-06 at 20:03-20:16 UTC; the same
-#: pipeline measured in other rounds moved 5-15 % (docs/benchmarks.md B2).
+#: development VM (Intel Xeon, Linux, torch 2.13 CPU, otherwise idle) on 2026-12-06, CHAOS at 20:03-20:16 UTC,
+#: hippocampus at 21:59-22:11 UTC (after the z-score's faster outlier band); the same pipeline measured in other
+#: rounds moved 5-15 % (docs/benchmarks.md B2).
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
@@ -85,43 +86,43 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                                "with DMD + Heads 99 % of the teacher's Dice on CHAOS (4800 iterations, 5 seeds), "
                                "98.8 % on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                 "params": {"3d": 192_323, "2d": 180_283},
-                "speedup": {"3d": 26.1, "2d": 11.2, "hippocampus": 14.6, "chaos": 10.5},
-                "speedup_two_threads": {"hippocampus": 10.0, "chaos": 9.3}},
+                "speedup": {"3d": 26.1, "2d": 11.2, "hippocampus": 15.3, "chaos": 10.5},
+                "speedup_two_threads": {"hippocampus": 10.3, "chaos": 9.3}},
     "student-tiny": {"description": "tiny student: half-resolution U-Net of 3 levels of 8-24 channels in 3D, "
                                     "student-fast's network at quarter resolution in 2D (for large slices; small "
                                     "structures suffer), batch norm folded at inference; with DMD + Heads 97.1 % "
                                     "of the teacher's Dice on CHAOS (4800 iterations, 3 seeds), 99.1 % on "
                                     "hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 68_587, "2d": 66_483},
-                     "speedup": {"3d": 47.0, "2d": 33.0, "hippocampus": 21.3, "chaos": 30.9},
-                     "speedup_two_threads": {"hippocampus": 14.7, "chaos": 18.0}},
+                     "speedup": {"3d": 47.0, "2d": 33.0, "hippocampus": 23.0, "chaos": 30.9},
+                     "speedup_two_threads": {"hippocampus": 15.3, "chaos": 18.0}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits; with DMD + Heads 98.8 % of the "
                                     "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 192_323, "2d": 66_483},
-                     "speedup": {"3d": 30.4, "2d": 12.3, "hippocampus": 14.6, "chaos": 11.2},
-                     "speedup_two_threads": {"hippocampus": 10.0, "chaos": 9.9}},
+                     "speedup": {"3d": 30.4, "2d": 12.3, "hippocampus": 16.2, "chaos": 11.2},
+                     "speedup_two_threads": {"hippocampus": 10.1, "chaos": 9.9}},
     "student-fast-deep": {"description": "fast deep student (the default student in 3D until 2026-12-06, 17:00 UTC): "
                                          "half-resolution U-Net (strided stem), 5 levels of 8-64 channels, batch "
                                          "norm folded at inference, bilinear logits; with DMD + Heads 98.6 % of the "
                                          "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
                           "params": {"3d": 522_571, "2d": 180_283},
-                          "speedup": {"3d": 15.3, "2d": 11.0, "hippocampus": 9.0, "chaos": 10.5},
-                          "speedup_two_threads": {"hippocampus": 6.0, "chaos": 8.8}},
+                          "speedup": {"3d": 15.3, "2d": 11.0, "hippocampus": 9.9, "chaos": 10.5},
+                          "speedup_two_threads": {"hippocampus": 6.2, "chaos": 8.8}},
     "student-fast-tiny": {"description": "fast tiny student: half-resolution U-Net (strided stem), 5 levels of "
                                          "4-32 channels, batch norm folded at inference, bilinear logits",
                           "params": {"3d": 172_783, "2d": 59_751},
-                          "speedup": {"3d": 24.5, "2d": 17.7, "hippocampus": 13.3, "chaos": 17.0},
-                          "speedup_two_threads": {"hippocampus": 9.1, "chaos": 13.7}},
+                          "speedup": {"3d": 24.5, "2d": 17.7, "hippocampus": 14.1, "chaos": 17.0},
+                          "speedup_two_threads": {"hippocampus": 9.2, "chaos": 13.7}},
     "student-classic": {"description": "classic student (the default before 2026-12-06): full resolution, 5 levels "
                                        "of 8-64 channels, instance norm",
                         "params": {"3d": 522_571, "2d": 180_283},
-                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.2, "chaos": 2.4},
+                        "speedup": {"3d": 2.5, "2d": 2.5, "hippocampus": 2.3, "chaos": 2.4},
                         "speedup_two_threads": {"hippocampus": 1.8, "chaos": 2.3}},
     "student-tiny-classic": {"description": "classic tiny student (student-tiny before 2026-12-06): full "
                                             "resolution, 5 levels of 4-32 channels, instance norm",
                              "params": {"3d": 172_783, "2d": 59_751},
-                             "speedup": {"3d": 4.1, "2d": 4.8, "hippocampus": 4.0, "chaos": 4.4},
+                             "speedup": {"3d": 4.1, "2d": 4.8, "hippocampus": 4.3, "chaos": 4.4},
                              "speedup_two_threads": {"hippocampus": 2.8, "chaos": 4.3}},
 }
 
