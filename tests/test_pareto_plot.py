@@ -39,14 +39,15 @@ def test_every_preset_row_comes_from_its_job_files_and_timings(tmp_path):
 
 
 def test_the_choosers_speed_ups_are_the_committed_measurements():
-    """PRESET_INFO's per-dataset speed-ups are the pairs benchmark's: 1 thread, and the lower of two 2-thread runs."""
+    """PRESET_INFO's per-dataset speed-ups are the pairs benchmark's: 1 thread, and the lowest of the 2-thread runs."""
     from napari_dmd.models.presets import PRESET_INFO
 
     bench = ROOT / "docs" / "benchmarks"
     for ds, key in (("hippocampus3d", "hippocampus"), ("chaos", "chaos")):
         one = json.loads((bench / f"bench-b2-pairs-{ds}-1thread.json").read_text())["datasets"][ds]["presets"]
-        two = [json.loads((bench / f"bench-b2-pairs-{ds}-{run}.json").read_text())["datasets"][ds]["presets"]
-               for run in ("2threads", "2threads-run2")]
+        two = [json.loads(path.read_text())["datasets"][ds]["presets"]
+               for path in sorted(bench.glob(f"bench-b2-pairs-{ds}-2threads*.json"))]
+        assert len(two) >= 2
         assert set(one) == set(PRESET_INFO) - {"teacher"}
         for name, row in one.items():
             assert PRESET_INFO[name]["speedup"][key] == round(row["speedup_fused"], 1), (ds, name)

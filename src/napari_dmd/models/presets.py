@@ -71,11 +71,11 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 #: labelling's time depends on the prediction) and timed with the teacher alone, in a new random order each time
 #: (`benchmarks/bench_labels_from_low_res.py --pairs`, docs/benchmarks/bench-b2-pairs-*-1thread.json).
 #: ``speedup_two_threads``: the same with 2 threads as napari-dmd runs them (idle threads asleep, window workers),
-#: the lower of two runs (bench-b2-pairs-*-2threads.json and -2threads-run2.json): a hippocampus volume fits one
-#: window, so the teacher uses the second core and the small students barely do. Measured on the shared 2-core
-#: development VM (Intel Xeon, Linux, torch 2.13 CPU, otherwise idle) on 2026-12-06, CHAOS at 20:03-20:16 UTC,
-#: hippocampus at 21:59-22:11 UTC (after the z-score's faster outlier band); the same pipeline measured in other
-#: rounds moved 5-15 % (docs/benchmarks.md B2).
+#: the lowest of the runs (bench-b2-pairs-*-2threads*.json: two on CHAOS, three on hippocampus): a hippocampus
+#: volume fits one window, so the teacher uses the second core and the small students barely do. Measured on the
+#: shared 2-core development VM (Intel Xeon, Linux, torch 2.13 CPU, otherwise idle): CHAOS on 2026-12-06 at
+#: 20:03-20:16 UTC, hippocampus at 21:59-22:11 UTC and 2026-12-07 00:05 UTC (after the z-score's faster outlier
+#: band); the same pipeline measured in other rounds moved 5-15 % (docs/benchmarks.md B2).
 PRESET_INFO: dict[str, dict[str, Any]] = {
     "teacher": {"description": "teacher U-Net: 5 levels, full resolution, instance norm",
                 "params": {"3d": 5_646_419, "2d": 1_942_323},
@@ -95,7 +95,7 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                                     "hippocampus 3D without flips (1600 iterations, 3 seeds)",
                      "params": {"3d": 68_587, "2d": 66_483},
                      "speedup": {"3d": 47.0, "2d": 33.0, "hippocampus": 23.0, "chaos": 30.9},
-                     "speedup_two_threads": {"hippocampus": 15.3, "chaos": 18.0}},
+                     "speedup_two_threads": {"hippocampus": 15.1, "chaos": 18.0}},
     "student-fast": {"description": "fast student: half-resolution U-Net (strided stem), 4 levels, batch norm "
                                     "folded at inference, bilinear logits; with DMD + Heads 98.8 % of the "
                                     "teacher's Dice on hippocampus 3D without flips (1600 iterations, 3 seeds)",
