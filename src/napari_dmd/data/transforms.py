@@ -51,7 +51,7 @@ def _tail_order_statistics(flat: np.ndarray, k: int) -> tuple[float, float]:
     if n >= 64 * _PRESELECT_STEP:
         sample = flat[::_PRESELECT_STEP]
         m = sample.size
-        j = min(m // 2 - 1, int(np.ceil(m * 4 * _TAIL)))
+        j = int(np.ceil(m * 4 * _TAIL))  # m >= 64, so j < m // 2: the two tails never meet
         guess = np.partition(sample, (j, m - 1 - j))
         low, high = flat[flat <= guess[j]], flat[flat >= guess[m - 1 - j]]
         if low.size > k and high.size > k:
