@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from napari_dmd.bench.corrections import DATA_DIRS, HIPPOCAMPUS_TEACHER, unseen_cases
-from napari_dmd.checkpoint import load_checkpoint, model_from_checkpoint
+from napari_dmd.checkpoint import load_checkpoint
 from napari_dmd.config import TrainConfig
 from napari_dmd.data.cases import load_msd_folder
 from napari_dmd.distill.engine import Distiller
-from napari_dmd.teachers import ModelTeacher
+from napari_dmd.teachers import load_teacher
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / DATA_DIRS["hippocampus"]
 
@@ -41,8 +41,7 @@ def main() -> None:
     left_out, val = unseen_cases(cases, ck, str(HIPPOCAMPUS_TEACHER)), set(ck["val_cases"])
     train = [c for c in cases if c.name not in val and c.name not in left_out]
     print(f"{len(train)} training cases ({len(left_out)} left out, {len(val)} validation)", flush=True)
-    teacher = ModelTeacher(model_from_checkpoint(ck, str(HIPPOCAMPUS_TEACHER)), 3, 3,
-                           normalization=ck.get("normalization", "zscore"))
+    teacher = load_teacher(HIPPOCAMPUS_TEACHER)  # as `bench corrections` loads it
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(method="dmd", model=a.student, iterations=a.iterations, batch_size=2, patch_size=[40, 56, 40],
                       spatial_dims=3, lr=1e-2, seed=a.seed, val_interval=10**9, checkpoint_interval=200,
